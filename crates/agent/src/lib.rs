@@ -1,0 +1,137 @@
+//! The Postern agent: runs on a device, dials out to the server (never listens), proves who
+//! it is with its own keys, and keeps one SSH link up for as long as it runs.
+//!
+//! `Agent::start` loads (or creates) the identity and spawns the link supervisor; its state
+//! (connected, status) is observable through a watch channel.
+
+pub mod backoff;
+pub mod facts;
+pub mod identity;
+mod link;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_protocol::{AgentDid, AgentStatus};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::{Identity, IdentityError};
+use crate::state::AgentState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(
+        "this agent was revoked by the server; remove its data directory to enroll again as a new agent"
+    )]
+    Revoked,
+    #[error("the agent task failed: {0}")]
+    Task(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Address of the server's agent gateway, HOST:PORT.
+    pub server: String,
+    pub data_dir: PathBuf,
+    /// Name to ask for; the server uses the hostname when absent.
+    pub name: Option<String>,
+    /// Enrollment token that approves this agent on first enrollment.
+    pub token: Option<String>,
+    /// Heartbeat interval.
+    pub sync_rate: Duration,
+    /// SSH keepalive interval; the link is dropped after 3 unanswered keepalives.
+    pub keepalive: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl AgentOptions {
+    pub fn new(server: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            server: server.into(),
+            data_dir: data_dir.into(),
+            name: None,
+            token: None,
+            sync_rate: Duration::from_secs(10),
+            keepalive: Duration::from_secs(15),
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the agent knows about its link right now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkState {
+    pub connected: bool,
+    pub status: Option<AgentStatus>,
+    pub name: Option<String>,
+    pub message: Option<String>,
+}
+
+struct Context {
+    options: AgentOptions,
+    identity: Identity,
+    state: AgentState,
+}
+
+pub struct Agent {
+    pub did: AgentDid,
+    state: watch::Receiver<LinkState>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+impl Agent {
+    /// Loads the identity (errors here are fatal and clear) and starts the link.
+    pub fn start(options: AgentOptions) -> Result<Self, AgentError> {
+        let identity = Identity::load_or_create(&options.data_dir)?;
+        let state_store = AgentState::new(&options.data_dir);
+        if state_store
+            .last_status()
+            .is_some_and(|s| s.status == AgentStatus::Revoked)
+        {
+            return Err(AgentError::Revoked);
+        }
+        let did = identity.did.clone();
+        tracing::info!(did = %did, server = %options.server, "agent starting");
+        let (tx, rx) = watch::channel(LinkState::default());
+        let shutdown = CancellationToken::new();
+        let ctx = Arc::new(Context {
+            options,
+            identity,
+            state: state_store,
+        });
+        let task = tokio::spawn(link::supervise(ctx, tx, shutdown.clone()));
+        Ok(Self {
+            did,
+            state: rx,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn state(&self) -> watch::Receiver<LinkState> {
+        self.state.clone()
+    }
+
+    /// Runs until the agent stops by itself (revocation).
+    pub async fn wait(&mut self) -> Result<(), AgentError> {
+        (&mut self.task)
+            .await
+            .map_err(|e| AgentError::Task(e.to_string()))?
+    }
+
+    pub async fn shutdown(self) -> Result<(), AgentError> {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .map_err(|e| AgentError::Task(e.to_string()))?
+    }
+}

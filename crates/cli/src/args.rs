@@ -1,0 +1,185 @@
+//! The command line: every subcommand and flag; flags also read `POSTERN_*` variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use postern_protocol::api::Role;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "postern",
+    version,
+    about = "A shell on your devices without exposing them to the internet."
+)]
+pub struct Cli {
+    /// Log format for long-running commands (server, agent, quickstart).
+    #[arg(long, global = true, env = "POSTERN_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server: agent gateway, HTTP API, store.
+    Server(ServerArgs),
+    /// Run an agent on this device.
+    Agent(AgentArgs),
+    /// Administration that works on the store directly.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Log in to a server; later commands use this login.
+    Login(LoginArgs),
+    /// Forget the login (and end it on the server).
+    Logout,
+    /// List agents, or approve, reject or revoke one.
+    Agents(AgentsArgs),
+    /// Enrollment tokens that approve agents as they enroll.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Show the event log; --follow streams it live.
+    Events(EventsArgs),
+    /// Run a server and a local agent, approved, with an admin login: try Postern in one step.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    #[arg(long, env = "POSTERN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API address [default: 127.0.0.1:8080].
+    #[arg(long, env = "POSTERN_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Address agents dial [default: 0.0.0.0:2200].
+    #[arg(long, env = "POSTERN_AGENT_LISTEN")]
+    pub agent_listen: Option<SocketAddr>,
+    /// SSH keepalive on agent links [default: 15s].
+    #[arg(long, env = "POSTERN_KEEPALIVE", value_parser = humantime::parse_duration)]
+    pub keepalive: Option<Duration>,
+    /// TOML config file; flags and variables win over it.
+    #[arg(long, env = "POSTERN_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The server's agent gateway, HOST:PORT.
+    #[arg(long, env = "POSTERN_SERVER")]
+    pub server: String,
+    #[arg(long, env = "POSTERN_AGENT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Name to register as [default: the hostname].
+    #[arg(long, env = "POSTERN_AGENT_NAME")]
+    pub name: Option<String>,
+    /// Enrollment token (approves this agent on first enrollment).
+    #[arg(long, env = "POSTERN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Heartbeat interval.
+    #[arg(long, env = "POSTERN_SYNC_RATE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub sync_rate: Duration,
+    /// SSH keepalive interval on the link.
+    #[arg(long, env = "POSTERN_AGENT_KEEPALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub keepalive: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Add a user; the password is read from standard input.
+    AddUser {
+        #[arg(long, env = "POSTERN_DATA_DIR")]
+        data_dir: PathBuf,
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+        .map_err(|e: postern_protocol::api::UnknownRole| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Server URL, e.g. http://127.0.0.1:8080
+    #[arg(long, env = "POSTERN_URL")]
+    pub server: String,
+    #[arg(long, env = "POSTERN_USER")]
+    pub user: String,
+    /// Read the password from standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentsArgs {
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentAction {
+    /// Approve a pending or rejected agent (AGENT: name, DID, or a unique prefix).
+    Approve { agent: String },
+    /// Reject a pending agent.
+    Reject { agent: String },
+    /// Revoke an agent: its link closes now and it is refused from then on.
+    Revoke { agent: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokensCommand {
+    /// Create an enrollment token.
+    Create {
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List enrollment tokens.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an enrollment token by id (or unique id prefix).
+    Revoke { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Keep streaming new events.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// How many recent events to show first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QuickstartArgs {
+    /// Where the server and the agent keep their data [default: ~/.local/share/postern/quickstart].
+    #[arg(long, env = "POSTERN_QUICKSTART_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Agent gateway address (loopback: the quickstart agent is local).
+    #[arg(long, default_value = "127.0.0.1:2200")]
+    pub agent_listen: SocketAddr,
+}

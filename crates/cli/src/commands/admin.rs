@@ -1,0 +1,20 @@
+//! `postern admin add-user`
+
+use anyhow::Result;
+
+use crate::args::AdminCommand;
+
+pub async fn run(command: AdminCommand) -> Result<()> {
+    match command {
+        AdminCommand::AddUser {
+            data_dir,
+            name,
+            role,
+        } => {
+            let password = super::read_password("Password: ", false)?;
+            postern_server::add_user(&data_dir, &name, role, &password).await?;
+            println!("added user {name} ({role})");
+        }
+    }
+    Ok(())
+}

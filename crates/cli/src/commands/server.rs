@@ -1,0 +1,42 @@
+//! `postern server`
+
+use anyhow::{Context, Result};
+use postern_server::{Server, ServerConfig, ServerConfigFile};
+
+use crate::args::ServerArgs;
+
+pub fn config(args: &ServerArgs) -> Result<(ServerConfig, Option<String>)> {
+    let file = match &args.config {
+        Some(path) => ServerConfigFile::load(path)?,
+        None => ServerConfigFile::default(),
+    };
+    let log_format = file.log_format.clone();
+    let overrides = ServerConfigFile {
+        data_dir: args.data_dir.clone(),
+        http: args.http,
+        agent_listen: args.agent_listen,
+        keepalive: args.keepalive,
+        ..Default::default()
+    };
+    Ok((ServerConfig::resolve(file, overrides)?, log_format))
+}
+
+pub async fn run(config: ServerConfig) -> Result<()> {
+    let server = Server::start(config)
+        .await
+        .context("the server could not start")?;
+    if let Some(password) = &server.initial_admin_password {
+        println!("Created the first administrator. This password is shown only once:");
+        println!("  user:     admin");
+        println!("  password: {password}");
+        println!();
+    }
+    println!("Postern server");
+    println!("  HTTP API:      http://{}/api/v1", server.http_addr);
+    println!("  agent gateway: {}", server.agent_addr);
+    println!("  host key:      {}", server.host_key_fingerprint);
+    super::stop_signal().await;
+    tracing::info!("stopping");
+    server.shutdown().await;
+    Ok(())
+}

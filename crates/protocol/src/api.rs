@@ -1,0 +1,284 @@
+//! The HTTP API's request and response bodies, shared by the server (which serves them and
+//! describes them in its OpenAPI document) and the CLI (which reads them).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+use crate::facts::AgentFacts;
+use crate::status::AgentStatus;
+
+/// What a user may do. Each role includes the ones below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads agents, sessions and events.
+    Viewer,
+    /// A viewer who may also open SSH sessions on approved agents and manage their own.
+    Operator,
+    /// Everything: approvals, users, enrollment tokens, every session.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown role {0:?} (expected admin, operator or viewer)")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Role::Viewer, Role::Operator, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRole(s.to_owned()))
+    }
+}
+
+/// Every error response: a stable machine code and a sentence for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ApiError {
+    pub error: String,
+    pub message: String,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LoginRequest {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LoginResponse {
+    /// Opaque bearer token; browsers get the same token as an HttpOnly cookie.
+    pub token: String,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+    pub user: Me,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Me {
+    pub name: String,
+    pub role: Role,
+}
+
+/// An agent as the API shows it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AgentView {
+    pub id: String,
+    pub name: String,
+    pub did: String,
+    pub status: AgentStatus,
+    pub online: bool,
+    /// Unix milliseconds of the last sign of life, if the agent was ever connected.
+    pub last_seen: Option<i64>,
+    pub facts: AgentFacts,
+    /// Unix milliseconds.
+    pub enrolled_at: i64,
+    /// OpenSSH public key of the agent's link and of its built-in SSH server.
+    pub ssh_public_key: String,
+    /// The address the agent's link came from. Only administrators see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_addr: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreateTokenRequest {
+    /// Lifetime in seconds (default one hour).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// How many enrollments it approves (default 1).
+    #[serde(default)]
+    pub uses: Option<u32>,
+}
+
+/// An enrollment token as listed; the secret itself is shown only once, at creation.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TokenView {
+    pub id: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_uses: u32,
+    pub uses: u32,
+    pub revoked: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreatedToken {
+    /// The secret to give to `postern agent --token`.
+    pub token: String,
+    #[serde(flatten)]
+    pub view: TokenView,
+}
+
+/// What happened, as stored in the audit log and streamed live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub enum EventKind {
+    #[serde(rename = "agent.enrolled")]
+    AgentEnrolled,
+    #[serde(rename = "agent.approved")]
+    AgentApproved,
+    #[serde(rename = "agent.rejected")]
+    AgentRejected,
+    #[serde(rename = "agent.revoked")]
+    AgentRevoked,
+    #[serde(rename = "agent.online")]
+    AgentOnline,
+    #[serde(rename = "agent.offline")]
+    AgentOffline,
+    #[serde(rename = "user.login")]
+    UserLogin,
+    #[serde(rename = "user.login_failed")]
+    UserLoginFailed,
+    #[serde(rename = "user.logout")]
+    UserLogout,
+    #[serde(rename = "user.created")]
+    UserCreated,
+    #[serde(rename = "token.created")]
+    TokenCreated,
+    #[serde(rename = "token.revoked")]
+    TokenRevoked,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 12] = [
+        EventKind::AgentEnrolled,
+        EventKind::AgentApproved,
+        EventKind::AgentRejected,
+        EventKind::AgentRevoked,
+        EventKind::AgentOnline,
+        EventKind::AgentOffline,
+        EventKind::UserLogin,
+        EventKind::UserLoginFailed,
+        EventKind::UserLogout,
+        EventKind::UserCreated,
+        EventKind::TokenCreated,
+        EventKind::TokenRevoked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AgentEnrolled => "agent.enrolled",
+            EventKind::AgentApproved => "agent.approved",
+            EventKind::AgentRejected => "agent.rejected",
+            EventKind::AgentRevoked => "agent.revoked",
+            EventKind::AgentOnline => "agent.online",
+            EventKind::AgentOffline => "agent.offline",
+            EventKind::UserLogin => "user.login",
+            EventKind::UserLoginFailed => "user.login_failed",
+            EventKind::UserLogout => "user.logout",
+            EventKind::UserCreated => "user.created",
+            EventKind::TokenCreated => "token.created",
+            EventKind::TokenRevoked => "token.revoked",
+        }
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown event kind {s:?}"))
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The agent an event is about, named as it was when the event happened.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventAgent {
+    pub id: String,
+    pub name: String,
+    pub did: String,
+}
+
+/// One audit event. Never carries a device address.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventView {
+    /// Increasing; resume a stream after the last one seen.
+    pub id: i64,
+    /// Unix milliseconds.
+    pub time: i64,
+    pub kind: EventKind,
+    /// Who did it: a user name, or "system".
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<EventAgent>,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_by_power() {
+        assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
+        assert_eq!("operator".parse::<Role>().unwrap(), Role::Operator);
+        assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn event_kinds_round_trip_through_their_names() {
+        for kind in EventKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(kind.as_str().parse::<EventKind>().unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn login_request_debug_hides_the_password() {
+        let req = LoginRequest {
+            user: "a".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{req:?}").contains("hunter2"));
+    }
+}

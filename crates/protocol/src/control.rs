@@ -1,0 +1,126 @@
+//! The control messages exchanged on an agent's link, one enum per direction.
+//!
+//! Conversation: the agent opens the `postern-control` subsystem and sends `Hello` with its
+//! protocol version; the server answers `Welcome` with a fresh nonce; the agent sends `Enroll`
+//! signed over that nonce; the server answers `Status`, and sends `Status` again whenever an
+//! administrator decides. An approved agent then sends `Heartbeat` at its sync rate.
+//! Either side answers a message it cannot use with `Error` and goes on.
+
+use serde::{Deserialize, Serialize};
+
+use crate::enrollment::Enrollment;
+use crate::facts::AgentFacts;
+use crate::status::AgentStatus;
+
+/// Version of the control protocol, carried in the first message of each side.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Agent → server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    Hello {
+        version: u32,
+        agent_version: String,
+    },
+    Enroll(Enrollment),
+    /// Liveness at the sync rate, with the facts when they changed.
+    Heartbeat {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        facts: Option<AgentFacts>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Server → agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Welcome {
+        version: u32,
+        /// Random, single-use; the enrollment signature covers it, so a captured enrollment
+        /// cannot be replayed.
+        nonce: String,
+    },
+    Status(StatusUpdate),
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// The agent's record as the server sees it, sent after enrollment and on every decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    pub status: AgentStatus,
+    /// The name the server registered (it may carry a suffix if the wanted one was taken).
+    pub name: String,
+    /// Why the agent is in this status, for its log (e.g. "enrollment token expired").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The certificate authority that signs user certificates for this agent's SSH server,
+    /// in OpenSSH public-key format. Present only when approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ca: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    UnsupportedVersion,
+    Malformed,
+    FrameTooLarge,
+    UnexpectedMessage,
+    BadSignature,
+    NotApproved,
+    Refused,
+    Internal,
+    /// A code from a newer peer.
+    #[serde(other)]
+    Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged_json() {
+        let msg = AgentMessage::Heartbeat { facts: None };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"heartbeat"}"#
+        );
+        let back: ServerMessage =
+            serde_json::from_str(r#"{"type":"welcome","version":1,"nonce":"n"}"#).unwrap();
+        assert_eq!(
+            back,
+            ServerMessage::Welcome {
+                version: 1,
+                nonce: "n".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_error_codes_from_newer_peers_still_parse() {
+        let msg: ServerMessage =
+            serde_json::from_str(r#"{"type":"error","code":"brand_new","message":"m"}"#).unwrap();
+        assert!(matches!(
+            msg,
+            ServerMessage::Error {
+                code: ErrorCode::Unknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_message_types_are_errors_not_panics() {
+        assert!(serde_json::from_str::<AgentMessage>(r#"{"type":"shell"}"#).is_err());
+        assert!(serde_json::from_str::<AgentMessage>(r#"{"version":1}"#).is_err());
+    }
+}

@@ -1,0 +1,339 @@
+//! The agent registry's rules: enrollment, naming, approval decisions, and how an agent is
+//! found from what a person types (name, DID, or a unique prefix of either).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use postern_protocol::api::EventKind;
+use postern_protocol::control::StatusUpdate;
+use postern_protocol::enrollment::Enrollment;
+use postern_protocol::{AgentStatus, ServerMessage};
+
+use crate::auth::secret;
+use crate::clock::now_ms;
+use crate::events::EventBus;
+use crate::links::{LinkCommand, LinkRegistry};
+use crate::store::{AgentRecord, Store, StoreError, TokenUse};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no agent matches {0:?}")]
+    NotFound(String),
+    #[error("{reference:?} matches several agents: {candidates}")]
+    Ambiguous {
+        reference: String,
+        candidates: String,
+    },
+    #[error("agent {name} is {from}; it cannot become {to}")]
+    InvalidTransition {
+        name: String,
+        from: AgentStatus,
+        to: AgentStatus,
+    },
+    #[error("this agent was revoked; enroll it again with a new identity")]
+    Revoked,
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Agents {
+    store: Arc<dyn Store>,
+    events: Arc<EventBus>,
+    links: Arc<LinkRegistry>,
+    /// OpenSSH public key of the CA that signs user certificates; given to approved agents.
+    user_ca: String,
+}
+
+impl Agents {
+    pub fn new(
+        store: Arc<dyn Store>,
+        events: Arc<EventBus>,
+        links: Arc<LinkRegistry>,
+        user_ca: String,
+    ) -> Self {
+        Self {
+            store,
+            events,
+            links,
+            user_ca,
+        }
+    }
+
+    pub fn links(&self) -> &LinkRegistry {
+        &self.links
+    }
+
+    pub fn status_update(&self, agent: &AgentRecord, message: Option<String>) -> StatusUpdate {
+        StatusUpdate {
+            status: agent.status,
+            name: agent.name.clone(),
+            message,
+            user_ca: (agent.status == AgentStatus::Approved).then(|| self.user_ca.clone()),
+        }
+    }
+
+    /// Records a verified enrollment presented on a link authenticated with `ssh_key`.
+    /// Returns the agent as stored and a note for the agent's log.
+    pub async fn enroll(
+        &self,
+        enrollment: &Enrollment,
+        ssh_key: &str,
+        peer: Option<SocketAddr>,
+    ) -> Result<(AgentRecord, Option<String>), AgentError> {
+        if enrollment.ssh_public_key.trim() != ssh_key {
+            return Err(AgentError::Refused(
+                "the enrollment names another SSH key than the one this link authenticated with"
+                    .into(),
+            ));
+        }
+        let did = enrollment.did.as_str();
+        let by_key = self.store.agent_by_ssh_key(ssh_key).await?;
+        let by_did = self.store.agent_by_did(did).await?;
+        let facts = enrollment.facts.clone().sanitized();
+        let now = now_ms();
+        let addr = peer.map(|p| p.ip().to_string());
+
+        let existing = match (by_key, by_did) {
+            (Some(a), Some(b)) if a.id == b.id => Some(a),
+            (None, None) => None,
+            _ => {
+                return Err(AgentError::Refused(
+                    "this identity or SSH key is already registered with another key or identity"
+                        .into(),
+                ));
+            }
+        };
+
+        if let Some(mut agent) = existing {
+            if agent.status == AgentStatus::Revoked {
+                return Err(AgentError::Revoked);
+            }
+            if agent.facts != facts {
+                self.store.update_agent_facts(&agent.id, &facts).await?;
+                agent.facts = facts;
+            }
+            self.store
+                .update_agent_seen(&agent.id, now, addr.as_deref())
+                .await?;
+            let mut note = None;
+            if agent.status != AgentStatus::Approved
+                && let Some(token) = &enrollment.token
+            {
+                match self.take_token(token).await? {
+                    Ok(()) => self.approve_by_token(&mut agent).await?,
+                    Err(why) => note = Some(why),
+                }
+            }
+            return Ok((agent, note));
+        }
+
+        // A new agent.
+        let (status, note) = match &enrollment.token {
+            Some(token) => match self.take_token(token).await? {
+                Ok(()) => (AgentStatus::Approved, None),
+                Err(why) => (AgentStatus::Pending, Some(why)),
+            },
+            None => (AgentStatus::Pending, None),
+        };
+        let wanted = sanitize_name(
+            enrollment
+                .name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(&facts.hostname),
+        );
+        let mut agent = AgentRecord {
+            id: secret::new_id(),
+            did: did.to_owned(),
+            name: wanted.clone(),
+            ssh_public_key: ssh_key.to_owned(),
+            status,
+            facts,
+            enrolled_at: now,
+            last_seen: Some(now),
+            remote_addr: addr,
+        };
+        // Two agents never share a name: the later one gets the first free suffix.
+        let mut n = 1;
+        loop {
+            if !self.store.agent_name_taken(&agent.name).await? {
+                match self.store.insert_agent(&agent).await {
+                    Ok(()) => break,
+                    Err(StoreError::Conflict(_)) if n < 1000 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            n += 1;
+            agent.name = format!("{wanted}-{n}");
+        }
+        let how = if status == AgentStatus::Approved {
+            "enrolled and approved with an enrollment token"
+        } else {
+            "enrolled; waiting for approval"
+        };
+        self.events
+            .publish(EventKind::AgentEnrolled, "system", Some(&agent), how)
+            .await;
+        if status == AgentStatus::Approved {
+            self.events
+                .publish(
+                    EventKind::AgentApproved,
+                    "enrollment-token",
+                    Some(&agent),
+                    "approved by an enrollment token",
+                )
+                .await;
+        }
+        Ok((agent, note))
+    }
+
+    async fn take_token(&self, token: &str) -> Result<Result<(), String>, AgentError> {
+        let outcome = self
+            .store
+            .use_token(&secret::hash_secret(token), now_ms())
+            .await?;
+        let why = match outcome {
+            TokenUse::Consumed => return Ok(Ok(())),
+            TokenUse::Expired => "the enrollment token has expired",
+            TokenUse::UsedUp => "the enrollment token has no uses left",
+            TokenUse::Revoked => "the enrollment token was revoked",
+            TokenUse::Unknown => "the enrollment token is not known to this server",
+        };
+        Ok(Err(format!(
+            "{why}; waiting for an administrator's approval"
+        )))
+    }
+
+    async fn approve_by_token(&self, agent: &mut AgentRecord) -> Result<(), AgentError> {
+        self.store
+            .set_agent_status(
+                &agent.id,
+                AgentStatus::Approved,
+                "enrollment-token",
+                now_ms(),
+            )
+            .await?;
+        agent.status = AgentStatus::Approved;
+        self.events
+            .publish(
+                EventKind::AgentApproved,
+                "enrollment-token",
+                Some(agent),
+                "approved by an enrollment token",
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Finds one agent by id, exact name or DID, or a unique prefix of a name or DID.
+    pub async fn resolve(&self, reference: &str) -> Result<AgentRecord, AgentError> {
+        let reference = reference.trim();
+        let all = self.store.list_agents().await?;
+        if let Some(exact) = all
+            .iter()
+            .find(|a| a.id == reference || a.name == reference || a.did == reference)
+        {
+            return Ok(exact.clone());
+        }
+        let body = |did: &str| did.strip_prefix("did:key:").unwrap_or(did).to_owned();
+        let matches: Vec<&AgentRecord> = all
+            .iter()
+            .filter(|a| {
+                !reference.is_empty()
+                    && (a.name.starts_with(reference)
+                        || a.did.starts_with(reference)
+                        || body(&a.did).starts_with(reference))
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(AgentError::NotFound(reference.to_owned())),
+            many => Err(AgentError::Ambiguous {
+                reference: reference.to_owned(),
+                candidates: many
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<AgentRecord>, AgentError> {
+        Ok(self.store.list_agents().await?)
+    }
+
+    /// An administrator's decision. The agent's link, if up, hears it at once; revocation
+    /// also closes the link.
+    pub async fn decide(
+        &self,
+        actor: &str,
+        reference: &str,
+        to: AgentStatus,
+    ) -> Result<AgentRecord, AgentError> {
+        let mut agent = self.resolve(reference).await?;
+        if !agent.status.can_become(to) {
+            return Err(AgentError::InvalidTransition {
+                name: agent.name,
+                from: agent.status,
+                to,
+            });
+        }
+        self.store
+            .set_agent_status(&agent.id, to, actor, now_ms())
+            .await?;
+        agent.status = to;
+        let (kind, detail) = match to {
+            AgentStatus::Approved => (EventKind::AgentApproved, "approved"),
+            AgentStatus::Rejected => (EventKind::AgentRejected, "rejected"),
+            AgentStatus::Revoked => (EventKind::AgentRevoked, "revoked; link closed"),
+            AgentStatus::Pending => (EventKind::AgentEnrolled, "pending"),
+        };
+        let message = ServerMessage::Status(self.status_update(&agent, None));
+        let command = if to == AgentStatus::Revoked {
+            LinkCommand::Close(message)
+        } else {
+            LinkCommand::Send(message)
+        };
+        self.links.command(&agent.id, command);
+        self.events.publish(kind, actor, Some(&agent), detail).await;
+        Ok(agent)
+    }
+}
+
+/// Names are shown everywhere and typed in commands: keep them to a safe alphabet.
+pub fn sanitize_name(wanted: &str) -> String {
+    let name: String = wanted
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let name = name.trim_matches('-').to_owned();
+    if name.is_empty() {
+        "agent".to_owned()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize_name;
+
+    #[test]
+    fn names_are_made_safe() {
+        assert_eq!(sanitize_name("pi-kitchen"), "pi-kitchen");
+        assert_eq!(sanitize_name("my host;rm -rf"), "my-host-rm--rf");
+        assert_eq!(sanitize_name(""), "agent");
+        assert_eq!(sanitize_name("ääh"), "h");
+        assert_eq!(sanitize_name(&"x".repeat(100)).len(), 64);
+    }
+}

@@ -1,0 +1,104 @@
+//! Agents: list, show, and the administrator's decisions.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use postern_protocol::AgentStatus;
+use postern_protocol::api::{AgentView, ApiError as ErrorBody, Role};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Caller;
+use crate::store::AgentRecord;
+
+fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
+    let links = state.services.agents.links();
+    let online = links.is_online(&agent.id);
+    AgentView {
+        online,
+        last_seen: links.last_seen(&agent.id).or(agent.last_seen),
+        // A device's address is for administrators only.
+        remote_addr: agent
+            .remote_addr
+            .filter(|_| caller.user.role == Role::Admin),
+        id: agent.id,
+        name: agent.name,
+        did: agent.did,
+        status: agent.status,
+        facts: agent.facts,
+        enrolled_at: agent.enrolled_at,
+        ssh_public_key: agent.ssh_public_key,
+    }
+}
+
+/// Every agent, with its status, liveness and facts.
+#[utoipa::path(get, path = "/api/v1/agents", responses((status = 200, body = Vec<AgentView>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<AgentView>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let agents = state.services.agents.list().await?;
+    Ok(Json(
+        agents
+            .into_iter()
+            .map(|a| view(&state, &caller, a))
+            .collect(),
+    ))
+}
+
+/// One agent, by id, name, DID, or a unique prefix of a name or DID.
+#[utoipa::path(get, path = "/api/v1/agents/{agent}", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Ambiguous prefix")), security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let agent = state.services.agents.resolve(&agent).await?;
+    Ok(Json(view(&state, &caller, agent)))
+}
+
+async fn decide(
+    state: AppState,
+    caller: Caller,
+    agent: String,
+    to: AgentStatus,
+) -> Result<Json<AgentView>, ApiError> {
+    caller.require(Role::Admin)?;
+    let agent = state
+        .services
+        .agents
+        .decide(caller.name(), &agent, to)
+        .await?;
+    Ok(Json(view(&state, &caller, agent)))
+}
+
+/// Approve a pending (or rejected) agent.
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/approve", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    decide(state, caller, agent, AgentStatus::Approved).await
+}
+
+/// Reject a pending agent; it keeps waiting and may be approved later.
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/reject", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn reject(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    decide(state, caller, agent, AgentStatus::Rejected).await
+}
+
+/// Revoke an agent: its link closes at once and its key is refused from then on.
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/revoke", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    decide(state, caller, agent, AgentStatus::Revoked).await
+}

@@ -1,0 +1,110 @@
+//! Login, logout and "who am I".
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use postern_protocol::api::{ApiError as ErrorBody, EventKind, LoginRequest, LoginResponse, Me};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller, SESSION_COOKIE};
+use crate::auth::{password, secret};
+use crate::clock::now_ms;
+
+fn cookie(value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
+    ))
+    .map_err(ApiError::internal)
+}
+
+/// Log in with a password: returns a bearer token and sets the same token as a cookie.
+#[utoipa::path(post, path = "/api/v1/login", request_body = LoginRequest, responses(
+    (status = 200, body = LoginResponse),
+    (status = 401, body = ErrorBody, description = "Wrong user or password"),
+    (status = 429, body = ErrorBody, description = "Too many failed attempts; see Retry-After"),
+))]
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(request): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let s = &state.services;
+    let source = Some(peer.ip());
+    let name: String = request.user.chars().take(64).collect();
+    if let Err(wait) = s.throttle.check(&name, source) {
+        return Err(ApiError::too_many_attempts(wait.as_secs().max(1)));
+    }
+    let user = s.store.user_by_name(&name).await?;
+    let ok = password::verify(
+        request.password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await;
+    let Some(user) = user.filter(|_| ok) else {
+        s.throttle.record_failure(&name, source);
+        s.events
+            .publish(
+                EventKind::UserLoginFailed,
+                "system",
+                None,
+                format!("failed login as {name:?}"),
+            )
+            .await;
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "wrong user name or password",
+        ));
+    };
+    s.throttle.record_success(&name);
+    let token = secret::new_secret("pst");
+    let now = now_ms();
+    let expires_at = now + s.login_ttl.as_millis() as i64;
+    s.store
+        .insert_login(&secret::hash_secret(&token), &user.id, now, expires_at)
+        .await?;
+    s.events
+        .publish(EventKind::UserLogin, &user.name, None, "logged in")
+        .await;
+    let body = LoginResponse {
+        token: token.clone(),
+        expires_at,
+        user: Me {
+            name: user.name,
+            role: user.role,
+        },
+    };
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie(&token, s.login_ttl.as_secs())?);
+    Ok(response)
+}
+
+/// End this login: the token stops working at once.
+#[utoipa::path(post, path = "/api/v1/logout", responses((status = 204), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let s = &state.services;
+    s.store.delete_login(&caller.token_hash).await?;
+    s.events
+        .publish(EventKind::UserLogout, caller.name(), None, "logged out")
+        .await;
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie("", 0)?);
+    Ok(response)
+}
+
+/// The logged-in user.
+#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = Me), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn me(caller: Caller) -> Json<Me> {
+    Json(Me {
+        name: caller.user.name,
+        role: caller.user.role,
+    })
+}

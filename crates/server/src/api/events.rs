@@ -1,0 +1,123 @@
+//! The live event stream (server-sent events), resumable from the last event id seen.
+
+use std::convert::Infallible;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use postern_protocol::api::{ApiError as ErrorBody, EventView, Role};
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::IntoParams;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Caller;
+use crate::events;
+
+const PAGE: u32 = 500;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// Replay every event after this id, then go live (the `Last-Event-ID` header wins).
+    after: Option<i64>,
+    /// Without `after`: how many recent events to replay first (default 20, at most 500).
+    limit: Option<u32>,
+    /// `false` ends the stream after the replay.
+    follow: Option<bool>,
+}
+
+/// Events as server-sent events: `id` is the event id, `event` its kind, `data` the JSON
+/// `EventView`. Reconnecting with `Last-Event-ID` resumes exactly after the last one seen.
+#[utoipa::path(get, path = "/api/v1/events", params(EventsQuery), responses(
+    (status = 200, content_type = "text/event-stream", body = EventView),
+    (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(query): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(query.after);
+    let s = state.services.clone();
+    // Subscribe before reading the backlog so nothing falls between the two.
+    let mut live = s.events.subscribe();
+    let backlog = match resume {
+        Some(after) => s.store.events_after(after, PAGE).await?,
+        None => {
+            s.store
+                .latest_events(query.limit.unwrap_or(20).min(PAGE))
+                .await?
+        }
+    };
+    let follow = query.follow.unwrap_or(true);
+    let (tx, rx) = mpsc::channel::<EventView>(64);
+
+    tokio::spawn(async move {
+        let mut last = resume.unwrap_or(0);
+        let mut page: Vec<EventView> = backlog.into_iter().map(events::view).collect();
+        // Replay in pages until caught up with the store.
+        loop {
+            let full = page.len() as u32 == PAGE;
+            for event in page {
+                last = last.max(event.id);
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            if !full {
+                break;
+            }
+            page = match s.store.events_after(last, PAGE).await {
+                Ok(p) => p.into_iter().map(events::view).collect(),
+                Err(_) => return,
+            };
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            let received = tokio::select! {
+                r = live.recv() => r,
+                _ = s.shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+            };
+            let batch = match received {
+                Ok(event) if event.id > last => vec![event],
+                Ok(_) => continue,
+                // Fell behind the live buffer: fill the gap from the store.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    match s.store.events_after(last, PAGE).await {
+                        Ok(p) => p.into_iter().map(events::view).collect(),
+                        Err(_) => return,
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            for event in batch {
+                last = last.max(event.id);
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    let stream = ReceiverStream::new(rx).map(|event| {
+        let sse = Event::default()
+            .id(event.id.to_string())
+            .event(event.kind.as_str());
+        Ok(sse
+            .json_data(&event)
+            .unwrap_or_else(|_| Event::default().comment("unencodable event")))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

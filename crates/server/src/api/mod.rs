@@ -1,0 +1,114 @@
+//! The HTTP API under `/api/v1`: JSON in and out, errors as `{"error", "message"}`, roles
+//! checked on every endpoint, described by the OpenAPI document it serves.
+
+mod agents;
+mod auth;
+mod error;
+mod events;
+mod extract;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+
+pub use error::ApiError;
+pub use extract::{CSRF_HEADER, SESSION_COOKIE};
+
+use crate::agents::Agents;
+use crate::auth::throttle::LoginThrottle;
+use crate::events::EventBus;
+use crate::store::Store;
+use crate::tokens::EnrollmentTokens;
+
+/// Request bodies are small JSON documents; anything larger is refused before parsing.
+pub const MAX_BODY: usize = 64 * 1024;
+
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub agents: Arc<Agents>,
+    pub tokens: Arc<EnrollmentTokens>,
+    pub events: Arc<EventBus>,
+    pub throttle: LoginThrottle,
+    pub login_ttl: Duration,
+    /// Ends long-lived responses (event streams) when the server stops.
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<Services>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Postern API", description = "Agents, approvals, enrollment tokens, users and events."),
+    paths(
+        auth::login, auth::logout, auth::me,
+        agents::list, agents::show, agents::approve, agents::reject, agents::revoke,
+        tokens::list, tokens::create, tokens::revoke,
+        events::stream, health,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "postern"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Liveness: answers without a login.
+#[utoipa::path(get, path = "/api/v1/health", responses((status = 200, description = "The server is up")))]
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+pub fn router(services: Arc<Services>) -> Router {
+    let api = Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi_json))
+        .route("/login", post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/me", get(auth::me))
+        .route("/agents", get(agents::list))
+        .route("/agents/{agent}", get(agents::show))
+        .route("/agents/{agent}/approve", post(agents::approve))
+        .route("/agents/{agent}/reject", post(agents::reject))
+        .route("/agents/{agent}/revoke", post(agents::revoke))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/events", get(events::stream))
+        .fallback(not_found);
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(AppState { services })
+}

@@ -1,0 +1,167 @@
+//! Server settings: built from defaults, then the TOML file, then `POSTERN_*` variables and
+//! flags (the last two merged by the CLI). Unknown keys in the file are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// HTTP API (and later the app).
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    /// The SSH gateway agents dial.
+    #[serde(default = "default_agent_listen")]
+    pub agent_listen: SocketAddr,
+    /// SSH keepalive on agent links; a link is declared dead after 3 unanswered ones.
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// How long a login token stays valid.
+    #[serde(default = "default_login_ttl", with = "humantime_serde")]
+    pub login_ttl: Duration,
+}
+
+/// The same settings with every field optional, as read from a file or the command line.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfigFile {
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub agent_listen: Option<SocketAddr>,
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub login_ttl: Option<Duration>,
+    /// `text` or `json`; read by the binary before the server starts.
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error(
+        "no data directory: pass --data-dir, set POSTERN_DATA_DIR or data_dir in the config file"
+    )]
+    NoDataDir,
+    #[error("keepalive must be between 1s and 10m")]
+    Keepalive,
+}
+
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_agent_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 2200))
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_login_ttl() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the data dir; what tests and quickstart start from.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            http: default_http(),
+            agent_listen: default_agent_listen(),
+            keepalive: default_keepalive(),
+            login_ttl: default_login_ttl(),
+        }
+    }
+
+    /// Layers `overrides` (flags and environment) over `file` over the defaults.
+    pub fn resolve(
+        file: ServerConfigFile,
+        overrides: ServerConfigFile,
+    ) -> Result<Self, ConfigError> {
+        let data_dir = overrides
+            .data_dir
+            .or(file.data_dir)
+            .ok_or(ConfigError::NoDataDir)?;
+        let mut config = Self::new(data_dir);
+        config.http = overrides.http.or(file.http).unwrap_or(config.http);
+        config.agent_listen = overrides
+            .agent_listen
+            .or(file.agent_listen)
+            .unwrap_or(config.agent_listen);
+        config.keepalive = overrides
+            .keepalive
+            .or(file.keepalive)
+            .unwrap_or(config.keepalive);
+        config.login_ttl = overrides
+            .login_ttl
+            .or(file.login_ttl)
+            .unwrap_or(config.login_ttl);
+        if config.keepalive < Duration::from_secs(1) || config.keepalive > Duration::from_secs(600)
+        {
+            return Err(ConfigError::Keepalive);
+        }
+        Ok(config)
+    }
+}
+
+impl ServerConfigFile {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: shown,
+            source: Box::new(source),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("postern.toml");
+        std::fs::write(&path, include_str!("../../../docs/postern.example.toml")).unwrap();
+        let file = ServerConfigFile::load(&path).unwrap();
+        let config = ServerConfig::resolve(file, ServerConfigFile::default()).unwrap();
+        assert_eq!(config.agent_listen.port(), 2200);
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_unknown_keys_are_refused() {
+        let file: ServerConfigFile =
+            toml::from_str("data_dir = \"/a\"\nhttp = \"127.0.0.1:9000\"\nkeepalive = \"5s\"")
+                .unwrap();
+        let flags = ServerConfigFile {
+            http: Some("127.0.0.1:9001".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = ServerConfig::resolve(file, flags).unwrap();
+        assert_eq!(c.http.port(), 9001);
+        assert_eq!(c.keepalive, Duration::from_secs(5));
+        assert_eq!(c.data_dir, PathBuf::from("/a"));
+
+        assert!(toml::from_str::<ServerConfigFile>("htp = \"x\"").is_err());
+        assert!(matches!(
+            ServerConfig::resolve(ServerConfigFile::default(), ServerConfigFile::default()),
+            Err(ConfigError::NoDataDir)
+        ));
+    }
+}

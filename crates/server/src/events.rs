@@ -1,0 +1,78 @@
+//! The event bus: every audit-worthy change is stored, then published live, in id order.
+
+use std::sync::Arc;
+
+use postern_protocol::api::{EventAgent, EventKind, EventView};
+use tokio::sync::{Mutex, broadcast};
+
+use crate::clock::now_ms;
+use crate::store::{AgentRecord, EventAgentRef, EventRecord, NewEvent, Store};
+
+const LIVE_BUFFER: usize = 1024;
+
+pub struct EventBus {
+    store: Arc<dyn Store>,
+    live: broadcast::Sender<EventView>,
+    /// Held across insert + send so that subscribers see ids in increasing order.
+    order: Mutex<()>,
+}
+
+impl EventBus {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            live: broadcast::channel(LIVE_BUFFER).0,
+            order: Mutex::new(()),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<EventView> {
+        self.live.subscribe()
+    }
+
+    /// Stores and publishes an event. A store failure is logged, not returned: the action the
+    /// event records has already happened and must not be undone by the audit log.
+    pub async fn publish(
+        &self,
+        kind: EventKind,
+        actor: &str,
+        agent: Option<&AgentRecord>,
+        detail: impl Into<String>,
+    ) {
+        let event = NewEvent {
+            time: now_ms(),
+            kind,
+            actor: actor.to_owned(),
+            agent: agent.map(|a| EventAgentRef {
+                id: a.id.clone(),
+                name: a.name.clone(),
+                did: a.did.clone(),
+            }),
+            detail: detail.into(),
+        };
+        let _order = self.order.lock().await;
+        match self.store.insert_event(&event).await {
+            Ok(id) => {
+                // No subscribers is fine.
+                let _ = self.live.send(view(EventRecord { id, event }));
+            }
+            Err(e) => tracing::error!(error = %e, kind = %kind, "could not store event"),
+        }
+    }
+}
+
+pub fn view(record: EventRecord) -> EventView {
+    let e = record.event;
+    EventView {
+        id: record.id,
+        time: e.time,
+        kind: e.kind,
+        actor: e.actor,
+        agent: e.agent.map(|a| EventAgent {
+            id: a.id,
+            name: a.name,
+            did: a.did,
+        }),
+        detail: e.detail,
+    }
+}

@@ -1,0 +1,223 @@
+//! The russh handler for one agent connection: a thin translator. Authentication looks the
+//! key up; the single control channel is handed to its own task; everything else is refused.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use postern_protocol::{AgentStatus, CONTROL_SUBSYSTEM};
+use russh::keys::PublicKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
+
+use super::{Gateway, control, key_text};
+
+pub struct AgentConnection {
+    gateway: Arc<Gateway>,
+    peer: Option<SocketAddr>,
+    /// The authenticated key, canonical text.
+    key: Option<String>,
+    control: Option<ChannelId>,
+}
+
+impl AgentConnection {
+    pub fn new(gateway: Arc<Gateway>, peer: Option<SocketAddr>) -> Self {
+        Self {
+            gateway,
+            peer,
+            key: None,
+            control: None,
+        }
+    }
+
+    /// Any key may authenticate (unknown keys may enroll), except a revoked agent's.
+    async fn allowed(&self, key: &PublicKey) -> Result<bool, russh::Error> {
+        match self.gateway.store.agent_by_ssh_key(&key_text(key)).await {
+            Ok(Some(agent)) => Ok(agent.status != AgentStatus::Revoked),
+            Ok(None) => Ok(true),
+            Err(error) => {
+                tracing::error!(%error, "store unavailable during agent authentication");
+                Ok(false)
+            }
+        }
+    }
+
+    fn refuse(&self, what: &str) {
+        tracing::info!(peer = ?self.peer, "refused {what} on the agent port");
+    }
+}
+
+impl russh::server::Handler for AgentConnection {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(if self.allowed(offer.public_key).await? {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.allowed(key.public_key).await? {
+            tracing::info!(peer = ?self.peer, "refused a revoked agent's key");
+            return Ok(Auth::reject());
+        }
+        self.key = Some(key_text(key.public_key));
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(key) = self.key.clone() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        if self.control.is_some() {
+            self.refuse("a second session channel");
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        self.control = Some(channel.id());
+        reply.accept().await;
+        let gateway = self.gateway.clone();
+        let peer = self.peer;
+        let handle = session.handle();
+        tokio::spawn(control::run(gateway, channel, key, peer, handle));
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.control == Some(channel) && name == CONTROL_SUBSYSTEM {
+            session.channel_success(channel)?;
+        } else {
+            self.refuse("an unknown subsystem");
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("a shell");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("exec");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("X11 forwarding");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse("agent forwarding");
+        Ok(false)
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The server is never an open proxy.
+        self.refuse("direct-tcpip");
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("an X11 channel");
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // Forwards are granted only for an agent's own `starting` SSH session (sessions
+        // arrive with the SSH-session capability); until then there is nothing to forward.
+        self.refuse("tcpip-forward");
+        Ok(false)
+    }
+}

@@ -1,0 +1,243 @@
+//! The Postern server: the agent gateway (SSH), the HTTP API, the store and the event bus.
+//!
+//! `Server::start` brings everything up on the configured addresses (port 0 works, for
+//! tests) and returns a handle; `Server::shutdown` stops it cleanly.
+
+pub mod agents;
+pub mod api;
+pub mod auth;
+mod clock;
+pub mod config;
+pub mod events;
+pub mod gateway;
+pub mod keys;
+pub mod links;
+pub mod store;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_protocol::api::{CreatedToken, EventKind, Role};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ServerConfig, ServerConfigFile};
+
+use crate::agents::Agents;
+use crate::api::Services;
+use crate::auth::UserError;
+use crate::events::EventBus;
+use crate::links::LinkRegistry;
+use crate::store::{SqliteStore, Store, StoreError};
+use crate::tokens::{EnrollmentTokens, TokenError};
+
+pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
+pub const USER_CA_FILE: &str = "user_ca_ed25519_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    User(#[from] UserError),
+}
+
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub agent_addr: SocketAddr,
+    /// SHA-256 fingerprint of the gateway's host key, for pinning.
+    pub host_key_fingerprint: String,
+    /// Set when this start created the first administrator: show it once, it is not kept.
+    pub initial_admin_password: Option<String>,
+    services: Arc<Services>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn ensure_data_dir(dir: &Path) -> Result<(), ServerError> {
+    let err = |source| ServerError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
+    }
+    let meta = std::fs::metadata(dir).map_err(err)?;
+    if !meta.is_dir() {
+        return Err(err(std::io::Error::other("not a directory")));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), "data directory is accessible to other users; chmod 700 is advised");
+    }
+    Ok(())
+}
+
+async fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, ServerError> {
+    ensure_data_dir(data_dir)?;
+    Ok(Arc::new(SqliteStore::open(data_dir).await?))
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+impl Server {
+    pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        let store = open_store(&config.data_dir).await?;
+        let host_key = keys::load_or_create(&config.data_dir.join(HOST_KEY_FILE))?;
+        let user_ca = keys::load_or_create(&config.data_dir.join(USER_CA_FILE))?;
+        let host_key_fingerprint = keys::fingerprint(&host_key);
+        let events = Arc::new(EventBus::new(store.clone()));
+
+        let initial_admin_password = if store.count_users().await? == 0 {
+            let password = auth::secret::new_password();
+            auth::create_user(&store, "admin", Role::Admin, &password).await?;
+            events
+                .publish(
+                    EventKind::UserCreated,
+                    "system",
+                    None,
+                    "created user admin (admin)",
+                )
+                .await;
+            Some(password)
+        } else {
+            None
+        };
+
+        let links = Arc::new(LinkRegistry::default());
+        let agents = Arc::new(Agents::new(
+            store.clone(),
+            events.clone(),
+            links,
+            gateway::key_text(user_ca.public_key()),
+        ));
+        let shutdown = CancellationToken::new();
+        let services = Arc::new(Services {
+            store: store.clone(),
+            agents: agents.clone(),
+            tokens: Arc::new(EnrollmentTokens::new(store.clone(), events.clone())),
+            events: events.clone(),
+            throttle: Default::default(),
+            login_ttl: config.login_ttl,
+            shutdown: shutdown.clone(),
+        });
+
+        let http = bind("HTTP", config.http).await?;
+        let agent_listener = bind("agents", config.agent_listen).await?;
+        let http_addr = http.local_addr().map_err(|source| ServerError::Bind {
+            what: "HTTP",
+            addr: config.http,
+            source,
+        })?;
+        let agent_addr = agent_listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                what: "agents",
+                addr: config.agent_listen,
+                source,
+            })?;
+
+        let app = api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone();
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(http, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server stopped");
+            }
+        });
+        let gateway = Arc::new(gateway::Gateway::new(
+            store,
+            agents,
+            events,
+            host_key_fingerprint.clone(),
+        ));
+        let gateway_task = tokio::spawn(gateway::serve(
+            agent_listener,
+            host_key,
+            config.keepalive,
+            gateway,
+            shutdown.clone(),
+        ));
+        tracing::info!(%http_addr, %agent_addr, fingerprint = %host_key_fingerprint, "postern server started");
+
+        Ok(Self {
+            http_addr,
+            agent_addr,
+            host_key_fingerprint,
+            initial_admin_password,
+            services,
+            shutdown,
+            tasks: vec![http_task, gateway_task],
+        })
+    }
+
+    /// Creates an enrollment token on behalf of `actor` (used by quickstart for its agent).
+    pub async fn create_enrollment_token(
+        &self,
+        actor: &str,
+        ttl: Duration,
+        uses: u32,
+    ) -> Result<CreatedToken, TokenError> {
+        self.services.tokens.create(actor, ttl, uses).await
+    }
+
+    /// Number of agents connected right now.
+    pub fn online_agents(&self) -> usize {
+        self.services.agents.links().online_count()
+    }
+
+    /// Stops accepting, closes agent links and event streams, and waits for the tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// Adds a user directly in the store of `data_dir` (works whether a server runs or not).
+pub async fn add_user(
+    data_dir: &Path,
+    name: &str,
+    role: Role,
+    password: &str,
+) -> Result<(), ServerError> {
+    let store = open_store(data_dir).await?;
+    auth::create_user(&store, name, role, password).await?;
+    EventBus::new(store)
+        .publish(
+            EventKind::UserCreated,
+            "admin-cli",
+            None,
+            format!("created user {name} ({role})"),
+        )
+        .await;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Persistent state behind one trait, so callers never see a database driver.
+//! SQLite (embedded, in the data dir) is the implementation today; PostgreSQL will implement
+//! the same trait with the same SQL text (ids are text, times unix ms, `$N` placeholders).
+
+mod sqlite;
+
+use async_trait::async_trait;
+use postern_protocol::api::{EventKind, Role};
+use postern_protocol::{AgentFacts, AgentStatus};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone, Debug)]
+pub struct UserRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentRecord {
+    pub id: String,
+    pub did: String,
+    pub name: String,
+    pub ssh_public_key: String,
+    pub status: AgentStatus,
+    pub facts: AgentFacts,
+    pub enrolled_at: i64,
+    pub last_seen: Option<i64>,
+    pub remote_addr: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenRecord {
+    pub id: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_uses: u32,
+    pub uses: u32,
+    pub revoked: bool,
+}
+
+/// The outcome of presenting an enrollment token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenUse {
+    /// Valid: one use was taken.
+    Consumed,
+    Expired,
+    UsedUp,
+    Revoked,
+    Unknown,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub time: i64,
+    pub kind: EventKind,
+    pub actor: String,
+    pub agent: Option<EventAgentRef>,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct EventAgentRef {
+    pub id: String,
+    pub name: String,
+    pub did: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct EventRecord {
+    pub id: i64,
+    pub event: NewEvent,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Users
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<UserRecord>>;
+    async fn count_users(&self) -> StoreResult<i64>;
+
+    // Logins (API tokens)
+    async fn insert_login(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    /// The user holding this token and when it expires.
+    async fn login(&self, token_hash: &str) -> StoreResult<Option<(UserRecord, i64)>>;
+    async fn delete_login(&self, token_hash: &str) -> StoreResult<()>;
+
+    // Agents
+    async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
+    async fn agent_by_ssh_key(&self, ssh_public_key: &str) -> StoreResult<Option<AgentRecord>>;
+    async fn agent_by_did(&self, did: &str) -> StoreResult<Option<AgentRecord>>;
+    async fn agent_name_taken(&self, name: &str) -> StoreResult<bool>;
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>>;
+    async fn set_agent_status(
+        &self,
+        id: &str,
+        status: AgentStatus,
+        by: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    async fn update_agent_facts(&self, id: &str, facts: &AgentFacts) -> StoreResult<()>;
+    async fn update_agent_seen(
+        &self,
+        id: &str,
+        last_seen: i64,
+        remote_addr: Option<&str>,
+    ) -> StoreResult<()>;
+
+    // Enrollment tokens
+    async fn insert_token(&self, token: &TokenRecord, token_hash: &str) -> StoreResult<()>;
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+    /// Revokes by id or unique id prefix; returns the revoked token.
+    async fn revoke_token(&self, id: &str, now: i64) -> StoreResult<Option<TokenRecord>>;
+    /// Takes one use of the token, atomically, if it is valid at `now`.
+    async fn use_token(&self, token_hash: &str, now: i64) -> StoreResult<TokenUse>;
+
+    // Events
+    async fn insert_event(&self, event: &NewEvent) -> StoreResult<i64>;
+    /// Events with id greater than `after`, oldest first.
+    async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<EventRecord>>;
+    /// The newest `limit` events, oldest first.
+    async fn latest_events(&self, limit: u32) -> StoreResult<Vec<EventRecord>>;
+}

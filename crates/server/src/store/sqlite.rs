@@ -1,0 +1,540 @@
+//! The embedded SQLite store (WAL mode, one file in the data dir).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use postern_protocol::api::{EventKind, Role};
+use postern_protocol::{AgentFacts, AgentStatus};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+use super::{
+    AgentRecord, EventAgentRef, EventRecord, NewEvent, Store, StoreError, StoreResult, TokenRecord,
+    TokenUse, UserRecord,
+};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `postern.db` in `data_dir` and applies migrations.
+    pub async fn open(data_dir: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("postern.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            // The CLI's `admin add-user` may write while a server runs.
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(what.to_owned())
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+fn corrupt(field: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{field}: {e}"))
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
+    let role: String = row.try_get("role")?;
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::from_str(&role).map_err(|e| corrupt("users.role", e))?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn agent_from_row(row: &SqliteRow) -> StoreResult<AgentRecord> {
+    let status: String = row.try_get("status")?;
+    let facts: String = row.try_get("facts")?;
+    Ok(AgentRecord {
+        id: row.try_get("id")?,
+        did: row.try_get("did")?,
+        name: row.try_get("name")?,
+        ssh_public_key: row.try_get("ssh_public_key")?,
+        status: AgentStatus::from_str(&status).map_err(|e| corrupt("agents.status", e))?,
+        facts: serde_json::from_str(&facts).map_err(|e| corrupt("agents.facts", e))?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        last_seen: row.try_get("last_seen")?,
+        remote_addr: row.try_get("remote_addr")?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
+    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        max_uses: row.try_get::<i64, _>("max_uses")? as u32,
+        uses: row.try_get::<i64, _>("uses")? as u32,
+        revoked: revoked_at.is_some(),
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
+    let kind: String = row.try_get("kind")?;
+    let agent_id: Option<String> = row.try_get("agent_id")?;
+    let agent = match agent_id {
+        Some(id) => Some(EventAgentRef {
+            id,
+            name: row
+                .try_get::<Option<String>, _>("agent_name")?
+                .unwrap_or_default(),
+            did: row
+                .try_get::<Option<String>, _>("agent_did")?
+                .unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        event: NewEvent {
+            time: row.try_get("time")?,
+            kind: EventKind::from_str(&kind).map_err(|e| corrupt("events.kind", e))?,
+            actor: row.try_get("actor")?,
+            agent,
+            detail: row.try_get("detail")?,
+        },
+    })
+}
+
+const AGENT_COLUMNS: &str =
+    "id, did, name, ssh_public_key, status, facts, enrolled_at, last_seen, remote_addr";
+const TOKEN_COLUMNS: &str = "id, created_by, created_at, expires_at, max_uses, uses, revoked_at";
+const EVENT_COLUMNS: &str = "id, time, kind, actor, agent_id, agent_name, agent_did, detail";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, name, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&user.id)
+        .bind(&user.name)
+        .bind(user.role.as_str())
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict(&format!("user {:?}", user.name)))?;
+        Ok(())
+    }
+
+    async fn user_by_name(&self, name: &str) -> StoreResult<Option<UserRecord>> {
+        sqlx::query("SELECT id, name, role, password_hash, created_at FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn insert_login(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        // Expired logins are cleared here rather than by a timer: logins are rare.
+        sqlx::query("DELETE FROM logins WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO logins (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn login(&self, token_hash: &str) -> StoreResult<Option<(UserRecord, i64)>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, u.role, u.password_hash, u.created_at, l.expires_at \
+             FROM logins l JOIN users u ON u.id = l.user_id WHERE l.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Ok(Some((user_from_row(&row)?, row.try_get("expires_at")?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_login(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM logins WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
+        let facts = serde_json::to_string(&agent.facts).map_err(|e| corrupt("facts", e))?;
+        sqlx::query(
+            "INSERT INTO agents (id, did, name, ssh_public_key, status, facts, enrolled_at, last_seen, remote_addr) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&agent.id)
+        .bind(&agent.did)
+        .bind(&agent.name)
+        .bind(&agent.ssh_public_key)
+        .bind(agent.status.as_str())
+        .bind(facts)
+        .bind(agent.enrolled_at)
+        .bind(agent.last_seen)
+        .bind(&agent.remote_addr)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict(&format!("agent {:?}", agent.name)))?;
+        Ok(())
+    }
+
+    async fn agent_by_ssh_key(&self, ssh_public_key: &str) -> StoreResult<Option<AgentRecord>> {
+        sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE ssh_public_key = $1"
+        ))
+        .bind(ssh_public_key)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(agent_from_row)
+        .transpose()
+    }
+
+    async fn agent_by_did(&self, did: &str) -> StoreResult<Option<AgentRecord>> {
+        sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE did = $1"
+        ))
+        .bind(did)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(agent_from_row)
+        .transpose()
+    }
+
+    async fn agent_name_taken(&self, name: &str) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(agent_from_row)
+            .collect()
+    }
+
+    async fn set_agent_status(
+        &self,
+        id: &str,
+        status: AgentStatus,
+        by: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE agents SET status = $1, decided_by = $2, decided_at = $3 WHERE id = $4",
+        )
+        .bind(status.as_str())
+        .bind(by)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_agent_facts(&self, id: &str, facts: &AgentFacts) -> StoreResult<()> {
+        let facts = serde_json::to_string(facts).map_err(|e| corrupt("facts", e))?;
+        sqlx::query("UPDATE agents SET facts = $1 WHERE id = $2")
+            .bind(facts)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn update_agent_seen(
+        &self,
+        id: &str,
+        last_seen: i64,
+        remote_addr: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE agents SET last_seen = $1, remote_addr = COALESCE($2, remote_addr) WHERE id = $3",
+        )
+        .bind(last_seen)
+        .bind(remote_addr)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_token(&self, token: &TokenRecord, token_hash: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, token_hash, created_by, created_at, expires_at, max_uses, uses) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0)",
+        )
+        .bind(&token.id)
+        .bind(token_hash)
+        .bind(&token.created_by)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .bind(i64::from(token.max_uses))
+        .execute(&self.pool)
+        .await
+        .map_err(conflict("enrollment token"))?;
+        Ok(())
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens ORDER BY created_at DESC"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(token_from_row)
+        .collect()
+    }
+
+    async fn revoke_token(&self, id: &str, now: i64) -> StoreResult<Option<TokenRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let prefix = format!("{}%", id.replace(['%', '_'], ""));
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE id LIKE $1 LIMIT 2"
+        ))
+        .bind(&prefix)
+        .fetch_all(&mut *tx)
+        .await?;
+        let [row] = rows.as_slice() else {
+            return Ok(None);
+        };
+        let mut token = token_from_row(row)?;
+        sqlx::query(
+            "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
+        )
+        .bind(now)
+        .bind(&token.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        token.revoked = true;
+        Ok(Some(token))
+    }
+
+    async fn use_token(&self, token_hash: &str, now: i64) -> StoreResult<TokenUse> {
+        // One statement takes the use only if the token is valid, so concurrent enrollments
+        // can never exceed max_uses.
+        let taken = sqlx::query(
+            "UPDATE enrollment_tokens SET uses = uses + 1 \
+             WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND uses < max_uses",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if taken == 1 {
+            return Ok(TokenUse::Consumed);
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE token_hash = $1"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(TokenUse::Unknown);
+        };
+        let token = token_from_row(&row)?;
+        Ok(if token.revoked {
+            TokenUse::Revoked
+        } else if token.expires_at <= now {
+            TokenUse::Expired
+        } else {
+            TokenUse::UsedUp
+        })
+    }
+
+    async fn insert_event(&self, event: &NewEvent) -> StoreResult<i64> {
+        let agent = event.agent.as_ref();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (time, kind, actor, agent_id, agent_name, agent_did, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(event.time)
+        .bind(event.kind.as_str())
+        .bind(&event.actor)
+        .bind(agent.map(|a| a.id.as_str()))
+        .bind(agent.map(|a| a.name.as_str()))
+        .bind(agent.map(|a| a.did.as_str()))
+        .bind(&event.detail)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    async fn latest_events(&self, limit: u32) -> StoreResult<Vec<EventRecord>> {
+        let mut events: Vec<EventRecord> = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events ORDER BY id DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect::<StoreResult<_>>()?;
+        events.reverse();
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        (dir, store)
+    }
+
+    fn token(id: &str, expires_at: i64, max_uses: u32) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            created_by: "admin".into(),
+            created_at: 0,
+            expires_at,
+            max_uses,
+            uses: 0,
+            revoked: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_are_used_at_most_max_uses_times_and_say_why_not() {
+        let (_dir, s) = store().await;
+        s.insert_token(&token("t1", 1_000, 2), "h1").await.unwrap();
+        assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
+        assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
+        assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::UsedUp);
+        s.insert_token(&token("t2", 1_000, 5), "h2").await.unwrap();
+        assert_eq!(s.use_token("h2", 1_000).await.unwrap(), TokenUse::Expired);
+        s.revoke_token("t2", 20).await.unwrap();
+        assert_eq!(s.use_token("h2", 10).await.unwrap(), TokenUse::Revoked);
+        assert_eq!(s.use_token("nope", 10).await.unwrap(), TokenUse::Unknown);
+    }
+
+    #[tokio::test]
+    async fn duplicate_user_names_are_a_conflict_not_a_crash() {
+        let (_dir, s) = store().await;
+        let user = UserRecord {
+            id: "u1".into(),
+            name: "ann".into(),
+            role: Role::Admin,
+            password_hash: "x".into(),
+            created_at: 0,
+        };
+        s.insert_user(&user).await.unwrap();
+        let again = UserRecord {
+            id: "u2".into(),
+            ..user
+        };
+        assert!(matches!(
+            s.insert_user(&again).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.count_users().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn events_page_in_order_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            for i in 0..5 {
+                s.insert_event(&NewEvent {
+                    time: i,
+                    kind: EventKind::UserLogin,
+                    actor: "ann".into(),
+                    agent: None,
+                    detail: format!("e{i}"),
+                })
+                .await
+                .unwrap();
+            }
+        }
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let after: Vec<_> = s.events_after(2, 10).await.unwrap();
+        assert_eq!(
+            after.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        let latest = s.latest_events(2).await.unwrap();
+        assert_eq!(
+            latest
+                .iter()
+                .map(|e| e.event.detail.as_str())
+                .collect::<Vec<_>>(),
+            vec!["e3", "e4"]
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! Enrollment tokens: secrets that approve agents on enrollment, limited in time and uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_protocol::api::{CreatedToken, EventKind, TokenView};
+
+use crate::auth::secret;
+use crate::clock::now_ms;
+use crate::events::EventBus;
+use crate::store::{Store, StoreError, TokenRecord};
+
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("a token must live between 1 second and 365 days")]
+    BadTtl,
+    #[error("a token must allow between 1 and 100000 uses")]
+    BadUses,
+    #[error("no single enrollment token matches {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub fn view(t: TokenRecord) -> TokenView {
+    TokenView {
+        id: t.id,
+        created_by: t.created_by,
+        created_at: t.created_at,
+        expires_at: t.expires_at,
+        max_uses: t.max_uses,
+        uses: t.uses,
+        revoked: t.revoked,
+    }
+}
+
+pub struct EnrollmentTokens {
+    store: Arc<dyn Store>,
+    events: Arc<EventBus>,
+}
+
+impl EnrollmentTokens {
+    pub fn new(store: Arc<dyn Store>, events: Arc<EventBus>) -> Self {
+        Self { store, events }
+    }
+
+    pub async fn create(
+        &self,
+        actor: &str,
+        ttl: Duration,
+        uses: u32,
+    ) -> Result<CreatedToken, TokenError> {
+        if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
+            return Err(TokenError::BadTtl);
+        }
+        if !(1..=100_000).contains(&uses) {
+            return Err(TokenError::BadUses);
+        }
+        let token = secret::new_secret("pet");
+        let now = now_ms();
+        let record = TokenRecord {
+            id: secret::new_id()[..12].to_owned(),
+            created_by: actor.to_owned(),
+            created_at: now,
+            expires_at: now + ttl.as_millis() as i64,
+            max_uses: uses,
+            uses: 0,
+            revoked: false,
+        };
+        self.store
+            .insert_token(&record, &secret::hash_secret(&token))
+            .await?;
+        self.events
+            .publish(
+                EventKind::TokenCreated,
+                actor,
+                None,
+                format!("enrollment token {} ({uses} uses)", record.id),
+            )
+            .await;
+        Ok(CreatedToken {
+            token,
+            view: view(record),
+        })
+    }
+
+    pub async fn list(&self) -> Result<Vec<TokenView>, TokenError> {
+        Ok(self
+            .store
+            .list_tokens()
+            .await?
+            .into_iter()
+            .map(view)
+            .collect())
+    }
+
+    pub async fn revoke(&self, actor: &str, id: &str) -> Result<TokenView, TokenError> {
+        let token = self
+            .store
+            .revoke_token(id, now_ms())
+            .await?
+            .ok_or_else(|| TokenError::NotFound(id.to_owned()))?;
+        self.events
+            .publish(
+                EventKind::TokenRevoked,
+                actor,
+                None,
+                format!("enrollment token {}", token.id),
+            )
+            .await;
+        Ok(view(token))
+    }
+}
