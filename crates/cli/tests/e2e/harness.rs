@@ -1,0 +1,312 @@
+//! Test harness: real servers and agents in-process on loopback port 0, temp dirs, the real
+//! `postern` binary where a process matters, and helpers that wait on state — never on time.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_agent::{Agent, AgentOptions, LinkState};
+use postern_protocol::api::{AgentView, EventView, LoginResponse, Role};
+use postern_server::store::{SqliteStore, Store};
+use postern_server::{Server, ServerConfig};
+use russh::keys::PrivateKey;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// How long any wait for a state may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Waits until `probe` yields `Some`, checking again whenever a short tick passes.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let found = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+    match found {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+pub struct TestServer {
+    _dir: TempDir,
+    pub server: Option<Server>,
+    pub config: ServerConfig,
+    pub admin_password: String,
+    pub http: reqwest::Client,
+    pub admin_token: String,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(dir.path().join("server"));
+        config.http = "127.0.0.1:0".parse().unwrap();
+        config.agent_listen = "127.0.0.1:0".parse().unwrap();
+        tweak(&mut config);
+        let server = Server::start(config.clone()).await.unwrap();
+        let admin_password = server.initial_admin_password.clone().unwrap();
+        // Restarts must come back on the same ports for agents to find them.
+        config.http = server.http_addr;
+        config.agent_listen = server.agent_addr;
+        let mut this = Self {
+            _dir: dir,
+            server: Some(server),
+            config,
+            admin_password,
+            http: reqwest::Client::new(),
+            admin_token: String::new(),
+        };
+        this.admin_token = this.login("admin", &this.admin_password.clone()).await;
+        this
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.config.http)
+    }
+
+    pub fn agent_addr(&self) -> SocketAddr {
+        self.config.agent_listen
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    pub async fn restart(&mut self) {
+        self.server.take().unwrap().shutdown().await;
+        self.server = Some(Server::start(self.config.clone()).await.unwrap());
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// A second handle on the same SQLite store, for setting up states no API offers.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(self.data_dir()).await.unwrap())
+    }
+
+    pub async fn add_user(&self, name: &str, role: Role) -> String {
+        let password = format!("{name}-password-123");
+        postern_server::add_user(self.data_dir(), name, role, &password)
+            .await
+            .unwrap();
+        self.login(name, &password).await
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/login", self.url()))
+            .json(&serde_json::json!({"user": user, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "login as {user}");
+        response.json::<LoginResponse>().await.unwrap().token
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url()));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(&self.admin_token), Some(body))
+            .await
+    }
+
+    pub async fn agents(&self) -> Vec<AgentView> {
+        let (status, body) = self
+            .call(reqwest::Method::GET, "/api/v1/agents", Some(&self.admin_token), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    pub async fn agent(&self, name: &str) -> Option<AgentView> {
+        self.agents().await.into_iter().find(|a| a.name == name)
+    }
+
+    /// Waits until the agent named `name` satisfies `pred` in the API.
+    pub async fn wait_agent(&self, name: &str, what: &str, pred: impl Fn(&AgentView) -> bool) -> AgentView {
+        eventually(&format!("agent {name} to be {what}"), || async {
+            self.agent(name).await.filter(|a| pred(a))
+        })
+        .await
+    }
+
+    pub async fn create_token(&self, ttl_secs: u64, uses: u32) -> String {
+        let (status, body) = self
+            .admin_post("/api/v1/tokens", serde_json::json!({"ttl_secs": ttl_secs, "uses": uses}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Every stored event (the stream without following).
+    pub async fn events(&self) -> Vec<EventView> {
+        let text = self
+            .http
+            .get(format!("{}/api/v1/events?after=0&follow=false", self.url()))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        parse_sse(&text)
+    }
+}
+
+pub fn parse_sse(text: &str) -> Vec<EventView> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            (!data.is_empty()).then(|| serde_json::from_str(&data).unwrap())
+        })
+        .collect()
+}
+
+pub struct TestAgent {
+    pub dir: PathBuf,
+    pub agent: Option<Agent>,
+    pub options: AgentOptions,
+    _tmp: Option<TempDir>,
+}
+
+impl TestAgent {
+    pub fn options(server: &TestServer, name: &str, dir: &Path) -> AgentOptions {
+        let mut options = AgentOptions::new(server.agent_addr().to_string(), dir);
+        options.name = Some(name.to_owned());
+        // Fast redial keeps restart tests short; the backoff shape is unit-tested.
+        options.reconnect_min = Duration::from_millis(50);
+        options.reconnect_max = Duration::from_millis(500);
+        options
+    }
+
+    pub fn start(server: &TestServer, name: &str, token: Option<String>) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("agent");
+        let mut options = Self::options(server, name, &dir);
+        options.token = token;
+        Self {
+            dir,
+            agent: Some(Agent::start(options.clone()).unwrap()),
+            options,
+            _tmp: Some(tmp),
+        }
+    }
+
+    pub fn handle(&mut self) -> &mut Agent {
+        self.agent.as_mut().unwrap()
+    }
+
+    pub async fn wait_state(&self, what: &str, pred: impl Fn(&LinkState) -> bool) -> LinkState {
+        let mut rx = self.agent.as_ref().unwrap().state();
+        match tokio::time::timeout(DEADLINE, rx.wait_for(|s| pred(s))).await {
+            Ok(Ok(s)) => s.clone(),
+            _ => panic!("timed out waiting for the agent to be {what}"),
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(a) = self.agent.take() {
+            a.shutdown().await.unwrap();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.agent = Some(Agent::start(self.options.clone()).unwrap());
+    }
+}
+
+pub fn approved(s: &LinkState) -> bool {
+    s.connected && s.status == Some(postern_protocol::AgentStatus::Approved)
+}
+
+/// A deterministic Ed25519 key for raw SSH clients.
+pub fn test_key(seed: u8) -> PrivateKey {
+    PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]))
+}
+
+/// The `postern` binary under test.
+pub fn postern() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("POSTERN_HOME")
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs the binary to completion with `home` as POSTERN_HOME and `stdin` as input.
+pub async fn run_cli(home: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = postern();
+    cmd.env("POSTERN_HOME", home).args(args);
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).await.unwrap();
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("postern command timed out")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
