@@ -15,8 +15,13 @@ async fn repeated_failed_logins_are_slowed_down_per_user_and_per_source() {
     let login = |user: &'static str, password: String| {
         let s = &server;
         async move {
-            s.call(Method::POST, "/api/v1/login", None, Some(json!({"user": user, "password": password})))
-                .await
+            s.call(
+                Method::POST,
+                "/api/v1/login",
+                None,
+                Some(json!({"user": user, "password": password})),
+            )
+            .await
         }
     };
     for _ in 0..3 {
@@ -39,7 +44,10 @@ async fn repeated_failed_logins_are_slowed_down_per_user_and_per_source() {
 
     // Unknown user names look exactly like wrong passwords.
     let (status, body) = login("nobody", "x".into()).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("bad_credentials")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("bad_credentials"))
+    );
 
     // The same source guessing many names is held back too.
     let mut last = 0;
@@ -48,13 +56,21 @@ async fn repeated_failed_logins_are_slowed_down_per_user_and_per_source() {
         last = login(name, "x".into()).await.0;
     }
     assert_eq!(last, 429);
-    assert!(server.events().await.iter().any(|e| e.kind == EventKind::UserLoginFailed));
+    assert!(
+        server
+            .events()
+            .await
+            .iter()
+            .any(|e| e.kind == EventKind::UserLoginFailed)
+    );
 }
 
 #[tokio::test]
 async fn login_logout_and_me_with_bearer_and_cookie() {
     let server = TestServer::start().await;
-    let (status, me) = server.call(Method::GET, "/api/v1/me", Some(&server.admin_token), None).await;
+    let (status, me) = server
+        .call(Method::GET, "/api/v1/me", Some(&server.admin_token), None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(me, json!({"name": "admin", "role": "admin"}));
 
@@ -66,8 +82,14 @@ async fn login_logout_and_me_with_bearer_and_cookie() {
         .send()
         .await
         .unwrap();
-    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap().to_owned();
     let me = server
         .http
@@ -88,12 +110,30 @@ async fn login_logout_and_me_with_bearer_and_cookie() {
         .unwrap();
     assert_eq!(forged.status(), 403);
 
-    let (status, _) = server.call(Method::POST, "/api/v1/logout", Some(&server.admin_token), None).await;
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/api/v1/logout",
+            Some(&server.admin_token),
+            None,
+        )
+        .await;
     assert_eq!(status, 204);
-    let (status, body) = server.call(Method::GET, "/api/v1/me", Some(&server.admin_token), None).await;
+    let (status, body) = server
+        .call(Method::GET, "/api/v1/me", Some(&server.admin_token), None)
+        .await;
     assert_eq!(status, 401);
     assert_eq!(body["error"], "unauthorized");
 }
+
+/// (method, path template, concrete path, body, minimum role or None for public)
+type RoleCase = (
+    &'static str,
+    &'static str,
+    String,
+    Option<Value>,
+    Option<Role>,
+);
 
 /// Expected status per role for every endpoint in the OpenAPI document. A new endpoint that
 /// is not listed here fails the test, so no endpoint goes unchecked.
@@ -111,23 +151,97 @@ async fn roles_are_checked_on_every_endpoint() {
     };
 
     // (method, path template, concrete path, body, minimum role or None for public)
-    let table: Vec<(&str, &str, String, Option<Value>, Option<Role>)> = vec![
+    let table: Vec<RoleCase> = vec![
         ("get", "/api/v1/health", "/api/v1/health".into(), None, None),
-        ("post", "/api/v1/login", "/api/v1/login".into(), Some(json!({"user": "vera", "password": "vera-password-123"})), None),
-        ("get", "/api/v1/me", "/api/v1/me".into(), None, Some(Role::Viewer)),
-        ("get", "/api/v1/agents", "/api/v1/agents".into(), None, Some(Role::Viewer)),
-        ("get", "/api/v1/agents/{agent}", "/api/v1/agents/target".into(), None, Some(Role::Viewer)),
-        ("get", "/api/v1/events", "/api/v1/events?follow=false".into(), None, Some(Role::Viewer)),
-        ("get", "/api/v1/tokens", "/api/v1/tokens".into(), None, Some(Role::Admin)),
-        ("post", "/api/v1/tokens", "/api/v1/tokens".into(), Some(json!({})), Some(Role::Admin)),
-        ("delete", "/api/v1/tokens/{id}", format!("/api/v1/tokens/{token_id}"), None, Some(Role::Admin)),
-        ("post", "/api/v1/agents/{agent}/reject", "/api/v1/agents/target/reject".into(), Some(json!({})), Some(Role::Admin)),
-        ("post", "/api/v1/agents/{agent}/approve", "/api/v1/agents/target/approve".into(), Some(json!({})), Some(Role::Admin)),
-        ("post", "/api/v1/agents/{agent}/revoke", "/api/v1/agents/target/revoke".into(), Some(json!({})), Some(Role::Admin)),
-        ("post", "/api/v1/logout", "/api/v1/logout".into(), None, Some(Role::Viewer)),
+        (
+            "post",
+            "/api/v1/login",
+            "/api/v1/login".into(),
+            Some(json!({"user": "vera", "password": "vera-password-123"})),
+            None,
+        ),
+        (
+            "get",
+            "/api/v1/me",
+            "/api/v1/me".into(),
+            None,
+            Some(Role::Viewer),
+        ),
+        (
+            "get",
+            "/api/v1/agents",
+            "/api/v1/agents".into(),
+            None,
+            Some(Role::Viewer),
+        ),
+        (
+            "get",
+            "/api/v1/agents/{agent}",
+            "/api/v1/agents/target".into(),
+            None,
+            Some(Role::Viewer),
+        ),
+        (
+            "get",
+            "/api/v1/events",
+            "/api/v1/events?follow=false".into(),
+            None,
+            Some(Role::Viewer),
+        ),
+        (
+            "get",
+            "/api/v1/tokens",
+            "/api/v1/tokens".into(),
+            None,
+            Some(Role::Admin),
+        ),
+        (
+            "post",
+            "/api/v1/tokens",
+            "/api/v1/tokens".into(),
+            Some(json!({})),
+            Some(Role::Admin),
+        ),
+        (
+            "delete",
+            "/api/v1/tokens/{id}",
+            format!("/api/v1/tokens/{token_id}"),
+            None,
+            Some(Role::Admin),
+        ),
+        (
+            "post",
+            "/api/v1/agents/{agent}/reject",
+            "/api/v1/agents/target/reject".into(),
+            Some(json!({})),
+            Some(Role::Admin),
+        ),
+        (
+            "post",
+            "/api/v1/agents/{agent}/approve",
+            "/api/v1/agents/target/approve".into(),
+            Some(json!({})),
+            Some(Role::Admin),
+        ),
+        (
+            "post",
+            "/api/v1/agents/{agent}/revoke",
+            "/api/v1/agents/target/revoke".into(),
+            Some(json!({})),
+            Some(Role::Admin),
+        ),
+        (
+            "post",
+            "/api/v1/logout",
+            "/api/v1/logout".into(),
+            None,
+            Some(Role::Viewer),
+        ),
     ];
 
-    let (_, doc) = server.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let (_, doc) = server
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -138,7 +252,10 @@ async fn roles_are_checked_on_every_endpoint() {
         .iter()
         .map(|(m, p, ..)| (m.to_string(), p.to_string()))
         .collect();
-    assert_eq!(documented, covered, "every documented endpoint is in the role table");
+    assert_eq!(
+        documented, covered,
+        "every documented endpoint is in the role table"
+    );
 
     for (method, template, path, body, min_role) in &table {
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
@@ -157,7 +274,10 @@ async fn roles_are_checked_on_every_endpoint() {
                 (Some(min), Some(r)) => r >= *min,
             };
             if allowed {
-                assert!(status != 401 && status != 403, "{role:?} {method} {path}: {status} {response}");
+                assert!(
+                    status != 401 && status != 403,
+                    "{role:?} {method} {path}: {status} {response}"
+                );
             } else {
                 let want = if role.is_none() { 401 } else { 403 };
                 assert_eq!(status, want, "{role:?} {method} {path}: {response}");
@@ -172,15 +292,25 @@ async fn roles_are_checked_on_every_endpoint() {
         } else {
             &admin
         };
-        let (status, response) = server.call(method.clone(), path, Some(admin), body.clone()).await;
-        assert!(status != 401 && status != 403, "admin {method} {path}: {status} {response}");
+        let (status, response) = server
+            .call(method.clone(), path, Some(admin), body.clone())
+            .await;
+        assert!(
+            status != 401 && status != 403,
+            "admin {method} {path}: {status} {response}"
+        );
     }
     // The viewer could not approve: the agent's status only changed through the admin.
     let decided: Vec<String> = server
         .events()
         .await
         .into_iter()
-        .filter(|e| matches!(e.kind, EventKind::AgentApproved | EventKind::AgentRejected | EventKind::AgentRevoked))
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::AgentApproved | EventKind::AgentRejected | EventKind::AgentRevoked
+            )
+        })
         .map(|e| e.actor)
         .collect();
     assert_eq!(decided, vec!["admin", "admin", "admin"]);
@@ -189,11 +319,20 @@ async fn roles_are_checked_on_every_endpoint() {
 #[tokio::test]
 async fn errors_are_json_with_codes_and_bodies_are_size_limited() {
     let server = TestServer::start().await;
-    let (status, body) = server.call(Method::GET, "/api/v1/nope", Some(&server.admin_token), None).await;
+    let (status, body) = server
+        .call(Method::GET, "/api/v1/nope", Some(&server.admin_token), None)
+        .await;
     assert_eq!(status, 404);
     assert_eq!(body["error"], "not_found");
 
-    let (status, body) = server.call(Method::GET, "/api/v1/agents/ghost", Some(&server.admin_token), None).await;
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/api/v1/agents/ghost",
+            Some(&server.admin_token),
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
     assert!(body["message"].as_str().unwrap().contains("ghost"));
 
@@ -210,7 +349,10 @@ async fn errors_are_json_with_codes_and_bodies_are_size_limited() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_body");
 
-    let huge = format!("{{\"user\": \"{}\", \"password\": \"x\"}}", "a".repeat(200_000));
+    let huge = format!(
+        "{{\"user\": \"{}\", \"password\": \"x\"}}",
+        "a".repeat(200_000)
+    );
     let response = server
         .http
         .post(format!("{}/api/v1/login", server.url()))
@@ -223,11 +365,15 @@ async fn errors_are_json_with_codes_and_bodies_are_size_limited() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "body_too_large");
 
-    let (status, body) = server.admin_post("/api/v1/tokens", json!({"uses": 0})).await;
+    let (status, body) = server
+        .admin_post("/api/v1/tokens", json!({"uses": 0}))
+        .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "bad_request");
 
-    let (status, doc) = server.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let (status, doc) = server
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["components"]["schemas"]["AgentView"].is_object());
@@ -277,7 +423,12 @@ async fn the_event_stream_is_live_and_resumes_after_the_last_event_seen() {
     let kinds: Vec<EventKind> = seen.iter().map(|e| e.kind).collect();
     assert_eq!(
         &kinds[..4],
-        &[EventKind::TokenCreated, EventKind::AgentEnrolled, EventKind::AgentApproved, EventKind::AgentOnline]
+        &[
+            EventKind::TokenCreated,
+            EventKind::AgentEnrolled,
+            EventKind::AgentApproved,
+            EventKind::AgentOnline
+        ]
     );
 }
 
@@ -289,14 +440,31 @@ async fn no_device_address_reaches_a_non_admin_or_any_event() {
     let agent = TestAgent::start(&server, "private", Some(token));
     agent.wait_state("approved", approved).await;
 
-    let (_, as_admin) = server.call(Method::GET, "/api/v1/agents", Some(&server.admin_token), None).await;
-    assert_eq!(as_admin[0]["remote_addr"], "127.0.0.1", "admins see the address");
+    let (_, as_admin) = server
+        .call(
+            Method::GET,
+            "/api/v1/agents",
+            Some(&server.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        as_admin[0]["remote_addr"], "127.0.0.1",
+        "admins see the address"
+    );
 
-    let (_, list) = server.call(Method::GET, "/api/v1/agents", Some(&viewer), None).await;
-    let (_, one) = server.call(Method::GET, "/api/v1/agents/private", Some(&viewer), None).await;
+    let (_, list) = server
+        .call(Method::GET, "/api/v1/agents", Some(&viewer), None)
+        .await;
+    let (_, one) = server
+        .call(Method::GET, "/api/v1/agents/private", Some(&viewer), None)
+        .await;
     let events = server
         .http
-        .get(format!("{}/api/v1/events?after=0&follow=false", server.url()))
+        .get(format!(
+            "{}/api/v1/events?after=0&follow=false",
+            server.url()
+        ))
         .bearer_auth(&viewer)
         .send()
         .await

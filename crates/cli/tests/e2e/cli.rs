@@ -21,23 +21,55 @@ async fn login_use_and_logout_from_the_command_line() {
     assert!(!ok);
     assert_eq!(err.trim(), "error: not logged in; run postern login");
 
-    let (ok, _, err) = run_cli(home, &["login", "--server", &url, "--user", "admin", "--password-stdin"], Some("wrong\n")).await;
+    let (ok, _, err) = run_cli(
+        home,
+        &[
+            "login",
+            "--server",
+            &url,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some("wrong\n"),
+    )
+    .await;
     assert!(!ok);
     assert_eq!(err.trim(), "error: wrong user name or password");
 
     let password = format!("{}\n", server.admin_password);
-    let (ok, out, err) = run_cli(home, &["login", "--server", &url, "--user", "admin", "--password-stdin"], Some(&password)).await;
+    let (ok, out, err) = run_cli(
+        home,
+        &[
+            "login",
+            "--server",
+            &url,
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(&password),
+    )
+    .await;
     assert!(ok, "{err}");
     assert!(out.contains("logged in"), "{out}");
     let creds = home.join("credentials.json");
-    assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     // A pending agent, approved from the CLI by a prefix of its name.
     let agent = TestAgent::start(&server, "cli-target", None);
-    agent.wait_state("pending", |s| s.status == Some(AgentStatus::Pending)).await;
+    agent
+        .wait_state("pending", |s| s.status == Some(AgentStatus::Pending))
+        .await;
     let (ok, out, _) = run_cli(home, &["agents"], None).await;
     assert!(ok);
-    assert!(out.contains("cli-target") && out.contains("pending") && out.contains("online"), "{out}");
+    assert!(
+        out.contains("cli-target") && out.contains("pending") && out.contains("online"),
+        "{out}"
+    );
     let (ok, out, err) = run_cli(home, &["agents", "approve", "cli-t"], None).await;
     assert!(ok, "{err}");
     assert!(out.contains("cli-target is now approved"), "{out}");
@@ -49,7 +81,12 @@ async fn login_use_and_logout_from_the_command_line() {
     assert_eq!(listed[0]["online"], true);
 
     // Tokens: create, list, revoke.
-    let (ok, out, err) = run_cli(home, &["tokens", "create", "--ttl", "10m", "--uses", "2", "--json"], None).await;
+    let (ok, out, err) = run_cli(
+        home,
+        &["tokens", "create", "--ttl", "10m", "--uses", "2", "--json"],
+        None,
+    )
+    .await;
     assert!(ok, "{err}");
     let created: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(created["token"].as_str().unwrap().starts_with("pet_"));
@@ -60,11 +97,17 @@ async fn login_use_and_logout_from_the_command_line() {
     assert!(ok && out.contains("revoked"), "{out}");
     let (ok, out, _) = run_cli(home, &["tokens", "list", "--json"], None).await;
     assert!(ok);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["revoked"], true);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["revoked"],
+        true
+    );
 
     // Events, as text and as JSON lines.
     let (ok, out, _) = run_cli(home, &["events", "--limit", "100"], None).await;
-    assert!(ok && out.contains("agent.approved") && out.contains("cli-target"), "{out}");
+    assert!(
+        ok && out.contains("agent.approved") && out.contains("cli-target"),
+        "{out}"
+    );
     let (ok, out, _) = run_cli(home, &["events", "--json"], None).await;
     assert!(ok);
     for line in out.lines() {
@@ -74,10 +117,30 @@ async fn login_use_and_logout_from_the_command_line() {
     // A viewer cannot approve; the refusal is one clear line.
     let viewer_home = tempfile::tempdir().unwrap();
     server.add_user("view", Role::Viewer).await;
-    run_cli(viewer_home.path(), &["login", "--server", &url, "--user", "view", "--password-stdin"], Some("view-password-123\n")).await;
-    let (ok, _, err) = run_cli(viewer_home.path(), &["agents", "revoke", "cli-target"], None).await;
+    run_cli(
+        viewer_home.path(),
+        &[
+            "login",
+            "--server",
+            &url,
+            "--user",
+            "view",
+            "--password-stdin",
+        ],
+        Some("view-password-123\n"),
+    )
+    .await;
+    let (ok, _, err) = run_cli(
+        viewer_home.path(),
+        &["agents", "revoke", "cli-target"],
+        None,
+    )
+    .await;
     assert!(!ok);
-    assert_eq!(err.trim(), "error: this needs the admin role; you are viewer");
+    assert_eq!(
+        err.trim(),
+        "error: this needs the admin role; you are viewer"
+    );
 
     let (ok, out, _) = run_cli(home, &["logout"], None).await;
     assert!(ok && out.contains("logged out"), "{out}");
@@ -92,11 +155,25 @@ async fn expired_logins_and_unreachable_servers_are_one_clear_line() {
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     let password = format!("{}\n", server.admin_password);
-    let (ok, _, _) = run_cli(home, &["login", "--server", &server.url(), "--user", "admin", "--password-stdin"], Some(&password)).await;
+    let (ok, _, _) = run_cli(
+        home,
+        &[
+            "login",
+            "--server",
+            &server.url(),
+            "--user",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(&password),
+    )
+    .await;
     assert!(ok);
 
     // Age the stored login past its expiry.
-    let creds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(home.join("credentials.json")).unwrap()).unwrap();
+    let creds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("credentials.json")).unwrap())
+            .unwrap();
     let store = server.store().await;
     let hash = postern_server::auth::secret::hash_secret(creds["token"].as_str().unwrap());
     let (user, _) = store.login(&hash).await.unwrap().unwrap();
@@ -104,13 +181,19 @@ async fn expired_logins_and_unreachable_servers_are_one_clear_line() {
     store.insert_login(&hash, &user.id, 0, 1).await.unwrap();
     let (ok, _, err) = run_cli(home, &["agents"], None).await;
     assert!(!ok);
-    assert_eq!(err.trim(), "error: your login has expired; run postern login");
+    assert_eq!(
+        err.trim(),
+        "error: your login has expired; run postern login"
+    );
 
     let url = server.url();
     server.stop().await;
     let (ok, _, err) = run_cli(home, &["agents"], None).await;
     assert!(!ok);
-    assert_eq!(err.trim(), format!("error: cannot reach the server at {url}: is it running?"));
+    assert_eq!(
+        err.trim(),
+        format!("error: cannot reach the server at {url}: is it running?")
+    );
     assert_eq!(err.trim().lines().count(), 1);
 }
 
@@ -119,23 +202,67 @@ async fn admin_add_user_works_on_the_store_while_the_server_runs() {
     let server = TestServer::start().await;
     let home = tempfile::tempdir().unwrap();
     let data_dir = server.data_dir().to_str().unwrap().to_owned();
-    let (ok, out, err) = run_cli(home.path(), &["admin", "add-user", "--data-dir", &data_dir, "olga", "--role", "operator"], Some("olga-secret-pw\n")).await;
+    let (ok, out, err) = run_cli(
+        home.path(),
+        &[
+            "admin",
+            "add-user",
+            "--data-dir",
+            &data_dir,
+            "olga",
+            "--role",
+            "operator",
+        ],
+        Some("olga-secret-pw\n"),
+    )
+    .await;
     assert!(ok, "{err}");
     assert!(out.contains("added user olga (operator)"));
     let token = server.login("olga", "olga-secret-pw").await;
-    let (_, me) = server.call(reqwest::Method::GET, "/api/v1/me", Some(&token), None).await;
+    let (_, me) = server
+        .call(reqwest::Method::GET, "/api/v1/me", Some(&token), None)
+        .await;
     assert_eq!(me["role"], "operator");
 
-    let (ok, _, err) = run_cli(home.path(), &["admin", "add-user", "--data-dir", &data_dir, "olga", "--role", "viewer"], Some("another-pw-1\n")).await;
+    let (ok, _, err) = run_cli(
+        home.path(),
+        &[
+            "admin",
+            "add-user",
+            "--data-dir",
+            &data_dir,
+            "olga",
+            "--role",
+            "viewer",
+        ],
+        Some("another-pw-1\n"),
+    )
+    .await;
     assert!(!ok);
     assert!(err.contains("already exists"), "{err}");
-    let (ok, _, err) = run_cli(home.path(), &["admin", "add-user", "--data-dir", &data_dir, "x", "--role", "root"], Some("another-pw-1\n")).await;
+    let (ok, _, err) = run_cli(
+        home.path(),
+        &[
+            "admin",
+            "add-user",
+            "--data-dir",
+            &data_dir,
+            "x",
+            "--role",
+            "root",
+        ],
+        Some("another-pw-1\n"),
+    )
+    .await;
     assert!(!ok);
     assert!(err.contains("unknown role"), "{err}");
 }
 
 /// Reads lines from a child's stream until one contains `needle`; returns all lines so far.
-async fn read_until(lines: &mut tokio::io::Lines<BufReader<impl tokio::io::AsyncRead + Unpin>>, needle: &str) -> Vec<String> {
+async fn read_until(
+    lines: &mut tokio::io::Lines<BufReader<impl tokio::io::AsyncRead + Unpin>>,
+    needle: &str,
+) -> Vec<String> {
     let mut seen = Vec::new();
     let found = tokio::time::timeout(DEADLINE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -148,12 +275,19 @@ async fn read_until(lines: &mut tokio::io::Lines<BufReader<impl tokio::io::Async
         false
     })
     .await;
-    assert!(matches!(found, Ok(true)), "never saw {needle:?} in {seen:#?}");
+    assert!(
+        matches!(found, Ok(true)),
+        "never saw {needle:?} in {seen:#?}"
+    );
     seen
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
@@ -179,19 +313,32 @@ async fn the_server_reads_its_config_file_and_environment_and_logs_json() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let out = read_until(&mut stdout, "agent gateway").await;
     let text = out.join("\n");
-    assert!(text.contains("password:"), "first start prints the admin password: {text}");
-    assert!(text.contains(&format!("127.0.0.1:{http_from_env}")), "the environment wins over the file: {text}");
+    assert!(
+        text.contains("password:"),
+        "first start prints the admin password: {text}"
+    );
+    assert!(
+        text.contains(&format!("127.0.0.1:{http_from_env}")),
+        "the environment wins over the file: {text}"
+    );
     assert!(text.contains(&format!("127.0.0.1:{agents_port}")), "{text}");
     let logs = read_until(&mut stderr, "postern server started").await;
     for line in &logs {
         let parsed: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
         assert!(parsed["level"].is_string());
     }
-    let health = reqwest::get(format!("http://127.0.0.1:{http_from_env}/api/v1/health")).await.unwrap();
+    let health = reqwest::get(format!("http://127.0.0.1:{http_from_env}/api/v1/health"))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
     // Only the hash of the generated password is stored.
-    let password = text.lines().find_map(|l| l.trim().strip_prefix("password:")).unwrap().trim().to_owned();
+    let password = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password:"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let db = std::fs::read(dir.path().join("data/postern.db")).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains(&password));
 
@@ -200,9 +347,17 @@ async fn the_server_reads_its_config_file_and_environment_and_logs_json() {
 
     // An unknown key in the file is a clear error.
     std::fs::write(&config, "data_dir = \"/tmp/x\"\nhttps = \"oops\"\n").unwrap();
-    let (ok, _, err) = run_cli(dir.path(), &["server", "--config", config.to_str().unwrap()], None).await;
+    let (ok, _, err) = run_cli(
+        dir.path(),
+        &["server", "--config", config.to_str().unwrap()],
+        None,
+    )
+    .await;
     assert!(!ok);
-    assert!(err.contains("unknown field") && err.contains("https"), "{err}");
+    assert!(
+        err.contains("unknown field") && err.contains("https"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -240,7 +395,10 @@ async fn quickstart_runs_everything_stops_cleanly_on_ctrl_c_and_reuses_its_data(
             first_password = password.clone();
             first_did = did.clone();
         } else {
-            assert_eq!(password, first_password, "the second run shows the same credentials");
+            assert_eq!(
+                password, first_password,
+                "the second run shows the same credentials"
+            );
             assert_eq!(did, first_did, "the second run reuses the agent");
         }
 
@@ -273,9 +431,16 @@ async fn quickstart_runs_everything_stops_cleanly_on_ctrl_c_and_reuses_its_data(
 
         // Ctrl-C: a clean stop with exit status 0.
         let pid = child.id().unwrap().to_string();
-        let killed = tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap();
+        let killed = tokio::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .await
+            .unwrap();
         assert!(killed.success());
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(status.success(), "quickstart exited with {status}");
     }
 }

@@ -14,7 +14,9 @@ async fn without_a_token_an_agent_waits_pending_until_an_admin_approves() {
     let server = TestServer::start().await;
     let agent = TestAgent::start(&server, "dev1", None);
     let state = agent
-        .wait_state("pending", |s| s.connected && s.status == Some(AgentStatus::Pending))
+        .wait_state("pending", |s| {
+            s.connected && s.status == Some(AgentStatus::Pending)
+        })
         .await;
     assert_eq!(state.name.as_deref(), Some("dev1"));
 
@@ -24,13 +26,19 @@ async fn without_a_token_an_agent_waits_pending_until_an_admin_approves() {
     assert!(!listed.facts.hostname.is_empty());
     assert!(listed.facts.cpus >= 1);
 
-    let (status, body) = server.admin_post("/api/v1/agents/dev1/approve", serde_json::json!({})).await;
+    let (status, body) = server
+        .admin_post("/api/v1/agents/dev1/approve", serde_json::json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     let state = agent.wait_state("approved", approved).await;
     assert_eq!(state.status, Some(AgentStatus::Approved));
 
     let kinds: Vec<EventKind> = server.events().await.iter().map(|e| e.kind).collect();
-    for kind in [EventKind::AgentEnrolled, EventKind::AgentOnline, EventKind::AgentApproved] {
+    for kind in [
+        EventKind::AgentEnrolled,
+        EventKind::AgentOnline,
+        EventKind::AgentApproved,
+    ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
 }
@@ -48,7 +56,11 @@ async fn a_valid_token_approves_at_once_and_only_as_often_as_it_allows() {
         .wait_state("pending", |s| s.status == Some(AgentStatus::Pending))
         .await;
     assert!(
-        state.message.as_deref().unwrap_or("").contains("no uses left"),
+        state
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("no uses left"),
         "{state:?}"
     );
 }
@@ -77,8 +89,14 @@ async fn an_expired_token_leaves_the_agent_pending_with_the_reason() {
     let state = agent
         .wait_state("pending", |s| s.status == Some(AgentStatus::Pending))
         .await;
-    assert!(state.message.as_deref().unwrap_or("").contains("expired"), "{state:?}");
-    assert_eq!(server.agent("too-late").await.unwrap().status, AgentStatus::Pending);
+    assert!(
+        state.message.as_deref().unwrap_or("").contains("expired"),
+        "{state:?}"
+    );
+    assert_eq!(
+        server.agent("too-late").await.unwrap().status,
+        AgentStatus::Pending
+    );
 }
 
 #[tokio::test]
@@ -88,13 +106,17 @@ async fn a_rejected_agent_keeps_waiting_and_can_still_be_approved() {
     agent
         .wait_state("pending", |s| s.status == Some(AgentStatus::Pending))
         .await;
-    let (status, _) = server.admin_post("/api/v1/agents/maybe/reject", serde_json::json!({})).await;
+    let (status, _) = server
+        .admin_post("/api/v1/agents/maybe/reject", serde_json::json!({}))
+        .await;
     assert_eq!(status, 200);
     let state = agent
         .wait_state("rejected", |s| s.status == Some(AgentStatus::Rejected))
         .await;
     assert!(state.connected, "a rejected agent stays connected, waiting");
-    let (status, _) = server.admin_post("/api/v1/agents/maybe/approve", serde_json::json!({})).await;
+    let (status, _) = server
+        .admin_post("/api/v1/agents/maybe/approve", serde_json::json!({}))
+        .await;
     assert_eq!(status, 200);
     agent.wait_state("approved", approved).await;
 }
@@ -106,7 +128,9 @@ async fn revocation_tears_the_link_down_within_a_second_and_refuses_the_agent_af
     let mut agent = TestAgent::start(&server, "doomed", Some(token));
     agent.wait_state("approved", approved).await;
 
-    let (status, body) = server.admin_post("/api/v1/agents/doomed/revoke", serde_json::json!({})).await;
+    let (status, body) = server
+        .admin_post("/api/v1/agents/doomed/revoke", serde_json::json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     // The agent learns it was revoked and stops, within a second of the decision.
     let ended = tokio::time::timeout(Duration::from_secs(1), agent.handle().wait()).await;
@@ -128,7 +152,9 @@ async fn revocation_tears_the_link_down_within_a_second_and_refuses_the_agent_af
     assert!(!authenticated, "a revoked agent's key must be refused");
 
     // Revocation is final.
-    let (status, body) = server.admin_post("/api/v1/agents/doomed/approve", serde_json::json!({})).await;
+    let (status, body) = server
+        .admin_post("/api/v1/agents/doomed/approve", serde_json::json!({}))
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"], "invalid_transition");
 }
@@ -165,16 +191,23 @@ async fn two_agents_never_share_a_name() {
     assert_eq!(names, vec!["twin", "twin-2"]);
 
     // A prefix shared by both is ambiguous; the full name is not.
-    let (status, body) = server.admin_post("/api/v1/agents/tw/approve", serde_json::json!({})).await;
+    let (status, body) = server
+        .admin_post("/api/v1/agents/tw/approve", serde_json::json!({}))
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"], "ambiguous");
-    let (status, _) = server.admin_post("/api/v1/agents/twin/approve", serde_json::json!({})).await;
+    let (status, _) = server
+        .admin_post("/api/v1/agents/twin/approve", serde_json::json!({}))
+        .await;
     assert_eq!(status, 200);
     // A DID prefix works too.
     let did = server.agent("twin-2").await.unwrap().did;
     let prefix = &did[..did.len() - 10];
     let (status, body) = server
-        .admin_post(&format!("/api/v1/agents/{prefix}/reject"), serde_json::json!({}))
+        .admin_post(
+            &format!("/api/v1/agents/{prefix}/reject"),
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["name"], "twin-2");
@@ -190,7 +223,14 @@ async fn an_enrollment_with_a_forged_signature_is_refused_and_nothing_is_stored(
     let (handle, ok) = raw::connect(server.agent_addr(), &key).await;
     assert!(ok, "unknown keys may connect to enroll");
     let mut link = raw::control(&handle).await;
-    raw::send(&mut link, &AgentMessage::Hello { version: PROTOCOL_VERSION, agent_version: "t".into() }).await;
+    raw::send(
+        &mut link,
+        &AgentMessage::Hello {
+            version: PROTOCOL_VERSION,
+            agent_version: "t".into(),
+        },
+    )
+    .await;
     let Some(ServerMessage::Welcome { nonce, .. }) = raw::receive(&mut link).await else {
         panic!("no welcome");
     };
@@ -221,7 +261,14 @@ async fn an_enrollment_naming_another_ssh_key_is_refused() {
     let server = TestServer::start().await;
     let (handle, _) = raw::connect(server.agent_addr(), &test_key(11)).await;
     let mut link = raw::control(&handle).await;
-    raw::send(&mut link, &AgentMessage::Hello { version: PROTOCOL_VERSION, agent_version: "t".into() }).await;
+    raw::send(
+        &mut link,
+        &AgentMessage::Hello {
+            version: PROTOCOL_VERSION,
+            agent_version: "t".into(),
+        },
+    )
+    .await;
     let Some(ServerMessage::Welcome { nonce, .. }) = raw::receive(&mut link).await else {
         panic!("no welcome");
     };
@@ -241,5 +288,8 @@ async fn an_enrollment_naming_another_ssh_key_is_refused() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    eventually("nothing stored", || async { server.agents().await.is_empty().then_some(()) }).await;
+    eventually("nothing stored", || async {
+        server.agents().await.is_empty().then_some(())
+    })
+    .await;
 }

@@ -21,16 +21,25 @@ async fn an_unknown_key_gets_nothing_but_the_enrollment_subsystem() {
 
     let (h, ok) = raw::connect(addr, &key).await;
     assert!(ok);
-    assert!(!raw::channel_request_granted(&h, async |c| c.exec(true, "id").await.unwrap()).await, "exec");
+    assert!(
+        !raw::channel_request_granted(&h, async |c| c.exec(true, "id").await.unwrap()).await,
+        "exec"
+    );
 
     let (h, _) = raw::connect(addr, &key).await;
-    assert!(!raw::channel_request_granted(&h, async |c| c.request_shell(true).await.unwrap()).await, "shell");
+    assert!(
+        !raw::channel_request_granted(&h, async |c| c.request_shell(true).await.unwrap()).await,
+        "shell"
+    );
 
     let (h, _) = raw::connect(addr, &key).await;
     assert!(raw::subsystem(&h, "sftp").await.is_none(), "sftp subsystem");
 
     let (h, _) = raw::connect(addr, &key).await;
-    assert!(!raw::channel_request_granted(&h, async |c| c.agent_forward(true).await.unwrap()).await, "agent forwarding");
+    assert!(
+        !raw::channel_request_granted(&h, async |c| c.agent_forward(true).await.unwrap()).await,
+        "agent forwarding"
+    );
 
     let (h, _) = raw::connect(addr, &key).await;
     assert!(
@@ -45,17 +54,28 @@ async fn an_unknown_key_gets_nothing_but_the_enrollment_subsystem() {
     // The server is never an open proxy.
     let (h, _) = raw::connect(addr, &key).await;
     let opened = h
-        .channel_open_direct_tcpip("127.0.0.1", server.config.http.port() as u32, "127.0.0.1", 5000)
+        .channel_open_direct_tcpip(
+            "127.0.0.1",
+            server.config.http.port() as u32,
+            "127.0.0.1",
+            5000,
+        )
         .await;
     assert!(opened.is_err(), "direct-tcpip must be refused");
 
     let (h, _) = raw::connect(addr, &key).await;
-    assert!(h.tcpip_forward("127.0.0.1", 0).await.is_err(), "tcpip-forward");
+    assert!(
+        h.tcpip_forward("127.0.0.1", 0).await.is_err(),
+        "tcpip-forward"
+    );
 
     // Only one control channel per link.
     let (h, _) = raw::connect(addr, &key).await;
     let _control = raw::control(&h).await;
-    assert!(h.channel_open_session().await.is_err(), "second session channel");
+    assert!(
+        h.channel_open_session().await.is_err(),
+        "second session channel"
+    );
 
     // A link that has not enrolled can do nothing else on the control channel either.
     let (h, _) = raw::connect(addr, &key).await;

@@ -147,17 +147,30 @@ impl TestServer {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, Some(&self.admin_token), Some(body))
-            .await
+        self.call(
+            reqwest::Method::POST,
+            path,
+            Some(&self.admin_token),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn agents(&self) -> Vec<AgentView> {
         let (status, body) = self
-            .call(reqwest::Method::GET, "/api/v1/agents", Some(&self.admin_token), None)
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/agents",
+                Some(&self.admin_token),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         serde_json::from_value(body).unwrap()
@@ -168,7 +181,12 @@ impl TestServer {
     }
 
     /// Waits until the agent named `name` satisfies `pred` in the API.
-    pub async fn wait_agent(&self, name: &str, what: &str, pred: impl Fn(&AgentView) -> bool) -> AgentView {
+    pub async fn wait_agent(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&AgentView) -> bool,
+    ) -> AgentView {
         eventually(&format!("agent {name} to be {what}"), || async {
             self.agent(name).await.filter(|a| pred(a))
         })
@@ -177,7 +195,10 @@ impl TestServer {
 
     pub async fn create_token(&self, ttl_secs: u64, uses: u32) -> String {
         let (status, body) = self
-            .admin_post("/api/v1/tokens", serde_json::json!({"ttl_secs": ttl_secs, "uses": uses}))
+            .admin_post(
+                "/api/v1/tokens",
+                serde_json::json!({"ttl_secs": ttl_secs, "uses": uses}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         body["token"].as_str().unwrap().to_owned()

@@ -30,7 +30,11 @@ async fn every_agent_comes_back_after_a_server_restart_without_anyone_acting() {
     server.restart().await;
     // Every link notices the restart...
     for agent in &agents {
-        agent.wait_state("disconnected or reconnected", |s| !s.connected || s.status.is_some()).await;
+        agent
+            .wait_state("disconnected or reconnected", |s| {
+                !s.connected || s.status.is_some()
+            })
+            .await;
     }
     // ...and all are back, approved and online, in the new server's eyes.
     eventually("all agents back online", || async {
@@ -38,7 +42,9 @@ async fn every_agent_comes_back_after_a_server_restart_without_anyone_acting() {
     })
     .await;
     for i in 0..3 {
-        server.wait_agent(&format!("fleet-{i}"), "online", |a| a.online).await;
+        server
+            .wait_agent(&format!("fleet-{i}"), "online", |a| a.online)
+            .await;
     }
     for agent in &agents {
         agent.wait_state("approved", approved).await;
@@ -60,7 +66,9 @@ impl FreezableRelay {
         let flag = frozen.clone();
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = TcpStream::connect(target).await else { continue };
+                let Ok(outbound) = TcpStream::connect(target).await else {
+                    continue;
+                };
                 let (ri, wi) = inbound.into_split();
                 let (ro, wo) = outbound.into_split();
                 tokio::spawn(pump(ri, wo, flag.clone()));
@@ -82,7 +90,9 @@ async fn pump(
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let Ok(n) = from.read(&mut buf).await else { return };
+        let Ok(n) = from.read(&mut buf).await else {
+            return;
+        };
         if n == 0 {
             return;
         }
@@ -111,16 +121,32 @@ async fn a_silently_dead_link_shows_offline_after_missed_keepalives_and_a_live_o
     let agent = postern_agent::Agent::start(options).unwrap();
     let mut state = agent.state();
     state.wait_for(approved).await.unwrap();
-    server.wait_agent("behind-nat", "online", |a| a.online).await;
+    server
+        .wait_agent("behind-nat", "online", |a| a.online)
+        .await;
 
     // Several keepalive periods with no heartbeat: a live link stays online throughout.
     tokio::time::sleep(keepalive * 6).await;
     assert!(server.agent("behind-nat").await.unwrap().online);
-    assert!(!server.events().await.iter().any(|e| e.kind == EventKind::AgentOffline));
+    assert!(
+        !server
+            .events()
+            .await
+            .iter()
+            .any(|e| e.kind == EventKind::AgentOffline)
+    );
 
     relay.freeze();
-    server.wait_agent("behind-nat", "offline", |a| !a.online).await;
-    assert!(server.events().await.iter().any(|e| e.kind == EventKind::AgentOffline));
+    server
+        .wait_agent("behind-nat", "offline", |a| !a.online)
+        .await;
+    assert!(
+        server
+            .events()
+            .await
+            .iter()
+            .any(|e| e.kind == EventKind::AgentOffline)
+    );
     agent.shutdown().await.unwrap();
 }
 
@@ -131,7 +157,9 @@ fn socket_inodes(pid: u32) -> HashSet<String> {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter_map(|target| {
             let t = target.to_string_lossy().into_owned();
-            t.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned)
+            t.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
         })
         .collect()
 }
@@ -172,7 +200,9 @@ async fn a_real_agent_process_logs_its_did_listens_nowhere_and_goes_offline_when
     })
     .await
     .expect("the agent never said it was waiting for approval");
-    let pending = server.wait_agent("proc-agent", "online", |a| a.online).await;
+    let pending = server
+        .wait_agent("proc-agent", "online", |a| a.online)
+        .await;
     assert!(waiting_line.contains(&pending.did), "{waiting_line}");
     // Keep draining the log so the agent never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
@@ -180,14 +210,18 @@ async fn a_real_agent_process_logs_its_did_listens_nowhere_and_goes_offline_when
     server
         .admin_post("/api/v1/agents/proc-agent/approve", serde_json::json!({}))
         .await;
-    server.wait_agent("proc-agent", "approved", |a| {
-        a.online && a.status == postern_protocol::AgentStatus::Approved
-    })
-    .await;
+    server
+        .wait_agent("proc-agent", "approved", |a| {
+            a.online && a.status == postern_protocol::AgentStatus::Approved
+        })
+        .await;
 
     // The agent holds sockets (its link) but none of them listens.
     let inodes = socket_inodes(pid);
-    assert!(!inodes.is_empty(), "the agent should hold its outbound link");
+    assert!(
+        !inodes.is_empty(),
+        "the agent should hold its outbound link"
+    );
     let mut established = 0;
     for table in ["tcp", "tcp6"] {
         for (state, inode) in proc_net(table) {
@@ -206,7 +240,9 @@ async fn a_real_agent_process_logs_its_did_listens_nowhere_and_goes_offline_when
 
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    server.wait_agent("proc-agent", "offline", |a| !a.online).await;
+    server
+        .wait_agent("proc-agent", "offline", |a| !a.online)
+        .await;
     let events = server.events().await;
     assert!(events.iter().any(|e| e.kind == EventKind::AgentOffline
         && e.agent.as_ref().is_some_and(|a| a.name == "proc-agent")));

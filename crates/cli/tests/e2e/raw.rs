@@ -30,7 +30,10 @@ pub async fn connect(addr: SocketAddr, key: &PrivateKey) -> (Handle, bool) {
         .await
         .unwrap();
     let ok = handle
-        .authenticate_publickey("agent", PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None))
+        .authenticate_publickey(
+            "agent",
+            PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None),
+        )
         .await
         .unwrap()
         .success();
@@ -66,7 +69,10 @@ pub async fn send(link: &mut Control, message: &AgentMessage) {
 /// Writes raw bytes as one length-prefixed frame.
 pub async fn send_raw_frame(link: &mut Control, body: &[u8]) {
     let stream = link.get_mut();
-    stream.write_all(&(body.len() as u32).to_be_bytes()).await.unwrap();
+    stream
+        .write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
     stream.write_all(body).await.unwrap();
     stream.flush().await.unwrap();
 }
@@ -90,7 +96,10 @@ pub async fn channel_request_granted(
     };
     request(&channel).await;
     loop {
-        match tokio::time::timeout(DEADLINE, channel.wait()).await.unwrap() {
+        match tokio::time::timeout(DEADLINE, channel.wait())
+            .await
+            .unwrap()
+        {
             Some(ChannelMsg::Success) => return true,
             Some(ChannelMsg::Failure) | None => return false,
             Some(_) => {}
