@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::facts::AgentFacts;
+use crate::session::{SessionId, SessionState};
 use crate::status::AgentStatus;
 
 /// What a user may do. Each role includes the ones below it.
@@ -176,10 +177,15 @@ pub enum EventKind {
     TokenCreated,
     #[serde(rename = "token.revoked")]
     TokenRevoked,
+    /// A session moved to a new state; `session` says which and why.
+    #[serde(rename = "session.state")]
+    SessionState,
+    #[serde(rename = "certificate.issued")]
+    CertificateIssued,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::AgentEnrolled,
         EventKind::AgentApproved,
         EventKind::AgentRejected,
@@ -192,6 +198,8 @@ impl EventKind {
         EventKind::UserCreated,
         EventKind::TokenCreated,
         EventKind::TokenRevoked,
+        EventKind::SessionState,
+        EventKind::CertificateIssued,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -208,6 +216,8 @@ impl EventKind {
             EventKind::UserCreated => "user.created",
             EventKind::TokenCreated => "token.created",
             EventKind::TokenRevoked => "token.revoked",
+            EventKind::SessionState => "session.state",
+            EventKind::CertificateIssued => "certificate.issued",
         }
     }
 }
@@ -250,7 +260,75 @@ pub struct EventView {
     pub actor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<EventAgent>,
+    /// For session events: the session and the state it reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<EventSession>,
     pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventSession {
+    pub id: SessionId,
+    pub state: SessionState,
+}
+
+/// One step in a session's life.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SessionStep {
+    pub state: SessionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix milliseconds.
+    pub time: i64,
+}
+
+/// An SSH session as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SessionView {
+    pub id: SessionId,
+    pub agent: EventAgent,
+    pub user: String,
+    pub state: SessionState,
+    /// The tunnel port on the server, while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Why the session ended (or is ending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+    /// Every state so far, oldest first (only in single-session responses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<SessionStep>,
+}
+
+/// Ask the server's CA to certify a public key for one session.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CertificateRequest {
+    /// OpenSSH public key to certify (the client keeps the private key).
+    pub public_key: String,
+    /// The login on the device; the agent's default login when absent.
+    #[serde(default)]
+    pub login: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CertificateResponse {
+    /// OpenSSH user certificate (`…-cert-v01@openssh.com …`).
+    pub certificate: String,
+    pub login: String,
+    /// Unix seconds after which the certificate is refused.
+    pub valid_before: u64,
+    /// The agent's SSH host key as registered at enrollment, to check the device against.
+    pub host_key: String,
+    pub agent_name: String,
 }
 
 #[cfg(test)]

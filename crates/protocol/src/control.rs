@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrollment::Enrollment;
 use crate::facts::AgentFacts;
+use crate::session::SessionId;
 use crate::status::AgentStatus;
 
 /// Version of the control protocol, carried in the first message of each side.
@@ -29,9 +30,24 @@ pub enum AgentMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         facts: Option<AgentFacts>,
     },
+    /// The agent's answer to `StartSsh`/`StopSsh`.
+    Session {
+        session: SessionId,
+        reply: SessionReply,
+    },
     Error {
         code: ErrorCode,
         message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum SessionReply {
+    /// It will ask for the session's forward next.
+    Accepted,
+    Refused {
+        reason: String,
     },
 }
 
@@ -46,6 +62,14 @@ pub enum ServerMessage {
         nonce: String,
     },
     Status(StatusUpdate),
+    /// Open a reverse tunnel for this session: answer, then `tcpip-forward` it.
+    StartSsh {
+        session: SessionId,
+    },
+    /// Drop the session's forward and its channels.
+    StopSsh {
+        session: SessionId,
+    },
     Error {
         code: ErrorCode,
         message: String,

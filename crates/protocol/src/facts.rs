@@ -15,6 +15,9 @@ pub struct AgentFacts {
     pub cpus: u32,
     pub memory_bytes: u64,
     pub agent_version: String,
+    /// Logins the agent's SSH server accepts; the first is the default.
+    #[serde(default)]
+    pub logins: Vec<String>,
 }
 
 impl AgentFacts {

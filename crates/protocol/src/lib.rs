@@ -8,12 +8,14 @@ pub mod control;
 pub mod did;
 pub mod enrollment;
 pub mod facts;
+pub mod session;
 pub mod status;
 
 pub use codec::{ControlCodec, Frame, FrameError, MAX_FRAME_LEN};
 pub use control::{AgentMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage};
 pub use did::{AgentDid, DidError};
 pub use facts::AgentFacts;
+pub use session::{SessionEvent, SessionId, SessionState};
 pub use status::AgentStatus;
 
 /// Name of the SSH subsystem the agent opens on its link for control messages.

@@ -1,7 +1,7 @@
 //! Server settings: built from defaults, then the TOML file, then `POSTERN_*` variables and
 //! flags (the last two merged by the CLI). Unknown keys in the file are errors.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +23,63 @@ pub struct ServerConfig {
     /// How long a login token stays valid.
     #[serde(default = "default_login_ttl", with = "humantime_serde")]
     pub login_ttl: Duration,
+    /// Ports handed out for session tunnels.
+    #[serde(default = "default_tunnel_ports")]
+    pub tunnel_ports: PortRange,
+    /// Address tunnel ports bind to (loopback: only this host reaches them).
+    #[serde(default = "default_tunnel_bind")]
+    pub tunnel_bind: IpAddr,
+    /// How long a session may stay requested or starting before it fails.
+    #[serde(default = "default_session_timeout", with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// A running session with no open channel for this long is stopped.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+/// An inclusive range of ports, written `20000-29999`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn len(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a port range like 20000-29999");
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || last < first {
+            return Err(bad());
+        }
+        Ok(Self { first, last })
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
 }
 
 /// The same settings with every field optional, as read from a file or the command line.
@@ -36,6 +93,12 @@ pub struct ServerConfigFile {
     pub keepalive: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub login_ttl: Option<Duration>,
+    pub tunnel_ports: Option<PortRange>,
+    pub tunnel_bind: Option<IpAddr>,
+    #[serde(default, with = "humantime_serde")]
+    pub session_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
     /// `text` or `json`; read by the binary before the server starts.
     pub log_format: Option<String>,
 }
@@ -72,6 +135,21 @@ fn default_keepalive() -> Duration {
 fn default_login_ttl() -> Duration {
     Duration::from_secs(12 * 3600)
 }
+fn default_tunnel_ports() -> PortRange {
+    PortRange {
+        first: 20000,
+        last: 29999,
+    }
+}
+fn default_tunnel_bind() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
 
 impl ServerConfig {
     /// Defaults for everything but the data dir; what tests and quickstart start from.
@@ -82,6 +160,10 @@ impl ServerConfig {
             agent_listen: default_agent_listen(),
             keepalive: default_keepalive(),
             login_ttl: default_login_ttl(),
+            tunnel_ports: default_tunnel_ports(),
+            tunnel_bind: default_tunnel_bind(),
+            session_timeout: default_session_timeout(),
+            idle_timeout: default_idle_timeout(),
         }
     }
 
@@ -108,6 +190,22 @@ impl ServerConfig {
             .login_ttl
             .or(file.login_ttl)
             .unwrap_or(config.login_ttl);
+        config.tunnel_ports = overrides
+            .tunnel_ports
+            .or(file.tunnel_ports)
+            .unwrap_or(config.tunnel_ports);
+        config.tunnel_bind = overrides
+            .tunnel_bind
+            .or(file.tunnel_bind)
+            .unwrap_or(config.tunnel_bind);
+        config.session_timeout = overrides
+            .session_timeout
+            .or(file.session_timeout)
+            .unwrap_or(config.session_timeout);
+        config.idle_timeout = overrides
+            .idle_timeout
+            .or(file.idle_timeout)
+            .unwrap_or(config.idle_timeout);
         if config.keepalive < Duration::from_secs(1) || config.keepalive > Duration::from_secs(600)
         {
             return Err(ConfigError::Keepalive);

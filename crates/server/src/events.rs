@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use postern_protocol::api::{EventAgent, EventKind, EventView};
+use postern_protocol::api::{EventAgent, EventKind, EventSession, EventView};
+use postern_protocol::{SessionId, SessionState};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::clock::now_ms;
@@ -39,7 +40,20 @@ impl EventBus {
         agent: Option<&AgentRecord>,
         detail: impl Into<String>,
     ) {
+        self.publish_with_session(kind, actor, agent, None, detail)
+            .await
+    }
+
+    pub async fn publish_with_session(
+        &self,
+        kind: EventKind,
+        actor: &str,
+        agent: Option<&AgentRecord>,
+        session: Option<(SessionId, SessionState)>,
+        detail: impl Into<String>,
+    ) {
         let event = NewEvent {
+            session,
             time: now_ms(),
             kind,
             actor: actor.to_owned(),
@@ -73,6 +87,7 @@ pub fn view(record: EventRecord) -> EventView {
             name: a.name,
             did: a.did,
         }),
+        session: e.session.map(|(id, state)| EventSession { id, state }),
         detail: e.detail,
     }
 }

@@ -6,12 +6,14 @@
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod ca;
 mod clock;
 pub mod config;
 pub mod events;
 pub mod gateway;
 pub mod keys;
 pub mod links;
+pub mod sessions;
 pub mod store;
 pub mod tokens;
 
@@ -31,8 +33,10 @@ pub use config::{ServerConfig, ServerConfigFile};
 use crate::agents::Agents;
 use crate::api::Services;
 use crate::auth::UserError;
+use crate::ca::UserCa;
 use crate::events::EventBus;
 use crate::links::LinkRegistry;
+use crate::sessions::{SessionConfig, Sessions};
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::tokens::{EnrollmentTokens, TokenError};
 
@@ -58,6 +62,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     User(#[from] UserError),
+    #[error("cannot close the sessions left open by the last run: {0}")]
+    Sessions(String),
 }
 
 pub struct Server {
@@ -133,13 +139,30 @@ impl Server {
         let agents = Arc::new(Agents::new(
             store.clone(),
             events.clone(),
-            links,
+            links.clone(),
             gateway::key_text(user_ca.public_key()),
         ));
+        let sessions = Sessions::new(
+            store.clone(),
+            events.clone(),
+            links,
+            SessionConfig {
+                ports: config.tunnel_ports,
+                bind: config.tunnel_bind,
+                start_timeout: config.session_timeout,
+                idle_timeout: config.idle_timeout,
+            },
+        );
+        sessions
+            .recover()
+            .await
+            .map_err(|e| ServerError::Sessions(e.to_string()))?;
         let shutdown = CancellationToken::new();
         let services = Arc::new(Services {
             store: store.clone(),
             agents: agents.clone(),
+            sessions: sessions.clone(),
+            ca: UserCa::new(user_ca.clone()),
             tokens: Arc::new(EnrollmentTokens::new(store.clone(), events.clone())),
             events: events.clone(),
             throttle: Default::default(),
@@ -176,6 +199,7 @@ impl Server {
             store,
             agents,
             events,
+            sessions,
             host_key_fingerprint.clone(),
         ));
         let gateway_task = tokio::spawn(gateway::serve(

@@ -100,5 +100,15 @@ pub async fn revoke(
     caller: Caller,
     Path(agent): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
-    decide(state, caller, agent, AgentStatus::Revoked).await
+    caller.require(Role::Admin)?;
+    // Sessions end first, with the right reason; then the link closes.
+    let record = state.services.agents.resolve(&agent).await?;
+    if record.status.can_become(AgentStatus::Revoked) {
+        state
+            .services
+            .sessions
+            .end_for_agent(&record.id, "agent revoked", caller.name())
+            .await;
+    }
+    decide(state, caller, record.id, AgentStatus::Revoked).await
 }

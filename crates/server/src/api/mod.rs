@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod events;
 mod extract;
+mod sessions;
 mod tokens;
 
 use std::sync::Arc;
@@ -23,7 +24,9 @@ pub use extract::{CSRF_HEADER, SESSION_COOKIE};
 
 use crate::agents::Agents;
 use crate::auth::throttle::LoginThrottle;
+use crate::ca::UserCa;
 use crate::events::EventBus;
+use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::tokens::EnrollmentTokens;
 
@@ -33,6 +36,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub agents: Arc<Agents>,
+    pub sessions: Arc<Sessions>,
+    pub ca: UserCa,
     pub tokens: Arc<EnrollmentTokens>,
     pub events: Arc<EventBus>,
     pub throttle: LoginThrottle,
@@ -53,6 +58,8 @@ pub struct AppState {
         auth::login, auth::logout, auth::me,
         agents::list, agents::show, agents::approve, agents::reject, agents::revoke,
         tokens::list, tokens::create, tokens::revoke,
+        sessions::start, sessions::list, sessions::show, sessions::stop, sessions::certificate,
+        sessions::stream,
         events::stream, health,
     ),
     modifiers(&BearerAuth),
@@ -102,6 +109,12 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/agents/{agent}/approve", post(agents::approve))
         .route("/agents/{agent}/reject", post(agents::reject))
         .route("/agents/{agent}/revoke", post(agents::revoke))
+        .route("/agents/{agent}/sessions", post(sessions::start))
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/{id}", get(sessions::show))
+        .route("/sessions/{id}/stop", post(sessions::stop))
+        .route("/sessions/{id}/certificate", post(sessions::certificate))
+        .route("/sessions/{id}/stream", get(sessions::stream))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", delete(tokens::revoke))
         .route("/events", get(events::stream))

@@ -236,6 +236,9 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
         }
     }
     let mut status = agent.status;
+    if status == AgentStatus::Approved {
+        gateway.sessions.link_up(&agent.id).await;
+    }
 
     let end = loop {
         tokio::select! {
@@ -251,6 +254,9 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
                 }
                 Some(AgentMessage::Error { code, message }) => {
                     tracing::warn!(?code, %message, "agent reported an error");
+                }
+                Some(AgentMessage::Session { session, reply }) if status == AgentStatus::Approved => {
+                    gateway.sessions.agent_reply(&agent.id, &session, reply).await;
                 }
                 Some(other) => {
                     let reply = if status == AgentStatus::Approved {
@@ -292,6 +298,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
             .events
             .publish(EventKind::AgentOffline, "system", Some(&agent), "link down")
             .await;
+        gateway.sessions.link_down(&agent.id).await;
     }
     end
 }

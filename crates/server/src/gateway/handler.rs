@@ -211,13 +211,49 @@ impl russh::server::Handler for AgentConnection {
 
     async fn tcpip_forward(
         &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // Only an approved agent, only for its own starting session.
+        let agent = match &self.key {
+            Some(key) => self
+                .gateway
+                .store
+                .agent_by_ssh_key(key)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let Some(agent) = agent.filter(|a| a.status == AgentStatus::Approved) else {
+            self.refuse("tcpip-forward from an agent that is not approved");
+            return Ok(false);
+        };
+        match self
+            .gateway
+            .sessions
+            .forward(&agent.id, address, session.handle())
+            .await
+        {
+            Ok(bound) => {
+                *port = u32::from(bound);
+                Ok(true)
+            }
+            Err(why) => {
+                tracing::warn!(agent = %agent.name, %why, "refused tcpip-forward");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
         _address: &str,
-        _port: &mut u32,
+        _port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        // Forwards are granted only for an agent's own `starting` SSH session (sessions
-        // arrive with the SSH-session capability); until then there is nothing to forward.
-        self.refuse("tcpip-forward");
-        Ok(false)
+        // The server already dropped the tunnel when it asked the agent to stop.
+        Ok(true)
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agents::Agents;
 use crate::events::EventBus;
+use crate::sessions::Sessions;
 use crate::store::Store;
 
 /// What every agent connection shares.
@@ -22,6 +23,7 @@ pub struct Gateway {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) agents: Arc<Agents>,
     pub(crate) events: Arc<EventBus>,
+    pub(crate) sessions: Arc<Sessions>,
     /// SHA-256 fingerprint of our host key; agents sign over it at enrollment.
     pub(crate) host_key_fingerprint: String,
 }
@@ -31,12 +33,14 @@ impl Gateway {
         store: Arc<dyn Store>,
         agents: Arc<Agents>,
         events: Arc<EventBus>,
+        sessions: Arc<Sessions>,
         host_key_fingerprint: String,
     ) -> Self {
         Self {
             store,
             agents,
             events,
+            sessions,
             host_key_fingerprint,
         }
     }
@@ -84,6 +88,10 @@ pub async fn serve(
         auth_rejection_time: Duration::from_millis(500),
         auth_rejection_time_initial: Some(Duration::ZERO),
         nodelay: true,
+        // Session data rides on this connection: windows sized for bulk transfer.
+        window_size: 8 * 1024 * 1024,
+        maximum_packet_size: 65535,
+        channel_buffer_size: 256,
         ..Default::default()
     };
     let mut server = Listener { gateway };

@@ -2,12 +2,15 @@
 //! SQLite (embedded, in the data dir) is the implementation today; PostgreSQL will implement
 //! the same trait with the same SQL text (ids are text, times unix ms, `$N` placeholders).
 
+pub mod sessions;
 mod sqlite;
+mod sqlite_sessions;
 
 use async_trait::async_trait;
 use postern_protocol::api::{EventKind, Role};
-use postern_protocol::{AgentFacts, AgentStatus};
+use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
 
+pub use sessions::{SessionFilter, SessionRecord, SessionStore, TransitionRecord};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +77,7 @@ pub struct NewEvent {
     pub kind: EventKind,
     pub actor: String,
     pub agent: Option<EventAgentRef>,
+    pub session: Option<(SessionId, SessionState)>,
     pub detail: String,
 }
 
@@ -91,7 +95,7 @@ pub struct EventRecord {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: SessionStore + Send + Sync + 'static {
     // Users
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<()>;
     async fn user_by_name(&self, name: &str) -> StoreResult<Option<UserRecord>>;
@@ -113,6 +117,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
     async fn agent_by_ssh_key(&self, ssh_public_key: &str) -> StoreResult<Option<AgentRecord>>;
     async fn agent_by_did(&self, did: &str) -> StoreResult<Option<AgentRecord>>;
+    async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>>;
     async fn agent_name_taken(&self, name: &str) -> StoreResult<bool>;
     async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>>;
     async fn set_agent_status(

@@ -19,7 +19,7 @@ use super::{
 };
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -110,9 +110,21 @@ fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
         }),
         None => None,
     };
+    let session_id: Option<String> = row.try_get("session_id")?;
+    let session_state: Option<String> = row.try_get("session_state")?;
+    let session = match (session_id, session_state) {
+        (Some(id), Some(state)) => Some((
+            postern_protocol::SessionId::parse(&id)
+                .ok_or_else(|| corrupt("events.session_id", &id))?,
+            postern_protocol::SessionState::from_str(&state)
+                .map_err(|e| corrupt("events.session_state", e))?,
+        )),
+        _ => None,
+    };
     Ok(EventRecord {
         id: row.try_get("id")?,
         event: NewEvent {
+            session,
             time: row.try_get("time")?,
             kind: EventKind::from_str(&kind).map_err(|e| corrupt("events.kind", e))?,
             actor: row.try_get("actor")?,
@@ -125,7 +137,8 @@ fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
 const AGENT_COLUMNS: &str =
     "id, did, name, ssh_public_key, status, facts, enrolled_at, last_seen, remote_addr";
 const TOKEN_COLUMNS: &str = "id, created_by, created_at, expires_at, max_uses, uses, revoked_at";
-const EVENT_COLUMNS: &str = "id, time, kind, actor, agent_id, agent_name, agent_did, detail";
+const EVENT_COLUMNS: &str =
+    "id, time, kind, actor, agent_id, agent_name, agent_did, session_id, session_state, detail";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -249,6 +262,16 @@ impl Store for SqliteStore {
         .as_ref()
         .map(agent_from_row)
         .transpose()
+    }
+
+    async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
+        sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
     }
 
     async fn agent_name_taken(&self, name: &str) -> StoreResult<bool> {
@@ -404,8 +427,8 @@ impl Store for SqliteStore {
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<i64> {
         let agent = event.agent.as_ref();
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO events (time, kind, actor, agent_id, agent_name, agent_did, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO events (time, kind, actor, agent_id, agent_name, agent_did, session_id, session_state, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(event.time)
         .bind(event.kind.as_str())
@@ -413,6 +436,8 @@ impl Store for SqliteStore {
         .bind(agent.map(|a| a.id.as_str()))
         .bind(agent.map(|a| a.name.as_str()))
         .bind(agent.map(|a| a.did.as_str()))
+        .bind(event.session.as_ref().map(|(id, _)| id.as_str()))
+        .bind(event.session.as_ref().map(|(_, state)| state.as_str()))
         .bind(&event.detail)
         .fetch_one(&self.pool)
         .await?;
@@ -516,6 +541,7 @@ mod tests {
                     kind: EventKind::UserLogin,
                     actor: "ann".into(),
                     agent: None,
+                    session: None,
                     detail: format!("e{i}"),
                 })
                 .await

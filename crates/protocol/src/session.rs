@@ -1,0 +1,251 @@
+//! SSH sessions: identifiers, states, and the one state machine that decides every transition.
+//! Pure: the server feeds it events and stores what it returns.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Certificate extension that binds a user certificate to one agent: its value is the DID.
+pub const CERT_AGENT_EXTENSION: &str = "postern-agent@postern";
+
+/// How the agent names a session in its `tcpip-forward` request: this prefix + the session id.
+pub const FORWARD_ADDRESS_PREFIX: &str = "postern-session-";
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// Session ids are 32 lowercase hex digits (made by the server).
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The address an agent puts in its `tcpip-forward` for this session.
+    pub fn forward_address(&self) -> String {
+        format!("{FORWARD_ADDRESS_PREFIX}{}", self.0)
+    }
+
+    pub fn from_forward_address(address: &str) -> Option<Self> {
+        Self::parse(address.strip_prefix(FORWARD_ADDRESS_PREFIX)?)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    Requested,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl SessionState {
+    pub const ALL: [SessionState; 6] = [
+        SessionState::Requested,
+        SessionState::Starting,
+        SessionState::Running,
+        SessionState::Stopping,
+        SessionState::Stopped,
+        SessionState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Requested => "requested",
+            SessionState::Starting => "starting",
+            SessionState::Running => "running",
+            SessionState::Stopping => "stopping",
+            SessionState::Stopped => "stopped",
+            SessionState::Failed => "failed",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, SessionState::Stopped | SessionState::Failed)
+    }
+
+    /// Open sessions are returned when the same user asks again for the same agent.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            SessionState::Requested | SessionState::Starting | SessionState::Running
+        )
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SessionState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SessionState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown session state {s:?}"))
+    }
+}
+
+/// What can happen to a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The agent accepted `StartSsh`.
+    Accepted,
+    /// The server bound the tunnel port for the agent's forward.
+    Forwarded,
+    /// Orderly end: a user's stop, revocation, idle timeout, loss of the link.
+    Stop(String),
+    /// Channels closed, forward cancelled, port released.
+    Released,
+    /// Something went wrong: refused, timed out, no free port, agent offline.
+    Fail(String),
+    /// The server started and found the session open from before.
+    ServerRestarted,
+}
+
+impl SessionEvent {
+    pub const SAMPLES: [fn() -> SessionEvent; 6] = [
+        || SessionEvent::Accepted,
+        || SessionEvent::Forwarded,
+        || SessionEvent::Stop("stopped by a user".into()),
+        || SessionEvent::Released,
+        || SessionEvent::Fail("agent offline".into()),
+        || SessionEvent::ServerRestarted,
+    ];
+}
+
+/// The outcome of an allowed event: the new state and, for endings, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub to: SessionState,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a {state} session cannot take {event}")]
+pub struct InvalidTransition {
+    pub state: SessionState,
+    pub event: String,
+}
+
+/// The session state machine. Every (state, event) pair is decided here and nowhere else.
+pub fn transition(
+    state: SessionState,
+    event: &SessionEvent,
+) -> Result<Transition, InvalidTransition> {
+    use SessionEvent as E;
+    use SessionState as S;
+    let to = |to: S, reason: Option<&str>| {
+        Ok(Transition {
+            to,
+            reason: reason.map(str::to_owned),
+        })
+    };
+    match (state, event) {
+        (S::Requested, E::Accepted) => to(S::Starting, None),
+        (S::Starting, E::Forwarded) => to(S::Running, None),
+        (S::Requested | S::Starting | S::Running, E::Stop(why)) => to(S::Stopping, Some(why)),
+        (S::Stopping, E::Released) => to(S::Stopped, None),
+        (S::Requested | S::Starting | S::Running | S::Stopping, E::Fail(why)) => {
+            to(S::Failed, Some(why))
+        }
+        (S::Requested | S::Starting | S::Running | S::Stopping, E::ServerRestarted) => {
+            to(S::Stopped, Some("server restarted"))
+        }
+        (state, event) => Err(InvalidTransition {
+            state,
+            event: format!("{event:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SessionState as S;
+
+    /// The full table: every state against every event.
+    #[test]
+    fn every_state_and_event_pair_is_decided() {
+        let expected = |state: S, event: &SessionEvent| -> Option<S> {
+            match (state, event) {
+                (S::Requested, SessionEvent::Accepted) => Some(S::Starting),
+                (S::Starting, SessionEvent::Forwarded) => Some(S::Running),
+                (S::Requested | S::Starting | S::Running, SessionEvent::Stop(_)) => {
+                    Some(S::Stopping)
+                }
+                (S::Stopping, SessionEvent::Released) => Some(S::Stopped),
+                (s, SessionEvent::Fail(_)) if !s.is_final() => Some(S::Failed),
+                (s, SessionEvent::ServerRestarted) if !s.is_final() => Some(S::Stopped),
+                _ => None,
+            }
+        };
+        let mut decided = 0;
+        for state in S::ALL {
+            for make in SessionEvent::SAMPLES {
+                let event = make();
+                let got = transition(state, &event).ok().map(|t| t.to);
+                assert_eq!(got, expected(state, &event), "{state} × {event:?}");
+                decided += 1;
+            }
+        }
+        assert_eq!(decided, 36);
+    }
+
+    #[test]
+    fn endings_carry_their_reason() {
+        let t = transition(S::Running, &SessionEvent::Stop("idle timeout".into())).unwrap();
+        assert_eq!(t.reason.as_deref(), Some("idle timeout"));
+        let t = transition(S::Requested, &SessionEvent::Fail("agent offline".into())).unwrap();
+        assert_eq!(
+            (t.to, t.reason.as_deref()),
+            (S::Failed, Some("agent offline"))
+        );
+        let t = transition(S::Running, &SessionEvent::ServerRestarted).unwrap();
+        assert_eq!(
+            (t.to, t.reason.as_deref()),
+            (S::Stopped, Some("server restarted"))
+        );
+    }
+
+    #[test]
+    fn final_states_take_nothing() {
+        for state in [S::Stopped, S::Failed] {
+            for make in SessionEvent::SAMPLES {
+                assert!(transition(state, &make()).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn session_ids_and_forward_addresses() {
+        let id = SessionId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(
+            SessionId::from_forward_address(&id.forward_address()),
+            Some(id)
+        );
+        assert!(SessionId::parse("../etc/passwd").is_none());
+        assert!(SessionId::from_forward_address("0.0.0.0").is_none());
+    }
+}

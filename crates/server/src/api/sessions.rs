@@ -1,0 +1,337 @@
+//! SSH sessions: start (or return the open one), list, show, stop, certify a key, and the
+//! WebSocket data path that carries raw SSH bytes to the agent's SSH server.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use postern_protocol::api::{
+    ApiError as ErrorBody, CertificateRequest, CertificateResponse, EventKind, Role, SessionView,
+};
+use postern_protocol::{AgentStatus, SessionState};
+use russh::keys::{HashAlg, PublicKey};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use utoipa::IntoParams;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller};
+use crate::ca::CertificateFor;
+use crate::sessions::{ActivityGuard, SessionError};
+use crate::store::{SessionFilter, SessionRecord};
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::NotFound(_) => ApiError::not_found(e.to_string()),
+            SessionError::AgentNotApproved(_) | SessionError::WrongState { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string())
+            }
+            SessionError::Transition(_) => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string())
+            }
+            SessionError::Channel(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "agent_unreachable", e.to_string())
+            }
+            SessionError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Operators and viewers see their own sessions; admins see all. Others' sessions are
+/// reported as not found, so that their existence does not leak.
+async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<SessionRecord, ApiError> {
+    let session = state.services.sessions.get(id).await?;
+    if caller.user.role == Role::Admin || session.user_id == caller.user.id {
+        Ok(session)
+    } else {
+        Err(ApiError::not_found(format!("no session {id}")))
+    }
+}
+
+/// Start an SSH session on an agent, or return the caller's open one.
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/sessions", params(("agent" = String, Path)), responses(
+    (status = 201, body = SessionView, description = "Started"),
+    (status = 200, body = SessionView, description = "Already open"),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Operator)?;
+    let s = &state.services;
+    let agent = s.agents.resolve(&agent).await?;
+    let (session, created) = s.sessions.request(&caller.user, &agent).await?;
+    let view = s.sessions.view(session, true).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SessionsQuery {
+    /// Agent name, DID or unique prefix.
+    agent: Option<String>,
+    state: Option<SessionState>,
+    /// User name (admins only; others always see their own).
+    user: Option<String>,
+    /// At most this many, newest first (default 100).
+    limit: Option<u32>,
+}
+
+/// Sessions, newest first.
+#[utoipa::path(get, path = "/api/v1/sessions", params(SessionsQuery), responses(
+    (status = 200, body = Vec<SessionView>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<SessionsQuery>,
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let s = &state.services;
+    let user_id = if caller.user.role == Role::Admin {
+        match &query.user {
+            Some(name) => Some(
+                s.store
+                    .user_by_name(name)
+                    .await?
+                    .map(|u| u.id)
+                    .unwrap_or_default(),
+            ),
+            None => None,
+        }
+    } else {
+        Some(caller.user.id.clone())
+    };
+    let agent_id = match &query.agent {
+        Some(a) => Some(s.agents.resolve(a).await?.id),
+        None => None,
+    };
+    let filter = SessionFilter {
+        agent_id,
+        user_id,
+        state: query.state,
+        limit: query.limit.unwrap_or(100).min(1000),
+    };
+    let mut views = Vec::new();
+    for session in s.sessions.list(&filter).await? {
+        views.push(s.sessions.view(session, false).await?);
+    }
+    Ok(Json(views))
+}
+
+/// One session with its full history.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", params(("id" = String, Path)), responses(
+    (status = 200, body = SessionView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let session = visible(&state, &caller, &id).await?;
+    Ok(Json(state.services.sessions.view(session, true).await?))
+}
+
+/// Stop a session: its channels close, its port is released.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/stop", params(("id" = String, Path)), responses(
+    (status = 200, body = SessionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn stop(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    caller.require(Role::Operator)?;
+    let session = visible(&state, &caller, &id).await?;
+    let reason = format!("stopped by {}", caller.name());
+    let s = &state.services;
+    let stopped = s.sessions.stop(&session.id, &reason, caller.name()).await?;
+    Ok(Json(s.sessions.view(stopped, true).await?))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Certify the caller's public key for this session's agent (valid at most 5 minutes).
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/certificate", params(("id" = String, Path)),
+    request_body = CertificateRequest, responses(
+    (status = 200, body = CertificateResponse), (status = 400, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn certificate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<CertificateRequest>,
+) -> Result<Json<CertificateResponse>, ApiError> {
+    caller.require(Role::Operator)?;
+    let s = &state.services;
+    let session = s.sessions.get(&id).await?;
+    // Certificates are for one's own sessions only, whatever the role.
+    if session.user_id != caller.user.id {
+        return Err(ApiError::not_found(format!("no session {id}")));
+    }
+    if !session.state.is_open() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "wrong_state",
+            format!("session {id} is {}", session.state),
+        ));
+    }
+    let agent = s
+        .store
+        .agent_by_id(&session.agent_id)
+        .await?
+        .filter(|a| a.status == AgentStatus::Approved)
+        .ok_or_else(|| ApiError::forbidden("the session's agent is not approved"))?;
+    let subject = PublicKey::from_openssh(request.public_key.trim()).map_err(|e| {
+        ApiError::bad_request(format!("public_key is not an OpenSSH public key: {e}"))
+    })?;
+    let login = match request.login.filter(|l| !l.is_empty()) {
+        Some(login) => {
+            if !agent.facts.logins.is_empty() && !agent.facts.logins.contains(&login) {
+                return Err(ApiError::bad_request(format!(
+                    "agent {} allows the logins {}; not {login}",
+                    agent.name,
+                    agent.facts.logins.join(", ")
+                )));
+            }
+            login
+        }
+        None => agent.facts.logins.first().cloned().ok_or_else(|| {
+            ApiError::bad_request("the agent reported no login; name one with login")
+        })?,
+    };
+    let now = now_secs();
+    let cert =
+        s.ca.sign(
+            CertificateFor {
+                subject: &subject,
+                login: &login,
+                agent_did: &agent.did,
+                key_id: format!("{} session {}", caller.name(), session.id),
+            },
+            now,
+        )
+        .map_err(ApiError::internal)?;
+    let text = cert.to_openssh().map_err(ApiError::internal)?;
+    s.events
+        .publish(
+            EventKind::CertificateIssued,
+            caller.name(),
+            Some(&agent),
+            format!(
+                "certificate for login {login}, session {}, key {}, valid until {}",
+                session.id,
+                subject.fingerprint(HashAlg::Sha256),
+                cert.valid_before()
+            ),
+        )
+        .await;
+    Ok(Json(CertificateResponse {
+        certificate: text,
+        login,
+        valid_before: cert.valid_before(),
+        host_key: agent.ssh_public_key,
+        agent_name: agent.name,
+    }))
+}
+
+/// Browsers send Origin; it must be this server. Other clients send none.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let bare = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or(origin);
+    !host.is_empty() && bare == host
+}
+
+/// The data path: a WebSocket whose binary frames are the raw bytes of one SSH connection to
+/// the agent's SSH server.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/stream", params(("id" = String, Path)), responses(
+    (status = 101, description = "WebSocket: binary frames carry SSH bytes"),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Operator)?;
+    if !same_origin(&headers) {
+        return Err(ApiError::forbidden("cross-origin WebSocket refused"));
+    }
+    let session = state.services.sessions.get(&id).await?;
+    if session.user_id != caller.user.id {
+        return Err(ApiError::not_found(format!("no session {id}")));
+    }
+    let (channel, guard) = state
+        .services
+        .sessions
+        .open_stream(&session.id, peer)
+        .await?;
+    Ok(ws
+        .max_message_size(1 << 20)
+        .on_upgrade(move |socket| pump(socket, channel, guard)))
+}
+
+async fn pump(
+    socket: WebSocket,
+    channel: russh::ChannelStream<russh::server::Msg>,
+    _open: ActivityGuard,
+) {
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let (mut from_agent, mut to_agent) = tokio::io::split(channel);
+    let upload = async {
+        while let Some(Ok(message)) = ws_rx.next().await {
+            match message {
+                Message::Binary(bytes) if to_agent.write_all(&bytes).await.is_err() => break,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = to_agent.shutdown().await;
+    };
+    let download = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from_agent.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let frame = Message::Binary(bytes::Bytes::copy_from_slice(&buf[..n]));
+                    if ws_tx.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = ws_tx.send(Message::Close(None)).await;
+    };
+    // Each direction ends on its own: the client's EOF reaches the agent as channel EOF,
+    // and the agent closing the channel closes the WebSocket.
+    tokio::join!(upload, download);
+}

@@ -1,0 +1,513 @@
+//! SSH sessions: requests, the agent's answers, tunnel ports, stops, timeouts and restarts.
+//! Every state change goes through the pure state machine in the protocol crate, is stored
+//! with its time and reason, and is published on the event bus.
+
+mod ports;
+mod tunnel;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postern_protocol::api::{EventAgent, EventKind, SessionStep, SessionView};
+use postern_protocol::control::SessionReply;
+use postern_protocol::session::{InvalidTransition, transition};
+use postern_protocol::{AgentStatus, ServerMessage, SessionEvent, SessionId, SessionState};
+use russh::ChannelStream;
+use russh::server::{Handle, Msg};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::secret;
+use crate::clock::now_ms;
+use crate::config::PortRange;
+use crate::events::EventBus;
+use crate::links::{LinkCommand, LinkRegistry};
+use crate::store::{AgentRecord, SessionFilter, SessionRecord, Store, StoreError, UserRecord};
+
+pub use ports::PortPool;
+pub use tunnel::ActivityGuard;
+use tunnel::{Activity, Tunnel};
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub ports: PortRange,
+    pub bind: IpAddr,
+    pub start_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no session {0}")]
+    NotFound(String),
+    #[error("agent {0} is not approved; SSH needs an approved agent")]
+    AgentNotApproved(String),
+    #[error("session {id} is {state}; {what}")]
+    WrongState {
+        id: SessionId,
+        state: SessionState,
+        what: &'static str,
+    },
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+    #[error("the agent did not open a channel: {0}")]
+    Channel(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    events: Arc<EventBus>,
+    links: Arc<LinkRegistry>,
+    ports: PortPool,
+    config: SessionConfig,
+    /// Tunnels of running sessions.
+    tunnels: Mutex<HashMap<SessionId, Tunnel>>,
+    /// Serialises transitions, so that every event sees the state the last one left.
+    transitions: tokio::sync::Mutex<()>,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn Store>,
+        events: Arc<EventBus>,
+        links: Arc<LinkRegistry>,
+        config: SessionConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            ports: PortPool::new(config.bind, config.ports),
+            store,
+            events,
+            links,
+            config,
+            tunnels: Mutex::new(HashMap::new()),
+            transitions: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn tunnels(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Tunnel>> {
+        self.tunnels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a start: nothing from before can still be running.
+    pub async fn recover(&self) -> Result<(), SessionError> {
+        for session in self.store.unfinished_sessions().await? {
+            self.apply(&session.id, SessionEvent::ServerRestarted, "system")
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<SessionRecord, SessionError> {
+        let parsed = SessionId::parse(id).ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
+        self.store
+            .session(&parsed)
+            .await?
+            .ok_or_else(|| SessionError::NotFound(id.to_owned()))
+    }
+
+    pub async fn list(&self, filter: &SessionFilter) -> Result<Vec<SessionRecord>, SessionError> {
+        Ok(self.store.list_sessions(filter).await?)
+    }
+
+    pub async fn view(
+        &self,
+        session: SessionRecord,
+        with_history: bool,
+    ) -> Result<SessionView, SessionError> {
+        let agent = self.store.agent_by_id(&session.agent_id).await?;
+        let history = if with_history {
+            self.store
+                .session_history(&session.id)
+                .await?
+                .into_iter()
+                .map(|t| SessionStep {
+                    state: t.state,
+                    reason: t.reason,
+                    time: t.time,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(SessionView {
+            agent: EventAgent {
+                id: session.agent_id.clone(),
+                name: agent.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
+                did: agent.map(|a| a.did).unwrap_or_default(),
+            },
+            port: session
+                .port
+                .filter(|_| session.state == SessionState::Running),
+            id: session.id,
+            user: session.user_name,
+            state: session.state,
+            reason: session.reason,
+            created_at: session.created_at,
+            updated_at: session.updated_at,
+            ended_at: session.ended_at,
+            history,
+        })
+    }
+
+    /// Starts a session for `user` on `agent`, or returns the one already open.
+    pub async fn request(
+        self: &Arc<Self>,
+        user: &UserRecord,
+        agent: &AgentRecord,
+    ) -> Result<(SessionRecord, bool), SessionError> {
+        if agent.status != AgentStatus::Approved {
+            return Err(SessionError::AgentNotApproved(agent.name.clone()));
+        }
+        let session = {
+            let _serial = self.transitions.lock().await;
+            let filter = SessionFilter {
+                agent_id: Some(agent.id.clone()),
+                user_id: Some(user.id.clone()),
+                state: None,
+                limit: 20,
+            };
+            let open = self
+                .store
+                .list_sessions(&filter)
+                .await?
+                .into_iter()
+                .find(|s| s.state.is_open());
+            if let Some(open) = open {
+                return Ok((open, false));
+            }
+            let now = now_ms();
+            let session = SessionRecord {
+                id: SessionId::parse(&secret::new_id())
+                    .ok_or_else(|| SessionError::NotFound("new session id".into()))?,
+                agent_id: agent.id.clone(),
+                user_id: user.id.clone(),
+                user_name: user.name.clone(),
+                state: SessionState::Requested,
+                port: None,
+                reason: None,
+                created_at: now,
+                updated_at: now,
+                ended_at: None,
+            };
+            self.store.insert_session(&session).await?;
+            self.publish(&session, Some(agent), &user.name, "requested")
+                .await;
+            session
+        };
+        // An offline agent gets the request when its link comes back (see `link_up`).
+        self.links.command(
+            &agent.id,
+            LinkCommand::Send(ServerMessage::StartSsh {
+                session: session.id.clone(),
+            }),
+        );
+        let me = self.clone();
+        let id = session.id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(me.config.start_timeout).await;
+            me.expire(&id).await;
+        });
+        Ok((session, true))
+    }
+
+    /// Fails a session still requested or starting when its time is up.
+    async fn expire(&self, id: &SessionId) {
+        let Ok(Some(session)) = self.store.session(id).await else {
+            return;
+        };
+        let reason = match session.state {
+            SessionState::Requested if !self.links.is_online(&session.agent_id) => "agent offline",
+            SessionState::Requested => "the agent did not answer in time",
+            SessionState::Starting => "the agent did not open its tunnel in time",
+            _ => return,
+        };
+        self.fail(id, reason).await;
+    }
+
+    /// The agent's link came up: it gets every request that waited for it.
+    pub async fn link_up(&self, agent_id: &str) {
+        let filter = SessionFilter {
+            agent_id: Some(agent_id.to_owned()),
+            state: Some(SessionState::Requested),
+            ..Default::default()
+        };
+        let Ok(waiting) = self.store.list_sessions(&filter).await else {
+            return;
+        };
+        for session in waiting {
+            self.links.command(
+                agent_id,
+                LinkCommand::Send(ServerMessage::StartSsh {
+                    session: session.id,
+                }),
+            );
+        }
+    }
+
+    /// The agent's link is gone: its starting and running sessions end.
+    pub async fn link_down(&self, agent_id: &str) {
+        let filter = SessionFilter {
+            agent_id: Some(agent_id.to_owned()),
+            ..Default::default()
+        };
+        let Ok(sessions) = self.store.list_sessions(&filter).await else {
+            return;
+        };
+        for s in sessions {
+            if matches!(s.state, SessionState::Starting | SessionState::Running) {
+                let _ = self.stop(&s.id, "agent link lost", "system").await;
+            }
+        }
+    }
+
+    /// Ends every unfinished session of an agent (revocation).
+    pub async fn end_for_agent(&self, agent_id: &str, reason: &str, actor: &str) {
+        let filter = SessionFilter {
+            agent_id: Some(agent_id.to_owned()),
+            ..Default::default()
+        };
+        let Ok(sessions) = self.store.list_sessions(&filter).await else {
+            return;
+        };
+        for s in sessions.into_iter().filter(|s| s.state.is_open()) {
+            let _ = self.stop(&s.id, reason, actor).await;
+        }
+    }
+
+    /// The agent answered `StartSsh`.
+    pub async fn agent_reply(&self, agent_id: &str, id: &SessionId, reply: SessionReply) {
+        let Ok(Some(session)) = self.store.session(id).await else {
+            return;
+        };
+        if session.agent_id != agent_id {
+            tracing::warn!(session = %id, "an agent answered for another agent's session");
+            return;
+        }
+        match reply {
+            // The forward request may have overtaken this message; then it is done already.
+            SessionReply::Accepted if session.state == SessionState::Requested => {
+                let _ = self.apply(id, SessionEvent::Accepted, "agent").await;
+            }
+            SessionReply::Accepted => {}
+            SessionReply::Refused { reason } => {
+                self.fail(id, &format!("the agent refused: {reason}")).await;
+            }
+        }
+    }
+
+    /// The agent asks for its session's `tcpip-forward`: bind a port and run the tunnel.
+    /// Refused (`Err`) for anything but a starting session of this very agent.
+    pub async fn forward(
+        self: &Arc<Self>,
+        agent_id: &str,
+        address: &str,
+        handle: Handle,
+    ) -> Result<u16, String> {
+        let id = SessionId::from_forward_address(address)
+            .ok_or_else(|| format!("{address:?} names no session"))?;
+        let session = self
+            .store
+            .session(&id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no session {id}"))?;
+        if session.agent_id != agent_id {
+            return Err(format!("session {id} belongs to another agent"));
+        }
+        match session.state {
+            // The agent's `accepted` is still in flight on the control channel; this
+            // forward request is its acceptance all the same.
+            SessionState::Requested => {
+                self.apply(&id, SessionEvent::Accepted, "agent")
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            SessionState::Starting => {}
+            other => return Err(format!("session {id} is {other}, not starting")),
+        }
+        let Some((port, listener)) = self.ports.bind().await else {
+            let range = self.ports.range();
+            self.fail(&id, &format!("no free tunnel port in {range}"))
+                .await;
+            return Err("no free tunnel port".into());
+        };
+        let tunnel = Tunnel {
+            session: id.clone(),
+            port,
+            handle,
+            stop: CancellationToken::new(),
+            activity: Activity::new(),
+        };
+        if let Err(e) = self
+            .apply_with_port(&id, SessionEvent::Forwarded, "agent", Some(port))
+            .await
+        {
+            self.ports.release(port);
+            return Err(e.to_string());
+        }
+        self.tunnels().insert(id.clone(), tunnel.clone());
+        tokio::spawn(self.clone().watch_idle(tunnel.clone()));
+        tokio::spawn(tunnel.serve(listener));
+        Ok(port)
+    }
+
+    async fn watch_idle(self: Arc<Self>, tunnel: Tunnel) {
+        let mut open = tunnel.activity.subscribe();
+        loop {
+            tokio::select! {
+                _ = tunnel.stop.cancelled() => return,
+                _ = wait_count(&mut open, |n| n == 0) => {}
+            }
+            tokio::select! {
+                _ = tunnel.stop.cancelled() => return,
+                _ = wait_count(&mut open, |n| n > 0) => continue,
+                _ = tokio::time::sleep(self.config.idle_timeout) => {
+                    let _ = self.stop(&tunnel.session, "idle timeout", "system").await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn wait_count(
+    rx: &mut tokio::sync::watch::Receiver<usize>,
+    pred: impl Fn(usize) -> bool,
+) -> bool {
+    rx.wait_for(|n| pred(*n)).await.is_ok()
+}
+
+impl Sessions {
+    /// Opens a stream to the agent's SSH server through a running session (the data path).
+    pub async fn open_stream(
+        &self,
+        id: &SessionId,
+        originator: SocketAddr,
+    ) -> Result<(ChannelStream<Msg>, ActivityGuard), SessionError> {
+        let tunnel = self.tunnels().get(id).cloned();
+        let Some(tunnel) = tunnel else {
+            let state = self
+                .store
+                .session(id)
+                .await?
+                .map(|s| s.state)
+                .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
+            return Err(SessionError::WrongState {
+                id: id.clone(),
+                state,
+                what: "only a running session carries data",
+            });
+        };
+        tunnel
+            .open(originator)
+            .await
+            .map_err(|e| SessionError::Channel(e.to_string()))
+    }
+
+    /// Orderly end: stopping, tunnel and port freed, stopped.
+    pub async fn stop(
+        &self,
+        id: &SessionId,
+        reason: &str,
+        actor: &str,
+    ) -> Result<SessionRecord, SessionError> {
+        let session = self
+            .apply(id, SessionEvent::Stop(reason.to_owned()), actor)
+            .await?;
+        self.release(&session);
+        self.apply(id, SessionEvent::Released, actor).await
+    }
+
+    async fn fail(&self, id: &SessionId, reason: &str) {
+        if let Ok(session) = self
+            .apply(id, SessionEvent::Fail(reason.to_owned()), "system")
+            .await
+        {
+            self.release(&session);
+        }
+    }
+
+    /// Frees what a session holds: the agent drops its forward, our tunnel and port go.
+    fn release(&self, session: &SessionRecord) {
+        self.links.command(
+            &session.agent_id,
+            LinkCommand::Send(ServerMessage::StopSsh {
+                session: session.id.clone(),
+            }),
+        );
+        if let Some(tunnel) = self.tunnels().remove(&session.id) {
+            tunnel.stop.cancel();
+            self.ports.release(tunnel.port);
+        }
+    }
+
+    async fn apply(
+        &self,
+        id: &SessionId,
+        event: SessionEvent,
+        actor: &str,
+    ) -> Result<SessionRecord, SessionError> {
+        self.apply_with_port(id, event, actor, None).await
+    }
+
+    async fn apply_with_port(
+        &self,
+        id: &SessionId,
+        event: SessionEvent,
+        actor: &str,
+        port: Option<u16>,
+    ) -> Result<SessionRecord, SessionError> {
+        let _serial = self.transitions.lock().await;
+        let mut session = self
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
+        let step = transition(session.state, &event)?;
+        let now = now_ms();
+        self.store
+            .record_transition(id, step.to, step.reason.as_deref(), port, now)
+            .await?;
+        session.state = step.to;
+        session.updated_at = now;
+        if step.to.is_final() {
+            session.ended_at = Some(now);
+        }
+        if let Some(p) = port {
+            session.port = Some(p);
+        }
+        if step.reason.is_some() {
+            session.reason = step.reason.clone();
+        }
+        let detail = match (&step.reason, port) {
+            (Some(reason), _) => format!("{}: {reason}", step.to),
+            (None, Some(port)) => format!("{} on port {port}", step.to),
+            (None, None) => step.to.to_string(),
+        };
+        let agent = self.store.agent_by_id(&session.agent_id).await?;
+        self.publish(&session, agent.as_ref(), actor, &detail).await;
+        tracing::info!(session = %id, state = %step.to, reason = ?step.reason, "session");
+        Ok(session)
+    }
+
+    async fn publish(
+        &self,
+        session: &SessionRecord,
+        agent: Option<&AgentRecord>,
+        actor: &str,
+        detail: &str,
+    ) {
+        self.events
+            .publish_with_session(
+                EventKind::SessionState,
+                actor,
+                agent,
+                Some((session.id.clone(), session.state)),
+                format!("SSH {detail} (user {})", session.user_name),
+            )
+            .await;
+    }
+}

@@ -1,0 +1,100 @@
+//! A running session's tunnel: the bound port's accept loop, each connection and each data
+//! path stream carried as a `forwarded-tcpip` channel to the agent, and idle tracking.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use postern_protocol::SessionId;
+use russh::ChannelStream;
+use russh::server::{Handle, Msg};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Counts the channels open on a session; the idle timer runs only while it is zero.
+#[derive(Clone)]
+pub struct Activity(Arc<watch::Sender<usize>>);
+
+pub struct ActivityGuard(Activity);
+
+impl Activity {
+    pub fn new() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+
+    pub fn enter(&self) -> ActivityGuard {
+        self.0.send_modify(|n| *n += 1);
+        ActivityGuard(self.clone())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.0.subscribe()
+    }
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.0.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// What the server needs to open channels into a running session.
+#[derive(Clone)]
+pub struct Tunnel {
+    pub session: SessionId,
+    pub port: u16,
+    pub handle: Handle,
+    pub stop: CancellationToken,
+    pub activity: Activity,
+}
+
+impl Tunnel {
+    /// Opens one channel to the agent's SSH server for this session.
+    pub async fn open(
+        &self,
+        originator: SocketAddr,
+    ) -> Result<(ChannelStream<Msg>, ActivityGuard), russh::Error> {
+        let guard = self.activity.enter();
+        let channel = self
+            .handle
+            .channel_open_forwarded_tcpip(
+                self.session.forward_address(),
+                u32::from(self.port),
+                originator.ip().to_string(),
+                u32::from(originator.port()),
+            )
+            .await?;
+        Ok((channel.into_stream(), guard))
+    }
+
+    /// Accepts connections on the session's port until stopped.
+    pub async fn serve(self, listener: TcpListener) {
+        loop {
+            let (mut tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(error) => {
+                        tracing::warn!(%error, session = %self.session, "tunnel accept failed");
+                        continue;
+                    }
+                },
+                _ = self.stop.cancelled() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let tunnel = self.clone();
+            tokio::spawn(async move {
+                let (mut channel, _guard) = match tunnel.open(peer).await {
+                    Ok(c) => c,
+                    Err(error) => {
+                        tracing::warn!(%error, session = %tunnel.session, "agent refused a tunnel channel");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut channel, 64 * 1024, 64 * 1024) => {}
+                    _ = tunnel.stop.cancelled() => {}
+                }
+            });
+        }
+    }
+}
