@@ -38,7 +38,30 @@ fn memory_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-pub fn gather() -> AgentFacts {
+/// The agent's own OS user name.
+pub fn own_login() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".to_owned())
+}
+
+/// Logins sessions may use: the agent's own user first (the default), then — only when the
+/// agent runs as root, the only case where it can switch users — the allowed ones.
+pub fn logins(allowed: &[String]) -> Vec<String> {
+    let mut logins = vec![own_login()];
+    if nix::unistd::geteuid().is_root() {
+        for login in allowed {
+            if !logins.contains(login) {
+                logins.push(login.clone());
+            }
+        }
+    }
+    logins
+}
+
+pub fn gather(allowed_logins: &[String]) -> AgentFacts {
     AgentFacts {
         hostname: hostname(),
         os: os_name(),
@@ -49,6 +72,7 @@ pub fn gather() -> AgentFacts {
             .unwrap_or(1),
         memory_bytes: memory_bytes(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        logins: logins(allowed_logins),
     }
 }
 
@@ -56,7 +80,8 @@ pub fn gather() -> AgentFacts {
 mod tests {
     #[test]
     fn facts_describe_this_machine() {
-        let facts = super::gather();
+        let facts = super::gather(&[]);
+        assert_eq!(facts.logins, vec![super::own_login()]);
         assert!(!facts.hostname.is_empty());
         assert_eq!(facts.arch, std::env::consts::ARCH);
         assert!(facts.cpus >= 1);

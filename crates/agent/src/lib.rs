@@ -6,10 +6,13 @@
 
 pub mod backoff;
 pub mod facts;
+mod forwarding;
 pub mod identity;
 mod link;
+pub mod sshd;
 pub mod state;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +52,11 @@ pub struct AgentOptions {
     pub keepalive: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Serve sessions with the device's own SSH server at this address instead of the
+    /// built-in one.
+    pub local_ssh: Option<SocketAddr>,
+    /// Logins besides the agent's own OS user that sessions may use (honoured as root).
+    pub allowed_logins: Vec<String>,
 }
 
 impl AgentOptions {
@@ -62,6 +70,8 @@ impl AgentOptions {
             keepalive: Duration::from_secs(15),
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
+            local_ssh: None,
+            allowed_logins: Vec::new(),
         }
     }
 }
@@ -79,6 +89,41 @@ struct Context {
     options: AgentOptions,
     identity: Identity,
     state: AgentState,
+}
+
+impl Context {
+    fn facts(&self) -> postern_protocol::AgentFacts {
+        facts::gather(&self.options.allowed_logins)
+    }
+
+    /// What serves session channels under this status: nothing until approved.
+    fn session_target(
+        &self,
+        update: &postern_protocol::control::StatusUpdate,
+    ) -> Option<forwarding::Target> {
+        if update.status != AgentStatus::Approved {
+            return None;
+        }
+        if let Some(addr) = self.options.local_ssh {
+            return Some(forwarding::Target::Local(addr));
+        }
+        let ca = update.user_ca.as_deref()?;
+        let user_ca = match russh::keys::PublicKey::from_openssh(ca) {
+            Ok(key) => key,
+            Err(error) => {
+                tracing::error!(%error, "the server sent an unreadable user CA key");
+                return None;
+            }
+        };
+        Some(forwarding::Target::BuiltIn(Arc::new(
+            sshd::SshdConfig::new(
+                self.identity.ssh_key.clone(),
+                user_ca,
+                self.identity.did.clone(),
+                facts::logins(&self.options.allowed_logins),
+            ),
+        )))
+    }
 }
 
 pub struct Agent {

@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use postern_protocol::control::StatusUpdate;
+use postern_protocol::control::{SessionReply, StatusUpdate};
 use postern_protocol::enrollment::Enrollment;
 use postern_protocol::{
     AgentMessage, AgentStatus, CONTROL_SUBSYSTEM, ControlCodec, ErrorCode, PROTOCOL_VERSION,
-    ServerMessage,
+    ServerMessage, SessionId,
 };
 use russh::client::{self, Msg};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
@@ -19,7 +19,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::facts;
+use crate::forwarding::{self, Forwarding};
 use crate::{AgentError, AgentOptions, Context, LinkState};
 
 /// A link that stayed up this long resets the backoff.
@@ -69,6 +69,7 @@ pub async fn supervise(
 struct LinkHandler {
     pinned: Option<PublicKey>,
     seen: Arc<Mutex<Option<PublicKey>>>,
+    forwarding: Arc<Forwarding>,
 }
 
 impl client::Handler for LinkHandler {
@@ -89,6 +90,34 @@ impl client::Handler for LinkHandler {
             None => true,
         })
     }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<Msg>,
+        connected_address: &str,
+        _connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        match self.forwarding.route(connected_address) {
+            Some((target, stop)) => {
+                reply.accept().await;
+                tokio::spawn(forwarding::serve_channel(channel, target, stop));
+            }
+            None => {
+                tracing::warn!(
+                    address = connected_address,
+                    "refused a channel for no accepted session"
+                );
+                reply
+                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn fingerprint(key: &PublicKey) -> String {
@@ -106,15 +135,21 @@ async fn run_link(
         Err(e) => return LinkEnd::Lost(e.to_string()),
     };
     let seen = Arc::new(Mutex::new(None));
+    let forwarding = Arc::new(Forwarding::default());
     let handler = LinkHandler {
         pinned: pinned.clone(),
         seen: seen.clone(),
+        forwarding: forwarding.clone(),
     };
     let config = client::Config {
         keepalive_interval: Some(opts.keepalive),
         keepalive_max: 3,
         inactivity_timeout: None,
         nodelay: true,
+        // Session data rides on this connection: windows sized for bulk transfer.
+        window_size: 8 * 1024 * 1024,
+        maximum_packet_size: 65535,
+        channel_buffer_size: 256,
         ..Default::default()
     };
     let connecting = client::connect(Arc::new(config), opts.server.as_str(), handler);
@@ -161,7 +196,14 @@ async fn run_link(
         Ok(link) => link,
         Err(e) => return LinkEnd::Lost(e),
     };
-    let end = converse(ctx, &mut link, &fingerprint(&server_key), state, shutdown).await;
+    let link_ctx = LinkContext {
+        ctx,
+        session: &session,
+        forwarding: &forwarding,
+        state,
+    };
+    let end = converse(&link_ctx, &mut link, &fingerprint(&server_key), shutdown).await;
+    forwarding.stop_all();
     let _ = session
         .disconnect(Disconnect::ByApplication, "agent closing link", "en")
         .await;
@@ -226,72 +268,127 @@ async fn send(link: &mut Link, message: &AgentMessage) -> Result<(), String> {
         .map_err(|e| format!("control channel failed: {e}"))
 }
 
+/// What a connected link's conversation works with.
+struct LinkContext<'a> {
+    ctx: &'a Context,
+    session: &'a client::Handle<LinkHandler>,
+    forwarding: &'a Forwarding,
+    state: &'a watch::Sender<LinkState>,
+}
+
 async fn converse(
-    ctx: &Context,
+    lc: &LinkContext<'_>,
     link: &mut Link,
     server_fingerprint: &str,
-    state: &watch::Sender<LinkState>,
     shutdown: &CancellationToken,
 ) -> LinkEnd {
-    match handshake(ctx, link, server_fingerprint, state).await {
+    match handshake(lc, link, server_fingerprint).await {
         Ok(false) => {}
         Ok(true) => return LinkEnd::Revoked,
         Err(e) => return LinkEnd::Lost(e),
     }
-    let mut heartbeat = tokio::time::interval(ctx.options.sync_rate);
+    let mut heartbeat = tokio::time::interval(lc.ctx.options.sync_rate);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
-    let mut last_facts = facts::gather();
+    let mut last_facts = lc.ctx.facts();
     loop {
-        tokio::select! {
+        let reply = tokio::select! {
             frame = link.next() => match frame {
                 None => return LinkEnd::Lost("the server closed the link".into()),
                 Some(Err(e)) => return LinkEnd::Lost(format!("control channel failed: {e}")),
                 Some(Ok(Err(bad))) => {
                     tracing::warn!(error = %bad, "bad control frame from server");
-                    if let Err(e) = send(link, &bad_frame_reply(&bad)).await {
-                        return LinkEnd::Lost(e);
-                    }
+                    Some(bad_frame_reply(&bad))
                 }
                 Some(Ok(Ok(ServerMessage::Status(update)))) => {
-                    if apply_status(ctx, state, update) {
+                    if apply_status(lc, update) {
                         return LinkEnd::Revoked;
                     }
+                    None
+                }
+                Some(Ok(Ok(ServerMessage::StartSsh { session }))) => {
+                    start_session(lc, link, session).await
+                }
+                Some(Ok(Ok(ServerMessage::StopSsh { session }))) => {
+                    if lc.forwarding.stop(&session) {
+                        tracing::info!(%session, "SSH session stopped");
+                        let _ = lc.session.cancel_tcpip_forward(session.forward_address(), 0).await;
+                    }
+                    None
                 }
                 Some(Ok(Ok(ServerMessage::Error { code, message }))) => {
                     tracing::warn!(?code, %message, "server reported an error");
+                    None
                 }
                 Some(Ok(Ok(other))) => {
                     tracing::warn!(?other, "unexpected control message from server");
-                    let reply = AgentMessage::Error {
+                    Some(AgentMessage::Error {
                         code: ErrorCode::UnexpectedMessage,
                         message: "unexpected message".into(),
-                    };
-                    if let Err(e) = send(link, &reply).await {
-                        return LinkEnd::Lost(e);
-                    }
+                    })
                 }
             },
             _ = heartbeat.tick() => {
-                let now = facts::gather();
+                let now = lc.ctx.facts();
                 let changed = (now != last_facts).then(|| now.clone());
                 last_facts = now;
-                if let Err(e) = send(link, &AgentMessage::Heartbeat { facts: changed }).await {
-                    return LinkEnd::Lost(e);
-                }
+                Some(AgentMessage::Heartbeat { facts: changed })
             }
             _ = shutdown.cancelled() => return LinkEnd::Shutdown,
+        };
+        if let Some(reply) = reply
+            && let Err(e) = send(link, &reply).await
+        {
+            return LinkEnd::Lost(e);
+        }
+    }
+}
+
+/// `StartSsh`: accept (when able), then ask for the session's reverse forward.
+async fn start_session(
+    lc: &LinkContext<'_>,
+    link: &mut Link,
+    session: SessionId,
+) -> Option<AgentMessage> {
+    if !lc.forwarding.ready() {
+        return Some(AgentMessage::Session {
+            session,
+            reply: SessionReply::Refused {
+                reason: "this agent has no SSH server ready (not approved yet?)".into(),
+            },
+        });
+    }
+    lc.forwarding.accept(&session);
+    let accepted = AgentMessage::Session {
+        session: session.clone(),
+        reply: SessionReply::Accepted,
+    };
+    if send(link, &accepted).await.is_err() {
+        return None;
+    }
+    match lc.session.tcpip_forward(session.forward_address(), 0).await {
+        Ok(port) => {
+            tracing::info!(%session, port, "SSH session running");
+            None
+        }
+        Err(error) => {
+            lc.forwarding.stop(&session);
+            tracing::warn!(%session, %error, "the server refused the session's forward");
+            Some(AgentMessage::Error {
+                code: ErrorCode::Refused,
+                message: format!("forward for session {session} refused"),
+            })
         }
     }
 }
 
 /// Hello → Welcome → Enroll → Status. Returns whether the agent turned out to be revoked.
 async fn handshake(
-    ctx: &Context,
+    lc: &LinkContext<'_>,
     link: &mut Link,
     server_fingerprint: &str,
-    state: &watch::Sender<LinkState>,
 ) -> Result<bool, String> {
+    let ctx = lc.ctx;
     send(
         link,
         &AgentMessage::Hello {
@@ -314,7 +411,7 @@ async fn handshake(
         &ctx.identity.signing_key,
         ssh_public_key,
         ctx.options.name.clone(),
-        facts::gather(),
+        ctx.facts(),
         ctx.options.token.clone(),
         server_fingerprint,
         &nonce,
@@ -324,15 +421,17 @@ async fn handshake(
         ServerMessage::Status(update) => update,
         other => return Err(format!("expected status, got {other:?}")),
     };
-    state.send_modify(|s| s.connected = true);
-    Ok(apply_status(ctx, state, update))
+    lc.state.send_modify(|s| s.connected = true);
+    Ok(apply_status(lc, update))
 }
 
 /// Records and reports the server's word. Returns true when the agent is revoked.
-fn apply_status(ctx: &Context, state: &watch::Sender<LinkState>, update: StatusUpdate) -> bool {
+fn apply_status(lc: &LinkContext<'_>, update: StatusUpdate) -> bool {
+    let ctx = lc.ctx;
     if let Err(e) = ctx.state.save_status(&update) {
         tracing::error!(error = %e, "could not save the agent's status");
     }
+    lc.forwarding.set_target(ctx.session_target(&update));
     let did = ctx.identity.did.as_str();
     let note = update.message.as_deref().unwrap_or("");
     match update.status {
@@ -347,7 +446,10 @@ fn apply_status(ctx: &Context, state: &watch::Sender<LinkState>, update: StatusU
         AgentStatus::Revoked => tracing::error!(did, name = %update.name, "this agent was revoked"),
     }
     let revoked = update.status == AgentStatus::Revoked;
-    state.send_modify(|s| {
+    if update.status != AgentStatus::Approved {
+        lc.forwarding.stop_all();
+    }
+    lc.state.send_modify(|s| {
         s.status = Some(update.status);
         s.name = Some(update.name.clone());
         s.message = update.message.clone();

@@ -49,6 +49,53 @@ pub enum Command {
     Events(EventsArgs),
     /// Run a server and a local agent, approved, with an admin login: try Postern in one step.
     Quickstart(QuickstartArgs),
+    /// A shell (or a command) on an agent, end to end over SSH.
+    Ssh(SshArgs),
+    /// List your SSH sessions, or stop one.
+    Sessions(SessionsArgs),
+    /// ProxyCommand for OpenSSH: connects stdin/stdout to the agent's SSH server.
+    Proxy {
+        /// The agent, as NAME or NAME.postern.
+        host: String,
+    },
+    /// Print (or --write) the OpenSSH config that makes `ssh AGENT.postern` work.
+    SshConfig {
+        /// Install it: write the block and include it from ~/.ssh/config.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Refresh the certificate and known host for `ssh AGENT.postern` (run by the config).
+    #[command(hide = true)]
+    SshCert { host: String, login: String },
+}
+
+#[derive(Args, Debug)]
+pub struct SshArgs {
+    /// Agent name, DID or unique prefix.
+    pub agent: String,
+    /// Login on the device [default: the agent's own user].
+    #[arg(long, short = 'l')]
+    pub login: Option<String>,
+    /// Do not print the session's states.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Command to run instead of a shell.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SessionsArgs {
+    #[command(subcommand)]
+    pub action: Option<SessionAction>,
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SessionAction {
+    /// Stop a session, by id, or your open session on an agent.
+    Stop { session: String },
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +111,18 @@ pub struct ServerArgs {
     /// SSH keepalive on agent links [default: 15s].
     #[arg(long, env = "POSTERN_KEEPALIVE", value_parser = humantime::parse_duration)]
     pub keepalive: Option<Duration>,
+    /// Ports for session tunnels [default: 20000-29999].
+    #[arg(long, env = "POSTERN_TUNNEL_PORTS")]
+    pub tunnel_ports: Option<postern_server::config::PortRange>,
+    /// Address tunnel ports bind to [default: 127.0.0.1].
+    #[arg(long, env = "POSTERN_TUNNEL_BIND")]
+    pub tunnel_bind: Option<std::net::IpAddr>,
+    /// How long a session may be requested or starting before it fails [default: 60s].
+    #[arg(long, env = "POSTERN_SESSION_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub session_timeout: Option<Duration>,
+    /// Stop sessions with no open channel for this long [default: 30m].
+    #[arg(long, env = "POSTERN_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
     /// TOML config file; flags and variables win over it.
     #[arg(long, env = "POSTERN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -88,6 +147,12 @@ pub struct AgentArgs {
     /// SSH keepalive interval on the link.
     #[arg(long, env = "POSTERN_AGENT_KEEPALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
     pub keepalive: Duration,
+    /// Serve sessions with this SSH server (e.g. 127.0.0.1:22) instead of the built-in one.
+    #[arg(long, env = "POSTERN_LOCAL_SSH")]
+    pub local_ssh: Option<std::net::SocketAddr>,
+    /// Logins besides the agent's own user that sessions may use (only when running as root).
+    #[arg(long, env = "POSTERN_ALLOW_LOGINS", value_delimiter = ',')]
+    pub allow_logins: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

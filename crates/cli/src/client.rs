@@ -38,6 +38,10 @@ impl Client {
         &self.base
     }
 
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let mut builder = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {

@@ -7,6 +7,9 @@ mod client;
 mod commands;
 mod credentials;
 mod output;
+mod session;
+mod sse;
+mod ssh_client;
 
 use std::process::ExitCode;
 
@@ -27,7 +30,8 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; `Ok(code)` is the process's exit status (a remote command's, for ssh).
+async fn run(cli: Cli) -> anyhow::Result<u8> {
     let log_format = cli.log_format;
     let long_running = |file_format: Option<&str>| {
         let format = log_format.unwrap_or(match file_format {
@@ -40,27 +44,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(args) => {
             let (config, file_format) = commands::server::config(&args)?;
             long_running(file_format.as_deref());
-            commands::server::run(config).await
+            commands::server::run(config).await.map(|()| 0)
         }
         Command::Agent(args) => {
             long_running(None);
-            commands::agent::run(args).await
+            commands::agent::run(args).await.map(|()| 0)
         }
         Command::Quickstart(args) => {
             long_running(None);
-            commands::quickstart::run(args).await
+            commands::quickstart::run(args).await.map(|()| 0)
         }
         command => {
             init_logging(log_format.unwrap_or(LogFormat::Text), "warn");
-            match command {
+            let done = match command {
+                Command::Ssh(a) => {
+                    return commands::ssh::run(a).await.map(|code| code.min(255) as u8);
+                }
                 Command::Admin(c) => commands::admin::run(c).await,
                 Command::Login(a) => commands::login::login(a).await,
                 Command::Logout => commands::login::logout().await,
                 Command::Agents(a) => commands::agents::run(a).await,
                 Command::Tokens(c) => commands::tokens::run(c).await,
                 Command::Events(a) => commands::events::run(a).await,
+                Command::Sessions(a) => commands::sessions::run(a).await,
+                Command::Proxy { host } => commands::proxy::proxy(&host).await,
+                Command::SshCert { host, login } => commands::proxy::refresh(&host, &login).await,
+                Command::SshConfig { write } => commands::ssh_config::run(write).await,
                 Command::Server(_) | Command::Agent(_) | Command::Quickstart(_) => Ok(()),
-            }
+            };
+            done.map(|()| 0)
         }
     }
 }
@@ -77,8 +89,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = runtime.block_on(run(cli));
+    // A blocking read of stdin (ssh, proxy) may still wait for input nobody will send:
+    // do not wait for it on the way out.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -2,6 +2,8 @@
 //! framing, and the facts an agent reports. Pure data and pure functions — no I/O — so the
 //! server, the agent and the CLI agree on one definition of every message.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod codec;
 pub mod control;

@@ -11,6 +11,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     options.token = args.token;
     options.sync_rate = args.sync_rate;
     options.keepalive = args.keepalive;
+    options.local_ssh = args.local_ssh;
+    options.allowed_logins = args.allow_logins;
     let mut agent = Agent::start(options)?;
     println!("agent {}", agent.did);
     tokio::select! {

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use futures::StreamExt;
 use postern_protocol::api::EventView;
 use reqwest::Method;
 
 use crate::args::EventsArgs;
 use crate::client::Client;
 use crate::output;
+use crate::sse::EventReader;
 
 pub async fn run(args: EventsArgs) -> Result<()> {
     let client = Client::logged_in()?;
@@ -34,26 +34,10 @@ pub async fn run(args: EventsArgs) -> Result<()> {
             }
             Err(e) => return Err(e),
         };
-        let mut body = response.bytes_stream();
-        let mut buffer = String::new();
-        let mut data = String::new();
-        while let Some(chunk) = body.next().await {
-            let Ok(chunk) = chunk else { break };
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find('\n') {
-                let line: String = buffer.drain(..=end).collect();
-                let line = line.trim_end_matches(['\r', '\n']);
-                if line.is_empty() {
-                    if !data.is_empty() {
-                        let event: EventView = serde_json::from_str(&data)?;
-                        last = Some(event.id);
-                        print_event(&event, args.json)?;
-                        data.clear();
-                    }
-                } else if let Some(value) = line.strip_prefix("data:") {
-                    data.push_str(value.trim_start());
-                }
-            }
+        let mut events = EventReader::new(response.bytes_stream());
+        while let Some(event) = events.next().await? {
+            last = Some(event.id);
+            print_event(&event, args.json)?;
         }
         if !args.follow {
             return Ok(());

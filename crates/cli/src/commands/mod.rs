@@ -5,8 +5,12 @@ pub mod agent;
 pub mod agents;
 pub mod events;
 pub mod login;
+pub mod proxy;
 pub mod quickstart;
 pub mod server;
+pub mod sessions;
+pub mod ssh;
+pub mod ssh_config;
 pub mod tokens;
 
 use std::io::{BufRead, IsTerminal};

@@ -16,6 +16,10 @@ pub fn config(args: &ServerArgs) -> Result<(ServerConfig, Option<String>)> {
         http: args.http,
         agent_listen: args.agent_listen,
         keepalive: args.keepalive,
+        tunnel_ports: args.tunnel_ports,
+        tunnel_bind: args.tunnel_bind,
+        session_timeout: args.session_timeout,
+        idle_timeout: args.idle_timeout,
         ..Default::default()
     };
     Ok((ServerConfig::resolve(file, overrides)?, log_format))

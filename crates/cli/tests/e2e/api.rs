@@ -7,7 +7,7 @@ use postern_protocol::api::{EventKind, Role};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{TestAgent, TestServer, approved, parse_sse};
+use crate::harness::{TestAgent, TestServer, approved, approved_agent, parse_sse, test_key};
 
 #[tokio::test]
 async fn repeated_failed_logins_are_slowed_down_per_user_and_per_source() {
@@ -149,6 +149,19 @@ async fn roles_are_checked_on_every_endpoint() {
         let (_, body) = server.admin_post("/api/v1/tokens", json!({})).await;
         body["id"].as_str().unwrap().to_owned()
     };
+    // A running session of the operator's, for the session endpoints.
+    let _shell = approved_agent(&server, "shell").await;
+    let (status, body) = server.start_session("shell", &operator).await;
+    assert_eq!(status, 201, "{body}");
+    let session_id = body["id"].as_str().unwrap().to_owned();
+    server
+        .wait_session(
+            &session_id,
+            &operator,
+            postern_protocol::SessionState::Running,
+        )
+        .await;
+    let user_key = test_key(3).public_key().to_openssh().unwrap();
 
     // (method, path template, concrete path, body, minimum role or None for public)
     let table: Vec<RoleCase> = vec![
@@ -232,6 +245,48 @@ async fn roles_are_checked_on_every_endpoint() {
         ),
         (
             "post",
+            "/api/v1/agents/{agent}/sessions",
+            "/api/v1/agents/shell/sessions".into(),
+            Some(json!({})),
+            Some(Role::Operator),
+        ),
+        (
+            "get",
+            "/api/v1/sessions",
+            "/api/v1/sessions".into(),
+            None,
+            Some(Role::Viewer),
+        ),
+        (
+            "get",
+            "/api/v1/sessions/{id}",
+            format!("/api/v1/sessions/{session_id}"),
+            None,
+            Some(Role::Viewer),
+        ),
+        (
+            "post",
+            "/api/v1/sessions/{id}/certificate",
+            format!("/api/v1/sessions/{session_id}/certificate"),
+            Some(json!({"public_key": user_key})),
+            Some(Role::Operator),
+        ),
+        (
+            "get",
+            "/api/v1/sessions/{id}/stream",
+            format!("/api/v1/sessions/{session_id}/stream"),
+            None,
+            Some(Role::Operator),
+        ),
+        (
+            "post",
+            "/api/v1/sessions/{id}/stop",
+            format!("/api/v1/sessions/{session_id}/stop"),
+            Some(json!({})),
+            Some(Role::Operator),
+        ),
+        (
+            "post",
             "/api/v1/logout",
             "/api/v1/logout".into(),
             None,
@@ -309,7 +364,7 @@ async fn roles_are_checked_on_every_endpoint() {
             matches!(
                 e.kind,
                 EventKind::AgentApproved | EventKind::AgentRejected | EventKind::AgentRevoked
-            )
+            ) && e.agent.as_ref().is_some_and(|a| a.name == "target")
         })
         .map(|e| e.actor)
         .collect();

@@ -8,7 +8,7 @@ use postern_protocol::AgentStatus;
 use postern_protocol::api::Role;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::harness::{DEADLINE, TestAgent, TestServer, approved, postern, run_cli};
+use crate::harness::{TestAgent, TestServer, approved, free_port, postern, read_until, run_cli};
 
 #[tokio::test]
 async fn login_use_and_logout_from_the_command_line() {
@@ -256,38 +256,6 @@ async fn admin_add_user_works_on_the_store_while_the_server_runs() {
     .await;
     assert!(!ok);
     assert!(err.contains("unknown role"), "{err}");
-}
-
-/// Reads lines from a child's stream until one contains `needle`; returns all lines so far.
-async fn read_until(
-    lines: &mut tokio::io::Lines<BufReader<impl tokio::io::AsyncRead + Unpin>>,
-    needle: &str,
-) -> Vec<String> {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(DEADLINE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let hit = line.contains(needle);
-            seen.push(line);
-            if hit {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(
-        matches!(found, Ok(true)),
-        "never saw {needle:?} in {seen:#?}"
-    );
-    seen
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

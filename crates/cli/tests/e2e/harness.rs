@@ -56,6 +56,11 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        // RUST_LOG=postern_server=debug,postern_agent=debug shows what the parts did.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path().join("server"));
         config.http = "127.0.0.1:0".parse().unwrap();
@@ -330,4 +335,104 @@ pub async fn run_cli(home: &Path, args: &[&str], stdin: Option<&str>) -> (bool, 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A POSTERN_HOME logged in to `server` as `user` through the real CLI.
+pub async fn cli_home(server: &TestServer, user: &str, password: &str) -> TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run_cli(
+        home.path(),
+        &[
+            "login",
+            "--server",
+            &server.url(),
+            "--user",
+            user,
+            "--password-stdin",
+        ],
+        Some(&format!("{password}\n")),
+    )
+    .await;
+    assert!(ok, "login failed: {err}");
+    home
+}
+
+impl TestServer {
+    pub async fn session(&self, id: &str, token: &str) -> postern_protocol::api::SessionView {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/sessions/{id}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// Waits until session `id` is in `state`.
+    pub async fn wait_session(
+        &self,
+        id: &str,
+        token: &str,
+        state: postern_protocol::SessionState,
+    ) -> postern_protocol::api::SessionView {
+        eventually(&format!("session {id} to be {state}"), || async {
+            let s = self.session(id, token).await;
+            (s.state == state).then_some(s)
+        })
+        .await
+    }
+
+    pub async fn start_session(&self, agent: &str, token: &str) -> (u16, Value) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/v1/agents/{agent}/sessions"),
+            Some(token),
+            Some(serde_json::json!({})),
+        )
+        .await
+    }
+}
+
+/// An approved, online agent on `server`.
+pub async fn approved_agent(server: &TestServer, name: &str) -> TestAgent {
+    let token = server.create_token(600, 1).await;
+    let agent = TestAgent::start(server, name, Some(token));
+    agent.wait_state("approved", approved).await;
+    agent
+}
+
+/// Reads lines from a child's stream until one contains `needle`; returns all lines so far.
+pub async fn read_until(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<impl tokio::io::AsyncRead + Unpin>>,
+    needle: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let hit = line.contains(needle);
+            seen.push(line);
+            if hit {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(found, Ok(true)),
+        "never saw {needle:?} in {seen:#?}"
+    );
+    seen
+}
+
+/// A port that is free right now, for processes that must be told theirs up front.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -9,4 +9,6 @@ mod enrollment;
 mod gateway;
 mod harness;
 mod link;
+mod openssh;
 mod raw;
+mod sessions;

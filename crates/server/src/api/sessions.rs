@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -279,8 +280,9 @@ pub async fn stream(
     Path(id): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // Who asks is checked before what they sent.
     caller.require(Role::Operator)?;
     if !same_origin(&headers) {
         return Err(ApiError::forbidden("cross-origin WebSocket refused"));
@@ -289,6 +291,7 @@ pub async fn stream(
     if session.user_id != caller.user.id {
         return Err(ApiError::not_found(format!("no session {id}")));
     }
+    let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (channel, guard) = state
         .services
         .sessions

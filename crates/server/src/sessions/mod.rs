@@ -93,11 +93,23 @@ impl Sessions {
 
     /// After a start: nothing from before can still be running.
     pub async fn recover(&self) -> Result<(), SessionError> {
+        let decide =
+            |state: SessionState| (!state.is_final()).then_some(SessionEvent::ServerRestarted);
         for session in self.store.unfinished_sessions().await? {
-            self.apply(&session.id, SessionEvent::ServerRestarted, "system")
+            self.apply_decided(&session.id, decide, "system", None)
                 .await?;
         }
         Ok(())
+    }
+
+    /// Before an orderly shutdown: every open session ends, saying why.
+    pub async fn end_all(&self, reason: &str) {
+        let Ok(sessions) = self.store.unfinished_sessions().await else {
+            return;
+        };
+        for s in sessions.into_iter().filter(|s| s.state.is_open()) {
+            let _ = self.stop(&s.id, reason, "system").await;
+        }
     }
 
     pub async fn get(&self, id: &str) -> Result<SessionRecord, SessionError> {
@@ -287,11 +299,9 @@ impl Sessions {
             return;
         }
         match reply {
-            // The forward request may have overtaken this message; then it is done already.
-            SessionReply::Accepted if session.state == SessionState::Requested => {
-                let _ = self.apply(id, SessionEvent::Accepted, "agent").await;
+            SessionReply::Accepted => {
+                let _ = self.accept(id).await;
             }
-            SessionReply::Accepted => {}
             SessionReply::Refused { reason } => {
                 self.fail(id, &format!("the agent refused: {reason}")).await;
             }
@@ -317,16 +327,11 @@ impl Sessions {
         if session.agent_id != agent_id {
             return Err(format!("session {id} belongs to another agent"));
         }
-        match session.state {
-            // The agent's `accepted` is still in flight on the control channel; this
-            // forward request is its acceptance all the same.
-            SessionState::Requested => {
-                self.apply(&id, SessionEvent::Accepted, "agent")
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            SessionState::Starting => {}
-            other => return Err(format!("session {id} is {other}, not starting")),
+        // The agent's `accepted` may still be in flight on the control channel; this
+        // forward request is its acceptance all the same.
+        let session = self.accept(&id).await.map_err(|e| e.to_string())?;
+        if session.state != SessionState::Starting {
+            return Err(format!("session {id} is {}, not starting", session.state));
         }
         let Some((port, listener)) = self.ports.bind().await else {
             let range = self.ports.range();
@@ -341,14 +346,17 @@ impl Sessions {
             stop: CancellationToken::new(),
             activity: Activity::new(),
         };
+        // Registered before the transition, so that a stop racing with it finds the tunnel.
+        self.tunnels().insert(id.clone(), tunnel.clone());
         if let Err(e) = self
             .apply_with_port(&id, SessionEvent::Forwarded, "agent", Some(port))
             .await
         {
-            self.ports.release(port);
+            if self.tunnels().remove(&id).is_some() {
+                self.ports.release(port);
+            }
             return Err(e.to_string());
         }
-        self.tunnels().insert(id.clone(), tunnel.clone());
         tokio::spawn(self.clone().watch_idle(tunnel.clone()));
         tokio::spawn(tunnel.serve(listener));
         Ok(port)
@@ -460,12 +468,34 @@ impl Sessions {
         actor: &str,
         port: Option<u16>,
     ) -> Result<SessionRecord, SessionError> {
+        self.apply_decided(id, |_| Some(event), actor, port).await
+    }
+
+    /// The agent accepted, by its reply or by its forward request, whichever comes first:
+    /// a requested session starts; any other is left as it is.
+    async fn accept(&self, id: &SessionId) -> Result<SessionRecord, SessionError> {
+        let decide = |state| (state == SessionState::Requested).then_some(SessionEvent::Accepted);
+        self.apply_decided(id, decide, "agent", None).await
+    }
+
+    /// Applies the event `decide` picks for the session's current state (none: unchanged),
+    /// with the state read and written under one lock.
+    async fn apply_decided(
+        &self,
+        id: &SessionId,
+        decide: impl FnOnce(SessionState) -> Option<SessionEvent>,
+        actor: &str,
+        port: Option<u16>,
+    ) -> Result<SessionRecord, SessionError> {
         let _serial = self.transitions.lock().await;
         let mut session = self
             .store
             .session(id)
             .await?
             .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
+        let Some(event) = decide(session.state) else {
+            return Ok(session);
+        };
         let step = transition(session.state, &event)?;
         let now = now_ms();
         self.store

@@ -74,7 +74,9 @@ impl Tunnel {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(error) => {
+                        // Out of file descriptors, typically: back off instead of spinning.
                         tracing::warn!(%error, session = %self.session, "tunnel accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 },

@@ -1,0 +1,432 @@
+//! The agent's built-in SSH server against the real OpenSSH client and real OpenSSH
+//! certificates (made with `ssh-keygen -s`), plus a russh client for what `ssh` cannot ask
+//! (signals, several channels on one connection).
+//!
+//! The server runs exactly as in the agent — `sshd::serve` on a byte stream — here on the
+//! streams of a loopback listener that belongs to the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_agent::facts;
+use postern_agent::sshd::{SshdConfig, serve};
+use postern_protocol::AgentDid;
+use postern_protocol::session::CERT_AGENT_EXTENSION;
+use russh::ChannelMsg;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::certificate::{Builder, CertType};
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::{Certificate, PrivateKey, PublicKey, PublicKeyOrCertificate};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn key(seed: u8) -> PrivateKey {
+    PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]))
+}
+
+/// A built-in SSH server on a loopback port, and the files OpenSSH needs to reach it.
+struct Fixture {
+    dir: tempfile::TempDir,
+    port: u16,
+    host_key: PrivateKey,
+    ca: PrivateKey,
+    login: String,
+    /// The DID of the agent this server belongs to.
+    did: String,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Fixture {
+    async fn start(extra_logins: &[String]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (host_key, ca) = (key(1), key(2));
+        let did = AgentDid::from_public_key(&[7; 32]);
+        let logins = facts::logins(extra_logins);
+        let config = Arc::new(SshdConfig::new(
+            host_key.clone(),
+            ca.public_key().clone(),
+            did.clone(),
+            logins.clone(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(serve(config.clone(), tcp, token.clone()));
+            }
+        });
+        let fixture = Self {
+            dir,
+            port,
+            host_key,
+            ca,
+            login: logins[0].clone(),
+            did: did.as_str().to_owned(),
+            _stop: stop.drop_guard(),
+        };
+        write_key(&fixture.path("ca"), &fixture.ca);
+        write_key(&fixture.path("other_ca"), &key(3));
+        write_key(&fixture.path("user"), &key(4));
+        std::fs::write(
+            fixture.path("known_hosts"),
+            format!(
+                "[127.0.0.1]:{port} {}\n",
+                fixture.host_key.public_key().to_openssh().unwrap()
+            ),
+        )
+        .unwrap();
+        fixture
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Signs the user key with `ssh-keygen -s`, as an OpenSSH CA would.
+    async fn certify(
+        &self,
+        ca: &str,
+        principal: &str,
+        validity: &str,
+        agent: Option<&str>,
+    ) -> PathBuf {
+        let user = self.path("user");
+        let cert = self.path("user-cert.pub");
+        let _ = std::fs::remove_file(&cert);
+        let mut cmd = tokio::process::Command::new("ssh-keygen");
+        cmd.arg("-q")
+            .arg("-s")
+            .arg(self.path(ca))
+            .args(["-I", "test", "-n", principal, "-V", validity]);
+        if let Some(did) = agent {
+            cmd.arg("-O")
+                .arg(format!("extension:{CERT_AGENT_EXTENSION}={did}"));
+        }
+        cmd.arg(user.with_extension("pub"));
+        let out = cmd.output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "ssh-keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cert
+    }
+
+    fn ssh(&self, cert: Option<&Path>, extra: &[&str], remote: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("ssh");
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            self.path("known_hosts").display()
+        ))
+        .arg("-i")
+        .arg(self.path("user"))
+        .args(["-p", &self.port.to_string(), "-l", &self.login]);
+        if let Some(cert) = cert {
+            cmd.arg("-o")
+                .arg(format!("CertificateFile={}", cert.display()));
+        }
+        cmd.args(extra)
+            .arg("127.0.0.1")
+            .arg(remote)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+}
+
+fn write_key(path: &Path, key: &PrivateKey) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, key.to_openssh(LineEnding::LF).unwrap()).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        path.with_extension("pub"),
+        format!("{}\n", key.public_key().to_openssh().unwrap()),
+    )
+    .unwrap();
+}
+
+async fn output(mut cmd: tokio::process::Command) -> Output {
+    tokio::time::timeout(DEADLINE, cmd.output())
+        .await
+        .expect("ssh timed out")
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn a_valid_certificate_runs_commands_with_their_output_and_exit_status() {
+    let f = Fixture::start(&[]).await;
+    let cert = f
+        .certify("ca", &f.login, "-1m:+5m", Some(f.did.as_str()))
+        .await;
+    // The last output of a command that writes a lot and exits at once is never lost.
+    let out = output(f.ssh(Some(&cert), &[], "seq 1 200000; echo err >&2; exit 3")).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 200000);
+    assert!(stdout.ends_with("199999\n200000\n"));
+    assert!(text(&out.stderr).contains("err"));
+
+    // A login environment: the account's home, user and a PATH; only TERM/LANG/LC_* pass.
+    let out = output(f.ssh(
+        Some(&cert),
+        &["-o", "SendEnv=LANG LC_* LD_PRELOAD"],
+        "echo home=$HOME user=$USER lang=$LANG pre=$LD_PRELOAD; pwd",
+    ))
+    .await;
+    let stdout = text(&out.stdout);
+    let account = nix::unistd::User::from_name(&f.login).unwrap().unwrap();
+    assert!(
+        stdout.contains(&format!("home={} user={} ", account.dir.display(), f.login)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pre=\n"),
+        "LD_PRELOAD must not pass: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_pty_carries_term_size_and_exit_signals() {
+    let f = Fixture::start(&[]).await;
+    let cert = f
+        .certify("ca", &f.login, "-1m:+5m", Some(f.did.as_str()))
+        .await;
+    let mut cmd = f.ssh(Some(&cert), &["-tt"], "echo term=$TERM; stty size; tty");
+    cmd.env("TERM", "xterm-256color");
+    let out = output(cmd).await;
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("term=xterm-256color"), "{stdout}");
+    // No local terminal, so no size: the usual 80×24.
+    assert!(stdout.contains("24 80"), "{stdout}");
+    assert!(stdout.contains("/dev/pts/"), "{stdout}");
+
+    // A program killed by a signal is reported as exit-signal, not as a status.
+    let out = output(f.ssh(Some(&cert), &["-v"], "kill -TERM $$")).await;
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("rtype exit-signal"), "{stderr}");
+    assert!(!stderr.contains("rtype exit-status"), "{stderr}");
+}
+
+#[tokio::test]
+async fn everything_but_a_fresh_certificate_from_our_ca_for_this_agent_is_refused() {
+    let f = Fixture::start(&[]).await;
+    let login = f.login.clone();
+    let cases = [
+        (
+            "expired",
+            f.certify("ca", &login, "-20m:-10m", Some(f.did.as_str()))
+                .await,
+        ),
+        (
+            "not yet valid",
+            f.certify("ca", &login, "+10m:+20m", Some(f.did.as_str()))
+                .await,
+        ),
+        (
+            "another CA",
+            f.certify("other_ca", &login, "-1m:+5m", Some(f.did.as_str()))
+                .await,
+        ),
+        (
+            "another agent",
+            f.certify("ca", &login, "-1m:+5m", Some("did:key:z6MkOther"))
+                .await,
+        ),
+        ("no agent", f.certify("ca", &login, "-1m:+5m", None).await),
+        (
+            "another login",
+            f.certify("ca", "someone-else", "-1m:+5m", Some(f.did.as_str()))
+                .await,
+        ),
+    ];
+    for (what, cert) in cases {
+        // Each certificate is read now: the next `certify` overwrites the file.
+        let copy = f.path(&format!("{}-cert.pub", what.replace(' ', "-")));
+        std::fs::copy(&cert, &copy).unwrap();
+        let out = output(f.ssh(Some(&copy), &[], "true")).await;
+        assert_eq!(out.status.code(), Some(255), "{what} was accepted");
+        assert!(
+            text(&out.stderr).contains("Permission denied"),
+            "{what}: {}",
+            text(&out.stderr)
+        );
+    }
+    std::fs::remove_file(f.path("user-cert.pub")).unwrap();
+
+    let out = output(f.ssh(None, &[], "true")).await;
+    assert_eq!(out.status.code(), Some(255), "a plain key was accepted");
+    assert!(
+        text(&out.stderr).contains("Permission denied (publickey)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let password = [
+        "-o",
+        "PreferredAuthentications=password,keyboard-interactive",
+    ];
+    let out = output(f.ssh(None, &password, "true")).await;
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "a password login was possible"
+    );
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_login_the_agent_allows_runs_as_that_account() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only an agent running as root may switch logins");
+        return;
+    }
+    // `nobody` exists everywhere; its shell refuses logins, which shows it is the one run.
+    let mut f = Fixture::start(&["nobody".to_owned()]).await;
+    f.login = "nobody".into();
+    let cert = f
+        .certify("ca", "nobody", "-1m:+5m", Some(f.did.as_str()))
+        .await;
+    let out = output(f.ssh(Some(&cert), &[], "id -un")).await;
+    let both = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    if nobody.shell.ends_with("nologin") {
+        assert!(both.contains("not available"), "{both}");
+    } else {
+        assert_eq!(text(&out.stdout).trim(), "nobody");
+    }
+    // A login that is not allowed is refused even with a valid certificate.
+    let mut f = Fixture::start(&[]).await;
+    f.login = "nobody".into();
+    let cert = f
+        .certify("ca", "nobody", "-1m:+5m", Some(f.did.as_str()))
+        .await;
+    let out = output(f.ssh(Some(&cert), &[], "true")).await;
+    assert_eq!(out.status.code(), Some(255));
+}
+
+/// A russh client for what OpenSSH's command line does not send.
+struct Client {
+    host_key: PublicKey,
+}
+
+impl russh::client::Handler for Client {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(
+            matches!(key, PublicKeyOrCertificate::PublicKey { key, .. } if key.key_data() == self.host_key.key_data()),
+        )
+    }
+}
+
+fn russh_certificate(f: &Fixture, user: &PrivateKey) -> Certificate {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut b = Builder::new(
+        vec![1; 16],
+        user.public_key().key_data().clone(),
+        now - 60,
+        now + 300,
+    )
+    .unwrap();
+    b.cert_type(CertType::User).unwrap();
+    b.valid_principal(&f.login).unwrap();
+    b.extension(CERT_AGENT_EXTENSION, f.did.as_str()).unwrap();
+    b.sign(&f.ca).unwrap()
+}
+
+async fn collect(
+    channel: &mut russh::Channel<russh::client::Msg>,
+) -> (Vec<u8>, Option<u32>, Option<russh::Sig>) {
+    let (mut out, mut status, mut signal) = (Vec::new(), None, None);
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => out.extend_from_slice(&data),
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(signal_name),
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    (out, status, signal)
+}
+
+#[tokio::test]
+async fn several_channels_share_a_connection_and_signals_reach_the_program() {
+    let f = Fixture::start(&[]).await;
+    let user = key(5);
+    let cert = russh_certificate(&f, &user);
+    let config = Arc::new(russh::client::Config::default());
+    let client = Client {
+        host_key: f.host_key.public_key().clone(),
+    };
+    let session = async {
+        let mut handle = russh::client::connect(config, ("127.0.0.1", f.port), client)
+            .await
+            .unwrap();
+        let auth = handle
+            .authenticate_openssh_cert(&f.login, Arc::new(user), cert)
+            .await
+            .unwrap();
+        assert!(auth.success());
+
+        let mut sleeper = handle.channel_open_session().await.unwrap();
+        sleeper.exec(true, "echo ready; sleep 30").await.unwrap();
+        let mut a = handle.channel_open_session().await.unwrap();
+        let mut b = handle.channel_open_session().await.unwrap();
+        a.exec(true, "echo from-a").await.unwrap();
+        b.exec(true, "echo from-b; exit 4").await.unwrap();
+        let ((out_a, status_a, _), (out_b, status_b, _)) =
+            tokio::join!(collect(&mut a), collect(&mut b));
+        assert_eq!((out_a.as_slice(), status_a), (&b"from-a\n"[..], Some(0)));
+        assert_eq!((out_b.as_slice(), status_b), (&b"from-b\n"[..], Some(4)));
+
+        // Wait until the sleeper runs, then interrupt it.
+        loop {
+            match sleeper.wait().await {
+                Some(ChannelMsg::Data { data }) => break assert_eq!(&data[..], b"ready\n"),
+                Some(ChannelMsg::Success) => continue,
+                other => panic!("expected the sleeper's output, got {other:?}"),
+            }
+        }
+        sleeper.signal(russh::Sig::INT).await.unwrap();
+        let (_, status, signal) = collect(&mut sleeper).await;
+        // The shell runs `sleep` as its last command, so the signal ends the shell itself.
+        assert_eq!(status, None);
+        assert!(matches!(signal, Some(russh::Sig::INT)), "{signal:?}");
+    };
+    tokio::time::timeout(DEADLINE, session)
+        .await
+        .expect("timed out");
+}
