@@ -126,6 +126,29 @@ async fn stock_ssh_runs_commands_moves_binary_data_and_scp_works() {
     let (code, _, err) = run(down, None).await;
     assert_eq!(code, 0, "scp download: {err}");
     assert_eq!(std::fs::read(&back).unwrap(), payload);
+
+    // rsync -e ssh, and plain scp (which speaks SFTP).
+    let synced = dir.path().join("synced.bin");
+    let mut rsync = tokio::process::Command::new("rsync");
+    rsync
+        .env("POSTERN_HOME", ssh.home.path())
+        .arg("-e")
+        .arg(format!("ssh -F {} -o BatchMode=yes", ssh.config.display()))
+        .arg(&local)
+        .arg(format!("pi.postern:{}", synced.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let (code, _, err) = run(rsync, None).await;
+    assert_eq!(code, 0, "rsync: {err}");
+    assert_eq!(std::fs::read(&synced).unwrap(), payload);
+    let sftp_copy = dir.path().join("sftp.bin");
+    let mut sftp = ssh.command("scp");
+    sftp.arg(format!("pi.postern:{}", remote_path.display()))
+        .arg(&sftp_copy);
+    let (code, _, err) = run(sftp, None).await;
+    assert_eq!(code, 0, "scp over SFTP: {err}");
+    assert_eq!(std::fs::read(&sftp_copy).unwrap(), payload);
 }
 
 /// Runs `program args` on a real PTY of `rows`×`cols`; returns the PTY and the child.
