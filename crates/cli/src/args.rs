@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use postern_agent::cli::AgentArgs;
 use postern_protocol::api::Role;
 
 #[derive(Parser, Debug)]
@@ -126,33 +127,6 @@ pub struct ServerArgs {
     /// TOML config file; flags and variables win over it.
     #[arg(long, env = "POSTERN_CONFIG")]
     pub config: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
-pub struct AgentArgs {
-    /// The server's agent gateway, HOST:PORT.
-    #[arg(long, env = "POSTERN_SERVER")]
-    pub server: String,
-    #[arg(long, env = "POSTERN_AGENT_DATA_DIR")]
-    pub data_dir: PathBuf,
-    /// Name to register as [default: the hostname].
-    #[arg(long, env = "POSTERN_AGENT_NAME")]
-    pub name: Option<String>,
-    /// Enrollment token (approves this agent on first enrollment).
-    #[arg(long, env = "POSTERN_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Heartbeat interval.
-    #[arg(long, env = "POSTERN_SYNC_RATE", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub sync_rate: Duration,
-    /// SSH keepalive interval on the link.
-    #[arg(long, env = "POSTERN_AGENT_KEEPALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
-    pub keepalive: Duration,
-    /// Serve sessions with this SSH server (e.g. 127.0.0.1:22) instead of the built-in one.
-    #[arg(long, env = "POSTERN_LOCAL_SSH")]
-    pub local_ssh: Option<std::net::SocketAddr>,
-    /// Logins besides the agent's own user that sessions may use (only when running as root).
-    #[arg(long, env = "POSTERN_ALLOW_LOGINS", value_delimiter = ',')]
-    pub allow_logins: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,20 +14,11 @@ mod ssh_client;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use args::{Cli, Command, LogFormat};
 
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = EnvFilter::try_from_env("POSTERN_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},russh=warn,sqlx=warn")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    postern_agent::cli::init_logging(format == LogFormat::Json, default_level);
 }
 
 /// Runs the command; `Ok(code)` is the process's exit status (a remote command's, for ssh).
@@ -48,7 +39,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Agent(args) => {
             long_running(None);
-            commands::agent::run(args).await.map(|()| 0)
+            postern_agent::cli::run(args)
+                .await
+                .map(|()| 0)
+                .map_err(Into::into)
         }
         Command::Quickstart(args) => {
             long_running(None);

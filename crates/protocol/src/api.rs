@@ -93,6 +93,60 @@ pub struct LoginResponse {
 pub struct Me {
     pub name: String,
     pub role: Role,
+    /// The newest event id this user marked as read in the app's notifications.
+    #[serde(default)]
+    pub notifications_read_up_to: i64,
+}
+
+/// `PUT /api/v1/me/notifications`: everything up to this event id has been read.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NotificationsRead {
+    pub read_up_to: i64,
+}
+
+/// A user as administrators see it (never the password hash).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UserView {
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreateUserRequest {
+    pub name: String,
+    pub role: Role,
+    pub password: String,
+}
+
+impl fmt::Debug for CreateUserRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateUserRequest")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UpdateUserRequest {
+    pub role: Role,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PasswordRequest {
+    pub password: String,
+}
+
+impl fmt::Debug for PasswordRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordRequest").finish_non_exhaustive()
+    }
 }
 
 /// An agent as the API shows it.
@@ -114,6 +168,15 @@ pub struct AgentView {
     /// The address the agent's link came from. Only administrators see it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_addr: Option<String>,
+}
+
+/// A connected agent and when it was last heard from (its heartbeats), for live
+/// "last seen" figures without fetching every agent again.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AgentPresence {
+    pub id: String,
+    pub last_seen: i64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -173,6 +236,10 @@ pub enum EventKind {
     UserLogout,
     #[serde(rename = "user.created")]
     UserCreated,
+    #[serde(rename = "user.updated")]
+    UserUpdated,
+    #[serde(rename = "user.deleted")]
+    UserDeleted,
     #[serde(rename = "token.created")]
     TokenCreated,
     #[serde(rename = "token.revoked")]
@@ -185,7 +252,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::AgentEnrolled,
         EventKind::AgentApproved,
         EventKind::AgentRejected,
@@ -196,6 +263,8 @@ impl EventKind {
         EventKind::UserLoginFailed,
         EventKind::UserLogout,
         EventKind::UserCreated,
+        EventKind::UserUpdated,
+        EventKind::UserDeleted,
         EventKind::TokenCreated,
         EventKind::TokenRevoked,
         EventKind::SessionState,
@@ -214,6 +283,8 @@ impl EventKind {
             EventKind::UserLoginFailed => "user.login_failed",
             EventKind::UserLogout => "user.logout",
             EventKind::UserCreated => "user.created",
+            EventKind::UserUpdated => "user.updated",
+            EventKind::UserDeleted => "user.deleted",
             EventKind::TokenCreated => "token.created",
             EventKind::TokenRevoked => "token.revoked",
             EventKind::SessionState => "session.state",
@@ -331,9 +402,77 @@ pub struct CertificateResponse {
     pub agent_name: String,
 }
 
+/// Text frames the server sends on a web terminal's WebSocket (terminal output travels in
+/// binary frames, contiguous from the offset announced by `Attached`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TerminalServerFrame {
+    /// The binary output that follows starts at byte `offset` of the shell's output; `reset`:
+    /// what was asked for is gone (or belongs to an earlier shell), clear the screen first.
+    Attached {
+        offset: u64,
+        reset: bool,
+    },
+    /// The session moved on (stopping, stopped, failed).
+    State {
+        state: SessionState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The shell ended; the socket closes after this.
+    Exit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Text frames the browser sends (its keystrokes travel in binary frames).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TerminalClientFrame {
+    Resize { cols: u16, rows: u16 },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_frames_are_small_tagged_json() {
+        let attached = TerminalServerFrame::Attached {
+            offset: 42,
+            reset: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&attached).unwrap(),
+            r#"{"type":"attached","offset":42,"reset":false}"#
+        );
+        let exit = TerminalServerFrame::Exit {
+            status: Some(0),
+            signal: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&exit).unwrap(),
+            r#"{"type":"exit","status":0}"#
+        );
+        let resize: TerminalClientFrame =
+            serde_json::from_str(r#"{"type":"resize","cols":120,"rows":40}"#).unwrap();
+        assert_eq!(
+            resize,
+            TerminalClientFrame::Resize {
+                cols: 120,
+                rows: 40
+            }
+        );
+        assert!(
+            serde_json::from_str::<TerminalClientFrame>(r#"{"type":"resize","cols":-1}"#).is_err()
+        );
+    }
 
     #[test]
     fn roles_are_ordered_by_power() {

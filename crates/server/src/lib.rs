@@ -9,6 +9,7 @@ pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod ca;
+pub mod certificates;
 mod clock;
 pub mod config;
 pub mod events;
@@ -17,7 +18,9 @@ pub mod keys;
 pub mod links;
 pub mod sessions;
 pub mod store;
+pub mod terminal;
 pub mod tokens;
+mod web;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -36,10 +39,12 @@ use crate::agents::Agents;
 use crate::api::Services;
 use crate::auth::UserError;
 use crate::ca::UserCa;
+use crate::certificates::Certificates;
 use crate::events::EventBus;
 use crate::links::LinkRegistry;
 use crate::sessions::{SessionConfig, Sessions};
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::terminal::Terminals;
 use crate::tokens::{EnrollmentTokens, TokenError};
 
 pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
@@ -163,11 +168,17 @@ impl Server {
             .await
             .map_err(|e| ServerError::Sessions(e.to_string()))?;
         let shutdown = CancellationToken::new();
+        let certificates = Arc::new(Certificates::new(
+            store.clone(),
+            events.clone(),
+            UserCa::new(user_ca.clone()),
+        ));
         let services = Arc::new(Services {
             store: store.clone(),
             agents: agents.clone(),
             sessions: sessions.clone(),
-            ca: UserCa::new(user_ca.clone()),
+            certificates: certificates.clone(),
+            terminals: Terminals::new(sessions.clone(), certificates),
             tokens: Arc::new(EnrollmentTokens::new(store.clone(), events.clone())),
             events: events.clone(),
             throttle: Default::default(),

@@ -96,6 +96,14 @@ impl LinkRegistry {
         }
     }
 
+    /// Every connected agent with the time it was last heard from.
+    pub fn presence(&self) -> Vec<(String, i64)> {
+        self.lock()
+            .iter()
+            .map(|(id, link)| (id.clone(), link.last_seen))
+            .collect()
+    }
+
     pub fn online_count(&self) -> usize {
         self.lock().len()
     }

@@ -1,7 +1,6 @@
 //! One module per subcommand.
 
 pub mod admin;
-pub mod agent;
 pub mod agents;
 pub mod events;
 pub mod login;
@@ -36,22 +35,4 @@ pub fn read_password(prompt: &str, force_stdin: bool) -> Result<String> {
     Ok(password)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-}
+pub use postern_agent::cli::stop_signal;

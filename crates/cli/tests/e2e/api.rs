@@ -72,7 +72,10 @@ async fn login_logout_and_me_with_bearer_and_cookie() {
         .call(Method::GET, "/api/v1/me", Some(&server.admin_token), None)
         .await;
     assert_eq!(status, 200);
-    assert_eq!(me, json!({"name": "admin", "role": "admin"}));
+    assert_eq!(
+        me,
+        json!({"name": "admin", "role": "admin", "notifications_read_up_to": 0})
+    );
 
     // Browsers get an HttpOnly, SameSite=Strict cookie that works on its own.
     let response = server
@@ -162,6 +165,7 @@ async fn roles_are_checked_on_every_endpoint() {
         )
         .await;
     let user_key = test_key(3).public_key().to_openssh().unwrap();
+    server.add_user("tmpuser", Role::Viewer).await;
 
     // (method, path template, concrete path, body, minimum role or None for public)
     let table: Vec<RoleCase> = vec![
@@ -184,6 +188,13 @@ async fn roles_are_checked_on_every_endpoint() {
             "get",
             "/api/v1/agents",
             "/api/v1/agents".into(),
+            None,
+            Some(Role::Viewer),
+        ),
+        (
+            "get",
+            "/api/v1/presence",
+            "/api/v1/presence".into(),
             None,
             Some(Role::Viewer),
         ),
@@ -270,6 +281,55 @@ async fn roles_are_checked_on_every_endpoint() {
             format!("/api/v1/sessions/{session_id}/certificate"),
             Some(json!({"public_key": user_key})),
             Some(Role::Operator),
+        ),
+        (
+            "get",
+            "/api/v1/sessions/{id}/terminal",
+            format!("/api/v1/sessions/{session_id}/terminal"),
+            None,
+            Some(Role::Operator),
+        ),
+        (
+            "put",
+            "/api/v1/me/notifications",
+            "/api/v1/me/notifications".into(),
+            Some(json!({"read_up_to": 1})),
+            Some(Role::Viewer),
+        ),
+        (
+            "get",
+            "/api/v1/users",
+            "/api/v1/users".into(),
+            None,
+            Some(Role::Admin),
+        ),
+        (
+            "post",
+            "/api/v1/users",
+            "/api/v1/users".into(),
+            Some(json!({"name": "newbie", "role": "viewer", "password": "newbie-password"})),
+            Some(Role::Admin),
+        ),
+        (
+            "patch",
+            "/api/v1/users/{name}",
+            "/api/v1/users/tmpuser".into(),
+            Some(json!({"role": "operator"})),
+            Some(Role::Admin),
+        ),
+        (
+            "post",
+            "/api/v1/users/{name}/password",
+            "/api/v1/users/tmpuser/password".into(),
+            Some(json!({"password": "another-password"})),
+            Some(Role::Admin),
+        ),
+        (
+            "delete",
+            "/api/v1/users/{name}",
+            "/api/v1/users/tmpuser".into(),
+            None,
+            Some(Role::Admin),
         ),
         (
             "get",

@@ -247,3 +247,41 @@ async fn a_real_agent_process_logs_its_did_listens_nowhere_and_goes_offline_when
     assert!(events.iter().any(|e| e.kind == EventKind::AgentOffline
         && e.agent.as_ref().is_some_and(|a| a.name == "proc-agent")));
 }
+
+#[tokio::test]
+async fn presence_lists_connected_agents_with_last_seen_moving_with_heartbeats() {
+    let server = TestServer::start().await;
+    let token = server.create_token(600, 1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut options = TestAgent::options(&server, "beating", &tmp.path().join("a"));
+    options.token = Some(token);
+    options.sync_rate = Duration::from_millis(200);
+    let agent = postern_agent::Agent::start(options).unwrap();
+    agent.state().wait_for(approved).await.unwrap();
+    let presence = || async {
+        let (status, body) = server
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/presence",
+                Some(&server.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        serde_json::from_value::<Vec<postern_protocol::api::AgentPresence>>(body).unwrap()
+    };
+    let first = presence().await;
+    assert_eq!(first.len(), 1);
+    let later = eventually("a heartbeat to move last_seen", || async {
+        let now = presence().await;
+        (now[0].last_seen > first[0].last_seen).then_some(now)
+    })
+    .await;
+    assert_eq!(later[0].id, first[0].id);
+
+    agent.shutdown().await.unwrap();
+    eventually("the agent to leave the presence list", || async {
+        presence().await.is_empty().then_some(())
+    })
+    .await;
+}

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod api;
 mod cli;
 mod enrollment;
@@ -12,3 +13,4 @@ mod link;
 mod openssh;
 mod raw;
 mod sessions;
+mod terminal;

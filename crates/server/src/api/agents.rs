@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use postern_protocol::AgentStatus;
-use postern_protocol::api::{AgentView, ApiError as ErrorBody, Role};
+use postern_protocol::api::{AgentPresence, AgentView, ApiError as ErrorBody, Role};
 
 use super::AppState;
 use super::error::ApiError;
@@ -42,6 +42,23 @@ pub async fn list(
         agents
             .into_iter()
             .map(|a| view(&state, &caller, a))
+            .collect(),
+    ))
+}
+
+/// The connected agents and when each was last heard from: cheap to poll at the agents'
+/// sync rate, where the full list is not.
+#[utoipa::path(get, path = "/api/v1/presence", responses((status = 200, body = Vec<AgentPresence>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn presence(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<AgentPresence>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let online = state.services.agents.links().presence();
+    Ok(Json(
+        online
+            .into_iter()
+            .map(|(id, last_seen)| AgentPresence { id, last_seen })
             .collect(),
     ))
 }

@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use postern_protocol::api::{ApiError as ErrorBody, EventKind, LoginRequest, LoginResponse, Me};
+use postern_protocol::api::{
+    ApiError as ErrorBody, EventKind, LoginRequest, LoginResponse, Me, NotificationsRead,
+};
 
 use super::AppState;
 use super::error::ApiError;
@@ -73,10 +75,7 @@ pub async fn login(
     let body = LoginResponse {
         token: token.clone(),
         expires_at,
-        user: Me {
-            name: user.name,
-            role: user.role,
-        },
+        user: me_of(user),
     };
     let mut response = Json(body).into_response();
     response
@@ -103,8 +102,30 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 /// The logged-in user.
 #[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = Me), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn me(caller: Caller) -> Json<Me> {
-    Json(Me {
-        name: caller.user.name,
-        role: caller.user.role,
-    })
+    Json(me_of(caller.user))
+}
+
+fn me_of(user: crate::store::UserRecord) -> Me {
+    Me {
+        name: user.name,
+        role: user.role,
+        notifications_read_up_to: user.notifications_read_up_to,
+    }
+}
+
+/// Mark the app's notifications read up to an event id (it only ever moves forward).
+#[utoipa::path(put, path = "/api/v1/me/notifications", request_body = NotificationsRead,
+    responses((status = 204), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn notifications_read(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<NotificationsRead>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    caller.require(postern_protocol::api::Role::Viewer)?;
+    state
+        .services
+        .store
+        .set_notifications_read(&caller.user.id, request.read_up_to)
+        .await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

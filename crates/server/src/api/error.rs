@@ -7,6 +7,7 @@ use postern_protocol::api::ApiError as Body;
 
 use crate::agents::AgentError;
 use crate::auth::UserError;
+use crate::certificates::CertifyError;
 use crate::store::StoreError;
 use crate::tokens::TokenError;
 
@@ -131,8 +132,28 @@ impl From<UserError> for ApiError {
     fn from(e: UserError) -> Self {
         match e {
             UserError::BadName | UserError::WeakPassword => Self::bad_request(e.to_string()),
+            UserError::NotFound(_) => Self::not_found(e.to_string()),
+            UserError::LastAdmin(_) => Self::new(StatusCode::CONFLICT, "last_admin", e.to_string()),
+            UserError::SelfDelete => Self::new(StatusCode::CONFLICT, "self_delete", e.to_string()),
             UserError::Store(e) => e.into(),
             UserError::Hash(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<CertifyError> for ApiError {
+    fn from(e: CertifyError) -> Self {
+        match e {
+            CertifyError::NotYours(_) => Self::not_found(e.to_string()),
+            CertifyError::Closed { .. } => {
+                Self::new(StatusCode::CONFLICT, "wrong_state", e.to_string())
+            }
+            CertifyError::AgentNotApproved => Self::forbidden(e.to_string()),
+            CertifyError::LoginNotAllowed { .. } | CertifyError::NoLogin => {
+                Self::bad_request(e.to_string())
+            }
+            CertifyError::Ca(e) => Self::internal(e),
+            CertifyError::Store(e) => e.into(),
         }
     }
 }

@@ -30,8 +30,8 @@ pub struct EventsQuery {
     follow: Option<bool>,
 }
 
-/// Events as server-sent events: `id` is the event id, `event` its kind, `data` the JSON
-/// `EventView`. Reconnecting with `Last-Event-ID` resumes exactly after the last one seen.
+/// Events as server-sent events: `id` is the event id, `data` the JSON `EventView` (which
+/// carries the kind). Reconnecting with `Last-Event-ID` resumes exactly after the last one seen.
 #[utoipa::path(get, path = "/api/v1/events", params(EventsQuery), responses(
     (status = 200, content_type = "text/event-stream", body = EventView),
     (status = 401, body = ErrorBody)), security(("bearer" = [])))]
@@ -112,9 +112,9 @@ pub async fn stream(
     });
 
     let stream = ReceiverStream::new(rx).map(|event| {
-        let sse = Event::default()
-            .id(event.id.to_string())
-            .event(event.kind.as_str());
+        // No `event:` name: every event reaches a browser's `onmessage`, including kinds a
+        // client does not know yet; the kind is in the JSON.
+        let sse = Event::default().id(event.id.to_string());
         Ok(sse
             .json_data(&event)
             .unwrap_or_else(|_| Event::default().comment("unencodable event")))

@@ -7,14 +7,16 @@ mod error;
 mod events;
 mod extract;
 mod sessions;
+mod terminal;
 mod tokens;
+mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -24,10 +26,11 @@ pub use extract::{CSRF_HEADER, SESSION_COOKIE};
 
 use crate::agents::Agents;
 use crate::auth::throttle::LoginThrottle;
-use crate::ca::UserCa;
+use crate::certificates::Certificates;
 use crate::events::EventBus;
 use crate::sessions::Sessions;
 use crate::store::Store;
+use crate::terminal::Terminals;
 use crate::tokens::EnrollmentTokens;
 
 /// Request bodies are small JSON documents; anything larger is refused before parsing.
@@ -37,8 +40,9 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub agents: Arc<Agents>,
     pub sessions: Arc<Sessions>,
-    pub ca: UserCa,
+    pub certificates: Arc<Certificates>,
     pub tokens: Arc<EnrollmentTokens>,
+    pub terminals: Arc<Terminals>,
     pub events: Arc<EventBus>,
     pub throttle: LoginThrottle,
     pub login_ttl: Duration,
@@ -55,11 +59,12 @@ pub struct AppState {
 #[openapi(
     info(title = "Postern API", description = "Agents, approvals, enrollment tokens, users and events."),
     paths(
-        auth::login, auth::logout, auth::me,
-        agents::list, agents::show, agents::approve, agents::reject, agents::revoke,
+        auth::login, auth::logout, auth::me, auth::notifications_read,
+        users::list, users::create, users::update, users::reset_password, users::delete,
+        agents::list, agents::presence, agents::show, agents::approve, agents::reject, agents::revoke,
         tokens::list, tokens::create, tokens::revoke,
         sessions::start, sessions::list, sessions::show, sessions::stop, sessions::certificate,
-        sessions::stream,
+        sessions::stream, terminal::attach,
         events::stream, health,
     ),
     modifiers(&BearerAuth),
@@ -104,7 +109,15 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/me", get(auth::me))
+        .route("/me/notifications", put(auth::notifications_read))
+        .route("/users", get(users::list).post(users::create))
+        .route(
+            "/users/{name}",
+            axum::routing::patch(users::update).delete(users::delete),
+        )
+        .route("/users/{name}/password", post(users::reset_password))
         .route("/agents", get(agents::list))
+        .route("/presence", get(agents::presence))
         .route("/agents/{agent}", get(agents::show))
         .route("/agents/{agent}/approve", post(agents::approve))
         .route("/agents/{agent}/reject", post(agents::reject))
@@ -115,13 +128,14 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/sessions/{id}/stop", post(sessions::stop))
         .route("/sessions/{id}/certificate", post(sessions::certificate))
         .route("/sessions/{id}/stream", get(sessions::stream))
+        .route("/sessions/{id}/terminal", get(terminal::attach))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", delete(tokens::revoke))
         .route("/events", get(events::stream))
         .fallback(not_found);
     Router::new()
         .nest("/api/v1", api)
-        .fallback(not_found)
+        .fallback(crate::web::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(AppState { services })
 }

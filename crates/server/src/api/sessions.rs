@@ -2,28 +2,26 @@
 //! WebSocket data path that carries raw SSH bytes to the agent's SSH server.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
+use postern_protocol::SessionState;
 use postern_protocol::api::{
-    ApiError as ErrorBody, CertificateRequest, CertificateResponse, EventKind, Role, SessionView,
+    ApiError as ErrorBody, CertificateRequest, CertificateResponse, Role, SessionView,
 };
-use postern_protocol::{AgentStatus, SessionState};
-use russh::keys::{HashAlg, PublicKey};
+use russh::keys::PublicKey;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller};
-use crate::ca::CertificateFor;
+use super::extract::{ApiJson, Caller, same_origin};
 use crate::sessions::{ActivityGuard, SessionError};
 use crate::store::{SessionFilter, SessionRecord};
 
@@ -162,13 +160,6 @@ pub async fn stop(
     Ok(Json(s.sessions.view(stopped, true).await?))
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Certify the caller's public key for this session's agent (valid at most 5 minutes).
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/certificate", params(("id" = String, Path)),
     request_body = CertificateRequest, responses(
@@ -183,90 +174,23 @@ pub async fn certificate(
     caller.require(Role::Operator)?;
     let s = &state.services;
     let session = s.sessions.get(&id).await?;
-    // Certificates are for one's own sessions only, whatever the role.
-    if session.user_id != caller.user.id {
-        return Err(ApiError::not_found(format!("no session {id}")));
-    }
-    if !session.state.is_open() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "wrong_state",
-            format!("session {id} is {}", session.state),
-        ));
-    }
-    let agent = s
-        .store
-        .agent_by_id(&session.agent_id)
-        .await?
-        .filter(|a| a.status == AgentStatus::Approved)
-        .ok_or_else(|| ApiError::forbidden("the session's agent is not approved"))?;
     let subject = PublicKey::from_openssh(request.public_key.trim()).map_err(|e| {
         ApiError::bad_request(format!("public_key is not an OpenSSH public key: {e}"))
     })?;
-    let login = match request.login.filter(|l| !l.is_empty()) {
-        Some(login) => {
-            if !agent.facts.logins.is_empty() && !agent.facts.logins.contains(&login) {
-                return Err(ApiError::bad_request(format!(
-                    "agent {} allows the logins {}; not {login}",
-                    agent.name,
-                    agent.facts.logins.join(", ")
-                )));
-            }
-            login
-        }
-        None => agent.facts.logins.first().cloned().ok_or_else(|| {
-            ApiError::bad_request("the agent reported no login; name one with login")
-        })?,
-    };
-    let now = now_secs();
-    let cert =
-        s.ca.sign(
-            CertificateFor {
-                subject: &subject,
-                login: &login,
-                agent_did: &agent.did,
-                key_id: format!("{} session {}", caller.name(), session.id),
-            },
-            now,
-        )
-        .map_err(ApiError::internal)?;
-    let text = cert.to_openssh().map_err(ApiError::internal)?;
-    s.events
-        .publish(
-            EventKind::CertificateIssued,
-            caller.name(),
-            Some(&agent),
-            format!(
-                "certificate for login {login}, session {}, key {}, valid until {}",
-                session.id,
-                subject.fingerprint(HashAlg::Sha256),
-                cert.valid_before()
-            ),
-        )
-        .await;
+    let issued = s
+        .certificates
+        .issue(&caller.user, &session, &subject, request.login)
+        .await?;
     Ok(Json(CertificateResponse {
-        certificate: text,
-        login,
-        valid_before: cert.valid_before(),
-        host_key: agent.ssh_public_key,
-        agent_name: agent.name,
+        certificate: issued
+            .certificate
+            .to_openssh()
+            .map_err(ApiError::internal)?,
+        login: issued.login,
+        valid_before: issued.certificate.valid_before(),
+        host_key: issued.agent.ssh_public_key,
+        agent_name: issued.agent.name,
     }))
-}
-
-/// Browsers send Origin; it must be this server. Other clients send none.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let bare = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .unwrap_or(origin);
-    !host.is_empty() && bare == host
 }
 
 /// The data path: a WebSocket whose binary frames are the raw bytes of one SSH connection to

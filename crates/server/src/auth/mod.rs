@@ -17,6 +17,12 @@ pub enum UserError {
     BadName,
     #[error("passwords must be at least 8 characters")]
     WeakPassword,
+    #[error("no user {0:?}")]
+    NotFound(String),
+    #[error("{0} is the last administrator; make another user an administrator first")]
+    LastAdmin(String),
+    #[error("you cannot delete your own user")]
+    SelfDelete,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("password hashing failed: {0}")]
@@ -31,6 +37,22 @@ pub fn valid_user_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+async fn hash_password(password: &str) -> Result<String, UserError> {
+    if password.chars().count() < 8 {
+        return Err(UserError::WeakPassword);
+    }
+    password::hash(password.to_owned())
+        .await
+        .map_err(UserError::Hash)
+}
+
+async fn existing(store: &Arc<dyn Store>, name: &str) -> Result<UserRecord, UserError> {
+    store
+        .user_by_name(name)
+        .await?
+        .ok_or_else(|| UserError::NotFound(name.to_owned()))
+}
+
 /// Creates a user with an argon2id hash of `password`.
 pub async fn create_user(
     store: &Arc<dyn Store>,
@@ -41,19 +63,57 @@ pub async fn create_user(
     if !valid_user_name(name) {
         return Err(UserError::BadName);
     }
-    if password.chars().count() < 8 {
-        return Err(UserError::WeakPassword);
-    }
-    let password_hash = password::hash(password.to_owned())
-        .await
-        .map_err(UserError::Hash)?;
+    let password_hash = hash_password(password).await?;
     let user = UserRecord {
         id: secret::new_id(),
         name: name.to_owned(),
         role,
         password_hash,
         created_at: now_ms(),
+        notifications_read_up_to: 0,
     };
     store.insert_user(&user).await?;
+    Ok(user)
+}
+
+/// Gives `name` a new role; the last administrator keeps theirs.
+pub async fn set_role(
+    store: &Arc<dyn Store>,
+    name: &str,
+    role: Role,
+) -> Result<UserRecord, UserError> {
+    let mut user = existing(store, name).await?;
+    if !store.set_user_role(&user.id, role).await? {
+        return Err(UserError::LastAdmin(user.name));
+    }
+    user.role = role;
+    Ok(user)
+}
+
+/// Sets a new password; every login of the user ends.
+pub async fn reset_password(
+    store: &Arc<dyn Store>,
+    name: &str,
+    password: &str,
+) -> Result<UserRecord, UserError> {
+    let user = existing(store, name).await?;
+    let hash = hash_password(password).await?;
+    store.set_user_password(&user.id, &hash).await?;
+    Ok(user)
+}
+
+/// Removes a user and their logins; never oneself, never the last administrator.
+pub async fn delete_user(
+    store: &Arc<dyn Store>,
+    actor: &UserRecord,
+    name: &str,
+) -> Result<UserRecord, UserError> {
+    let user = existing(store, name).await?;
+    if user.id == actor.id {
+        return Err(UserError::SelfDelete);
+    }
+    if !store.delete_user(&user.id).await? {
+        return Err(UserError::LastAdmin(user.name));
+    }
     Ok(user)
 }

@@ -5,13 +5,16 @@
 pub mod sessions;
 mod sqlite;
 mod sqlite_sessions;
+mod sqlite_users;
+pub mod users;
 
 use async_trait::async_trait;
-use postern_protocol::api::{EventKind, Role};
+use postern_protocol::api::EventKind;
 use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
 
 pub use sessions::{SessionFilter, SessionRecord, SessionStore, TransitionRecord};
 pub use sqlite::SqliteStore;
+pub use users::{UserRecord, UserStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,15 +29,6 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-#[derive(Clone, Debug)]
-pub struct UserRecord {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    pub password_hash: String,
-    pub created_at: i64,
-}
 
 #[derive(Clone, Debug)]
 pub struct AgentRecord {
@@ -95,24 +89,7 @@ pub struct EventRecord {
 }
 
 #[async_trait]
-pub trait Store: SessionStore + Send + Sync + 'static {
-    // Users
-    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()>;
-    async fn user_by_name(&self, name: &str) -> StoreResult<Option<UserRecord>>;
-    async fn count_users(&self) -> StoreResult<i64>;
-
-    // Logins (API tokens)
-    async fn insert_login(
-        &self,
-        token_hash: &str,
-        user_id: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> StoreResult<()>;
-    /// The user holding this token and when it expires.
-    async fn login(&self, token_hash: &str) -> StoreResult<Option<(UserRecord, i64)>>;
-    async fn delete_login(&self, token_hash: &str) -> StoreResult<()>;
-
+pub trait Store: UserStore + SessionStore + Send + Sync + 'static {
     // Agents
     async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
     async fn agent_by_ssh_key(&self, ssh_public_key: &str) -> StoreResult<Option<AgentRecord>>;

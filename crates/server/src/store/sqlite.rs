@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use postern_protocol::api::{EventKind, Role};
+use postern_protocol::api::EventKind;
 use postern_protocol::{AgentFacts, AgentStatus};
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 
 use super::{
     AgentRecord, EventAgentRef, EventRecord, NewEvent, Store, StoreError, StoreResult, TokenRecord,
-    TokenUse, UserRecord,
+    TokenUse,
 };
 
 pub struct SqliteStore {
@@ -42,7 +42,7 @@ impl SqliteStore {
     }
 }
 
-fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+pub(super) fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(what.to_owned())
@@ -51,19 +51,8 @@ fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     }
 }
 
-fn corrupt(field: &str, e: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(field: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{field}: {e}"))
-}
-
-fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
-    let role: String = row.try_get("role")?;
-    Ok(UserRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: Role::from_str(&role).map_err(|e| corrupt("users.role", e))?,
-        password_hash: row.try_get("password_hash")?,
-        created_at: row.try_get("created_at")?,
-    })
 }
 
 fn agent_from_row(row: &SqliteRow) -> StoreResult<AgentRecord> {
@@ -142,83 +131,6 @@ const EVENT_COLUMNS: &str =
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO users (id, name, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&user.id)
-        .bind(&user.name)
-        .bind(user.role.as_str())
-        .bind(&user.password_hash)
-        .bind(user.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(conflict(&format!("user {:?}", user.name)))?;
-        Ok(())
-    }
-
-    async fn user_by_name(&self, name: &str) -> StoreResult<Option<UserRecord>> {
-        sqlx::query("SELECT id, name, role, password_hash, created_at FROM users WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
-    }
-
-    async fn count_users(&self) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    async fn insert_login(
-        &self,
-        token_hash: &str,
-        user_id: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> StoreResult<()> {
-        // Expired logins are cleared here rather than by a timer: logins are rare.
-        sqlx::query("DELETE FROM logins WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query(
-            "INSERT INTO logins (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn login(&self, token_hash: &str) -> StoreResult<Option<(UserRecord, i64)>> {
-        let row = sqlx::query(
-            "SELECT u.id, u.name, u.role, u.password_hash, u.created_at, l.expires_at \
-             FROM logins l JOIN users u ON u.id = l.user_id WHERE l.token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => Ok(Some((user_from_row(&row)?, row.try_get("expires_at")?))),
-            None => Ok(None),
-        }
-    }
-
-    async fn delete_login(&self, token_hash: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM logins WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
         let facts = serde_json::to_string(&agent.facts).map_err(|e| corrupt("facts", e))?;
         sqlx::query(
@@ -506,28 +418,6 @@ mod tests {
         s.revoke_token("t2", 20).await.unwrap();
         assert_eq!(s.use_token("h2", 10).await.unwrap(), TokenUse::Revoked);
         assert_eq!(s.use_token("nope", 10).await.unwrap(), TokenUse::Unknown);
-    }
-
-    #[tokio::test]
-    async fn duplicate_user_names_are_a_conflict_not_a_crash() {
-        let (_dir, s) = store().await;
-        let user = UserRecord {
-            id: "u1".into(),
-            name: "ann".into(),
-            role: Role::Admin,
-            password_hash: "x".into(),
-            created_at: 0,
-        };
-        s.insert_user(&user).await.unwrap();
-        let again = UserRecord {
-            id: "u2".into(),
-            ..user
-        };
-        assert!(matches!(
-            s.insert_user(&again).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert_eq!(s.count_users().await.unwrap(), 1);
     }
 
     #[tokio::test]

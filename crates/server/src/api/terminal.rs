@@ -1,0 +1,284 @@
+//! The web terminal's WebSocket: binary frames carry terminal bytes both ways, small typed
+//! JSON text frames carry the rest (`TerminalServerFrame`, `TerminalClientFrame`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use postern_protocol::api::{
+    ApiError as ErrorBody, EventKind, Role, TerminalClientFrame, TerminalServerFrame,
+};
+use postern_protocol::{SessionId, SessionState};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Caller, same_origin};
+use crate::store::UserRecord;
+use crate::terminal::{ShellEnd, Terminal};
+
+/// Largest output frame sent at once; a reattach replays the scrollback in such frames.
+const FRAME: usize = 64 * 1024;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct TerminalQuery {
+    /// Byte offset of the shell's output to resume from (0: everything still kept).
+    #[serde(default)]
+    from: u64,
+    /// The browser terminal's size.
+    cols: Option<u16>,
+    rows: Option<u16>,
+}
+
+/// Attach to the caller's web terminal on a running session (a shell the server keeps).
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/terminal", params(("id" = String, Path), TerminalQuery),
+    responses((status = 101, description = "WebSocket: binary frames carry terminal bytes, text frames JSON control"),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn attach(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<TerminalQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Operator)?;
+    if !same_origin(&headers) {
+        return Err(ApiError::forbidden("cross-origin WebSocket refused"));
+    }
+    let session = state.services.sessions.get(&id).await?;
+    // A shell is its user's alone, whatever the role.
+    if session.user_id != caller.user.id {
+        return Err(ApiError::not_found(format!("no session {id}")));
+    }
+    let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let size = (
+        query.cols.unwrap_or(80).clamp(1, 1000),
+        query.rows.unwrap_or(24).clamp(1, 1000),
+    );
+    Ok(ws.max_message_size(1 << 20).on_upgrade(move |socket| {
+        serve(
+            socket,
+            state,
+            caller.user,
+            session.id,
+            peer,
+            query.from,
+            size,
+        )
+    }))
+}
+
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+
+async fn send(ws: &mut Sink, frame: &TerminalServerFrame) -> bool {
+    match serde_json::to_string(frame) {
+        Ok(text) => ws.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    user: UserRecord,
+    id: SessionId,
+    peer: SocketAddr,
+    from: u64,
+    (cols, rows): (u16, u16),
+) {
+    let (mut tx, mut rx) = socket.split();
+    let s = &state.services;
+    // Watching first, so that a stop between the attach and the loop is not missed.
+    let mut session = SessionWatch {
+        events: s.events.subscribe(),
+        id: &id,
+        state: &state,
+        last_sent: None,
+    };
+    let terminal = match s.sessions.get(id.as_str()).await {
+        Ok(record) => s.terminals.attach(&user, &record, peer, cols, rows).await,
+        Err(e) => Err(e.into()),
+    };
+    let terminal = match terminal {
+        Ok(t) => t,
+        Err(error) => {
+            let message = error.to_string();
+            send(&mut tx, &TerminalServerFrame::Error { message }).await;
+            let _ = tx.close().await;
+            return;
+        }
+    };
+    let mut written = terminal.written();
+    let mut ended = terminal.ended();
+    let mut output = Output {
+        offset: from,
+        announced: false,
+    };
+    let end = loop {
+        if !output.forward(&mut tx, &terminal).await {
+            return;
+        }
+        tokio::select! {
+            changed = written.changed() => if changed.is_err() {
+                break None;
+            },
+            _ = ended.changed() => {
+                let end = ended.borrow().clone();
+                if !output.forward(&mut tx, &terminal).await {
+                    return;
+                }
+                break end;
+            }
+            next = session.next() => match next {
+                Some(st) if session.send(&mut tx, st).await && !st.is_final() => {}
+                _ => break None,
+            },
+            message = rx.next() => match message {
+                Some(Ok(Message::Binary(bytes))) => terminal.write(bytes).await,
+                Some(Ok(Message::Text(text))) => {
+                    if !control(&mut tx, &terminal, &text).await {
+                        break None;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    match end {
+        Some(ShellEnd::Status(status)) => {
+            let frame = TerminalServerFrame::Exit {
+                status: Some(status),
+                signal: None,
+            };
+            send(&mut tx, &frame).await;
+        }
+        Some(ShellEnd::Signal(signal)) => {
+            let frame = TerminalServerFrame::Exit {
+                status: None,
+                signal: Some(signal),
+            };
+            send(&mut tx, &frame).await;
+        }
+        // The connection to the device closed: because the session is ending (then the
+        // browser sees it through to its end), or because the device went away.
+        Some(ShellEnd::Lost) => match s.sessions.get(id.as_str()).await.map(|r| r.state) {
+            Ok(SessionState::Running) | Err(_) => {
+                let message = "the connection to the device was lost".to_owned();
+                send(&mut tx, &TerminalServerFrame::Error { message }).await;
+            }
+            Ok(now) => {
+                let mut current = Some(now);
+                while let Some(st) = current {
+                    if !session.send(&mut tx, st).await || st.is_final() {
+                        break;
+                    }
+                    current = session.next().await;
+                }
+            }
+        },
+        None => {}
+    }
+    let _ = tx.close().await;
+}
+
+/// A text frame from the browser; false when the socket is gone.
+async fn control(tx: &mut Sink, terminal: &Terminal, text: &str) -> bool {
+    match serde_json::from_str(text) {
+        Ok(TerminalClientFrame::Resize { cols, rows }) => {
+            terminal
+                .resize(cols.clamp(1, 1000), rows.clamp(1, 1000))
+                .await;
+            true
+        }
+        Err(e) => {
+            let message = format!("unreadable control frame: {e}");
+            send(tx, &TerminalServerFrame::Error { message }).await
+        }
+    }
+}
+
+/// Where a socket is in the shell's output.
+struct Output {
+    offset: u64,
+    /// Whether the `attached` frame went out.
+    announced: bool,
+}
+
+impl Output {
+    /// Sends what the scrollback holds past `offset`, in frames, announcing where it starts
+    /// first (and again after a reset); false when the socket is gone.
+    async fn forward(&mut self, tx: &mut Sink, terminal: &Arc<Terminal>) -> bool {
+        loop {
+            let chunk = terminal.read_from(self.offset, FRAME);
+            if !self.announced || chunk.reset {
+                self.announced = true;
+                let frame = TerminalServerFrame::Attached {
+                    offset: chunk.offset,
+                    reset: chunk.reset,
+                };
+                if !send(tx, &frame).await {
+                    return false;
+                }
+            }
+            if chunk.bytes.is_empty() {
+                return true;
+            }
+            self.offset = chunk.offset + chunk.bytes.len() as u64;
+            if tx.send(Message::Binary(chunk.bytes.into())).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// The session's state changes, each sent once with the session's reason.
+struct SessionWatch<'a> {
+    events: tokio::sync::broadcast::Receiver<postern_protocol::api::EventView>,
+    id: &'a SessionId,
+    state: &'a AppState,
+    last_sent: Option<SessionState>,
+}
+
+impl SessionWatch<'_> {
+    /// The session's next state; None when the event bus is gone.
+    async fn next(&mut self) -> Option<SessionState> {
+        loop {
+            match self.events.recv().await {
+                Ok(e) if e.kind == EventKind::SessionState => {
+                    if let Some(s) = e.session.filter(|s| &s.id == self.id) {
+                        return Some(s.state);
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Sends `state` unless it was the last one sent; false when the socket is gone.
+    async fn send(&mut self, tx: &mut Sink, state: SessionState) -> bool {
+        if self.last_sent == Some(state) {
+            return true;
+        }
+        self.last_sent = Some(state);
+        let reason = self
+            .state
+            .services
+            .sessions
+            .get(self.id.as_str())
+            .await
+            .ok()
+            .and_then(|r| r.reason);
+        send(tx, &TerminalServerFrame::State { state, reason }).await
+    }
+}

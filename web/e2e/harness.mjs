@@ -1,0 +1,144 @@
+// Processes for the end-to-end test: start them in their own process groups, wait for what
+// they print, and kill every one of them (and their children) at the end, whatever happened.
+
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+
+const started = new Set();
+
+/** A port that was free a moment ago (the OS picks it; we let it go for the server to take). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts a program. Its output is kept (stdout and stderr apart) so that tests can wait for
+ * lines and show everything when something fails.
+ */
+export function start(name, command, args, { env = {}, input } = {}) {
+  const child = spawn(command, args, {
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+    // Its own process group, so that stopping it also stops what it started (shells).
+    detached: true,
+  });
+  const proc = { name, child, stdout: '', stderr: '', exited: null, waiters: new Set() };
+  const notify = () => {
+    for (const waiter of proc.waiters) waiter();
+  };
+  child.stdout.setEncoding('utf8').on('data', (chunk) => {
+    proc.stdout += chunk;
+    notify();
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk) => {
+    proc.stderr += chunk;
+    notify();
+  });
+  child.on('exit', (code, signal) => {
+    proc.exited = { code, signal };
+    started.delete(proc);
+    notify();
+  });
+  child.on('error', (error) => {
+    proc.exited = { code: null, signal: null, error };
+    started.delete(proc);
+    notify();
+  });
+  if (input !== undefined) child.stdin.end(input);
+  started.add(proc);
+  return proc;
+}
+
+/** Resolves with the match once stdout matches `pattern`; fails if the program exits first. */
+export function waitForOutput(proc, pattern, timeoutMs = 60_000) {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const match = proc.stdout.match(pattern);
+      if (match) return done(() => resolve(match));
+      if (proc.exited) {
+        return done(() =>
+          reject(
+            new Error(`${proc.name} exited (${describeExit(proc)}) before printing ${pattern}\n${transcript(proc)}`),
+          ),
+        );
+      }
+    };
+    const timer = setTimeout(
+      () =>
+        done(() =>
+          reject(new Error(`${proc.name} did not print ${pattern} within ${timeoutMs} ms\n${transcript(proc)}`)),
+        ),
+      timeoutMs,
+    );
+    const done = (settle) => {
+      clearTimeout(timer);
+      proc.waiters.delete(check);
+      settle();
+    };
+    proc.waiters.add(check);
+    check();
+  });
+}
+
+/** Resolves with the exit once the program has ended. */
+export function waitForExit(proc, timeoutMs = 60_000) {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (proc.exited) done(() => resolve(proc.exited));
+    };
+    const timer = setTimeout(
+      () => done(() => reject(new Error(`${proc.name} did not exit within ${timeoutMs} ms\n${transcript(proc)}`))),
+      timeoutMs,
+    );
+    const done = (settle) => {
+      clearTimeout(timer);
+      proc.waiters.delete(check);
+      settle();
+    };
+    proc.waiters.add(check);
+    check();
+  });
+}
+
+function describeExit(proc) {
+  const { code, signal, error } = proc.exited ?? {};
+  return error ? error.message : signal ? `signal ${signal}` : `status ${code}`;
+}
+
+export function transcript(proc) {
+  return `--- ${proc.name} stdout ---\n${proc.stdout.slice(-4000)}\n--- ${proc.name} stderr ---\n${proc.stderr.slice(-4000)}`;
+}
+
+/** Stops every program still running: TERM to its group, KILL to whatever is left after 5 s. */
+export async function stopAll() {
+  const running = [...started];
+  for (const proc of running) signalGroup(proc, 'SIGTERM');
+  await Promise.all(
+    running.map(async (proc) => {
+      await waitForExit(proc, 5000).catch(() => undefined);
+      // Also whatever it left behind in its group (a shell, say).
+      signalGroup(proc, 'SIGKILL');
+    }),
+  );
+}
+
+function signalGroup(proc, signal) {
+  try {
+    process.kill(-proc.child.pid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
+// Last resort if the test runner itself is torn down: no program outlives it.
+process.on('exit', () => {
+  for (const proc of started) signalGroup(proc, 'SIGKILL');
+});

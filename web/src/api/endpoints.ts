@@ -1,0 +1,89 @@
+// One typed function per endpoint of /api/v1 that the app uses.
+
+import { request, segment } from './http';
+import type {
+  AgentDecision,
+  AgentPresence,
+  AgentView,
+  CreatedToken,
+  CreateTokenRequest,
+  CreateUserRequest,
+  LoginRequest,
+  LoginResponse,
+  Me,
+  NotificationsReadRequest,
+  PasswordRequest,
+  Role,
+  SessionsQuery,
+  SessionView,
+  TokenView,
+  UpdateUserRequest,
+  UserView,
+} from './types';
+
+// Login
+
+export const login = (user: string, password: string) =>
+  request<LoginResponse>('POST', '/login', {
+    body: { user, password } satisfies LoginRequest,
+    unauthorizedIsAnswer: true,
+  });
+
+export const logout = () => request<void>('POST', '/logout');
+
+export const getMe = () => request<Me>('GET', '/me');
+
+export const markNotificationsRead = (readUpTo: number) =>
+  request<void>('PUT', '/me/notifications', { body: { read_up_to: readUpTo } satisfies NotificationsReadRequest });
+
+// Agents ({agent} is a name, DID, id or unique prefix)
+
+export const listAgents = () => request<AgentView[]>('GET', '/agents');
+
+export const getPresence = () => request<AgentPresence[]>('GET', '/presence');
+
+export const getAgent = (agent: string) => request<AgentView>('GET', `/agents/${segment(agent)}`);
+
+export const decideAgent = (agent: string, decision: AgentDecision) =>
+  request<AgentView>('POST', `/agents/${segment(agent)}/${decision}`);
+
+// Sessions
+
+/** Starts a session, or returns the caller's open one on that agent. */
+export const startSession = (agent: string) => request<SessionView>('POST', `/agents/${segment(agent)}/sessions`);
+
+export function listSessions(query: SessionsQuery = {}) {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== '') params.set(key, String(value));
+  }
+  const search = params.size ? `?${params}` : '';
+  return request<SessionView[]>('GET', `/sessions${search}`);
+}
+
+/** With `history`. */
+export const getSession = (id: string) => request<SessionView>('GET', `/sessions/${segment(id)}`);
+
+export const stopSession = (id: string) => request<SessionView>('POST', `/sessions/${segment(id)}/stop`);
+
+// Users (admin)
+
+export const listUsers = () => request<UserView[]>('GET', '/users');
+
+export const createUser = (user: CreateUserRequest) => request<UserView>('POST', '/users', { body: user });
+
+export const changeUserRole = (name: string, role: Role) =>
+  request<UserView>('PATCH', `/users/${segment(name)}`, { body: { role } satisfies UpdateUserRequest });
+
+export const setUserPassword = (name: string, password: string) =>
+  request<void>('POST', `/users/${segment(name)}/password`, { body: { password } satisfies PasswordRequest });
+
+export const deleteUser = (name: string) => request<void>('DELETE', `/users/${segment(name)}`);
+
+// Enrollment tokens (admin)
+
+export const listTokens = () => request<TokenView[]>('GET', '/tokens');
+
+export const createToken = (options: CreateTokenRequest) => request<CreatedToken>('POST', '/tokens', { body: options });
+
+export const revokeToken = (id: string) => request<TokenView>('DELETE', `/tokens/${segment(id)}`);

@@ -1,0 +1,156 @@
+// One agent: who it is, whether it is online, its device, the user's SSH session on it, and
+// what the user may do with it. Re-renders only when this agent or that session changes; the
+// "last seen" text follows the shared clock without re-rendering the card.
+
+import { useComputed, type Signal } from '@preact/signals';
+import { useState } from 'preact/hooks';
+import { decideAgent } from '../api/endpoints';
+import { describeError } from '../api/http';
+import type { AgentDecision, AgentStatus, AgentView } from '../api/types';
+import { ago, bytes, shortDid } from '../format';
+import { putAgent } from '../state/agents';
+import { canOpenSsh, isAdmin } from '../state/auth';
+import { now } from '../state/clock';
+import { myOpenSessionByAgent } from '../state/sessions';
+import { openSsh, showSshPanel } from '../state/sshPanel';
+import { ConfirmButton } from './ConfirmButton';
+import { CopyButton } from './CopyButton';
+import { TerminalIcon } from './Icons';
+import { AgentStatusBadge, SessionStateBadge } from './StatusBadge';
+
+/** What an administrator may decide from each status (revocation is final). */
+const DECISIONS: Record<AgentStatus, AgentDecision[]> = {
+  pending: ['approve', 'reject', 'revoke'],
+  rejected: ['approve', 'revoke'],
+  approved: ['revoke'],
+  revoked: [],
+};
+
+export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) {
+  const agent = agentSignal.value;
+  const mySession = useComputed(() => myOpenSessionByAgent.value.get(agentSignal.value.id)).value;
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const headingId = `agent-${agent.id}`;
+
+  const act = (action: () => Promise<void>) => {
+    setBusy(true);
+    setError(null);
+    action()
+      .catch((e: unknown) => setError(describeError(e)))
+      .finally(() => setBusy(false));
+  };
+  const decide = (decision: AgentDecision) => act(async () => putAgent(await decideAgent(agent.id, decision)));
+  const sshAllowed = canOpenSsh.value && agent.status === 'approved' && agent.online;
+
+  return (
+    <article class={`agent-card ${agent.online ? 'is-online' : 'is-offline'}`} aria-labelledby={headingId}>
+      <header class="agent-card-header">
+        <span class="presence-dot" aria-hidden="true" />
+        <h3 id={headingId} class="agent-name" title={agent.name}>
+          {agent.name}
+        </h3>
+        <AgentStatusBadge status={agent.status} />
+        {sshAllowed && (
+          <button
+            type="button"
+            class="button icon-button ssh-button"
+            aria-label={`Open SSH connection to ${agent.name}`}
+            title={`Open SSH connection to ${agent.name}`}
+            disabled={busy}
+            onClick={() => act(() => openSsh(agent.id))}
+          >
+            <TerminalIcon />
+          </button>
+        )}
+      </header>
+
+      <div class="agent-did">
+        <code title={agent.did}>{shortDid(agent.did)}</code>
+        <CopyButton text={agent.did} label={`Copy DID of ${agent.name}`} />
+      </div>
+
+      <p class="agent-presence">
+        <strong>{agent.online ? 'Online' : 'Offline'}</strong>
+        {agent.last_seen === null ? (
+          ' · never connected'
+        ) : (
+          <>
+            {' · last seen '}
+            <LastSeen agent={agentSignal} />
+          </>
+        )}
+      </p>
+
+      <dl class="agent-facts">
+        <Fact term="Hostname" value={agent.facts.hostname} />
+        <Fact term="OS" value={agent.facts.os} />
+        <Fact term="Arch" value={agent.facts.arch + (agent.facts.cpus ? ` · ${agent.facts.cpus} CPU` : '')} />
+        <Fact term="Memory" value={agent.facts.memory_bytes ? bytes(agent.facts.memory_bytes) : ''} />
+        <Fact term="Agent" value={agent.facts.agent_version} />
+      </dl>
+
+      {mySession && (
+        <button
+          type="button"
+          class="agent-session"
+          aria-label={`Your SSH session on ${agent.name}: ${mySession.state}. Show it`}
+          onClick={() => showSshPanel(mySession.id)}
+        >
+          <span>Your SSH session</span>
+          <SessionStateBadge state={mySession.state} />
+        </button>
+      )}
+
+      {isAdmin.value && DECISIONS[agent.status].length > 0 && (
+        <div class="agent-actions">
+          {DECISIONS[agent.status].map((decision) =>
+            decision === 'revoke' ? (
+              <ConfirmButton
+                key={decision}
+                label="Revoke"
+                question={`Revoke ${agent.name}? This cannot be undone.`}
+                disabled={busy}
+                onConfirm={() => decide('revoke')}
+              />
+            ) : (
+              <button
+                key={decision}
+                type="button"
+                class={`button ${decision === 'approve' ? 'primary' : ''}`}
+                disabled={busy}
+                onClick={() => decide(decision)}
+              >
+                {decision === 'approve' ? 'Approve' : 'Reject'}
+              </button>
+            ),
+          )}
+        </div>
+      )}
+
+      {error && (
+        <p class="notice error" role="alert">
+          {error}
+        </p>
+      )}
+    </article>
+  );
+}
+
+function Fact({ term, value }: { term: string; value: string }) {
+  return (
+    <div class="fact">
+      <dt>{term}</dt>
+      <dd title={value}>{value || '—'}</dd>
+    </div>
+  );
+}
+
+/** "12 s ago", rewritten each second straight into its text node. */
+function LastSeen({ agent }: { agent: Signal<AgentView> }) {
+  const text = useComputed(() => {
+    const seen = agent.value.last_seen;
+    return seen === null ? '' : ago(seen, now.value);
+  });
+  return <span class="last-seen">{text}</span>;
+}

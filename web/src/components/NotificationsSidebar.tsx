@@ -1,0 +1,97 @@
+// The bell's sidebar: agent and SSH events as they happen, newest first, unread ones marked.
+
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { describeError } from '../api/http';
+import type { EventKind, EventView } from '../api/types';
+import { eventTime } from '../format';
+import { now } from '../state/clock';
+import { markAllRead, notifications, notificationsOpen, readUpTo, unreadCount } from '../state/notifications';
+import { CloseIcon } from './Icons';
+
+const TITLES: Partial<Record<EventKind, string>> = {
+  'agent.enrolled': 'Agent enrolled',
+  'agent.approved': 'Agent approved',
+  'agent.rejected': 'Agent rejected',
+  'agent.revoked': 'Agent revoked',
+  'agent.online': 'Agent online',
+  'agent.offline': 'Agent offline',
+};
+
+function title(event: EventView): string {
+  if (event.kind === 'session.state' && event.session) return `SSH ${event.session.state}`;
+  return TITLES[event.kind] ?? event.kind;
+}
+
+export function NotificationsSidebar() {
+  const panel = useRef<HTMLDivElement>(null);
+  const [error, setError] = useState<string | null>(null);
+  const open = notificationsOpen.value;
+
+  useEffect(() => {
+    if (open) panel.current?.focus();
+  }, [open]);
+
+  if (!open) return null;
+  const marker = readUpTo.value;
+  const list = notifications.value;
+  const markRead = () => {
+    setError(null);
+    markAllRead().catch((e: unknown) => setError(describeError(e)));
+  };
+  return (
+    <div
+      class="notifications"
+      ref={panel}
+      tabIndex={-1}
+      role="dialog"
+      aria-label="Notifications"
+      onKeyDown={(event) => {
+        if (event.key === 'Escape') notificationsOpen.value = false;
+      }}
+    >
+      <header class="panel-header">
+        <h2>Notifications</h2>
+        <span class="spacer" />
+        <button type="button" class="button" disabled={unreadCount.value === 0} onClick={markRead}>
+          Mark all as read
+        </button>
+        <button
+          type="button"
+          class="button icon-button"
+          aria-label="Close notifications"
+          title="Close notifications"
+          onClick={() => (notificationsOpen.value = false)}
+        >
+          <CloseIcon />
+        </button>
+      </header>
+      {error && (
+        <p class="notice error" role="alert">
+          {error}
+        </p>
+      )}
+      {list.length === 0 ? (
+        <p class="empty">Nothing yet. Agent and SSH events appear here as they happen.</p>
+      ) : (
+        <ol class="notification-list" aria-live="polite" aria-relevant="additions">
+          {list.map((event) => (
+            <li key={event.id} class={`notification ${event.id > marker ? 'unread' : ''}`} data-kind={event.kind}>
+              <div class="notification-head">
+                <strong>{title(event)}</strong>
+                {event.agent && <span class="notification-agent">{event.agent.name}</span>}
+                <time class="muted small" dateTime={new Date(event.time).toISOString()}>
+                  {eventTime(event.time, now.peek())}
+                </time>
+              </div>
+              <p class="notification-detail">
+                {event.detail}
+                {event.actor !== 'system' && <span class="muted"> · by {event.actor}</span>}
+              </p>
+              {event.id > marker && <span class="visually-hidden">unread</span>}
+            </li>
+          ))}
+        </ol>
+      )}
+    </div>
+  );
+}
