@@ -97,7 +97,8 @@ pub async fn data_path(client: &Client, session: &SessionView) -> Result<DuplexS
                 .map_err(|_| anyhow!("bad token"))?,
         );
     }
-    let (ws, _) = tokio_tungstenite::connect_async(request)
+    // No Nagle: keystrokes are one-byte SSH packets that must not wait for an ACK.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .map_err(|e| anyhow!("cannot open the session's data path: {e}"))?;
     let (ours, theirs) = tokio::io::duplex(256 * 1024);

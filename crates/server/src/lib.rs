@@ -28,6 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use postern_protocol::api::{CreatedToken, EventKind, Role};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -202,6 +203,12 @@ impl Server {
             })?;
 
         let app = api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        // Terminal keystrokes and data-path frames are small writes: no Nagle delay.
+        let http = http.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let stop = shutdown.clone();
         let http_task = tokio::spawn(async move {
             let served = axum::serve(http, app)

@@ -193,6 +193,29 @@ pub async fn certificate(
     }))
 }
 
+/// The checks before a WebSocket into a session (the data path, the web terminal): an
+/// operator, from this server's pages or no browser at all, on their own session — whatever
+/// their role, a session's bytes are its user's alone. Who asks is checked before what
+/// they sent.
+pub(super) async fn own_session_socket(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    headers: &HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(SessionRecord, WebSocketUpgrade), ApiError> {
+    caller.require(Role::Operator)?;
+    if !same_origin(headers) {
+        return Err(ApiError::forbidden("cross-origin WebSocket refused"));
+    }
+    let session = state.services.sessions.get(id).await?;
+    if session.user_id != caller.user.id {
+        return Err(ApiError::not_found(format!("no session {id}")));
+    }
+    let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    Ok((session, ws))
+}
+
 /// The data path: a WebSocket whose binary frames are the raw bytes of one SSH connection to
 /// the agent's SSH server.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/stream", params(("id" = String, Path)), responses(
@@ -206,16 +229,7 @@ pub async fn stream(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    // Who asks is checked before what they sent.
-    caller.require(Role::Operator)?;
-    if !same_origin(&headers) {
-        return Err(ApiError::forbidden("cross-origin WebSocket refused"));
-    }
-    let session = state.services.sessions.get(&id).await?;
-    if session.user_id != caller.user.id {
-        return Err(ApiError::not_found(format!("no session {id}")));
-    }
-    let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (session, ws) = own_session_socket(&state, &caller, &id, &headers, ws).await?;
     let (channel, guard) = state
         .services
         .sessions

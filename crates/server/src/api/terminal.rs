@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use postern_protocol::api::{
-    ApiError as ErrorBody, EventKind, Role, TerminalClientFrame, TerminalServerFrame,
+    ApiError as ErrorBody, EventKind, TerminalClientFrame, TerminalServerFrame,
 };
 use postern_protocol::{SessionId, SessionState};
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Caller, same_origin};
+use super::extract::Caller;
 use crate::store::UserRecord;
 use crate::terminal::{ShellEnd, Terminal};
 
@@ -50,16 +50,8 @@ pub async fn attach(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Operator)?;
-    if !same_origin(&headers) {
-        return Err(ApiError::forbidden("cross-origin WebSocket refused"));
-    }
-    let session = state.services.sessions.get(&id).await?;
-    // A shell is its user's alone, whatever the role.
-    if session.user_id != caller.user.id {
-        return Err(ApiError::not_found(format!("no session {id}")));
-    }
-    let ws = ws.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (session, ws) =
+        super::sessions::own_session_socket(&state, &caller, &id, &headers, ws).await?;
     let size = (
         query.cols.unwrap_or(80).clamp(1, 1000),
         query.rows.unwrap_or(24).clamp(1, 1000),
