@@ -1,0 +1,264 @@
+//! `postern-bench run`: sets everything up in a temporary directory, measures the chosen
+//! figures, prints the table and writes the JSON report.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::agents::{self, AgentsPlan};
+use crate::baseline::Baseline;
+use crate::postern::{AgentProc, Binaries, Deployment};
+use crate::report::{self, Figure};
+use crate::{footprint, latency, machine, procfs, sessions, throughput};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Section {
+    Footprint,
+    Sessions,
+    Latency,
+    Throughput,
+    Agents,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Small counts, to try the harness (10 sessions, 64 MiB, 200 keystrokes, 500 agents, 10 s idle).
+    #[arg(long)]
+    pub quick: bool,
+    /// Only these figures (repeatable or comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Section>,
+    /// Number of idle agents [default: 10000; 500 with --quick].
+    #[arg(long)]
+    pub agents: Option<usize>,
+    /// The JSON report.
+    #[arg(long, default_value = "bench/results/latest.json")]
+    pub out: PathBuf,
+    /// Where the release binaries are [default: beside this one].
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Keep the temporary directory (logs, configs, data) and print where it is.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub sessions: usize,
+    pub bytes: u64,
+    pub throughput_repeats: usize,
+    pub keystrokes: usize,
+    pub agents: usize,
+    pub idle_s: u64,
+    pub footprint_idle_s: u64,
+    pub baseline_tunnels: usize,
+}
+
+impl Plan {
+    fn new(args: &RunArgs) -> Self {
+        let mut plan = if args.quick {
+            Self {
+                sessions: 10,
+                bytes: 64 << 20,
+                throughput_repeats: 1,
+                keystrokes: 200,
+                agents: 500,
+                idle_s: 10,
+                footprint_idle_s: 10,
+                baseline_tunnels: 20,
+            }
+        } else {
+            Self {
+                sessions: 100,
+                bytes: 1 << 30,
+                throughput_repeats: 3,
+                keystrokes: 2000,
+                agents: 10_000,
+                idle_s: 60,
+                // Three heartbeats of the agent's default 10 s sync rate.
+                footprint_idle_s: 30,
+                baseline_tunnels: 200,
+            }
+        };
+        if let Some(n) = args.agents {
+            plan.agents = n;
+            plan.baseline_tunnels = plan.baseline_tunnels.min(n.max(1));
+        }
+        plan
+    }
+}
+
+/// The repository this bench was built from: figures name its commit.
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn wants(args: &RunArgs, section: Section) -> bool {
+    args.only.is_empty() || args.only.contains(&section)
+}
+
+/// The server, CLI login and agent that sessions, latency, throughput and footprint share.
+struct Main {
+    deployment: Deployment,
+    agent: AgentProc,
+}
+
+async fn start_main(bins: &Binaries, dir: &Path) -> Result<Main> {
+    let deployment = Deployment::start(bins, dir, "main").await?;
+    let token = deployment.api.create_token(1).await?;
+    let mut events = deployment.api.events().await?;
+    let agent = AgentProc::start(
+        &bins.agent,
+        &deployment.server,
+        &mut events,
+        "bench-agent",
+        &token,
+        &dir.join("main-agent"),
+        &dir.join("main-agent.log"),
+    )
+    .await?;
+    Ok(Main { deployment, agent })
+}
+
+pub async fn run(args: RunArgs) -> Result<bool> {
+    let plan = Plan::new(&args);
+    let bins = Binaries::find(args.bin_dir.as_deref())?;
+    if wants(&args, Section::Agents) {
+        // One descriptor per link in the load process and in the server, plus headroom.
+        let needed = plan.agents as u64 + 2048;
+        let limit = procfs::open_files_limit().unwrap_or(0);
+        if limit < needed {
+            bail!(
+                "the open-files limit is {limit}; {} agents need about {needed} in the server and in the load process: raise it \
+                 (`ulimit -n 1048576` as root; bench/run does)",
+                plan.agents
+            );
+        }
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("postern-bench-")
+        .tempdir()?;
+    // With --keep the directory outlives the run, errors included; otherwise it goes with `temp`.
+    let (dir, _temp) = if args.keep {
+        (temp.keep(), None)
+    } else {
+        (temp.path().to_owned(), Some(temp))
+    };
+    eprintln!("postern-bench: working in {}", dir.display());
+    let machine = machine::describe(&repo_root()).await;
+    let ticks = procfs::clock_ticks_per_second().await;
+
+    let mut figures: Vec<Figure> = Vec::new();
+    let mut errors: Vec<serde_json::Value> = Vec::new();
+    let mut record = |section: Section, result: Result<Vec<Figure>>| match result {
+        Ok(f) => figures.extend(f),
+        Err(e) => {
+            eprintln!("postern-bench: {section:?} failed: {e:#}");
+            errors.push(json!({ "section": section, "error": format!("{e:#}") }));
+        }
+    };
+
+    let baseline = Baseline::start(&dir.join("baseline"))
+        .await
+        .context("the OpenSSH baseline could not start")?;
+    let needs_main = [
+        Section::Footprint,
+        Section::Sessions,
+        Section::Latency,
+        Section::Throughput,
+    ]
+    .into_iter()
+    .any(|s| wants(&args, s));
+    if needs_main {
+        let main = start_main(&bins, &dir).await?;
+        let d = &main.deployment;
+        let agent = main.agent.name.as_str();
+        // Footprint first: the agent has carried no session yet.
+        if wants(&args, Section::Footprint) {
+            eprintln!("footprint");
+            let idle = Duration::from_secs(plan.footprint_idle_s);
+            record(
+                Section::Footprint,
+                footprint::measure(&bins, &dir, &main.agent, &baseline, idle).await,
+            );
+        }
+        if wants(&args, Section::Sessions) {
+            eprintln!("time to running: {} sessions each", plan.sessions);
+            record(
+                Section::Sessions,
+                sessions::measure(d, agent, &baseline, plan.sessions).await,
+            );
+        }
+        if wants(&args, Section::Latency) {
+            eprintln!("keystroke latency: {} round trips each", plan.keystrokes);
+            record(
+                Section::Latency,
+                latency::measure(d, agent, &baseline, plan.keystrokes).await,
+            );
+        }
+        if wants(&args, Section::Throughput) {
+            eprintln!(
+                "throughput: {} bytes each way, {} runs per path",
+                plan.bytes, plan.throughput_repeats
+            );
+            record(
+                Section::Throughput,
+                throughput::measure(
+                    d,
+                    agent,
+                    &baseline,
+                    &dir,
+                    plan.bytes,
+                    plan.throughput_repeats,
+                )
+                .await,
+            );
+        }
+    }
+    if wants(&args, Section::Agents) {
+        eprintln!("idle agents: {}", plan.agents);
+        let agents_plan = AgentsPlan {
+            count: plan.agents,
+            idle: Duration::from_secs(plan.idle_s),
+            baseline_tunnels: plan.baseline_tunnels,
+        };
+        record(
+            Section::Agents,
+            agents::measure(&bins, &dir, &baseline, &agents_plan, ticks).await,
+        );
+    }
+    drop(baseline);
+
+    println!("{}", report::table(&figures));
+    let missed: Vec<&str> = figures
+        .iter()
+        .filter(|f| f.met == Some(false))
+        .map(|f| f.id.as_str())
+        .collect();
+    let report = json!({
+        "harness": "postern-bench",
+        "mode": if args.quick { "quick" } else { "full" },
+        "sections": if args.only.is_empty() { vec![Section::Footprint, Section::Sessions, Section::Latency, Section::Throughput, Section::Agents] } else { args.only.clone() },
+        "plan": plan,
+        "machine": machine,
+        "figures": figures,
+        "targets_missed": missed,
+        "errors": errors,
+    });
+    report::write_json(&args.out, &report)?;
+    eprintln!("wrote {}", args.out.display());
+    if args.keep {
+        eprintln!("kept {}", dir.display());
+    }
+    Ok(errors.is_empty())
+}
