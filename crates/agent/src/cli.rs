@@ -25,8 +25,9 @@ pub struct AgentArgs {
     /// Heartbeat interval.
     #[arg(long, env = "POSTERN_SYNC_RATE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub sync_rate: Duration,
-    /// SSH keepalive interval on the link.
-    #[arg(long, env = "POSTERN_AGENT_KEEPALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
+    /// SSH keepalive interval on the link, for a server that is up but not answering (a
+    /// dead network is noticed within 45 s of an unacknowledged heartbeat anyway).
+    #[arg(long, env = "POSTERN_AGENT_KEEPALIVE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub keepalive: Duration,
     /// Serve sessions with this SSH server (e.g. 127.0.0.1:22) instead of the built-in one.
     #[arg(long, env = "POSTERN_LOCAL_SSH")]

@@ -49,7 +49,9 @@ pub struct AgentOptions {
     pub token: Option<String>,
     /// Heartbeat interval.
     pub sync_rate: Duration,
-    /// SSH keepalive interval; the link is dropped after 3 unanswered keepalives.
+    /// SSH keepalive interval when nothing comes from the server; the link is dropped after
+    /// 3 unanswered keepalives. A dead network is found sooner: heartbeats the server does
+    /// not acknowledge within 45 s end the connection.
     pub keepalive: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
@@ -68,7 +70,7 @@ impl AgentOptions {
             name: None,
             token: None,
             sync_rate: Duration::from_secs(10),
-            keepalive: Duration::from_secs(15),
+            keepalive: Duration::from_secs(60),
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
             local_ssh: None,

@@ -120,6 +120,21 @@ impl client::Handler for LinkHandler {
     }
 }
 
+/// How long sent data may go unacknowledged before the kernel gives the connection up:
+/// with a heartbeat every sync interval, a dead network or server host is found this soon
+/// at no cost (SSH keepalives, which cost both sides CPU, are for a server that is up but
+/// hung, and can be rare).
+const UNACKED_TIMEOUT: Duration = Duration::from_secs(45);
+
+async fn dial(server: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(server).await?;
+    tcp.set_nodelay(true)?;
+    let millis = u32::try_from(UNACKED_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
+    nix::sys::socket::setsockopt(&tcp, nix::sys::socket::sockopt::TcpUserTimeout, &millis)
+        .map_err(std::io::Error::from)?;
+    Ok(tcp)
+}
+
 fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
@@ -152,7 +167,10 @@ async fn run_link(
         channel_buffer_size: 256,
         ..Default::default()
     };
-    let connecting = client::connect(Arc::new(config), opts.server.as_str(), handler);
+    let connecting = async {
+        let tcp = dial(&opts.server).await.map_err(russh::Error::from)?;
+        client::connect_stream(Arc::new(config), tcp, handler).await
+    };
     let mut session = tokio::select! {
         r = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => match r {
             Ok(Ok(s)) => s,
@@ -462,5 +480,23 @@ fn join(a: &str, b: &str) -> String {
         a.to_owned()
     } else {
         format!("{a} ({b})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::socket::{getsockopt, sockopt};
+
+    #[tokio::test]
+    async fn the_link_socket_gives_up_on_data_the_server_never_acknowledges() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let tcp = super::dial(&addr).await.unwrap();
+        let timeout = getsockopt(&tcp, sockopt::TcpUserTimeout).unwrap();
+        assert_eq!(
+            u64::from(timeout),
+            super::UNACKED_TIMEOUT.as_millis() as u64
+        );
+        assert!(tcp.nodelay().unwrap());
     }
 }

@@ -25,6 +25,8 @@ use crate::stats;
 
 /// How long connecting (or reconnecting) all agents may take before the bench gives up.
 const WAVE_LIMIT: Duration = Duration::from_secs(600);
+/// The load agents' heartbeat interval: the agent's default, which the load mode keeps.
+const IDLE_SYNC_RATE: Duration = Duration::from_secs(10);
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -212,7 +214,14 @@ pub async fn measure(
     let rss_connected = procfs::rss_kib(d.server.pid())?;
     let load_rss = procfs::rss_kib(load.proc.pid()).unwrap_or(0);
 
-    eprintln!("  idle for {:?} (server CPU window)", plan.idle);
+    // Idle starts when the connect wave's aftermath is over: every agent has sent two
+    // heartbeats since the last one connected. This wait is part of what "idle" means.
+    let settle = 2 * IDLE_SYNC_RATE;
+    eprintln!(
+        "  settling for {settle:?}, then idle for {:?} (server CPU window)",
+        plan.idle
+    );
+    tokio::time::sleep(settle).await;
     let downs_before = load.downs;
     let window = CpuWindow::start(&[d.server.pid()])?;
     let load_window = CpuWindow::start(&[load.proc.pid()])?;

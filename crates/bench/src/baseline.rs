@@ -114,7 +114,8 @@ async fn keygen(path: &Path) -> Result<()> {
     .map(|_| ())
 }
 
-fn login_name() -> String {
+/// The user running the bench.
+pub fn login_name() -> String {
     nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
         .flatten()
@@ -127,7 +128,8 @@ pub struct Baseline {
     pub relay: Sshd,
     pub device: Sshd,
     pub key: PathBuf,
-    /// `-F` for the user's `ssh -J`: the jump uses the same key and options.
+    /// `-F` for the user's `ssh -J`: the jump uses the same key and options, and logs in as
+    /// the bench's login.
     pub client_config: PathBuf,
 }
 
@@ -138,7 +140,7 @@ pub struct Tunnel {
 }
 
 impl Baseline {
-    pub async fn start(dir: &Path) -> Result<Self> {
+    pub async fn start(dir: &Path, login: &str) -> Result<Self> {
         std::fs::create_dir_all("/run/sshd").context("cannot create /run/sshd (sshd needs it)")?;
         std::fs::create_dir_all(dir)?;
         if !Path::new(SSHD).is_file() {
@@ -166,7 +168,7 @@ impl Baseline {
                  \x20   BatchMode yes\n\
                  \x20   LogLevel error\n",
                 relay = relay.port,
-                user = login_name(),
+                user = login,
                 key = key.display(),
             ),
         )?;

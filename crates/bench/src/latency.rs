@@ -38,7 +38,7 @@ pub async fn measure(
     baseline: &Baseline,
     count: usize,
 ) -> Result<Vec<Figure>> {
-    let command = d.cli.pty_command().args(["ssh", "-q", agent]);
+    let command = d.cli.pty_command().args(d.cli.ssh_args(agent));
     let (mut ours, _) = term::spawn("postern ssh", command)?;
     prepare(&mut ours).await.context("postern session")?;
     let (mut tunnel, _) = baseline.open_tunnel().await?;

@@ -175,9 +175,21 @@ impl Server {
 pub struct Cli {
     pub bin: PathBuf,
     pub home: PathBuf,
+    /// The account `postern ssh` logs in to on the device [default: the agent's own].
+    pub login: Option<String>,
 }
 
 impl Cli {
+    /// `postern ssh -q [--login L] AGENT`, to which a `-- COMMAND` may be added.
+    pub fn ssh_args(&self, agent: &str) -> Vec<String> {
+        let mut args = vec!["ssh".to_owned(), "-q".to_owned()];
+        if let Some(login) = &self.login {
+            args.extend(["--login".to_owned(), login.clone()]);
+        }
+        args.push(agent.to_owned());
+        args
+    }
+
     pub fn command(&self) -> Command {
         let mut command = Command::new(&self.bin);
         self.environment(&mut command);
@@ -253,17 +265,18 @@ pub struct AgentProc {
 }
 
 impl AgentProc {
-    /// Starts the agent and waits for the server to report it online (on `events`, which
-    /// the caller opened before).
+    /// Starts the agent (keys in `data_dir`, log beside it) serving `login`'s shell, and
+    /// waits for the server to report it online (on `events`, which the caller opened before).
     pub async fn start(
         bin: &Path,
         server: &Server,
         events: &mut Events,
         name: &str,
         token: &str,
+        login: &str,
         data_dir: &Path,
-        log: &Path,
     ) -> Result<Self> {
+        let log = &data_dir.with_extension("log");
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let mut command = Command::new(bin);
@@ -276,6 +289,9 @@ impl AgentProc {
             .arg(name)
             .arg("--token")
             .arg(token)
+            // Running as root, the agent may serve another account's shell.
+            .arg("--allow-logins")
+            .arg(login)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file));
@@ -322,6 +338,7 @@ impl Deployment {
         let cli = Cli {
             bin: bins.postern.clone(),
             home: dir.join(format!("{label}-cli")),
+            login: None,
         };
         cli.login(&server.base_url(), &password).await?;
         Ok(Self { server, cli, api })

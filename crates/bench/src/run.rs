@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Keep the temporary directory (logs, configs, data) and print where it is.
     #[arg(long)]
     pub keep: bool,
+    /// The account whose shell both sides log in to [default: the user running the bench].
+    /// Its login shell's start-up is part of both prompt times: see the reference figure.
+    #[arg(long)]
+    pub login: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,8 +117,9 @@ struct Main {
     agent: AgentProc,
 }
 
-async fn start_main(bins: &Binaries, dir: &Path) -> Result<Main> {
-    let deployment = Deployment::start(bins, dir, "main").await?;
+async fn start_main(bins: &Binaries, dir: &Path, login: &str) -> Result<Main> {
+    let mut deployment = Deployment::start(bins, dir, "main").await?;
+    deployment.cli.login = Some(login.to_owned());
     let token = deployment.api.create_token(1).await?;
     let mut events = deployment.api.events().await?;
     let agent = AgentProc::start(
@@ -123,8 +128,8 @@ async fn start_main(bins: &Binaries, dir: &Path) -> Result<Main> {
         &mut events,
         "bench-agent",
         &token,
+        login,
         &dir.join("main-agent"),
-        &dir.join("main-agent.log"),
     )
     .await?;
     Ok(Main { deployment, agent })
@@ -168,7 +173,11 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         }
     };
 
-    let baseline = Baseline::start(&dir.join("baseline"))
+    let login = match &args.login {
+        Some(login) => login.clone(),
+        None => crate::baseline::login_name(),
+    };
+    let baseline = Baseline::start(&dir.join("baseline"), &login)
         .await
         .context("the OpenSSH baseline could not start")?;
     let needs_main = [
@@ -180,7 +189,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     .into_iter()
     .any(|s| wants(&args, s));
     if needs_main {
-        let main = start_main(&bins, &dir).await?;
+        let main = start_main(&bins, &dir, &login).await?;
         let d = &main.deployment;
         let agent = main.agent.name.as_str();
         // Footprint first: the agent has carried no session yet.
@@ -196,7 +205,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             eprintln!("time to running: {} sessions each", plan.sessions);
             record(
                 Section::Sessions,
-                sessions::measure(d, agent, &baseline, plan.sessions).await,
+                sessions::measure(d, agent, &baseline, &login, plan.sessions).await,
             );
         }
         if wants(&args, Section::Latency) {
@@ -250,6 +259,10 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         "mode": if args.quick { "quick" } else { "full" },
         "sections": if args.only.is_empty() { vec![Section::Footprint, Section::Sessions, Section::Latency, Section::Throughput, Section::Agents] } else { args.only.clone() },
         "plan": plan,
+        "login": {
+            "name": login,
+            "shell": nix::unistd::User::from_name(&login).ok().flatten().map(|u| u.shell.display().to_string()),
+        },
         "machine": machine,
         "figures": figures,
         "targets_missed": missed,

@@ -53,6 +53,7 @@ pub async fn measure(
     d: &Deployment,
     agent: &str,
     baseline: &Baseline,
+    login: &str,
     count: usize,
 ) -> Result<Vec<Figure>> {
     let mut events = d.api.events().await?;
@@ -66,7 +67,7 @@ pub async fn measure(
         baseline_once(baseline, &mut theirs)
             .await
             .with_context(|| format!("baseline session {}", i + 1))?;
-        shell_once(&mut shell)
+        shell_once(login, &mut shell)
             .await
             .with_context(|| format!("local login shell {}", i + 1))?;
         if (i + 1) % 10 == 0 || i + 1 == count {
@@ -133,9 +134,9 @@ pub async fn measure(
 }
 
 /// The account's login shell, started the way the agent starts it, on a local PTY.
-async fn shell_once(samples: &mut Samples) -> Result<()> {
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())?
-        .context("this user has no account entry")?;
+async fn shell_once(login: &str, samples: &mut Samples) -> Result<()> {
+    let user =
+        nix::unistd::User::from_name(login)?.with_context(|| format!("no account {login:?}"))?;
     let shell = user.shell.display().to_string();
     let name = shell.rsplit('/').next().unwrap_or("sh");
     let command = pty_process::Command::new(&shell)
@@ -150,7 +151,13 @@ async fn shell_once(samples: &mut Samples) -> Result<()> {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
         .env("TERM", "xterm-256color")
-        .current_dir(&user.dir);
+        .current_dir(if user.dir.is_dir() {
+            user.dir.as_path()
+        } else {
+            std::path::Path::new("/")
+        })
+        .gid(user.gid.as_raw())
+        .uid(user.uid.as_raw());
     let (mut client, started) = term::spawn("login shell", command)?;
     let (at, first) = client.first_output(LIMIT).await?;
     samples.prompt.push(ms(at.duration_since(started)));
@@ -167,8 +174,7 @@ async fn postern_once(
     events: &mut crate::api::Events,
     samples: &mut Samples,
 ) -> Result<()> {
-    let mut command = d.cli.pty_command();
-    command = command.args(["ssh", "-q", agent]);
+    let command = d.cli.pty_command().args(d.cli.ssh_args(agent));
     let (mut client, started) = term::spawn("postern ssh", command)?;
     let running = events.wait_for(LIMIT, "session running", |e| {
         let s = e.session.as_ref()?;

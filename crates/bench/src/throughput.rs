@@ -75,7 +75,7 @@ pub async fn measure(
             name: "postern ssh",
             make: Box::new(move |remote| {
                 let mut c = cli.command();
-                c.args(["ssh", "-q", &agent_name, "--", remote]);
+                c.args(cli.ssh_args(&agent_name)).args(["--", remote]);
                 c
             }),
         },
@@ -83,10 +83,15 @@ pub async fn measure(
             name: "postern proxy + ssh",
             make: {
                 let config = config.clone();
+                let login = d.cli.login.clone();
                 let host = format!("{agent}.postern");
                 Box::new(move |remote| {
                     let mut c = Command::new("ssh");
-                    c.arg("-F").arg(&config).arg(&host).arg(remote);
+                    c.arg("-F").arg(&config);
+                    if let Some(login) = &login {
+                        c.arg("-l").arg(login);
+                    }
+                    c.arg(&host).arg(remote);
                     c
                 })
             },

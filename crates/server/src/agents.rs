@@ -293,9 +293,9 @@ impl Agents {
         };
         let message = ServerMessage::Status(self.status_update(&agent, None));
         let command = if to == AgentStatus::Revoked {
-            LinkCommand::Close(message)
+            LinkCommand::close(message)
         } else {
-            LinkCommand::Send(message)
+            LinkCommand::send(message)
         };
         self.links.command(&agent.id, command);
         self.events.publish(kind, actor, Some(&agent), detail).await;

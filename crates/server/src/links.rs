@@ -12,12 +12,23 @@ use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
 
-/// What other parts of the server may ask of a link's control task.
+/// What other parts of the server may ask of a link's control task. Boxed: every idle link
+/// holds a queue whose first block has room for 32 commands, so their size counts.
 #[derive(Debug)]
 pub enum LinkCommand {
-    Send(ServerMessage),
+    Send(Box<ServerMessage>),
     /// Send the message, then close the whole SSH connection.
-    Close(ServerMessage),
+    Close(Box<ServerMessage>),
+}
+
+impl LinkCommand {
+    pub fn send(message: ServerMessage) -> Self {
+        Self::Send(Box::new(message))
+    }
+
+    pub fn close(message: ServerMessage) -> Self {
+        Self::Close(Box::new(message))
+    }
 }
 
 struct Link {

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use bytes::BytesMut;
+use futures::StreamExt;
 use postern_protocol::api::EventKind;
 use postern_protocol::{
     AgentMessage, AgentStatus, CONTROL_SUBSYSTEM, ControlCodec, ErrorCode, PROTOCOL_VERSION,
@@ -15,8 +16,9 @@ use postern_protocol::{
 use russh::keys::PublicKey;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, ChannelStream, Disconnect};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Encoder, FramedRead};
 use tracing::Instrument;
 
 use super::{Gateway, key_text};
@@ -31,7 +33,32 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Commands queued for one link before senders are told it is backed up.
 const COMMAND_QUEUE: usize = 32;
 
-type Link = Framed<ChannelStream<Msg>, ControlCodec<AgentMessage, ServerMessage>>;
+/// One agent's control channel. Control messages are small and rare, so the read buffer
+/// starts small and grows only to the largest frame seen, and each message is written whole
+/// (`Framed` would hold 8 KiB each way on every idle link — a third of its memory).
+struct Link {
+    frames: FramedRead<ChannelStream<Msg>, ControlCodec<AgentMessage, ServerMessage>>,
+}
+
+impl Link {
+    fn new(stream: ChannelStream<Msg>) -> Self {
+        Self {
+            frames: FramedRead::with_capacity(stream, ControlCodec::new(), 256),
+        }
+    }
+
+    async fn next(&mut self) -> Option<std::io::Result<postern_protocol::Frame<AgentMessage>>> {
+        self.frames.next().await
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> std::io::Result<()> {
+        let mut frame = BytesMut::new();
+        self.frames.decoder_mut().encode(message, &mut frame)?;
+        let stream = self.frames.get_mut();
+        stream.write_all(&frame).await?;
+        stream.flush().await
+    }
+}
 
 #[derive(Debug)]
 enum End {
@@ -53,7 +80,9 @@ pub async fn run(
         let Some(mut link) = open(channel).await else {
             return End::Closed;
         };
-        let agent = match enroll(&gateway, &mut link, &key, peer).await {
+        // Boxed: the task of an idle link lives for days; only the state it idles in should
+        // take memory, not the largest step it ever took (see docs/PERFORMANCE.md).
+        let agent = match Box::pin(enroll(&gateway, &mut link, &key, peer)).await {
             Ok(agent) => agent,
             Err(end) => return finish(&mut link, end).await,
         };
@@ -101,7 +130,7 @@ async fn open(mut channel: Channel<Msg>) -> Option<Link> {
         false
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, wait).await {
-        Ok(true) => Some(Framed::new(channel.into_stream(), ControlCodec::new())),
+        Ok(true) => Some(Link::new(channel.into_stream())),
         _ => None,
     }
 }
@@ -205,6 +234,22 @@ async fn enroll(
     }
 }
 
+/// The link is gone: remember when the agent was last heard from, say so, end its sessions.
+async fn link_down(gateway: &Gateway, agent: &AgentRecord, last_seen: i64) {
+    if let Err(e) = gateway
+        .store
+        .update_agent_seen(&agent.id, last_seen, None)
+        .await
+    {
+        tracing::error!(error = %e, "could not store last_seen");
+    }
+    gateway
+        .events
+        .publish(EventKind::AgentOffline, "system", Some(agent), "link down")
+        .await;
+    gateway.sessions.link_down(&agent.id).await;
+}
+
 async fn reply_unexpected(link: &mut Link, got: &AgentMessage, wanted: &str) -> Result<(), End> {
     tracing::warn!(?got, "unexpected control message");
     link.send(&error(
@@ -223,21 +268,22 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
     match previous {
         // A newer connection of the same agent wins; the old one is closed.
         Some(old) => {
-            let _ = old.try_send(LinkCommand::Close(error(
+            let _ = old.try_send(LinkCommand::close(error(
                 ErrorCode::Refused,
                 "replaced by a newer connection of this agent",
             )));
         }
         None => {
-            gateway
-                .events
-                .publish(EventKind::AgentOnline, "system", Some(&agent), "link up")
-                .await
+            let online =
+                gateway
+                    .events
+                    .publish(EventKind::AgentOnline, "system", Some(&agent), "link up");
+            Box::pin(online).await
         }
     }
     let mut status = agent.status;
     if status == AgentStatus::Approved {
-        gateway.sessions.link_up(&agent.id).await;
+        Box::pin(gateway.sessions.link_up(&agent.id)).await;
     }
 
     let end = loop {
@@ -247,7 +293,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
                 Some(AgentMessage::Heartbeat { facts }) => {
                     links.touch(&agent.id);
                     if let Some(facts) = facts
-                        && let Err(e) = gateway.store.update_agent_facts(&agent.id, &facts.sanitized()).await
+                        && let Err(e) = Box::pin(gateway.store.update_agent_facts(&agent.id, &facts.sanitized())).await
                     {
                         tracing::error!(error = %e, "could not store agent facts");
                     }
@@ -256,7 +302,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
                     tracing::warn!(?code, %message, "agent reported an error");
                 }
                 Some(AgentMessage::Session { session, reply }) if status == AgentStatus::Approved => {
-                    gateway.sessions.agent_reply(&agent.id, &session, reply).await;
+                    Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply)).await;
                 }
                 Some(other) => {
                     let reply = if status == AgentStatus::Approved {
@@ -272,14 +318,14 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
             },
             command = inbox.recv() => match command {
                 Some(LinkCommand::Send(message)) => {
-                    if let ServerMessage::Status(update) = &message {
+                    if let ServerMessage::Status(update) = &*message {
                         status = update.status;
                     }
                     if link.send(&message).await.is_err() {
                         break End::Closed;
                     }
                 }
-                Some(LinkCommand::Close(message)) => break End::Refuse(message),
+                Some(LinkCommand::Close(message)) => break End::Refuse(*message),
                 None => break End::Closed,
             },
         }
@@ -287,18 +333,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
 
     let last_seen = links.last_seen(&agent.id).unwrap_or_else(now_ms);
     if links.unregister(&agent.id, id) {
-        if let Err(e) = gateway
-            .store
-            .update_agent_seen(&agent.id, last_seen, None)
-            .await
-        {
-            tracing::error!(error = %e, "could not store last_seen");
-        }
-        gateway
-            .events
-            .publish(EventKind::AgentOffline, "system", Some(&agent), "link down")
-            .await;
-        gateway.sessions.link_down(&agent.id).await;
+        Box::pin(link_down(gateway, &agent, last_seen)).await;
     }
     end
 }

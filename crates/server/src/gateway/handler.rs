@@ -54,7 +54,9 @@ impl russh::server::Handler for AgentConnection {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(if self.allowed(offer.public_key).await? {
+        // Boxed, like every store call here: russh embeds these futures in the connection's
+        // own, which lives as long as the agent stays connected.
+        Ok(if Box::pin(self.allowed(offer.public_key)).await? {
             Auth::Accept
         } else {
             Auth::reject()
@@ -66,7 +68,7 @@ impl russh::server::Handler for AgentConnection {
         _user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if !self.allowed(key.public_key).await? {
+        if !Box::pin(self.allowed(key.public_key)).await? {
             tracing::info!(peer = ?self.peer, "refused a revoked agent's key");
             return Ok(Auth::reject());
         }
@@ -215,35 +217,23 @@ impl russh::server::Handler for AgentConnection {
         port: &mut u32,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        // Only an approved agent, only for its own starting session.
-        let agent = match &self.key {
-            Some(key) => self
-                .gateway
-                .store
-                .agent_by_ssh_key(key)
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
-        let Some(agent) = agent.filter(|a| a.status == AgentStatus::Approved) else {
-            self.refuse("tcpip-forward from an agent that is not approved");
+        let Some(key) = self.key.clone() else {
+            self.refuse("tcpip-forward before authentication");
             return Ok(false);
         };
-        match self
-            .gateway
-            .sessions
-            .forward(&agent.id, address, session.handle())
-            .await
-        {
-            Ok(bound) => {
+        let bound = Box::pin(forward(
+            self.gateway.clone(),
+            key,
+            address.to_owned(),
+            session.handle(),
+        ))
+        .await;
+        match bound {
+            Some(bound) => {
                 *port = u32::from(bound);
                 Ok(true)
             }
-            Err(why) => {
-                tracing::warn!(agent = %agent.name, %why, "refused tcpip-forward");
-                Ok(false)
-            }
+            None => Ok(false),
         }
     }
 
@@ -255,5 +245,26 @@ impl russh::server::Handler for AgentConnection {
     ) -> Result<bool, Self::Error> {
         // The server already dropped the tunnel when it asked the agent to stop.
         Ok(true)
+    }
+}
+
+/// A `tcpip-forward`: only an approved agent, only for its own starting session.
+async fn forward(
+    gateway: Arc<Gateway>,
+    key: String,
+    address: String,
+    handle: russh::server::Handle,
+) -> Option<u16> {
+    let agent = gateway.store.agent_by_ssh_key(&key).await.ok().flatten();
+    let Some(agent) = agent.filter(|a| a.status == AgentStatus::Approved) else {
+        tracing::info!("refused tcpip-forward from an agent that is not approved");
+        return None;
+    };
+    match gateway.sessions.forward(&agent.id, &address, handle).await {
+        Ok(bound) => Some(bound),
+        Err(why) => {
+            tracing::warn!(agent = %agent.name, %why, "refused tcpip-forward");
+            None
+        }
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use russh::MethodKind;
 use russh::keys::{PrivateKey, PublicKey};
-use russh::server::Server as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -53,22 +52,6 @@ pub fn key_text(key: &PublicKey) -> String {
         .unwrap_or_default()
 }
 
-struct Listener {
-    gateway: Arc<Gateway>,
-}
-
-impl russh::server::Server for Listener {
-    type Handler = handler::AgentConnection;
-
-    fn new_client(&mut self, peer: Option<std::net::SocketAddr>) -> Self::Handler {
-        handler::AgentConnection::new(self.gateway.clone(), peer)
-    }
-
-    fn handle_session_error(&mut self, error: russh::Error) {
-        tracing::debug!(%error, "agent connection ended with an error");
-    }
-}
-
 /// Serves the gateway on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
@@ -94,15 +77,60 @@ pub async fn serve(
         channel_buffer_size: 256,
         ..Default::default()
     };
-    let mut server = Listener { gateway };
-    let running = server.run_on_socket(Arc::new(config), &listener);
-    let handle = running.handle();
-    tokio::select! {
-        result = running => {
-            if let Err(error) = result {
-                tracing::error!(%error, "agent gateway stopped");
+    let config = Arc::new(config);
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(%error, "agent gateway accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let handler = handler::AgentConnection::new(gateway.clone(), Some(peer));
+        tokio::spawn(connection(
+            config.clone(),
+            socket,
+            handler,
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// One agent connection. The SSH handshake's future is large; it runs in this short-lived
+/// task, and the connection is then watched by a small one, so that an idle link does not
+/// keep the handshake's memory (what russh's own accept loop does).
+async fn connection(
+    config: Arc<russh::server::Config>,
+    socket: tokio::net::TcpStream,
+    handler: handler::AgentConnection,
+    shutdown: CancellationToken,
+) {
+    let _ = socket.set_nodelay(true);
+    let session = match russh::server::run_stream(config, socket, handler).await {
+        Ok(session) => session,
+        Err(error) => {
+            tracing::debug!(%error, "agent connection setup failed");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let handle = session.handle();
+        tokio::select! {
+            ended = session => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "agent connection ended with an error");
+                }
+            }
+            _ = shutdown.cancelled() => {
+                let _ = handle
+                    .disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into())
+                    .await;
             }
         }
-        _ = shutdown.cancelled() => handle.shutdown("server shutting down".into()),
-    }
+    });
 }

@@ -212,7 +212,7 @@ impl Sessions {
         // An offline agent gets the request when its link comes back (see `link_up`).
         self.links.command(
             &agent.id,
-            LinkCommand::Send(ServerMessage::StartSsh {
+            LinkCommand::send(ServerMessage::StartSsh {
                 session: session.id.clone(),
             }),
         );
@@ -252,7 +252,7 @@ impl Sessions {
         for session in waiting {
             self.links.command(
                 agent_id,
-                LinkCommand::Send(ServerMessage::StartSsh {
+                LinkCommand::send(ServerMessage::StartSsh {
                     session: session.id,
                 }),
             );
@@ -442,7 +442,7 @@ impl Sessions {
     fn release(&self, session: &SessionRecord) {
         self.links.command(
             &session.agent_id,
-            LinkCommand::Send(ServerMessage::StopSsh {
+            LinkCommand::send(ServerMessage::StopSsh {
                 session: session.id.clone(),
             }),
         );
