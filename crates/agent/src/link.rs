@@ -162,6 +162,7 @@ async fn run_link(
         inactivity_timeout: None,
         nodelay: true,
         // Session data rides on this connection: windows sized for bulk transfer.
+        preferred: crate::ssh_preferred(),
         window_size: 8 * 1024 * 1024,
         maximum_packet_size: 65535,
         channel_buffer_size: 256,

@@ -150,6 +150,17 @@ impl Baseline {
         keygen(&key).await?;
         let authorized_keys = dir.join("authorized_keys");
         std::fs::copy(key.with_extension("pub"), &authorized_keys)?;
+        // sshd reads a user's authorized keys as that user: with `--login` another account
+        // must be able to reach the file (the run's directory is root's, mode 0700).
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        };
+        if let Some(run_dir) = dir.parent() {
+            mode(run_dir, 0o711)?;
+        }
+        mode(dir, 0o711)?;
+        mode(&authorized_keys, 0o644)?;
         let relay = Sshd::start(dir, "relay", &authorized_keys).await?;
         let device = Sshd::start(dir, "device", &authorized_keys).await?;
         let client_config = dir.join("ssh_config");

@@ -160,6 +160,7 @@ async fn shell_once(login: &str, samples: &mut Samples) -> Result<()> {
         .uid(user.uid.as_raw());
     let (mut client, started) = term::spawn("login shell", command)?;
     let (at, first) = client.first_output(LIMIT).await?;
+    client.prove_shell(LIMIT).await?;
     samples.prompt.push(ms(at.duration_since(started)));
     samples
         .first_output
@@ -183,6 +184,7 @@ async fn postern_once(
     });
     let prompt = client.first_output(LIMIT);
     let ((running_at, id), (prompt_at, first)) = tokio::try_join!(running, prompt)?;
+    client.prove_shell(LIMIT).await?;
     samples.running.push(ms(running_at.duration_since(started)));
     samples.prompt.push(ms(prompt_at.duration_since(started)));
     samples
@@ -208,6 +210,7 @@ async fn baseline_once(baseline: &Baseline, samples: &mut Samples) -> Result<()>
     samples.running.push(ms(running));
     let (mut client, started) = term::spawn("ssh -J", baseline.user_pty_command(tunnel.port))?;
     let (at, first) = client.first_output(LIMIT).await?;
+    client.prove_shell(LIMIT).await?;
     samples.prompt.push(ms(at.duration_since(started)));
     samples
         .first_output

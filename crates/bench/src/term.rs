@@ -51,6 +51,19 @@ impl OnPty {
         Ok((at, buf[..n].to_vec()))
     }
 
+    /// Proves (untimed) that what answered is a shell, not an error on its way out: types
+    /// an `echo` and waits for its output (split by quotes, so the typed line cannot match).
+    pub async fn prove_shell(&mut self, limit: Duration) -> Result<()> {
+        self.pty.write_all(b"echo SHELL''-OK\r").await?;
+        self.read_until(b"SHELL-OK", limit).await.with_context(|| {
+            format!(
+                "{} did not give a working shell: {:?}",
+                self.proc.name,
+                String::from_utf8_lossy(&self.seen)
+            )
+        })
+    }
+
     /// Reads until `needle` has appeared; drops everything up to and including it.
     pub async fn read_until(&mut self, needle: &[u8], limit: Duration) -> Result<()> {
         let found = tokio::time::timeout(limit, async {

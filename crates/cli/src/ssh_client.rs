@@ -56,6 +56,7 @@ impl Connection {
         let certificate = Certificate::from_openssh(certificate.trim())
             .context("the server sent an unreadable certificate")?;
         let config = client::Config {
+            preferred: postern_agent::ssh_preferred(),
             window_size: 8 * 1024 * 1024,
             maximum_packet_size: 65535,
             inactivity_timeout: None,

@@ -139,14 +139,19 @@ pub async fn proxy(host: &str) -> Result<()> {
     let client = Client::logged_in()?;
     let session = session::open(&client, agent_of(host), true).await?;
     let stream = session::data_path(&client, &session).await?;
-    let (mut from_device, mut to_device) = tokio::io::split(stream);
+    let (from_device, mut to_device) = tokio::io::split(stream);
+    // tokio's stdin and stdout go through its blocking pool, one round trip per read or
+    // write: big buffers keep those few during bulk transfers (scp, rsync).
+    const BUFFER: usize = 256 * 1024;
     let upload = async {
-        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut to_device).await;
+        let mut stdin = tokio::io::BufReader::with_capacity(BUFFER, tokio::io::stdin());
+        let _ = tokio::io::copy_buf(&mut stdin, &mut to_device).await;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut to_device).await;
     };
     let download = async {
+        let mut from_device = tokio::io::BufReader::with_capacity(BUFFER, from_device);
         let mut stdout = tokio::io::stdout();
-        let _ = tokio::io::copy(&mut from_device, &mut stdout).await;
+        let _ = tokio::io::copy_buf(&mut from_device, &mut stdout).await;
         let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
     };
     // The device closing the connection ends the proxy, whatever stdin still holds;

@@ -55,6 +55,14 @@ pub async fn open(
     })?;
     let config = client::Config {
         inactivity_timeout: None,
+        // As the agent's own clients: AES-GCM, on the CPU's AES instructions.
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(&[
+                russh::cipher::AES_256_GCM,
+                russh::cipher::CHACHA20_POLY1305,
+            ]),
+            ..russh::Preferred::DEFAULT
+        },
         window_size: 2 * 1024 * 1024,
         ..Default::default()
     };
