@@ -7,6 +7,7 @@ import { stopSession } from '../api/endpoints';
 import { describeError } from '../api/http';
 import type { SessionView } from '../api/types';
 import { SessionStateBadge } from '../components/StatusBadge';
+import { Table } from '../components/Table';
 import { dateTime, duration } from '../format';
 import { canOpenSsh, currentUser, isAdmin } from '../state/auth';
 import { now } from '../state/clock';
@@ -37,28 +38,11 @@ export function SessionsPage() {
         <p class="empty">{onlyOpen.value ? 'No open session.' : 'No session yet.'}</p>
       )}
       {sessions.length > 0 && (
-        <div class="table-wrap">
-          <table class="table">
-            <thead>
-              <tr>
-                <th scope="col">User</th>
-                <th scope="col">Agent</th>
-                <th scope="col">State</th>
-                <th scope="col">Started</th>
-                <th scope="col">Duration</th>
-                <th scope="col">Ended</th>
-                <th scope="col">
-                  <span class="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {sessions.map((session) => (
-                <SessionRow key={session.id} session={session} />
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={['User', 'Agent', 'State', 'Started', 'Duration', 'Ended']}>
+          {sessions.map((session) => (
+            <SessionRow key={session.id} session={session} />
+          ))}
+        </Table>
       )}
     </section>
   );

@@ -6,6 +6,7 @@ import { describeError } from '../../api/http';
 import type { CreatedToken, TokenView } from '../../api/types';
 import { ConfirmButton } from '../../components/ConfirmButton';
 import { CopyButton } from '../../components/CopyButton';
+import { Table } from '../../components/Table';
 import { dateTime } from '../../format';
 import { now } from '../../state/clock';
 import { useList } from './useList';
@@ -39,28 +40,11 @@ export function TokensSection() {
       )}
       {tokens && tokens.length === 0 && <p class="empty">No enrollment token.</p>}
       {tokens && tokens.length > 0 && (
-        <div class="table-wrap">
-          <table class="table">
-            <thead>
-              <tr>
-                <th scope="col">Id</th>
-                <th scope="col">Created by</th>
-                <th scope="col">Created</th>
-                <th scope="col">Expires</th>
-                <th scope="col">Uses</th>
-                <th scope="col">State</th>
-                <th scope="col">
-                  <span class="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {tokens.map((token) => (
-                <TokenRow key={token.id} token={token} onChanged={reload} />
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={['Id', 'Created by', 'Created', 'Expires', 'Uses', 'State']}>
+          {tokens.map((token) => (
+            <TokenRow key={token.id} token={token} onChanged={reload} />
+          ))}
+        </Table>
       )}
     </section>
   );

@@ -6,6 +6,7 @@ import { changeUserRole, createUser, deleteUser, listUsers, setUserPassword } fr
 import { describeError } from '../../api/http';
 import type { Role, UserView } from '../../api/types';
 import { ConfirmButton } from '../../components/ConfirmButton';
+import { Table } from '../../components/Table';
 import { dateTime } from '../../format';
 import { currentUser } from '../../state/auth';
 import { useList } from './useList';
@@ -24,25 +25,11 @@ export function UsersSection() {
         </p>
       )}
       {users && (
-        <div class="table-wrap">
-          <table class="table">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Role</th>
-                <th scope="col">Created</th>
-                <th scope="col">
-                  <span class="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {users.map((user) => (
-                <UserRow key={user.name} user={user} onChanged={reload} />
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={['Name', 'Role', 'Created']}>
+          {users.map((user) => (
+            <UserRow key={user.name} user={user} onChanged={reload} />
+          ))}
+        </Table>
       )}
     </section>
   );
