@@ -126,6 +126,17 @@ impl Terminals {
         slots.entry(id.clone()).or_default().clone()
     }
 
+    /// Drops a slot no shell was started in (its start failed), so failures leave nothing.
+    fn forget_empty(&self, id: &SessionId) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let empty = slots
+            .get(id)
+            .is_some_and(|slot| slot.try_lock().is_ok_and(|t| t.is_none()));
+        if empty {
+            slots.remove(id);
+        }
+    }
+
     fn forget(&self, id: &SessionId, terminal: &Arc<Terminal>) {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let current = slots.get(id).and_then(|slot| {
@@ -160,6 +171,28 @@ impl Terminals {
             terminal.resize(cols, rows).await;
             return Ok(terminal.clone());
         }
+        match self.start(user, session, peer, cols, rows).await {
+            Ok(terminal) => {
+                *held = Some(terminal.clone());
+                Ok(terminal)
+            }
+            Err(error) => {
+                drop(held);
+                self.forget_empty(&session.id);
+                Err(error)
+            }
+        }
+    }
+
+    /// A new login shell for `user` on `session`, and the tasks that carry it.
+    async fn start(
+        self: &Arc<Self>,
+        user: &UserRecord,
+        session: &SessionRecord,
+        peer: SocketAddr,
+        cols: u16,
+        rows: u16,
+    ) -> Result<Arc<Terminal>, TerminalError> {
         let key = shell::ephemeral_key()?;
         let issued = self
             .certificates
@@ -183,7 +216,6 @@ impl Terminals {
             ended: watch::channel(None).0,
             input: input_tx,
         });
-        *held = Some(terminal.clone());
         tracing::info!(session = %session.id, user = %user.name, login = %issued.login, "web terminal started");
 
         // Input goes out on its own task: waiting for the device's window must never stop
