@@ -102,9 +102,12 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
     println!("  agent:     {name} ({}) — approved, online", agent.did);
     println!("  data:      {}", dir.display());
     println!();
-    println!("Try, in another terminal:");
+    println!("Open {url} in a browser, log in, and click the terminal icon on {name}'s card.");
+    println!();
+    println!("Or, in another terminal:");
     println!("  postern login --server {url} --user admin");
     println!("  postern agents");
+    println!("  postern ssh {name}                 # a shell on this machine, through Postern");
     println!("  postern events --follow");
     println!(
         "  postern tokens create --ttl 1h   # then: postern agent --server {} --data-dir DIR --token TOKEN",
