@@ -47,6 +47,14 @@ impl Samples {
             first_output: None,
         }
     }
+
+    /// A prompt that arrived `took` after its client started, with its first bytes (the
+    /// first sample's are kept, to show what a prompt looked like).
+    fn prompt(&mut self, took: Duration, first: &[u8]) {
+        self.prompt.push(ms(took));
+        self.first_output
+            .get_or_insert_with(|| String::from_utf8_lossy(first).into_owned());
+    }
 }
 
 pub async fn measure(
@@ -161,10 +169,7 @@ async fn shell_once(login: &str, samples: &mut Samples) -> Result<()> {
     let (mut client, started) = term::spawn("login shell", command)?;
     let (at, first) = client.first_output(LIMIT).await?;
     client.prove_shell(LIMIT).await?;
-    samples.prompt.push(ms(at.duration_since(started)));
-    samples
-        .first_output
-        .get_or_insert_with(|| String::from_utf8_lossy(&first).into_owned());
+    samples.prompt(at.duration_since(started), &first);
     client.proc.kill().await?;
     Ok(())
 }
@@ -186,10 +191,7 @@ async fn postern_once(
     let ((running_at, id), (prompt_at, first)) = tokio::try_join!(running, prompt)?;
     client.prove_shell(LIMIT).await?;
     samples.running.push(ms(running_at.duration_since(started)));
-    samples.prompt.push(ms(prompt_at.duration_since(started)));
-    samples
-        .first_output
-        .get_or_insert_with(|| String::from_utf8_lossy(&first).into_owned());
+    samples.prompt(prompt_at.duration_since(started), &first);
 
     // Cleanup, untimed: stop the session, see it stopped, reap the client.
     d.api.stop_session(&id).await?;
@@ -211,10 +213,7 @@ async fn baseline_once(baseline: &Baseline, samples: &mut Samples) -> Result<()>
     let (mut client, started) = term::spawn("ssh -J", baseline.user_pty_command(tunnel.port))?;
     let (at, first) = client.first_output(LIMIT).await?;
     client.prove_shell(LIMIT).await?;
-    samples.prompt.push(ms(at.duration_since(started)));
-    samples
-        .first_output
-        .get_or_insert_with(|| String::from_utf8_lossy(&first).into_owned());
+    samples.prompt(at.duration_since(started), &first);
     client.proc.kill().await?;
     tunnel.proc.kill().await?;
     Ok(())
