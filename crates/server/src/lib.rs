@@ -50,9 +50,6 @@ use crate::tokens::{EnrollmentTokens, TokenError};
 
 pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
 pub const USER_CA_FILE: &str = "user_ca_ed25519_key";
-/// Why sessions end when the server stops in an orderly way (after a crash, the next start
-/// ends them with "server restarted").
-pub const SHUTDOWN_REASON: &str = "server shut down";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -262,8 +259,9 @@ impl Server {
 
     /// Stops accepting, closes agent links and event streams, and waits for the tasks.
     pub async fn shutdown(self) {
-        // Sessions end first and say why; closing the links must not read as link loss.
-        self.services.sessions.end_all(SHUTDOWN_REASON).await;
+        // Closing the links must not read as link loss: open sessions end at the next start,
+        // with `server restarted`, as after a crash.
+        self.services.sessions.close();
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;

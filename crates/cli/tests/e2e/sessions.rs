@@ -158,13 +158,20 @@ async fn a_server_restart_leaves_no_session_running() {
     let token = server.admin_token.clone();
     let (_, body) = server.start_session("steady", &token).await;
     let id = body["id"].as_str().unwrap().to_owned();
-    server
+    let running = server
         .wait_session(&id, &token, SessionState::Running)
         .await;
     server.restart().await;
+    let port = running.port.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "the tunnel port outlived the server"
+    );
     let s = server.session(&id, &token).await;
     assert_eq!(s.state, SessionState::Stopped);
-    assert_eq!(s.reason.as_deref(), Some(postern_server::SHUTDOWN_REASON));
+    assert_eq!(s.reason.as_deref(), Some("server restarted"));
 }
 
 /// A server that dies without a word (SIGKILL) leaves a running session in its store; the

@@ -7,6 +7,7 @@ mod tunnel;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +68,8 @@ pub struct Sessions {
     tunnels: Mutex<HashMap<SessionId, Tunnel>>,
     /// Serialises transitions, so that every event sees the state the last one left.
     transitions: tokio::sync::Mutex<()>,
+    /// Set when the server stops (see `close`).
+    closing: AtomicBool,
 }
 
 impl Sessions {
@@ -84,6 +87,7 @@ impl Sessions {
             config,
             tunnels: Mutex::new(HashMap::new()),
             transitions: tokio::sync::Mutex::new(()),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -102,13 +106,13 @@ impl Sessions {
         Ok(())
     }
 
-    /// Before an orderly shutdown: every open session ends, saying why.
-    pub async fn end_all(&self, reason: &str) {
-        let Ok(sessions) = self.store.unfinished_sessions().await else {
-            return;
-        };
-        for s in sessions.into_iter().filter(|s| s.state.is_open()) {
-            let _ = self.stop(&s.id, reason, "system").await;
+    /// Before the server stops: links closing from now on are not "link lost". The sessions
+    /// they carried end at the next start, as after a crash, with `server restarted`.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        for (_, tunnel) in self.tunnels().drain() {
+            tunnel.stop.cancel();
+            self.ports.release(tunnel.port);
         }
     }
 
@@ -259,8 +263,12 @@ impl Sessions {
         }
     }
 
-    /// The agent's link is gone: its starting and running sessions end.
+    /// The agent's link is gone: its starting and running sessions end (unless the server
+    /// itself is stopping, see `close`).
     pub async fn link_down(&self, agent_id: &str) {
+        if self.closing.load(Ordering::Relaxed) {
+            return;
+        }
         let filter = SessionFilter {
             agent_id: Some(agent_id.to_owned()),
             ..Default::default()
