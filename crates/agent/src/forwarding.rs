@@ -42,8 +42,15 @@ impl Forwarding {
             .is_some()
     }
 
-    pub fn accept(&self, id: &SessionId) {
-        self.sessions().entry(id.clone()).or_default();
+    /// Records a session as accepted; false if it already was (a repeated `StartSsh`).
+    pub fn accept(&self, id: &SessionId) -> bool {
+        match self.sessions().entry(id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(CancellationToken::new());
+                true
+            }
+        }
     }
 
     /// Forgets a session and closes its channels; false if it was not known.

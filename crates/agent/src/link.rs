@@ -377,11 +377,15 @@ async fn start_session(
             },
         });
     }
-    lc.forwarding.accept(&session);
     let accepted = AgentMessage::Session {
         session: session.clone(),
         reply: SessionReply::Accepted,
     };
+    // The server may say `StartSsh` twice for one session (a request racing with the link
+    // coming up): the forward already asked for stands, so the answer is only repeated.
+    if !lc.forwarding.accept(&session) {
+        return Some(accepted);
+    }
     if send(link, &accepted).await.is_err() {
         return None;
     }

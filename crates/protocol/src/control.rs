@@ -62,7 +62,8 @@ pub enum ServerMessage {
         nonce: String,
     },
     Status(StatusUpdate),
-    /// Open a reverse tunnel for this session: answer, then `tcpip-forward` it.
+    /// Open a reverse tunnel for this session: answer, then `tcpip-forward` it. May arrive
+    /// more than once for one session; the agent answers each and forwards once.
     StartSsh {
         session: SessionId,
     },

@@ -121,6 +121,9 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
 
 impl Server {
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        // Ports first: a server that cannot listen fails before it changes anything.
+        let http = bind("HTTP", config.http).await?;
+        let agent_listener = bind("agents", config.agent_listen).await?;
         let store = open_store(&config.data_dir).await?;
         let host_key = keys::load_or_create(&config.data_dir.join(HOST_KEY_FILE))?;
         let user_ca = keys::load_or_create(&config.data_dir.join(USER_CA_FILE))?;
@@ -184,8 +187,6 @@ impl Server {
             shutdown: shutdown.clone(),
         });
 
-        let http = bind("HTTP", config.http).await?;
-        let agent_listener = bind("agents", config.agent_listen).await?;
         let http_addr = http.local_addr().map_err(|source| ServerError::Bind {
             what: "HTTP",
             addr: config.http,
@@ -261,7 +262,7 @@ impl Server {
     pub async fn shutdown(self) {
         // Closing the links must not read as link loss: open sessions end at the next start,
         // with `server restarted`, as after a crash.
-        self.services.sessions.close();
+        self.services.sessions.close().await;
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;

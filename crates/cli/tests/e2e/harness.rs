@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use postern_agent::{Agent, AgentOptions, LinkState};
 use postern_protocol::api::{AgentView, EventView, LoginResponse, Role};
+use postern_server::config::PortRange;
 use postern_server::store::{SqliteStore, Store};
-use postern_server::{Server, ServerConfig};
+use postern_server::{Server, ServerConfig, ServerError};
 use russh::keys::PrivateKey;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use serde_json::Value;
@@ -56,15 +58,19 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        // RUST_LOG=postern_server=debug,postern_agent=debug shows what the parts did.
+        // Warnings show with a failing test's output; RUST_LOG=postern_server=debug,
+        // postern_agent=debug shows what the parts did.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_env_filter(filter)
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path().join("server"));
         config.http = "127.0.0.1:0".parse().unwrap();
         config.agent_listen = "127.0.0.1:0".parse().unwrap();
+        config.tunnel_ports = tunnel_ports();
         tweak(&mut config);
         let server = Server::start(config.clone()).await.unwrap();
         let admin_password = server.initial_admin_password.clone().unwrap();
@@ -101,7 +107,17 @@ impl TestServer {
 
     pub async fn restart(&mut self) {
         self.server.take().unwrap().shutdown().await;
-        self.server = Some(Server::start(self.config.clone()).await.unwrap());
+        // Every process this test process spawns (shells, ssh) holds copies of its sockets
+        // until it execs, so the closed listeners may linger a moment past the shutdown.
+        let server = eventually("the server to listen again on its ports", || async {
+            match Server::start(self.config.clone()).await {
+                Ok(server) => Some(server),
+                Err(ServerError::Bind { .. }) => None,
+                Err(e) => panic!("the server did not start again: {e}"),
+            }
+        })
+        .await;
+        self.server = Some(server);
     }
 
     pub async fn stop(&mut self) {
@@ -207,6 +223,15 @@ impl TestServer {
             .await;
         assert_eq!(status, 200, "{body}");
         body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until a stored event matches: an event is published just after the state
+    /// change it reports, so a test that saw the state waits for the event.
+    pub async fn wait_event(&self, what: &str, pred: impl Fn(&EventView) -> bool) -> EventView {
+        eventually(&format!("event: {what}"), || async {
+            self.events().await.into_iter().find(|e| pred(e))
+        })
+        .await
     }
 
     /// Every stored event (the stream without following).
@@ -433,6 +458,38 @@ pub async fn read_until(
         "never saw {needle:?} in {seen:#?}"
     );
     seen
+}
+
+/// Tunnel ports of its own for each server a test starts. Tests run side by side in one
+/// process, and "the session's port is closed now" holds only if no other test's server can
+/// take that port the moment it is freed. Below the kernel's ephemeral range.
+pub fn tunnel_ports() -> PortRange {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const FIRST: u16 = 21_000;
+    const BLOCK: u16 = 16;
+    let block = NEXT.fetch_add(1, Ordering::Relaxed) % 500;
+    let first = FIRST + block * BLOCK;
+    PortRange {
+        first,
+        last: first + BLOCK - 1,
+    }
+}
+
+/// Nothing answers on `port` any more: the connection is refused, or taken in and dropped
+/// without a byte. (A closed listener can linger a moment in the kernel: every process this
+/// test process spawns holds copies of its sockets until it execs. Nobody accepts on it.)
+pub async fn nothing_answers_on(port: u16) -> bool {
+    use tokio::io::AsyncReadExt;
+    match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        Err(_) => true,
+        Ok(mut tcp) => {
+            let mut byte = [0u8; 1];
+            matches!(
+                tokio::time::timeout(DEADLINE, tcp.read(&mut byte)).await,
+                Ok(Ok(0) | Err(_))
+            )
+        }
+    }
 }
 
 /// A port that is free right now, for processes that must be told theirs up front.

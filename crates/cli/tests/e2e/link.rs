@@ -140,13 +140,9 @@ async fn a_silently_dead_link_shows_offline_after_missed_keepalives_and_a_live_o
     server
         .wait_agent("behind-nat", "offline", |a| !a.online)
         .await;
-    assert!(
-        server
-            .events()
-            .await
-            .iter()
-            .any(|e| e.kind == EventKind::AgentOffline)
-    );
+    server
+        .wait_event("agent offline", |e| e.kind == EventKind::AgentOffline)
+        .await;
     agent.shutdown().await.unwrap();
 }
 
@@ -243,9 +239,12 @@ async fn a_real_agent_process_logs_its_did_listens_nowhere_and_goes_offline_when
     server
         .wait_agent("proc-agent", "offline", |a| !a.online)
         .await;
-    let events = server.events().await;
-    assert!(events.iter().any(|e| e.kind == EventKind::AgentOffline
-        && e.agent.as_ref().is_some_and(|a| a.name == "proc-agent")));
+    server
+        .wait_event("proc-agent offline", |e| {
+            e.kind == EventKind::AgentOffline
+                && e.agent.as_ref().is_some_and(|a| a.name == "proc-agent")
+        })
+        .await;
 }
 
 #[tokio::test]

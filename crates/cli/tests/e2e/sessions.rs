@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::harness::{
-    TestServer, approved_agent, eventually, free_port, postern, read_until, test_key,
+    TestServer, approved_agent, eventually, free_port, nothing_answers_on, postern, read_until,
+    test_key,
 };
 use crate::raw;
 
@@ -50,7 +51,8 @@ async fn a_session_goes_requested_starting_running_stopping_stopped_and_frees_it
         .wait_session(&id, &token, SessionState::Running)
         .await;
     let port = running.port.unwrap();
-    assert!((20000..=29999).contains(&port));
+    let range = server.config.tunnel_ports;
+    assert!((range.first..=range.last).contains(&port));
 
     // Asking again returns the same open session.
     let (status, again) = server.start_session("box", &token).await;
@@ -80,12 +82,7 @@ async fn a_session_goes_requested_starting_running_stopping_stopped_and_frees_it
     assert_eq!(status, 200, "{stopped}");
     assert_eq!(stopped["state"], "stopped");
     assert_eq!(stopped["reason"], "stopped by admin");
-    assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err(),
-        "port still open"
-    );
+    assert!(nothing_answers_on(port).await, "port still open");
 
     let states = session_states(&server.events().await, &id);
     use SessionState::*;
@@ -103,24 +100,37 @@ async fn a_session_goes_requested_starting_running_stopping_stopped_and_frees_it
     assert_eq!(history, states);
 }
 
-#[tokio::test]
-async fn an_offline_agent_gets_the_request_when_it_returns_or_the_session_fails_in_time() {
-    let server = TestServer::start_with(|c| c.session_timeout = Duration::from_secs(2)).await;
-    let mut agent = approved_agent(&server, "sleepy").await;
+/// A server whose agent `name` was approved and is offline now.
+async fn with_offline_agent(
+    name: &str,
+    session_timeout: Duration,
+) -> (TestServer, crate::harness::TestAgent) {
+    let server = TestServer::start_with(|c| c.session_timeout = session_timeout).await;
+    let mut agent = approved_agent(&server, name).await;
     agent.stop().await;
-    server.wait_agent("sleepy", "offline", |a| !a.online).await;
-    let token = server.admin_token.clone();
+    server.wait_agent(name, "offline", |a| !a.online).await;
+    (server, agent)
+}
 
-    // Requested while offline: it waits, and fails with the reason when time is up.
+#[tokio::test]
+async fn a_request_to_an_offline_agent_fails_with_a_reason_when_its_time_is_up() {
+    let (server, _agent) = with_offline_agent("sleepy", Duration::from_secs(1)).await;
+    let token = server.admin_token.clone();
     let (_, body) = server.start_session("sleepy", &token).await;
     let id = body["id"].as_str().unwrap().to_owned();
     assert_eq!(body["state"], "requested");
     let failed = server.wait_session(&id, &token, SessionState::Failed).await;
     assert_eq!(failed.reason.as_deref(), Some("agent offline"));
+}
 
-    // Requested while offline, and the agent comes back in time: it runs.
-    let (_, body) = server.start_session("sleepy", &token).await;
+#[tokio::test]
+async fn an_offline_agent_gets_the_request_when_it_returns() {
+    // The default time to start (a minute) is longer than any wait of the test.
+    let (server, mut agent) = with_offline_agent("napping", Duration::from_secs(60)).await;
+    let token = server.admin_token.clone();
+    let (_, body) = server.start_session("napping", &token).await;
     let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(body["state"], "requested");
     agent.restart();
     server
         .wait_session(&id, &token, SessionState::Running)
@@ -145,9 +155,8 @@ async fn losing_the_link_ends_the_session_with_a_reason() {
         .await;
     assert_eq!(ended.reason.as_deref(), Some("agent link lost"));
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
+        nothing_answers_on(port).await,
+        "the tunnel port outlived the link"
     );
 }
 
@@ -164,9 +173,7 @@ async fn a_server_restart_leaves_no_session_running() {
     server.restart().await;
     let port = running.port.unwrap();
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err(),
+        nothing_answers_on(port).await,
         "the tunnel port outlived the server"
     );
     let s = server.session(&id, &token).await;
@@ -188,6 +195,10 @@ async fn sessions_left_open_by_a_killed_server_end_as_server_restarted() {
         .arg(&data)
         .args(["--http", &format!("127.0.0.1:{http}")])
         .args(["--agent-listen", &format!("127.0.0.1:{gateway}")])
+        .args([
+            "--tunnel-ports",
+            &crate::harness::tunnel_ports().to_string(),
+        ])
         .spawn()
         .unwrap();
     let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -293,9 +304,7 @@ async fn revoking_an_agent_ends_its_sessions() {
 
 #[tokio::test]
 async fn with_one_tunnel_port_the_second_session_fails_with_a_clear_reason() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
+    let port = crate::harness::tunnel_ports().first;
     let server = TestServer::start_with(|c| {
         c.tunnel_ports = postern_server::config::PortRange {
             first: port,

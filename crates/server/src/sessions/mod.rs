@@ -28,7 +28,7 @@ use crate::store::{AgentRecord, SessionFilter, SessionRecord, Store, StoreError,
 
 pub use ports::PortPool;
 pub use tunnel::ActivityGuard;
-use tunnel::{Activity, Tunnel};
+use tunnel::{Activity, OpenTunnel, Tunnel};
 
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -65,7 +65,7 @@ pub struct Sessions {
     ports: PortPool,
     config: SessionConfig,
     /// Tunnels of running sessions.
-    tunnels: Mutex<HashMap<SessionId, Tunnel>>,
+    tunnels: Mutex<HashMap<SessionId, OpenTunnel>>,
     /// Serialises transitions, so that every event sees the state the last one left.
     transitions: tokio::sync::Mutex<()>,
     /// Set when the server stops (see `close`).
@@ -91,7 +91,7 @@ impl Sessions {
         })
     }
 
-    fn tunnels(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Tunnel>> {
+    fn tunnels(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, OpenTunnel>> {
         self.tunnels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -108,11 +108,11 @@ impl Sessions {
 
     /// Before the server stops: links closing from now on are not "link lost". The sessions
     /// they carried end at the next start, as after a crash, with `server restarted`.
-    pub fn close(&self) {
+    pub async fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
-        for (_, tunnel) in self.tunnels().drain() {
-            tunnel.stop.cancel();
-            self.ports.release(tunnel.port);
+        let open: Vec<OpenTunnel> = self.tunnels().drain().map(|(_, t)| t).collect();
+        for tunnel in open {
+            self.ports.release(tunnel.close().await);
         }
     }
 
@@ -354,19 +354,18 @@ impl Sessions {
             stop: CancellationToken::new(),
             activity: Activity::new(),
         };
-        // Registered before the transition, so that a stop racing with it finds the tunnel.
-        self.tunnels().insert(id.clone(), tunnel.clone());
+        // Registered (and accepting) before the transition, so that a stop racing with it
+        // finds the tunnel.
+        let open = OpenTunnel::start(tunnel.clone(), listener);
+        self.tunnels().insert(id.clone(), open);
         if let Err(e) = self
             .apply_with_port(&id, SessionEvent::Forwarded, "agent", Some(port))
             .await
         {
-            if self.tunnels().remove(&id).is_some() {
-                self.ports.release(port);
-            }
+            self.close_tunnel(&id).await;
             return Err(e.to_string());
         }
-        tokio::spawn(self.clone().watch_idle(tunnel.clone()));
-        tokio::spawn(tunnel.serve(listener));
+        tokio::spawn(self.clone().watch_idle(tunnel));
         Ok(port)
     }
 
@@ -403,7 +402,7 @@ impl Sessions {
         id: &SessionId,
         originator: SocketAddr,
     ) -> Result<(ChannelStream<Msg>, ActivityGuard), SessionError> {
-        let tunnel = self.tunnels().get(id).cloned();
+        let tunnel = self.tunnels().get(id).map(|open| open.tunnel.clone());
         let Some(tunnel) = tunnel else {
             let state = self
                 .store
@@ -433,7 +432,7 @@ impl Sessions {
         let session = self
             .apply(id, SessionEvent::Stop(reason.to_owned()), actor)
             .await?;
-        self.release(&session);
+        self.release(&session).await;
         self.apply(id, SessionEvent::Released, actor).await
     }
 
@@ -442,21 +441,26 @@ impl Sessions {
             .apply(id, SessionEvent::Fail(reason.to_owned()), "system")
             .await
         {
-            self.release(&session);
+            self.release(&session).await;
         }
     }
 
     /// Frees what a session holds: the agent drops its forward, our tunnel and port go.
-    fn release(&self, session: &SessionRecord) {
+    async fn release(&self, session: &SessionRecord) {
         self.links.command(
             &session.agent_id,
             LinkCommand::send(ServerMessage::StopSsh {
                 session: session.id.clone(),
             }),
         );
-        if let Some(tunnel) = self.tunnels().remove(&session.id) {
-            tunnel.stop.cancel();
-            self.ports.release(tunnel.port);
+        self.close_tunnel(&session.id).await;
+    }
+
+    /// Closes a session's tunnel, if it has one, and only then hands its port back.
+    async fn close_tunnel(&self, id: &SessionId) {
+        let open = self.tunnels().remove(id);
+        if let Some(open) = open {
+            self.ports.release(open.close().await);
         }
     }
 

@@ -9,6 +9,7 @@ use russh::ChannelStream;
 use russh::server::{Handle, Msg};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Counts the channels open on a session; the idle timer runs only while it is zero.
@@ -35,6 +36,27 @@ impl Activity {
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
         self.0.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A tunnel and the task accepting on its port, which owns the port's listener.
+pub struct OpenTunnel {
+    pub tunnel: Tunnel,
+    accepting: JoinHandle<()>,
+}
+
+impl OpenTunnel {
+    pub fn start(tunnel: Tunnel, listener: TcpListener) -> Self {
+        let accepting = tokio::spawn(tunnel.clone().serve(listener));
+        Self { tunnel, accepting }
+    }
+
+    /// Stops the tunnel and returns its port once closed: a session reported stopped
+    /// accepts nothing more.
+    pub async fn close(self) -> u16 {
+        self.tunnel.stop.cancel();
+        let _ = self.accepting.await;
+        self.tunnel.port
     }
 }
 
