@@ -19,9 +19,10 @@ pub struct AgentArgs {
     /// Name to register as [default: the hostname].
     #[arg(long, env = "POSTERN_AGENT_NAME")]
     pub name: Option<String>,
-    /// Enrollment token (approves this agent on first enrollment).
+    /// Enrollment token (approves this agent on first enrollment; its `@SHA256:…` part is the
+    /// server's host key fingerprint, required on the first connection).
     #[arg(long, env = "POSTERN_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub token: Option<postern_protocol::EnrollmentToken>,
     /// Heartbeat interval.
     #[arg(long, env = "POSTERN_SYNC_RATE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub sync_rate: Duration,

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_protocol::{AgentDid, AgentStatus};
+use postern_protocol::{AgentDid, AgentStatus, EnrollmentToken};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -58,8 +58,9 @@ pub struct AgentOptions {
     pub data_dir: PathBuf,
     /// Name to ask for; the server uses the hostname when absent.
     pub name: Option<String>,
-    /// Enrollment token that approves this agent on first enrollment.
-    pub token: Option<String>,
+    /// Enrollment token that approves this agent on first enrollment; its server fingerprint,
+    /// if any, is the only host key the first connection accepts.
+    pub token: Option<EnrollmentToken>,
     /// Heartbeat interval.
     pub sync_rate: Duration,
     /// SSH keepalive interval when nothing comes from the server; the link is dropped after
@@ -99,6 +100,8 @@ pub struct LinkState {
     pub status: Option<AgentStatus>,
     pub name: Option<String>,
     pub message: Option<String>,
+    /// Why the last connection ended or could not be made (cleared once one succeeds).
+    pub link_error: Option<String>,
 }
 
 struct Context {

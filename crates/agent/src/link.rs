@@ -56,6 +56,7 @@ pub async fn supervise(
                 }
                 let delay = backoff.next_delay();
                 tracing::warn!(reason = %why, retry_in = ?delay, "link to server lost");
+                state.send_modify(|s| s.link_error = Some(why));
                 delay
             }
         };
@@ -67,9 +68,49 @@ pub async fn supervise(
 }
 
 struct LinkHandler {
-    pinned: Option<PublicKey>,
+    trusted: TrustedServer,
     seen: Arc<Mutex<Option<PublicKey>>>,
     forwarding: Arc<Forwarding>,
+}
+
+/// Which host key the agent accepts from the server.
+#[derive(Clone)]
+enum TrustedServer {
+    /// The key pinned on the first connection: only it, ever after.
+    Pinned(PublicKey),
+    /// Not connected yet, with a token naming the server's fingerprint: only a key with it.
+    Fingerprint(String),
+    /// Not connected yet, with nothing to go by: the first key seen (then pinned).
+    FirstSeen,
+}
+
+impl TrustedServer {
+    fn accepts(&self, key: &PublicKey) -> bool {
+        match self {
+            Self::Pinned(pinned) => pinned.key_data() == key.key_data(),
+            Self::Fingerprint(expected) => fingerprint(key) == *expected,
+            Self::FirstSeen => true,
+        }
+    }
+
+    /// Why `offered` is refused, if it is.
+    fn refusal(&self, offered: &PublicKey) -> Option<String> {
+        if self.accepts(offered) {
+            return None;
+        }
+        let offered = fingerprint(offered);
+        match self {
+            Self::Pinned(pinned) => Some(format!(
+                "the server's host key changed (pinned {}, offered {offered}); refusing to connect",
+                fingerprint(pinned)
+            )),
+            Self::Fingerprint(expected) => Some(format!(
+                "the server's host key {offered} is not the one the enrollment token names \
+                 ({expected}); refusing to connect"
+            )),
+            Self::FirstSeen => None,
+        }
+    }
 }
 
 impl client::Handler for LinkHandler {
@@ -85,10 +126,7 @@ impl client::Handler for LinkHandler {
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some(key.clone());
         }
-        Ok(match &self.pinned {
-            Some(pinned) => pinned.key_data() == key.key_data(),
-            None => true,
-        })
+        Ok(self.trusted.accepts(key))
     }
 
     async fn server_channel_open_forwarded_tcpip(
@@ -149,10 +187,18 @@ async fn run_link(
         Ok(p) => p,
         Err(e) => return LinkEnd::Lost(e.to_string()),
     };
+    let trusted = match (
+        &pinned,
+        opts.token.as_ref().and_then(|t| t.server_fingerprint()),
+    ) {
+        (Some(key), _) => TrustedServer::Pinned(key.clone()),
+        (None, Some(expected)) => TrustedServer::Fingerprint(expected.to_owned()),
+        (None, None) => TrustedServer::FirstSeen,
+    };
     let seen = Arc::new(Mutex::new(None));
     let forwarding = Arc::new(Forwarding::default());
     let handler = LinkHandler {
-        pinned: pinned.clone(),
+        trusted: trusted.clone(),
         seen: seen.clone(),
         forwarding: forwarding.clone(),
     };
@@ -177,14 +223,8 @@ async fn run_link(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let offered = seen.lock().ok().and_then(|s| s.clone());
-                if let (Some(p), Some(o)) = (&pinned, &offered)
-                    && p.key_data() != o.key_data()
-                {
-                    return LinkEnd::Lost(format!(
-                        "the server's host key changed (pinned {}, offered {}); refusing to connect",
-                        fingerprint(p),
-                        fingerprint(o)
-                    ));
+                if let Some(refusal) = offered.and_then(|o| trusted.refusal(&o)) {
+                    return LinkEnd::Lost(refusal);
                 }
                 return LinkEnd::Lost(format!("cannot connect to {}: {e}", opts.server));
             }
@@ -435,7 +475,7 @@ async fn handshake(
         ssh_public_key,
         ctx.options.name.clone(),
         ctx.facts(),
-        ctx.options.token.clone(),
+        ctx.options.token.as_ref().map(|t| t.secret().to_owned()),
         server_fingerprint,
         &nonce,
     );
@@ -444,7 +484,10 @@ async fn handshake(
         ServerMessage::Status(update) => update,
         other => return Err(format!("expected status, got {other:?}")),
     };
-    lc.state.send_modify(|s| s.connected = true);
+    lc.state.send_modify(|s| {
+        s.connected = true;
+        s.link_error = None;
+    });
     Ok(apply_status(lc, update))
 }
 

@@ -29,7 +29,7 @@ pub struct LoadArgs {
     pub server: String,
     /// One enrollment token with at least COUNT uses.
     #[arg(long, env = "POSTERN_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: postern_protocol::EnrollmentToken,
     #[arg(long, default_value_t = 10_000)]
     pub count: usize,
     /// Where the agents keep their keys (DIR/agent-00000 …); a temporary directory by default.

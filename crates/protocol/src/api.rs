@@ -206,7 +206,8 @@ pub struct TokenView {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreatedToken {
-    /// The secret to give to `postern agent --token`.
+    /// What to give to `postern agent --token`: the secret, then `@` and the server's host
+    /// key fingerprint, which the agent requires of the server it first connects to.
     pub token: String,
     #[serde(flatten)]
     pub view: TokenView,

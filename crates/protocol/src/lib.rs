@@ -12,6 +12,7 @@ pub mod enrollment;
 pub mod facts;
 pub mod session;
 pub mod status;
+pub mod token;
 
 pub use codec::{ControlCodec, Frame, FrameError, MAX_FRAME_LEN};
 pub use control::{AgentMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage};
@@ -19,6 +20,7 @@ pub use did::{AgentDid, DidError};
 pub use facts::AgentFacts;
 pub use session::{SessionEvent, SessionId, SessionState};
 pub use status::AgentStatus;
+pub use token::EnrollmentToken;
 
 /// Name of the SSH subsystem the agent opens on its link for control messages.
 pub const CONTROL_SUBSYSTEM: &str = "postern-control";

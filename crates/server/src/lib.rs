@@ -180,7 +180,11 @@ impl Server {
             sessions: sessions.clone(),
             certificates: certificates.clone(),
             terminals: Terminals::new(sessions.clone(), certificates),
-            tokens: Arc::new(EnrollmentTokens::new(store.clone(), events.clone())),
+            tokens: Arc::new(EnrollmentTokens::new(
+                store.clone(),
+                events.clone(),
+                host_key_fingerprint.clone(),
+            )),
             events: events.clone(),
             throttle: Default::default(),
             login_ttl: config.login_ttl,

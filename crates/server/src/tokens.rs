@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_protocol::EnrollmentToken;
 use postern_protocol::api::{CreatedToken, EventKind, TokenView};
 
 use crate::auth::secret;
@@ -40,11 +41,17 @@ pub fn view(t: TokenRecord) -> TokenView {
 pub struct EnrollmentTokens {
     store: Arc<dyn Store>,
     events: Arc<EventBus>,
+    /// Carried in every token, so that an agent trusts no other server from its first contact.
+    host_key_fingerprint: String,
 }
 
 impl EnrollmentTokens {
-    pub fn new(store: Arc<dyn Store>, events: Arc<EventBus>) -> Self {
-        Self { store, events }
+    pub fn new(store: Arc<dyn Store>, events: Arc<EventBus>, host_key_fingerprint: String) -> Self {
+        Self {
+            store,
+            events,
+            host_key_fingerprint,
+        }
     }
 
     pub async fn create(
@@ -59,7 +66,7 @@ impl EnrollmentTokens {
         if !(1..=100_000).contains(&uses) {
             return Err(TokenError::BadUses);
         }
-        let token = secret::new_secret("pet");
+        let secret = secret::new_secret("pet");
         let now = now_ms();
         let record = TokenRecord {
             id: secret::new_id()[..12].to_owned(),
@@ -71,7 +78,7 @@ impl EnrollmentTokens {
             revoked: false,
         };
         self.store
-            .insert_token(&record, &secret::hash_secret(&token))
+            .insert_token(&record, &secret::hash_secret(&secret))
             .await?;
         self.events
             .publish(
@@ -81,8 +88,9 @@ impl EnrollmentTokens {
                 format!("enrollment token {} ({uses} uses)", record.id),
             )
             .await;
+        let token = EnrollmentToken::new(secret, Some(self.host_key_fingerprint.clone()));
         Ok(CreatedToken {
-            token,
+            token: token.to_string(),
             view: view(record),
         })
     }

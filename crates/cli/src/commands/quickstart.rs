@@ -74,7 +74,7 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
         let token = server
             .create_enrollment_token("quickstart", Duration::from_secs(600), 1)
             .await?;
-        options.token = Some(token.token);
+        options.token = Some(token.token.parse()?);
     }
     let mut agent = Agent::start(options)?;
     let mut state = agent.state();

@@ -6,7 +6,7 @@ use postern_protocol::AgentStatus;
 use postern_protocol::api::EventKind;
 use postern_server::store::TokenRecord;
 
-use crate::harness::{TestAgent, TestServer, approved, eventually, test_key};
+use crate::harness::{DEADLINE, TestAgent, TestServer, approved, eventually, test_key};
 use crate::raw;
 
 #[tokio::test]
@@ -64,6 +64,74 @@ async fn a_valid_token_approves_at_once_and_only_as_often_as_it_allows() {
             .contains("no uses left"),
         "{state:?}"
     );
+}
+
+/// The token names the server's host key: even an agent's first connection trusts no other
+/// server (one that intercepts the address, say), and it sends that server nothing.
+#[tokio::test]
+async fn a_token_names_its_servers_key_and_the_agent_refuses_any_other_server() {
+    let server = TestServer::start().await;
+    let impostor = TestServer::start().await;
+    let token = server.create_token(3600, 1).await;
+    let fingerprint = &server.server().host_key_fingerprint;
+    assert!(token.ends_with(&format!("@{fingerprint}")), "{token}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("agent");
+    let mut options = TestAgent::options(&impostor, "careful", &dir);
+    options.token = Some(token.parse().unwrap());
+    let agent = postern_agent::Agent::start(options.clone()).unwrap();
+    let mut state = agent.state();
+    let outcome = tokio::time::timeout(
+        DEADLINE,
+        state.wait_for(|s| s.connected || s.link_error.is_some()),
+    )
+    .await
+    .expect("the agent neither connected nor gave up")
+    .unwrap()
+    .clone();
+    assert!(!outcome.connected, "the agent trusted another server");
+    let why = outcome.link_error.unwrap();
+    assert!(
+        why.contains("is not the one the enrollment token names") && why.contains(fingerprint),
+        "{why}"
+    );
+    assert!(impostor.agents().await.is_empty());
+    assert!(
+        !dir.join(postern_agent::state::SERVER_KEY_FILE).exists(),
+        "the impostor's key was pinned"
+    );
+    agent.shutdown().await.unwrap();
+
+    // The same agent and token, at the right server: approved, and that key pinned.
+    options.server = server.agent_addr().to_string();
+    let agent = postern_agent::Agent::start(options).unwrap();
+    tokio::time::timeout(DEADLINE, agent.state().wait_for(approved))
+        .await
+        .expect("the agent was not approved by its server")
+        .unwrap();
+    assert!(dir.join(postern_agent::state::SERVER_KEY_FILE).exists());
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_with_a_malformed_fingerprint_is_refused_before_anything_runs() {
+    let (ok, _, stderr) = crate::harness::run_cli(
+        tempfile::tempdir().unwrap().path(),
+        &[
+            "agent",
+            "--server",
+            "127.0.0.1:1",
+            "--data-dir",
+            "unused",
+            "--token",
+            "pet_abc@SHA256:short",
+        ],
+        None,
+    )
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("is not a SHA256:"), "{stderr}");
 }
 
 #[tokio::test]

@@ -289,7 +289,7 @@ impl TestAgent {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("agent");
         let mut options = Self::options(server, name, &dir);
-        options.token = token;
+        options.token = token.map(|t| t.parse().unwrap());
         Self {
             dir,
             agent: Some(Agent::start(options.clone()).unwrap()),

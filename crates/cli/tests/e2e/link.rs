@@ -115,7 +115,7 @@ async fn a_silently_dead_link_shows_offline_after_missed_keepalives_and_a_live_o
     let tmp = tempfile::tempdir().unwrap();
     let mut options = TestAgent::options(&server, "behind-nat", &tmp.path().join("a"));
     options.server = relay.addr.to_string();
-    options.token = Some(token);
+    options.token = Some(token.parse().unwrap());
     // Heartbeats far apart: only SSH keepalives keep the link alive in between.
     options.sync_rate = Duration::from_secs(3600);
     let agent = postern_agent::Agent::start(options).unwrap();
@@ -253,7 +253,7 @@ async fn presence_lists_connected_agents_with_last_seen_moving_with_heartbeats()
     let token = server.create_token(600, 1).await;
     let tmp = tempfile::tempdir().unwrap();
     let mut options = TestAgent::options(&server, "beating", &tmp.path().join("a"));
-    options.token = Some(token);
+    options.token = Some(token.parse().unwrap());
     options.sync_rate = Duration::from_millis(200);
     let agent = postern_agent::Agent::start(options).unwrap();
     agent.state().wait_for(approved).await.unwrap();

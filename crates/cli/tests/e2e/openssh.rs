@@ -397,7 +397,7 @@ async fn an_agent_with_local_ssh_hands_sessions_to_the_devices_own_server() {
     let token = server.create_token(600, 1).await;
     let tmp = tempfile::tempdir().unwrap();
     let mut options = crate::harness::TestAgent::options(&server, "legacy", &tmp.path().join("a"));
-    options.token = Some(token);
+    options.token = Some(token.parse().unwrap());
     options.local_ssh = Some(addr);
     let agent = postern_agent::Agent::start(options).unwrap();
     agent

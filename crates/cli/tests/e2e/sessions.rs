@@ -239,7 +239,7 @@ async fn sessions_left_open_by_a_killed_server_end_as_server_restarted() {
     let agent_dir = dir.path().join("agent");
     let mut options = postern_agent::AgentOptions::new(format!("127.0.0.1:{gateway}"), &agent_dir);
     options.name = Some("survivor".into());
-    options.token = Some(enrollment["token"].as_str().unwrap().to_owned());
+    options.token = Some(enrollment["token"].as_str().unwrap().parse().unwrap());
     let agent = postern_agent::Agent::start(options).unwrap();
     agent
         .state()

@@ -111,6 +111,8 @@ function NewToken({ token, onDismiss }: { token: CreatedToken; onDismiss: () => 
       </div>
       <p class="muted small">
         On the device: <code>postern agent --server SERVER:2200 --data-dir DIR --token TOKEN</code>
+        . The part after <code>@</code> is this server's key fingerprint: the agent connects to
+        no other server, not even the first time.
       </p>
       <button type="button" class="button" onClick={onDismiss}>
         Done
