@@ -98,8 +98,10 @@ impl Tunnel {
                     Err(error) => {
                         // Out of file descriptors, typically: back off instead of spinning.
                         tracing::warn!(%error, session = %self.session, "tunnel accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
+                        tokio::select! {
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                            _ = self.stop.cancelled() => return,
+                        }
                     }
                 },
                 _ = self.stop.cancelled() => return,
