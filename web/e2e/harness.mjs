@@ -57,55 +57,49 @@ export function start(name, command, args, { env = {}, input } = {}) {
   return proc;
 }
 
-/** Resolves with the match once stdout matches `pattern`; fails if the program exits first. */
-export function waitForOutput(proc, pattern, timeoutMs = 60_000) {
+/**
+ * Settles once `probe(proc)` answers (re-asked whenever the program prints or exits):
+ * `{ value }` resolves, `{ error }` rejects; fails after `timeoutMs` with `waitingFor`.
+ */
+function waitOn(proc, probe, waitingFor, timeoutMs) {
   return new Promise((resolve, reject) => {
     const check = () => {
-      const match = proc.stdout.match(pattern);
-      if (match) return done(() => resolve(match));
-      if (proc.exited) {
-        return done(() =>
-          reject(
-            new Error(`${proc.name} exited (${describeExit(proc)}) before printing ${pattern}\n${transcript(proc)}`),
-          ),
-        );
-      }
+      const answer = probe(proc);
+      if (!answer) return;
+      done();
+      if ('error' in answer) reject(answer.error);
+      else resolve(answer.value);
     };
-    const timer = setTimeout(
-      () =>
-        done(() =>
-          reject(new Error(`${proc.name} did not print ${pattern} within ${timeoutMs} ms\n${transcript(proc)}`)),
-        ),
-      timeoutMs,
-    );
-    const done = (settle) => {
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`${proc.name} did not ${waitingFor} within ${timeoutMs} ms\n${transcript(proc)}`));
+    }, timeoutMs);
+    const done = () => {
       clearTimeout(timer);
       proc.waiters.delete(check);
-      settle();
     };
     proc.waiters.add(check);
     check();
   });
 }
 
+/** Resolves with the match once stdout matches `pattern`; fails if the program exits first. */
+export function waitForOutput(proc, pattern, timeoutMs = 60_000) {
+  const probe = () => {
+    const match = proc.stdout.match(pattern);
+    if (match) return { value: match };
+    if (proc.exited) {
+      const why = `${proc.name} exited (${describeExit(proc)}) before printing ${pattern}`;
+      return { error: new Error(`${why}\n${transcript(proc)}`) };
+    }
+    return null;
+  };
+  return waitOn(proc, probe, `print ${pattern}`, timeoutMs);
+}
+
 /** Resolves with the exit once the program has ended. */
 export function waitForExit(proc, timeoutMs = 60_000) {
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      if (proc.exited) done(() => resolve(proc.exited));
-    };
-    const timer = setTimeout(
-      () => done(() => reject(new Error(`${proc.name} did not exit within ${timeoutMs} ms\n${transcript(proc)}`))),
-      timeoutMs,
-    );
-    const done = (settle) => {
-      clearTimeout(timer);
-      proc.waiters.delete(check);
-      settle();
-    };
-    proc.waiters.add(check);
-    check();
-  });
+  return waitOn(proc, () => (proc.exited ? { value: proc.exited } : null), 'exit', timeoutMs);
 }
 
 function describeExit(proc) {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::process::Command;
@@ -174,14 +174,10 @@ pub async fn measure(
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
     let mut child = Proc::spawn("postern-bench agents", command)?;
-    let stdout = child
-        .child()
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow!("no stdout"))?;
+    let events = child.stdout_lines()?;
     let mut load = Load {
         proc: child,
-        events: proc::lines(stdout),
+        events,
         online: vec![false; n],
         up: 0,
         downs: 0,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use tokio::process::Command;
 
 use crate::postern::SETUP_LIMIT;
@@ -60,12 +60,7 @@ impl Sshd {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut proc = Proc::spawn(format!("sshd ({name})"), command)?;
-        let stderr = proc
-            .child()
-            .stderr
-            .take()
-            .ok_or_else(|| anyhow!("no stderr"))?;
-        let mut lines = proc::lines(stderr);
+        let mut lines = proc.stderr_lines()?;
         proc::wait_line(
             &mut lines,
             SETUP_LIMIT,
@@ -225,12 +220,7 @@ impl Baseline {
             .stderr(Stdio::piped());
         let started = Instant::now();
         let mut proc = Proc::spawn("ssh -R (device)", command)?;
-        let stderr = proc
-            .child()
-            .stderr
-            .take()
-            .ok_or_else(|| anyhow!("no stderr"))?;
-        let mut lines = proc::lines(stderr);
+        let mut lines = proc.stderr_lines()?;
         let (at, port) = proc::wait_line(&mut lines, SETUP_LIMIT, "\"Allocated port\"", |l| {
             l.strip_prefix("Allocated port ")
                 .and_then(|rest| rest.split_whitespace().next())

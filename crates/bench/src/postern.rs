@@ -92,12 +92,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file));
         let mut proc = Proc::spawn("postern server", command)?;
-        let stdout = proc
-            .child()
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no stdout"))?;
-        let mut lines = proc::lines(stdout);
+        let mut lines = proc.stdout_lines()?;
         let mut password = None;
         let mut http_addr = None;
         let (_, gateway) = proc::wait_line(

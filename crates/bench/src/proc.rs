@@ -48,6 +48,20 @@ impl Proc {
         &mut self.child
     }
 
+    /// The lines of the stdout the caller piped (see [`lines`]).
+    pub fn stdout_lines(&mut self) -> Result<mpsc::UnboundedReceiver<Line>> {
+        let stdout = self.child.stdout.take();
+        let stdout = stdout.ok_or_else(|| anyhow!("{}: stdout is not piped", self.name))?;
+        Ok(lines(stdout))
+    }
+
+    /// The lines of the stderr the caller piped (see [`lines`]).
+    pub fn stderr_lines(&mut self) -> Result<mpsc::UnboundedReceiver<Line>> {
+        let stderr = self.child.stderr.take();
+        let stderr = stderr.ok_or_else(|| anyhow!("{}: stderr is not piped", self.name))?;
+        Ok(lines(stderr))
+    }
+
     /// Waits for the process to exit, at most `limit`.
     pub async fn wait_for(&mut self, limit: Duration) -> Result<ExitStatus> {
         match tokio::time::timeout(limit, self.child.wait()).await {

@@ -121,6 +121,16 @@ export type EventKind =
   | 'session.state'
   | 'certificate.issued';
 
+/** The events that change what an agent's card shows. */
+export const AGENT_EVENT_KINDS: readonly EventKind[] = [
+  'agent.enrolled',
+  'agent.approved',
+  'agent.rejected',
+  'agent.revoked',
+  'agent.online',
+  'agent.offline',
+];
+
 export interface EventView {
   id: number;
   time: number;

@@ -5,7 +5,8 @@
 import { signal, type Signal } from '@preact/signals';
 import { getAgent, getPresence, listAgents } from '../api/endpoints';
 import { ApiError } from '../api/http';
-import type { AgentView, EventView } from '../api/types';
+import { AGENT_EVENT_KINDS, type AgentView, type EventView } from '../api/types';
+import { Coalescer } from './coalesce';
 
 const byId = new Map<string, Signal<AgentView>>();
 
@@ -53,36 +54,19 @@ function sortIds() {
     .map((a) => a.id);
 }
 
-const AGENT_EVENTS = new Set<EventView['kind']>([
-  'agent.enrolled',
-  'agent.approved',
-  'agent.rejected',
-  'agent.revoked',
-  'agent.online',
-  'agent.offline',
-]);
+const AGENT_EVENTS = new Set(AGENT_EVENT_KINDS);
 
-const pendingRefresh = new Set<string>();
-let refreshTimer: ReturnType<typeof setTimeout> | undefined;
-/** Events come in bursts (a replay, a reconnecting fleet); one fetch per agent per burst. */
-const COALESCE_MS = 150;
+/** One fetch per agent per burst of events. */
+const refreshes = new Coalescer(150, (id) => {
+  getAgent(id).then(putAgent, (error: unknown) => {
+    // An agent that vanished from the server has nothing left to show.
+    if (!(error instanceof ApiError && error.status === 404)) console.warn('agent refresh failed', error);
+  });
+});
 
 export function agentEvent(event: EventView): void {
   if (!event.agent || !AGENT_EVENTS.has(event.kind)) return;
-  pendingRefresh.add(event.agent.id);
-  refreshTimer ??= setTimeout(flushRefresh, COALESCE_MS);
-}
-
-function flushRefresh() {
-  refreshTimer = undefined;
-  const ids = [...pendingRefresh];
-  pendingRefresh.clear();
-  for (const id of ids) {
-    getAgent(id).then(putAgent, (error: unknown) => {
-      // An agent that vanished from the server has nothing left to show.
-      if (!(error instanceof ApiError && error.status === 404)) console.warn('agent refresh failed', error);
-    });
-  }
+  refreshes.add(event.agent.id);
 }
 
 /**
@@ -104,9 +88,7 @@ export async function refreshPresence(): Promise<void> {
 
 export function clearAgents(): void {
   byId.clear();
-  pendingRefresh.clear();
-  clearTimeout(refreshTimer);
-  refreshTimer = undefined;
+  refreshes.clear();
   agentIds.value = [];
   agentsLoaded.value = false;
   agentsError.value = null;

@@ -3,17 +3,9 @@
 
 import { computed, signal } from '@preact/signals';
 import { markNotificationsRead } from '../api/endpoints';
-import type { EventKind, EventView } from '../api/types';
+import { AGENT_EVENT_KINDS, type EventKind, type EventView } from '../api/types';
 
-const NOTIFYING = new Set<EventKind>([
-  'session.state',
-  'agent.enrolled',
-  'agent.approved',
-  'agent.rejected',
-  'agent.revoked',
-  'agent.online',
-  'agent.offline',
-]);
+const NOTIFYING = new Set<EventKind>(['session.state', ...AGENT_EVENT_KINDS]);
 
 /** Enough for a long day on a busy server without growing without bound. */
 const KEEP = 500;

@@ -6,6 +6,7 @@ import { getSession, listSessions } from '../api/endpoints';
 import { ApiError } from '../api/http';
 import type { EventView, SessionState, SessionView } from '../api/types';
 import { currentUser, isAdmin } from './auth';
+import { Coalescer } from './coalesce';
 
 const byId = new Map<string, Signal<SessionView>>();
 
@@ -80,9 +81,11 @@ export async function refreshSession(id: string): Promise<SessionView> {
   return session;
 }
 
-const pendingRefresh = new Set<string>();
-let refreshTimer: ReturnType<typeof setTimeout> | undefined;
-const COALESCE_MS = 100;
+const refreshes = new Coalescer(100, (id) => {
+  refreshSession(id).catch((error: unknown) => {
+    if (!(error instanceof ApiError && error.status === 404)) console.warn('session refresh failed', error);
+  });
+});
 
 export function sessionEvent(event: EventView): void {
   if (event.kind !== 'session.state' || !event.session) return;
@@ -91,26 +94,12 @@ export function sessionEvent(event: EventView): void {
   // we already know, or the ones this user just requested.
   const visible = isAdmin.peek() || byId.has(id) || event.actor === currentUser.peek()?.name;
   if (!visible) return;
-  pendingRefresh.add(id);
-  refreshTimer ??= setTimeout(flushRefresh, COALESCE_MS);
-}
-
-function flushRefresh() {
-  refreshTimer = undefined;
-  const ids = [...pendingRefresh];
-  pendingRefresh.clear();
-  for (const id of ids) {
-    refreshSession(id).catch((error: unknown) => {
-      if (!(error instanceof ApiError && error.status === 404)) console.warn('session refresh failed', error);
-    });
-  }
+  refreshes.add(id);
 }
 
 export function clearSessions(): void {
   byId.clear();
-  pendingRefresh.clear();
-  clearTimeout(refreshTimer);
-  refreshTimer = undefined;
+  refreshes.clear();
   sessionIds.value = [];
   sessionsLoaded.value = false;
 }

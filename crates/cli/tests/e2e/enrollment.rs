@@ -6,7 +6,7 @@ use postern_protocol::AgentStatus;
 use postern_protocol::api::EventKind;
 use postern_server::store::TokenRecord;
 
-use crate::harness::{DEADLINE, TestAgent, TestServer, approved, eventually, test_key};
+use crate::harness::{TestAgent, TestServer, approved, eventually, test_key, wait_agent_state};
 use crate::raw;
 
 #[tokio::test]
@@ -81,15 +81,10 @@ async fn a_token_names_its_servers_key_and_the_agent_refuses_any_other_server() 
     let mut options = TestAgent::options(&impostor, "careful", &dir);
     options.token = Some(token.parse().unwrap());
     let agent = postern_agent::Agent::start(options.clone()).unwrap();
-    let mut state = agent.state();
-    let outcome = tokio::time::timeout(
-        DEADLINE,
-        state.wait_for(|s| s.connected || s.link_error.is_some()),
-    )
-    .await
-    .expect("the agent neither connected nor gave up")
-    .unwrap()
-    .clone();
+    let outcome = wait_agent_state(&agent, "connected or refusing", |s| {
+        s.connected || s.link_error.is_some()
+    })
+    .await;
     assert!(!outcome.connected, "the agent trusted another server");
     let why = outcome.link_error.unwrap();
     assert!(
@@ -106,10 +101,7 @@ async fn a_token_names_its_servers_key_and_the_agent_refuses_any_other_server() 
     // The same agent and token, at the right server: approved, and that key pinned.
     options.server = server.agent_addr().to_string();
     let agent = postern_agent::Agent::start(options).unwrap();
-    tokio::time::timeout(DEADLINE, agent.state().wait_for(approved))
-        .await
-        .expect("the agent was not approved by its server")
-        .unwrap();
+    wait_agent_state(&agent, "approved", approved).await;
     assert!(dir.join(postern_agent::state::SERVER_KEY_FILE).exists());
     agent.shutdown().await.unwrap();
 }

@@ -303,11 +303,7 @@ impl TestAgent {
     }
 
     pub async fn wait_state(&self, what: &str, pred: impl Fn(&LinkState) -> bool) -> LinkState {
-        let mut rx = self.agent.as_ref().unwrap().state();
-        match tokio::time::timeout(DEADLINE, rx.wait_for(|s| pred(s))).await {
-            Ok(Ok(s)) => s.clone(),
-            _ => panic!("timed out waiting for the agent to be {what}"),
-        }
+        wait_agent_state(self.agent.as_ref().unwrap(), what, pred).await
     }
 
     pub async fn stop(&mut self) {
@@ -318,6 +314,19 @@ impl TestAgent {
 
     pub fn restart(&mut self) {
         self.agent = Some(Agent::start(self.options.clone()).unwrap());
+    }
+}
+
+/// Waits until the agent's own view of its link matches.
+pub async fn wait_agent_state(
+    agent: &Agent,
+    what: &str,
+    pred: impl Fn(&LinkState) -> bool,
+) -> LinkState {
+    let mut rx = agent.state();
+    match tokio::time::timeout(DEADLINE, rx.wait_for(|s| pred(s))).await {
+        Ok(Ok(s)) => s.clone(),
+        _ => panic!("timed out waiting for the agent to be {what}"),
     }
 }
 

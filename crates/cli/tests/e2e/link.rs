@@ -10,7 +10,7 @@ use postern_protocol::api::EventKind;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{TestAgent, TestServer, approved, eventually, postern};
+use crate::harness::{TestAgent, TestServer, approved, eventually, postern, wait_agent_state};
 
 #[tokio::test]
 async fn every_agent_comes_back_after_a_server_restart_without_anyone_acting() {
@@ -119,8 +119,7 @@ async fn a_silently_dead_link_shows_offline_after_missed_keepalives_and_a_live_o
     // Heartbeats far apart: only SSH keepalives keep the link alive in between.
     options.sync_rate = Duration::from_secs(3600);
     let agent = postern_agent::Agent::start(options).unwrap();
-    let mut state = agent.state();
-    state.wait_for(approved).await.unwrap();
+    wait_agent_state(&agent, "approved", approved).await;
     server
         .wait_agent("behind-nat", "online", |a| a.online)
         .await;
@@ -256,7 +255,7 @@ async fn presence_lists_connected_agents_with_last_seen_moving_with_heartbeats()
     options.token = Some(token.parse().unwrap());
     options.sync_rate = Duration::from_millis(200);
     let agent = postern_agent::Agent::start(options).unwrap();
-    agent.state().wait_for(approved).await.unwrap();
+    wait_agent_state(&agent, "approved", approved).await;
     let presence = || async {
         let (status, body) = server
             .call(

@@ -400,11 +400,7 @@ async fn an_agent_with_local_ssh_hands_sessions_to_the_devices_own_server() {
     options.token = Some(token.parse().unwrap());
     options.local_ssh = Some(addr);
     let agent = postern_agent::Agent::start(options).unwrap();
-    agent
-        .state()
-        .wait_for(crate::harness::approved)
-        .await
-        .unwrap();
+    crate::harness::wait_agent_state(&agent, "approved", crate::harness::approved).await;
 
     let admin = server.admin_token.clone();
     let (_, body) = server.start_session("legacy", &admin).await;

@@ -241,11 +241,7 @@ async fn sessions_left_open_by_a_killed_server_end_as_server_restarted() {
     options.name = Some("survivor".into());
     options.token = Some(enrollment["token"].as_str().unwrap().parse().unwrap());
     let agent = postern_agent::Agent::start(options).unwrap();
-    agent
-        .state()
-        .wait_for(crate::harness::approved)
-        .await
-        .unwrap();
+    crate::harness::wait_agent_state(&agent, "approved", crate::harness::approved).await;
     let session = call(
         Method::POST,
         "/api/v1/agents/survivor/sessions",
