@@ -87,7 +87,7 @@ pub async fn run(
             Err(end) => return finish(&mut link, end).await,
         };
         span.record("agent", agent.name.as_str());
-        let end = serve(&gateway, &mut link, agent).await;
+        let end = serve(&gateway, &mut link, &agent).await;
         finish(&mut link, end).await
     }
     .instrument(span.clone())
@@ -138,21 +138,22 @@ async fn open(mut channel: Channel<Msg>) -> Option<Link> {
 /// The next well-formed message; bad frames are answered and skipped.
 async fn next_message(link: &mut Link) -> Option<AgentMessage> {
     loop {
-        match link.next().await? {
+        // The frame is taken apart before the answer is awaited, so that an idle link's
+        // wait holds no decoded frame (this future is what every idle link waits in).
+        let bad = match link.next().await? {
             Ok(Ok(message)) => return Some(message),
-            Ok(Err(bad)) => {
-                tracing::warn!(error = %bad, "bad control frame from agent");
-                let code = match bad {
-                    postern_protocol::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
-                    postern_protocol::FrameError::Malformed(_) => ErrorCode::Malformed,
-                };
-                link.send(&error(code, bad.to_string())).await.ok()?;
-            }
+            Ok(Err(bad)) => bad,
             Err(e) => {
                 tracing::debug!(error = %e, "control link read failed");
                 return None;
             }
-        }
+        };
+        tracing::warn!(error = %bad, "bad control frame from agent");
+        let code = match bad {
+            postern_protocol::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            postern_protocol::FrameError::Malformed(_) => ErrorCode::Malformed,
+        };
+        link.send(&error(code, bad.to_string())).await.ok()?;
     }
 }
 
@@ -261,7 +262,7 @@ async fn reply_unexpected(link: &mut Link, got: &AgentMessage, wanted: &str) -> 
 }
 
 /// The enrolled link: online until it closes.
-async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
+async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord) -> End {
     let links = gateway.agents.links();
     let (commands, mut inbox) = mpsc::channel(COMMAND_QUEUE);
     let (id, previous) = links.register(&agent.id, commands);
@@ -277,7 +278,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
             let online =
                 gateway
                     .events
-                    .publish(EventKind::AgentOnline, "system", Some(&agent), "link up");
+                    .publish(EventKind::AgentOnline, "system", Some(agent), "link up");
             Box::pin(online).await
         }
     }
@@ -333,7 +334,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: AgentRecord) -> End {
 
     let last_seen = links.last_seen(&agent.id).unwrap_or_else(now_ms);
     if links.unregister(&agent.id, id) {
-        Box::pin(link_down(gateway, &agent, last_seen)).await;
+        Box::pin(link_down(gateway, agent, last_seen)).await;
     }
     end
 }
