@@ -471,12 +471,16 @@ pub async fn read_until(
 
 /// Tunnel ports of its own for each server a test starts. Tests run side by side in one
 /// process, and "the session's port is closed now" holds only if no other test's server can
-/// take that port the moment it is freed. Below the kernel's ephemeral range.
+/// take that port the moment it is freed. Below the kernel's ephemeral range. Each test
+/// process starts at a block of its own (from its pid), so that suites run side by side
+/// (several work trees on one machine) rarely meet either.
 pub fn tunnel_ports() -> PortRange {
     static NEXT: AtomicU16 = AtomicU16::new(0);
+    static START: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| (std::process::id() % 500) as u16);
     const FIRST: u16 = 21_000;
     const BLOCK: u16 = 16;
-    let block = NEXT.fetch_add(1, Ordering::Relaxed) % 500;
+    let block = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 500;
     let first = FIRST + block * BLOCK;
     PortRange {
         first,
