@@ -4,6 +4,8 @@
 
 pub mod sessions;
 mod sqlite;
+#[cfg(test)]
+mod sqlite_concurrency;
 mod sqlite_sessions;
 mod sqlite_users;
 pub mod users;

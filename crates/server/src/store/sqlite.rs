@@ -42,6 +42,16 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// A transaction that takes the write lock at its start. Every read-then-write goes
+    /// through one: a deferred transaction that read first cannot upgrade once another
+    /// writer has committed (SQLITE_BUSY_SNAPSHOT, which `busy_timeout` cannot wait out),
+    /// while `BEGIN IMMEDIATE` waits its turn under the busy timeout.
+    pub(super) async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
 pub(super) fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
@@ -278,7 +288,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, id: &str, now: i64) -> StoreResult<Option<TokenRecord>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let prefix = format!("{}%", id.replace(['%', '_'], ""));
         let rows = sqlx::query(&format!(
             "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE id LIKE $1 LIMIT 2"

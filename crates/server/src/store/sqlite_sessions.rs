@@ -38,7 +38,7 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(&format!(
             "INSERT INTO sessions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
@@ -75,7 +75,7 @@ impl SessionStore for SqliteStore {
         port: Option<u16>,
         time: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let ended = to.is_final().then_some(time);
         sqlx::query(
             "UPDATE sessions SET state = $1, reason = COALESCE($2, reason), port = COALESCE($3, port), \

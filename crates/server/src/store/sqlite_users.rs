@@ -85,7 +85,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn set_user_password(&self, id: &str, password_hash: &str) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(id)
