@@ -186,8 +186,11 @@ impl Server {
                 host_key_fingerprint.clone(),
             )),
             events: events.clone(),
-            throttle: Default::default(),
-            login_ttl: config.login_ttl,
+            logins: Arc::new(auth::login::Logins::new(
+                store.clone(),
+                events.clone(),
+                config.login_ttl,
+            )),
             shutdown: shutdown.clone(),
         });
 

@@ -10,6 +10,7 @@ mod enrollment;
 mod gateway;
 mod harness;
 mod link;
+mod login_burst;
 mod openssh;
 mod raw;
 mod sessions;

@@ -13,8 +13,6 @@ use postern_protocol::api::{
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, SESSION_COOKIE};
-use crate::auth::{password, secret};
-use crate::clock::now_ms;
 
 fn cookie(value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(&format!(
@@ -28,59 +26,27 @@ fn cookie(value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
     (status = 200, body = LoginResponse),
     (status = 401, body = ErrorBody, description = "Wrong user or password"),
     (status = 429, body = ErrorBody, description = "Too many failed attempts; see Retry-After"),
+    (status = 503, body = ErrorBody, description = "Too many logins being checked at once; see Retry-After"),
 ))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let s = &state.services;
-    let source = Some(peer.ip());
-    let name: String = request.user.chars().take(64).collect();
-    if let Err(wait) = s.throttle.check(&name, source) {
-        return Err(ApiError::too_many_attempts(wait.as_secs().max(1)));
-    }
-    let user = s.store.user_by_name(&name).await?;
-    let ok = password::verify(
-        request.password,
-        user.as_ref().map(|u| u.password_hash.clone()),
-    )
-    .await;
-    let Some(user) = user.filter(|_| ok) else {
-        s.throttle.record_failure(&name, source);
-        s.events
-            .publish(
-                EventKind::UserLoginFailed,
-                "system",
-                None,
-                format!("failed login as {name:?}"),
-            )
-            .await;
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            "bad_credentials",
-            "wrong user name or password",
-        ));
-    };
-    s.throttle.record_success(&name);
-    let token = secret::new_secret("pst");
-    let now = now_ms();
-    let expires_at = now + s.login_ttl.as_millis() as i64;
-    s.store
-        .insert_login(&secret::hash_secret(&token), &user.id, now, expires_at)
+    let logins = &state.services.logins;
+    let done = logins
+        .login(&request.user, request.password, Some(peer.ip()))
         .await?;
-    s.events
-        .publish(EventKind::UserLogin, &user.name, None, "logged in")
-        .await;
     let body = LoginResponse {
-        token: token.clone(),
-        expires_at,
-        user: me_of(user),
+        token: done.token.clone(),
+        expires_at: done.expires_at,
+        user: me_of(done.user),
     };
     let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, cookie(&token, s.login_ttl.as_secs())?);
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        cookie(&done.token, logins.ttl().as_secs())?,
+    );
     Ok(response)
 }
 

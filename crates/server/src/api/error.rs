@@ -7,6 +7,7 @@ use postern_protocol::api::ApiError as Body;
 
 use crate::agents::AgentError;
 use crate::auth::UserError;
+use crate::auth::login::{BUSY_RETRY, LoginError};
 use crate::certificates::CertifyError;
 use crate::store::StoreError;
 use crate::tokens::TokenError;
@@ -98,6 +99,22 @@ impl From<StoreError> for ApiError {
                 format!("{what} already exists"),
             ),
             other => Self::internal(other),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Throttled(wait) => Self::too_many_attempts(wait.as_secs().max(1)),
+            LoginError::Busy => Self {
+                retry_after: Some(BUSY_RETRY.as_secs()),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            },
+            LoginError::BadCredentials => {
+                Self::new(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string())
+            }
+            LoginError::Store(e) => e.into(),
         }
     }
 }

@@ -12,7 +12,6 @@ mod tokens;
 mod users;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -25,7 +24,7 @@ pub use error::ApiError;
 pub use extract::{CSRF_HEADER, SESSION_COOKIE};
 
 use crate::agents::Agents;
-use crate::auth::throttle::LoginThrottle;
+use crate::auth::login::Logins;
 use crate::certificates::Certificates;
 use crate::events::EventBus;
 use crate::sessions::Sessions;
@@ -44,8 +43,7 @@ pub struct Services {
     pub tokens: Arc<EnrollmentTokens>,
     pub terminals: Arc<Terminals>,
     pub events: Arc<EventBus>,
-    pub throttle: LoginThrottle,
-    pub login_ttl: Duration,
+    pub logins: Arc<Logins>,
     /// Ends long-lived responses (event streams) when the server stops.
     pub shutdown: CancellationToken,
 }

@@ -1,5 +1,6 @@
 //! Users, passwords, login tokens and the login slow-down.
 
+pub mod login;
 pub mod password;
 pub mod secret;
 pub mod throttle;

@@ -41,29 +41,27 @@ impl LoginThrottle {
         keys
     }
 
-    /// `Err(wait)` while this user or source must wait before trying again.
-    pub fn check(&self, user: &str, source: Option<IpAddr>) -> Result<(), Duration> {
+    /// Takes one attempt for `user` from `source`, or `Err(wait)` while either must wait.
+    /// The attempt counts as a failure from this moment, in the same step as the check, so
+    /// that attempts made at once cannot all pass the check before any has failed; a right
+    /// password takes it back (`succeeded`), as does an attempt never made (`cancel`).
+    pub fn begin(&self, user: &str, source: Option<IpAddr>) -> Result<(), Duration> {
         let now = Instant::now();
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let wait = Self::keys(user, source)
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = Self::keys(user, source);
+        let wait = keys
             .iter()
             .filter_map(|(k, _)| entries.get(k)?.blocked_until)
             .filter(|until| *until > now)
             .map(|until| until - now)
             .max();
-        match wait {
-            Some(w) => Err(w),
-            None => Ok(()),
+        if let Some(wait) = wait {
+            return Err(wait);
         }
-    }
-
-    pub fn record_failure(&self, user: &str, source: Option<IpAddr>) {
-        let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() > MAX_ENTRIES {
             entries.retain(|_, e| now.duration_since(e.last_failure) < FORGET_AFTER);
         }
-        for (key, free) in Self::keys(user, source) {
+        for (key, free) in keys {
             let entry = entries.entry(key).or_insert(Entry {
                 failures: 0,
                 last_failure: now,
@@ -80,13 +78,34 @@ impl LoginThrottle {
                 entry.blocked_until = Some(now + delay);
             }
         }
+        Ok(())
     }
 
-    /// A successful login clears the user's record (not the source's: one right password
-    /// must not wipe out many wrong guesses at other names).
-    pub fn record_success(&self, user: &str) {
+    /// The attempt `begin` took was not made (nothing was checked): it does not count.
+    pub fn cancel(&self, user: &str, source: Option<IpAddr>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, free) in Self::keys(user, source) {
+            Self::take_back(&mut entries, &key, free);
+        }
+    }
+
+    /// A successful login clears the user's record; the source only loses this attempt
+    /// (one right password must not wipe out many wrong guesses at other names).
+    pub fn succeeded(&self, user: &str, source: Option<IpAddr>) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.remove(&Key::User(user.to_owned()));
+        if let Some(ip) = source {
+            Self::take_back(&mut entries, &Key::Source(ip), FREE_PER_SOURCE);
+        }
+    }
+
+    fn take_back(entries: &mut HashMap<Key, Entry>, key: &Key, free: u32) {
+        if let Some(entry) = entries.get_mut(key) {
+            entry.failures = entry.failures.saturating_sub(1);
+            if entry.failures < free {
+                entry.blocked_until = None;
+            }
+        }
     }
 }
 
@@ -98,19 +117,39 @@ mod tests {
     fn a_user_is_held_back_after_three_failures_and_waits_grow() {
         let t = LoginThrottle::default();
         let ip = Some("192.0.2.1".parse().unwrap());
-        for _ in 0..2 {
-            t.record_failure("ann", ip);
-            assert!(t.check("ann", ip).is_ok());
-        }
-        t.record_failure("ann", ip);
-        let first = t.check("ann", None).unwrap_err();
-        t.record_failure("ann", ip);
-        let second = t.check("ann", None).unwrap_err();
-        assert!(second > first);
+        t.begin("ann", ip).unwrap();
+        t.begin("ann", ip).unwrap();
+        t.begin("ann", ip).unwrap();
+        assert!(t.begin("ann", None).is_err());
         // Another user from another address is unaffected.
-        assert!(t.check("bob", Some("192.0.2.2".parse().unwrap())).is_ok());
-        t.record_success("ann");
-        assert!(t.check("ann", None).is_ok());
+        assert!(t.begin("bob", Some("192.0.2.2".parse().unwrap())).is_ok());
+        t.succeeded("ann", ip);
+        t.begin("ann", ip).unwrap();
+        t.begin("ann", ip).unwrap();
+        t.begin("ann", ip).unwrap();
+        assert!(
+            t.begin("ann", None).is_err(),
+            "a success starts the user afresh"
+        );
+    }
+
+    #[test]
+    fn attempts_in_flight_count_so_a_burst_gets_only_the_free_ones() {
+        let t = LoginThrottle::default();
+        let ip = Some("192.0.2.3".parse().unwrap());
+        let passed = (0..100).filter(|_| t.begin("ann", ip).is_ok()).count();
+        assert_eq!(passed, FREE_PER_USER as usize);
+    }
+
+    #[test]
+    fn a_cancelled_attempt_does_not_count() {
+        let t = LoginThrottle::default();
+        let ip = Some("192.0.2.4".parse().unwrap());
+        for _ in 0..10 {
+            t.begin("ann", ip).unwrap();
+            t.cancel("ann", ip);
+        }
+        assert!(t.begin("ann", ip).is_ok());
     }
 
     #[test]
@@ -118,9 +157,9 @@ mod tests {
         let t = LoginThrottle::default();
         let ip = Some("192.0.2.9".parse().unwrap());
         for i in 0..FREE_PER_SOURCE {
-            t.record_failure(&format!("user{i}"), ip);
+            t.begin(&format!("user{i}"), ip).unwrap();
         }
-        assert!(t.check("someone-new", ip).is_err());
-        assert!(t.check("someone-new", None).is_ok());
+        assert!(t.begin("someone-new", ip).is_err());
+        assert!(t.begin("someone-new", None).is_ok());
     }
 }

@@ -1,0 +1,123 @@
+//! Password login, the use case: the throttle takes the attempt, a verifier slot checks the
+//! password, and a right one gets a login token.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_protocol::api::EventKind;
+
+use super::password::Verifiers;
+use super::secret;
+use super::throttle::LoginThrottle;
+use crate::clock::now_ms;
+use crate::events::EventBus;
+use crate::store::{Store, StoreError, UserRecord};
+
+/// How long a client refused for lack of a verifier slot is told to wait: a check takes
+/// tens of milliseconds, so a slot is free again well within it.
+pub const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("too many failed logins; try again in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
+    #[error("the server is busy checking other logins; try again in {} s", BUSY_RETRY.as_secs())]
+    Busy,
+    #[error("wrong user name or password")]
+    BadCredentials,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A successful login.
+pub struct LoggedIn {
+    pub user: UserRecord,
+    /// The bearer token, shown once; only its hash is stored.
+    pub token: String,
+    pub expires_at: i64,
+}
+
+pub struct Logins {
+    store: Arc<dyn Store>,
+    events: Arc<EventBus>,
+    throttle: LoginThrottle,
+    verifiers: Verifiers,
+    ttl: Duration,
+}
+
+impl Logins {
+    pub fn new(store: Arc<dyn Store>, events: Arc<EventBus>, ttl: Duration) -> Self {
+        Self {
+            store,
+            events,
+            throttle: LoginThrottle::default(),
+            verifiers: Verifiers::new(),
+            ttl,
+        }
+    }
+
+    /// How long a login token stays valid.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Logs `name` in with `password`, from `source`.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: String,
+        source: Option<IpAddr>,
+    ) -> Result<LoggedIn, LoginError> {
+        let name: String = name.chars().take(64).collect();
+        self.throttle
+            .begin(&name, source)
+            .map_err(LoginError::Throttled)?;
+        let user = match self.store.user_by_name(&name).await {
+            Ok(user) => user,
+            Err(e) => {
+                self.throttle.cancel(&name, source);
+                return Err(e.into());
+            }
+        };
+        let checked = self
+            .verifiers
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await;
+        let ok = match checked {
+            Ok(ok) => ok,
+            Err(_busy) => {
+                self.throttle.cancel(&name, source);
+                return Err(LoginError::Busy);
+            }
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            // The failure was counted when the attempt began.
+            self.events
+                .publish(
+                    EventKind::UserLoginFailed,
+                    "system",
+                    None,
+                    format!("failed login as {name:?}"),
+                )
+                .await;
+            return Err(LoginError::BadCredentials);
+        };
+        self.throttle.succeeded(&name, source);
+        let token = secret::new_secret("pst");
+        let now = now_ms();
+        let expires_at =
+            now.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
+        self.store
+            .insert_login(&secret::hash_secret(&token), &user.id, now, expires_at)
+            .await?;
+        self.events
+            .publish(EventKind::UserLogin, &user.name, None, "logged in")
+            .await;
+        Ok(LoggedIn {
+            user,
+            token,
+            expires_at,
+        })
+    }
+}
