@@ -35,6 +35,14 @@ pub struct ServerConfig {
     /// A running session with no open channel for this long is stopped.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// An HTTP connection must send a complete request header within this time (from
+    /// accept, or from the first byte of a later request).
+    #[serde(default = "default_http_header_timeout", with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    /// A keep-alive HTTP connection with no request for this long is closed. Event streams
+    /// and WebSockets are never cut by it.
+    #[serde(default = "default_http_idle_timeout", with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
 }
 
 /// An inclusive range of ports, written `20000-29999`.
@@ -99,6 +107,10 @@ pub struct ServerConfigFile {
     pub session_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub http_header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub http_idle_timeout: Option<Duration>,
     /// `text` or `json`; read by the binary before the server starts.
     pub log_format: Option<String>,
 }
@@ -150,6 +162,12 @@ fn default_session_timeout() -> Duration {
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(30 * 60)
 }
+fn default_http_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_http_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
 
 impl ServerConfig {
     /// Defaults for everything but the data dir; what tests and quickstart start from.
@@ -164,6 +182,8 @@ impl ServerConfig {
             tunnel_bind: default_tunnel_bind(),
             session_timeout: default_session_timeout(),
             idle_timeout: default_idle_timeout(),
+            http_header_timeout: default_http_header_timeout(),
+            http_idle_timeout: default_http_idle_timeout(),
         }
     }
 
@@ -206,6 +226,14 @@ impl ServerConfig {
             .idle_timeout
             .or(file.idle_timeout)
             .unwrap_or(config.idle_timeout);
+        config.http_header_timeout = overrides
+            .http_header_timeout
+            .or(file.http_header_timeout)
+            .unwrap_or(config.http_header_timeout);
+        config.http_idle_timeout = overrides
+            .http_idle_timeout
+            .or(file.http_idle_timeout)
+            .unwrap_or(config.http_idle_timeout);
         if config.keepalive < Duration::from_secs(1) || config.keepalive > Duration::from_secs(600)
         {
             return Err(ConfigError::Keepalive);

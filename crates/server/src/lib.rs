@@ -14,6 +14,7 @@ mod clock;
 pub mod config;
 pub mod events;
 pub mod gateway;
+mod http;
 pub mod keys;
 pub mod links;
 pub mod sessions;
@@ -28,7 +29,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use postern_protocol::api::{CreatedToken, EventKind, Role};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -207,22 +207,15 @@ impl Server {
                 source,
             })?;
 
-        let app = api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        // Terminal keystrokes and data-path frames are small writes: no Nagle delay.
-        let http = http.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        let stop = shutdown.clone();
-        let http_task = tokio::spawn(async move {
-            let served = axum::serve(http, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP server stopped");
-            }
-        });
+        let http_task = tokio::spawn(http::serve(
+            http,
+            api::router(services.clone()),
+            http::HttpTimeouts {
+                header: config.http_header_timeout,
+                idle: config.http_idle_timeout,
+            },
+            shutdown.clone(),
+        ));
         let gateway = Arc::new(gateway::Gateway::new(
             store,
             agents,

@@ -9,6 +9,7 @@ mod cli;
 mod enrollment;
 mod gateway;
 mod harness;
+mod http_limits;
 mod link;
 mod login_burst;
 mod openssh;

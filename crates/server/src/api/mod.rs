@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod events;
 mod extract;
+mod layers;
 mod sessions;
 mod terminal;
 mod tokens;
@@ -13,9 +14,9 @@ mod users;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
+use axum::{Router, middleware};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -135,5 +136,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .nest("/api/v1", api)
         .fallback(crate::web::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(layers::refuse_large_bodies))
+        // Outermost: every response gets the headers, errors of the layers above included.
+        .layer(middleware::from_fn(layers::security_headers))
         .with_state(AppState { services })
 }
