@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use postern_protocol::api::{EventAgent, EventKind, EventSession, EventView};
+use postern_protocol::api::{EventAgent, EventKind, EventSession, EventView, Role};
 use postern_protocol::{SessionId, SessionState};
 use tokio::sync::{Mutex, broadcast};
 
@@ -91,3 +91,16 @@ pub fn view(record: EventRecord) -> EventView {
         detail: e.detail,
     }
 }
+
+/// What a user with `role` may see of an event. The name typed at a failed login may be a
+/// password typed into the wrong field: only administrators see it; others see that a login
+/// failed.
+pub fn visible_to(mut event: EventView, role: Role) -> EventView {
+    if event.kind == EventKind::UserLoginFailed && role < Role::Admin {
+        event.detail = REDACTED_LOGIN_FAILURE.to_owned();
+    }
+    event
+}
+
+pub const REDACTED_LOGIN_FAILURE: &str =
+    "failed login (the name tried is shown to administrators only)";

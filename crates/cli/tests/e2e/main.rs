@@ -11,7 +11,7 @@ mod gateway;
 mod harness;
 mod http_limits;
 mod link;
-mod login_burst;
+mod logins;
 mod openssh;
 mod raw;
 mod sessions;

@@ -111,7 +111,9 @@ pub async fn stream(
         }
     });
 
-    let stream = ReceiverStream::new(rx).map(|event| {
+    let role = caller.user.role;
+    let stream = ReceiverStream::new(rx).map(move |event| {
+        let event = events::visible_to(event, role);
         // No `event:` name: every event reaches a browser's `onmessage`, including kinds a
         // client does not know yet; the kind is in the JSON.
         let sse = Event::default().id(event.id.to_string());

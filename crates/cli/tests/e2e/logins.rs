@@ -1,12 +1,14 @@
 //! Logins under a burst, against a real `postern server` process: concurrent wrong passwords
 //! for one user are throttled as they arrive (not after they all failed), the server's
-//! memory stays flat, and the right password still works once the wait is over.
+//! memory stays flat, and the right password still works once the wait is over. And what a
+//! failed login shows: the name tried, to administrators only.
 
 use futures::future::join_all;
+use postern_protocol::api::{EventKind, Role};
 use serde_json::json;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{eventually, free_port, postern, read_until};
+use crate::harness::{DEADLINE, TestServer, eventually, free_port, postern, read_until};
 
 /// A `postern server` process on loopback with a fresh data dir.
 pub struct ServerProcess {
@@ -111,4 +113,81 @@ async fn a_burst_of_wrong_passwords_is_throttled_and_costs_no_memory() {
         (login(&client, &server.url, "admin", &server.admin_password).await == 200).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_name_tried_at_a_failed_login_is_shown_to_administrators_only() {
+    let server = TestServer::start().await;
+    let viewer = server.add_user("vera", Role::Viewer).await;
+    let operator = server.add_user("otto", Role::Operator).await;
+    // A viewer following the live stream while the login fails.
+    let mut live = tokio::net::TcpStream::connect(server.config.http)
+        .await
+        .unwrap();
+    live.write_all(
+        format!(
+            "GET /api/v1/events?limit=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {viewer}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut streamed = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&streamed).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, live.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the stream closed");
+        streamed.extend_from_slice(&buf[..n]);
+    }
+
+    let secret = "hunter2-typed-as-a-name";
+    let (status, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/login",
+            None,
+            Some(json!({"user": secret, "password": "whatever-it-was"})),
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    let failed = |events: Vec<postern_protocol::api::EventView>| {
+        events
+            .into_iter()
+            .find(|e| e.kind == EventKind::UserLoginFailed)
+            .expect("the failed login is listed")
+    };
+    let for_admin = failed(server.events().await);
+    assert!(for_admin.detail.contains(secret), "{}", for_admin.detail);
+    for token in [&viewer, &operator] {
+        let shown = failed(server.events_as(token).await);
+        assert!(!shown.detail.contains(secret), "{}", shown.detail);
+        assert!(shown.detail.contains("failed login"), "{}", shown.detail);
+    }
+
+    // The `data:` line of the live event, complete (ended by its newline).
+    let data_line = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let text = String::from_utf8_lossy(&streamed).into_owned();
+            if let Some(line) = text
+                .split('\n')
+                .rev()
+                .skip(1)
+                .find(|l| l.starts_with("data:") && l.contains("user.login_failed"))
+            {
+                return line.trim_start_matches("data:").trim().to_owned();
+            }
+            let n = live.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream closed");
+            streamed.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the failed login reaches the live stream");
+    let live_event: postern_protocol::api::EventView = serde_json::from_str(&data_line).unwrap();
+    assert!(!live_event.detail.contains(secret), "{}", live_event.detail);
+    assert!(!String::from_utf8_lossy(&streamed).contains(secret));
 }
