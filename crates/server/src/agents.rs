@@ -38,6 +38,10 @@ pub enum AgentError {
     Store(#[from] StoreError),
 }
 
+/// Told to a rejected agent that presents an enrollment token.
+pub const REJECTION_STANDS: &str = "an administrator rejected this agent; an enrollment token \
+     cannot approve it, only an administrator can";
+
 pub struct Agents {
     store: Arc<dyn Store>,
     events: Arc<EventBus>,
@@ -118,12 +122,16 @@ impl Agents {
                 .update_agent_seen(&agent.id, now, addr.as_deref())
                 .await?;
             let mut note = None;
-            if agent.status != AgentStatus::Approved
-                && let Some(token) = &enrollment.token
-            {
-                match self.take_token(token).await? {
-                    Ok(()) => self.approve_by_token(&mut agent).await?,
-                    Err(why) => note = Some(why),
+            if let Some(token) = &enrollment.token {
+                match agent.status {
+                    AgentStatus::Pending => match self.take_token(token).await? {
+                        Ok(()) => self.approve_by_token(&mut agent).await?,
+                        Err(why) => note = Some(why),
+                    },
+                    // A rejection stands until an administrator changes it; the token is
+                    // not used up on it.
+                    AgentStatus::Rejected => note = Some(REJECTION_STANDS.to_owned()),
+                    AgentStatus::Approved | AgentStatus::Revoked => {}
                 }
             }
             return Ok((agent, note));
