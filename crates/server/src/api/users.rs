@@ -65,7 +65,7 @@ pub async fn update(
 ) -> Result<Json<UserView>, ApiError> {
     caller.require(Role::Admin)?;
     let s = &state.services;
-    let user = auth::set_role(&s.store, &name, request.role).await?;
+    let user = auth::set_role(&s.store, &s.sessions, &caller.user, &name, request.role).await?;
     let detail = format!("{} is now {}", user.name, user.role);
     s.events
         .publish(EventKind::UserUpdated, caller.name(), None, detail)
@@ -104,7 +104,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     let s = &state.services;
-    let user = auth::delete_user(&s.store, &caller.user, &name).await?;
+    let user = auth::delete_user(&s.store, &s.sessions, &caller.user, &name).await?;
     let detail = format!("deleted user {}", user.name);
     s.events
         .publish(EventKind::UserDeleted, caller.name(), None, detail)

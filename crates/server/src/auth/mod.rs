@@ -10,7 +10,30 @@ use std::sync::Arc;
 use postern_protocol::api::Role;
 
 use crate::clock::now_ms;
+use crate::sessions::Sessions;
 use crate::store::{Store, StoreError, UserRecord};
+
+/// Why a user's sessions end without their asking: they lost the right to have them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLost {
+    /// The user was deleted.
+    Deleted,
+    /// The user's new role may not start sessions.
+    Demoted,
+}
+
+impl AccessLost {
+    /// The reason the sessions record.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Deleted => "user deleted",
+            Self::Demoted => "user demoted",
+        }
+    }
+}
+
+/// The least role that may hold a session.
+const SESSION_ROLE: Role = Role::Operator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -77,9 +100,12 @@ pub async fn create_user(
     Ok(user)
 }
 
-/// Gives `name` a new role; the last administrator keeps theirs.
+/// Gives `name` a new role; the last administrator keeps theirs. A role that may not hold
+/// sessions ends the user's sessions at once.
 pub async fn set_role(
     store: &Arc<dyn Store>,
+    sessions: &Sessions,
+    actor: &UserRecord,
     name: &str,
     role: Role,
 ) -> Result<UserRecord, UserError> {
@@ -88,6 +114,11 @@ pub async fn set_role(
         return Err(UserError::LastAdmin(user.name));
     }
     user.role = role;
+    if role < SESSION_ROLE {
+        sessions
+            .end_for_user(&user.id, AccessLost::Demoted.reason(), &actor.name)
+            .await;
+    }
     Ok(user)
 }
 
@@ -103,9 +134,11 @@ pub async fn reset_password(
     Ok(user)
 }
 
-/// Removes a user and their logins; never oneself, never the last administrator.
+/// Removes a user and their logins, and ends their sessions at once; never oneself, never
+/// the last administrator.
 pub async fn delete_user(
     store: &Arc<dyn Store>,
+    sessions: &Sessions,
     actor: &UserRecord,
     name: &str,
 ) -> Result<UserRecord, UserError> {
@@ -116,5 +149,8 @@ pub async fn delete_user(
     if !store.delete_user(&user.id).await? {
         return Err(UserError::LastAdmin(user.name));
     }
+    sessions
+        .end_for_user(&user.id, AccessLost::Deleted.reason(), &actor.name)
+        .await;
     Ok(user)
 }

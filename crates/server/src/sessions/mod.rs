@@ -297,6 +297,21 @@ impl Sessions {
         }
     }
 
+    /// Ends every unfinished session of a user (who was deleted, or may no longer start
+    /// sessions).
+    pub async fn end_for_user(&self, user_id: &str, reason: &str, actor: &str) {
+        let filter = SessionFilter {
+            user_id: Some(user_id.to_owned()),
+            ..Default::default()
+        };
+        let Ok(sessions) = self.store.list_sessions(&filter).await else {
+            return;
+        };
+        for s in sessions.into_iter().filter(|s| s.state.is_open()) {
+            let _ = self.stop(&s.id, reason, actor).await;
+        }
+    }
+
     /// The agent answered `StartSsh`.
     pub async fn agent_reply(&self, agent_id: &str, id: &SessionId, reply: SessionReply) {
         let Ok(Some(session)) = self.store.session(id).await else {
