@@ -16,4 +16,5 @@ mod logins;
 mod openssh;
 mod raw;
 mod sessions;
+mod storage;
 mod terminal;

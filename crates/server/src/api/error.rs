@@ -9,7 +9,7 @@ use crate::agents::AgentError;
 use crate::auth::UserError;
 use crate::auth::login::{BUSY_RETRY, LoginError};
 use crate::certificates::CertifyError;
-use crate::store::StoreError;
+use crate::store::{StorageFailure, StoreError};
 use crate::tokens::TokenError;
 
 #[derive(Debug)]
@@ -61,6 +61,29 @@ impl ApiError {
         }
     }
 
+    /// The store failed: a full disk is 507 (the client may retry once space is freed),
+    /// anything else 503. The cause goes to the log, not to the client.
+    pub fn storage(failure: StorageFailure, error: &dyn std::fmt::Display) -> Self {
+        match failure {
+            StorageFailure::Full => {
+                tracing::error!(%error, "storage full");
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "the server's storage is full",
+                )
+            }
+            StorageFailure::Unavailable => {
+                tracing::error!(%error, "storage unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the server's storage is unavailable; try again later",
+                )
+            }
+        }
+    }
+
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
         Self::new(
@@ -98,7 +121,10 @@ impl From<StoreError> for ApiError {
                 "conflict",
                 format!("{what} already exists"),
             ),
-            other => Self::internal(other),
+            other => match other.storage_failure() {
+                Some(failure) => Self::storage(failure, &other),
+                None => Self::internal(other),
+            },
         }
     }
 }

@@ -15,7 +15,7 @@ use postern_protocol::api::EventKind;
 use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
 
 pub use sessions::{SessionFilter, SessionRecord, SessionStore, TransitionRecord};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, StorageFailure};
 pub use users::{UserRecord, UserStore};
 
 #[derive(Debug, thiserror::Error)]

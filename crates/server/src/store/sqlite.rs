@@ -52,6 +52,56 @@ impl SqliteStore {
     }
 }
 
+/// How the storage failed, for errors that are not about the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// No space left: writes fail until some is freed (reads still work).
+    Full,
+    /// The database cannot be used right now (I/O error, locked past the busy timeout,
+    /// unreadable, read-only, pool closed).
+    Unavailable,
+}
+
+impl StoreError {
+    /// Whether this error is the storage failing (rather than the data or the request).
+    pub fn storage_failure(&self) -> Option<StorageFailure> {
+        let Self::Database(e) = self else {
+            return None;
+        };
+        match e {
+            sqlx::Error::Database(db) => {
+                // SQLite's extended result code: the primary code is its low byte.
+                let code: i32 = db.code()?.parse().ok()?;
+                match code & 0xff {
+                    SQLITE_FULL => Some(StorageFailure::Full),
+                    SQLITE_BUSY | SQLITE_LOCKED | SQLITE_READONLY | SQLITE_IOERR
+                    | SQLITE_CORRUPT | SQLITE_CANTOPEN | SQLITE_NOTADB => {
+                        Some(StorageFailure::Unavailable)
+                    }
+                    _ => None,
+                }
+            }
+            sqlx::Error::Io(io) if io.raw_os_error() == Some(ENOSPC) => Some(StorageFailure::Full),
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Some(StorageFailure::Unavailable),
+            _ => None,
+        }
+    }
+}
+
+// SQLite's primary result codes (sqlite3.h) and Linux's "no space left on device".
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
+const SQLITE_NOTADB: i32 = 26;
+const ENOSPC: i32 = 28;
+
 pub(super) fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
