@@ -10,6 +10,7 @@ mod baseline;
 mod footprint;
 mod latency;
 mod load;
+mod login_burst;
 mod machine;
 mod postern;
 mod proc;

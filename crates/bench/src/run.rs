@@ -13,7 +13,7 @@ use crate::agents::{self, AgentsPlan};
 use crate::baseline::Baseline;
 use crate::postern::{AgentProc, Binaries, Deployment};
 use crate::report::{self, Figure};
-use crate::{footprint, latency, machine, procfs, sessions, throughput};
+use crate::{footprint, latency, login_burst, machine, procfs, sessions, throughput};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -23,6 +23,9 @@ pub enum Section {
     Latency,
     Throughput,
     Agents,
+    /// `login-burst`: concurrent wrong passwords against a server of its own.
+    #[serde(rename = "login-burst")]
+    LoginBurst,
 }
 
 #[derive(Args, Debug)]
@@ -234,6 +237,13 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             );
         }
     }
+    if wants(&args, Section::LoginBurst) {
+        eprintln!(
+            "login burst: {} wrong passwords at once",
+            login_burst::ATTEMPTS
+        );
+        record(Section::LoginBurst, login_burst::measure(&bins, &dir).await);
+    }
     if wants(&args, Section::Agents) {
         eprintln!("idle agents: {}", plan.agents);
         let agents_plan = AgentsPlan {
@@ -257,7 +267,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     let report = json!({
         "harness": "postern-bench",
         "mode": if args.quick { "quick" } else { "full" },
-        "sections": if args.only.is_empty() { vec![Section::Footprint, Section::Sessions, Section::Latency, Section::Throughput, Section::Agents] } else { args.only.clone() },
+        "sections": if args.only.is_empty() { vec![Section::Footprint, Section::Sessions, Section::Latency, Section::Throughput, Section::LoginBurst, Section::Agents] } else { args.only.clone() },
         "plan": plan,
         "login": {
             "name": login,
