@@ -3,8 +3,10 @@
 //! the header timeout (from accept, or from the first byte of a later request), and a
 //! keep-alive connection with no request for the idle timeout is closed. Neither applies
 //! while a request is being served, so event streams and WebSocket upgrades (which leave
-//! this loop altogether) run as long as they like.
+//! this loop altogether) run as long as they like; a request's body, though, must arrive
+//! within the header timeout of its header.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -113,7 +115,14 @@ async fn connection(
         inner: tcp,
         phase: phase.clone(),
     });
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let mut request = request.map(|body| {
+            if http_body::Body::is_end_stream(&body) {
+                Body::new(body)
+            } else {
+                Body::new(BodyDeadline::new(body, timeouts.header))
+            }
+        });
         request.extensions_mut().insert(ConnectInfo(peer));
         let serving = InFlight::start(phase.clone());
         let app = app.clone();
@@ -219,6 +228,54 @@ impl http_body::Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request body must arrive within the header timeout of its header too: a client that
+/// announces a body and trickles or withholds it would otherwise hold its connection (and a
+/// handler) for ever, since a request being served has no other deadline.
+struct BodyDeadline {
+    body: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl BodyDeadline {
+    fn new(body: Incoming, limit: Duration) -> Self {
+        Self {
+            body,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+struct BodyTooSlow;
+
+impl http_body::Body for BodyDeadline {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let me = self.get_mut();
+        match Pin::new(&mut me.body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match me.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTooSlow.into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 
     fn is_end_stream(&self) -> bool {

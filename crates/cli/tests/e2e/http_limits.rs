@@ -109,6 +109,23 @@ async fn silent_and_half_sent_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_body_that_never_arrives_ends_its_request_and_connection() {
+    let server = impatient_server().await;
+    let mut tcp = TcpStream::connect(server.config.http).await.unwrap();
+    tcp.write_all(
+        b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"user\":",
+    )
+    .await
+    .unwrap();
+    let said = String::from_utf8(until_closed(&mut tcp).await).unwrap();
+    assert!(
+        said.is_empty() || said.starts_with("HTTP/1.1 400"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_its_answer() {
     let server = impatient_server().await;
     let mut tcp = TcpStream::connect(server.config.http).await.unwrap();
