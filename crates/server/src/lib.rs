@@ -15,6 +15,7 @@ pub mod config;
 pub mod events;
 pub mod gateway;
 pub mod keys;
+pub mod limits;
 pub mod links;
 pub mod sessions;
 pub mod store;
@@ -125,6 +126,7 @@ impl Server {
         let http = bind("HTTP", config.http).await?;
         let agent_listener = bind("agents", config.agent_listen).await?;
         let store = open_store(&config.data_dir).await?;
+        let files = limits::raise_file_limit();
         let host_key = keys::load_or_create(&config.data_dir.join(HOST_KEY_FILE))?;
         let user_ca = keys::load_or_create(&config.data_dir.join(USER_CA_FILE))?;
         let host_key_fingerprint = keys::fingerprint(&host_key);
@@ -227,10 +229,19 @@ impl Server {
             sessions,
             host_key_fingerprint.clone(),
         ));
+        let handshakes = gateway::limits::Handshakes::new(
+            gateway::limits::HandshakeConfig {
+                timeout: config.handshake_timeout,
+                max_total: config.max_handshakes,
+                max_per_source: config.max_handshakes_per_source,
+            }
+            .within(files),
+        );
         let gateway_task = tokio::spawn(gateway::serve(
             agent_listener,
             host_key,
             config.keepalive,
+            handshakes,
             gateway,
             shutdown.clone(),
         ));

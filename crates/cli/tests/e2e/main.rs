@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod enrollment;
 mod gateway;
+mod gateway_limits;
 mod harness;
 mod link;
 mod openssh;
