@@ -12,6 +12,7 @@ pub mod ca;
 pub mod certificates;
 mod clock;
 pub mod config;
+mod enrollment_limits;
 pub mod events;
 pub mod gateway;
 pub mod keys;
@@ -154,6 +155,11 @@ impl Server {
             events.clone(),
             links.clone(),
             gateway::key_text(user_ca.public_key()),
+            enrollment_limits::EnrollmentLimits::new(enrollment_limits::EnrollmentConfig {
+                max_pending: config.max_pending_agents,
+                per_source: config.enrollments_per_source,
+                window: config.enrollment_window,
+            }),
         ));
         let sessions = Sessions::new(
             store.clone(),

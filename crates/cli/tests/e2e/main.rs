@@ -7,6 +7,7 @@ mod admin;
 mod api;
 mod cli;
 mod enrollment;
+mod enrollment_limits;
 mod gateway;
 mod gateway_limits;
 mod harness;

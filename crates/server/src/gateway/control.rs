@@ -229,6 +229,9 @@ async fn enroll(
             AgentError::Revoked.to_string(),
         ))),
         Err(AgentError::Refused(why)) => Err(End::Refuse(error(ErrorCode::Refused, why))),
+        Err(e @ (AgentError::TooManyPending { .. } | AgentError::EnrollmentRate { .. })) => {
+            Err(End::Refuse(error(ErrorCode::Refused, e.to_string())))
+        }
         Err(e) => {
             tracing::error!(error = %e, "enrollment failed");
             Err(End::Refuse(error(
