@@ -87,6 +87,14 @@ impl Server {
             .arg(http.to_string())
             .arg("--agent-listen")
             .arg(gateway.to_string())
+            // Thousands of agents from one address at once is the load by construction (a
+            // real fleet dials from many): the handshake caps would only pace it.
+            .args([
+                "--max-handshakes",
+                "65536",
+                "--max-handshakes-per-source",
+                "65536",
+            ])
             .env_remove("POSTERN_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

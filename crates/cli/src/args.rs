@@ -124,6 +124,27 @@ pub struct ServerArgs {
     /// Stop sessions with no open channel for this long [default: 30m].
     #[arg(long, env = "POSTERN_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
+    /// Close agent connections whose control channel is not up this long after they
+    /// connected [default: 30s].
+    #[arg(long, env = "POSTERN_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Option<Duration>,
+    /// Agent connections in their handshake at once; more are refused [default: 256].
+    #[arg(long, env = "POSTERN_MAX_HANDSHAKES")]
+    pub max_handshakes: Option<usize>,
+    /// The same, from one source address [default: 16].
+    #[arg(long, env = "POSTERN_MAX_HANDSHAKES_PER_SOURCE")]
+    pub max_handshakes_per_source: Option<usize>,
+    /// Agents waiting for approval; new agents without a token are refused beyond
+    /// [default: 100].
+    #[arg(long, env = "POSTERN_MAX_PENDING_AGENTS")]
+    pub max_pending_agents: Option<u32>,
+    /// New agents without a token one source address may enroll per enrollment window
+    /// [default: 10].
+    #[arg(long, env = "POSTERN_ENROLLMENTS_PER_SOURCE")]
+    pub enrollments_per_source: Option<u32>,
+    /// The window of --enrollments-per-source [default: 10m].
+    #[arg(long, env = "POSTERN_ENROLLMENT_WINDOW", value_parser = humantime::parse_duration)]
+    pub enrollment_window: Option<Duration>,
     /// TOML config file; flags and variables win over it.
     #[arg(long, env = "POSTERN_CONFIG")]
     pub config: Option<PathBuf>,

@@ -229,6 +229,11 @@ pub enum EventKind {
     AgentOnline,
     #[serde(rename = "agent.offline")]
     AgentOffline,
+    /// As many agents wait for approval as the server allows: new agents without a valid
+    /// enrollment token are refused until an administrator decides on some. Published once
+    /// each time the limit is reached, not for every refusal.
+    #[serde(rename = "agent.pending_limit")]
+    AgentPendingLimit,
     #[serde(rename = "user.login")]
     UserLogin,
     #[serde(rename = "user.login_failed")]
@@ -253,13 +258,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::AgentEnrolled,
         EventKind::AgentApproved,
         EventKind::AgentRejected,
         EventKind::AgentRevoked,
         EventKind::AgentOnline,
         EventKind::AgentOffline,
+        EventKind::AgentPendingLimit,
         EventKind::UserLogin,
         EventKind::UserLoginFailed,
         EventKind::UserLogout,
@@ -280,6 +286,7 @@ impl EventKind {
             EventKind::AgentRevoked => "agent.revoked",
             EventKind::AgentOnline => "agent.online",
             EventKind::AgentOffline => "agent.offline",
+            EventKind::AgentPendingLimit => "agent.pending_limit",
             EventKind::UserLogin => "user.login",
             EventKind::UserLoginFailed => "user.login_failed",
             EventKind::UserLogout => "user.logout",

@@ -11,6 +11,7 @@ use postern_protocol::{AgentStatus, ServerMessage};
 
 use crate::auth::secret;
 use crate::clock::now_ms;
+use crate::enrollment_limits::{EnrollmentLimits, PendingCheck, Turn};
 use crate::events::EventBus;
 use crate::links::{LinkCommand, LinkRegistry};
 use crate::store::{AgentRecord, Store, StoreError, TokenUse};
@@ -34,6 +35,20 @@ pub enum AgentError {
     Revoked,
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "{limit} agents are waiting for approval, as many as this server allows: enroll with a \
+         token, or wait until an administrator decides on some"
+    )]
+    TooManyPending { limit: u32 },
+    #[error(
+        "too many new agents from this address (at most {per_source} every {}): try again \
+         later, or enroll with a token",
+        ShortDuration(*window)
+    )]
+    EnrollmentRate {
+        per_source: u32,
+        window: std::time::Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -48,6 +63,7 @@ pub struct Agents {
     links: Arc<LinkRegistry>,
     /// OpenSSH public key of the CA that signs user certificates; given to approved agents.
     user_ca: String,
+    limits: EnrollmentLimits,
 }
 
 impl Agents {
@@ -56,12 +72,14 @@ impl Agents {
         events: Arc<EventBus>,
         links: Arc<LinkRegistry>,
         user_ca: String,
+        limits: EnrollmentLimits,
     ) -> Self {
         Self {
             store,
             events,
             links,
             user_ca,
+            limits,
         }
     }
 
@@ -145,6 +163,11 @@ impl Agents {
             },
             None => (AgentStatus::Pending, None),
         };
+        // Held until the new agent is stored, so that the pending count it checked holds.
+        let mut turn = match status {
+            AgentStatus::Pending => Some(self.admit_pending(peer).await?),
+            _ => None,
+        };
         let wanted = sanitize_name(
             enrollment
                 .name
@@ -176,6 +199,10 @@ impl Agents {
             n += 1;
             agent.name = format!("{wanted}-{n}");
         }
+        if let Some(turn) = &mut turn {
+            turn.charge(peer.map(|p| p.ip()));
+        }
+        drop(turn);
         let how = if status == AgentStatus::Approved {
             "enrolled and approved with an enrollment token"
         } else {
@@ -195,6 +222,40 @@ impl Agents {
                 .await;
         }
         Ok((agent, note))
+    }
+
+    /// Whether one more new agent from `peer` may wait for approval: the source's rate, then
+    /// the cap on waiting agents (whose reaching is published once, not per refusal).
+    async fn admit_pending(&self, peer: Option<SocketAddr>) -> Result<Turn<'_>, AgentError> {
+        let config = self.limits.config();
+        let mut turn = self.limits.lock().await;
+        if !turn.rate_allows(peer.map(|p| p.ip())) {
+            return Err(AgentError::EnrollmentRate {
+                per_source: config.per_source,
+                window: config.window,
+            });
+        }
+        let pending = self.store.count_agents(AgentStatus::Pending).await?;
+        if let PendingCheck::Full { first } = turn.pending_allows(pending) {
+            if first {
+                tracing::warn!(
+                    limit = config.max_pending,
+                    "the pending-agent limit is reached; refusing new agents without a token"
+                );
+                let detail = format!(
+                    "{} agents are waiting for approval, the limit: new agents without an \
+                     enrollment token are refused until an administrator decides on some",
+                    config.max_pending
+                );
+                self.events
+                    .publish(EventKind::AgentPendingLimit, "system", None, detail)
+                    .await;
+            }
+            return Err(AgentError::TooManyPending {
+                limit: config.max_pending,
+            });
+        }
+        Ok(turn)
     }
 
     async fn take_token(&self, token: &str) -> Result<Result<(), String>, AgentError> {
@@ -308,6 +369,21 @@ impl Agents {
         self.links.command(&agent.id, command);
         self.events.publish(kind, actor, Some(&agent), detail).await;
         Ok(agent)
+    }
+}
+
+/// A whole number of hours, minutes or seconds, as people write it (`10m`).
+struct ShortDuration(std::time::Duration);
+
+impl std::fmt::Display for ShortDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs();
+        match secs {
+            0 => write!(f, "{}ms", self.0.as_millis()),
+            s if s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
     }
 }
 

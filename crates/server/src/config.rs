@@ -43,6 +43,26 @@ pub struct ServerConfig {
     /// and WebSockets are never cut by it.
     #[serde(default = "default_http_idle_timeout", with = "humantime_serde")]
     pub http_idle_timeout: Duration,
+    /// An agent connection must have its control channel up (enrolled, or waiting for
+    /// approval) this long after it connected, or it is closed.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Agent connections still in their handshake (before the control channel is up), in
+    /// total; more are refused at once. Also held to a quarter of the open-file limit.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// The same, from one source address (an IPv6 /64 counts as one).
+    #[serde(default = "default_max_handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
+    /// Agents waiting for approval; new agents without a valid token are refused beyond.
+    #[serde(default = "default_max_pending_agents")]
+    pub max_pending_agents: u32,
+    /// New agents without a valid token one source address may enroll per
+    /// `enrollment_window` (a burst of this many, then one per window / this).
+    #[serde(default = "default_enrollments_per_source")]
+    pub enrollments_per_source: u32,
+    #[serde(default = "default_enrollment_window", with = "humantime_serde")]
+    pub enrollment_window: Duration,
 }
 
 /// An inclusive range of ports, written `20000-29999`.
@@ -111,6 +131,13 @@ pub struct ServerConfigFile {
     pub http_header_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub http_idle_timeout: Option<Duration>,
+    pub handshake_timeout: Option<Duration>,
+    pub max_handshakes: Option<usize>,
+    pub max_handshakes_per_source: Option<usize>,
+    pub max_pending_agents: Option<u32>,
+    pub enrollments_per_source: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub enrollment_window: Option<Duration>,
     /// `text` or `json`; read by the binary before the server starts.
     pub log_format: Option<String>,
 }
@@ -167,6 +194,23 @@ fn default_http_header_timeout() -> Duration {
 }
 fn default_http_idle_timeout() -> Duration {
     Duration::from_secs(60)
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_handshakes() -> usize {
+    256
+}
+fn default_max_handshakes_per_source() -> usize {
+    16
+}
+fn default_max_pending_agents() -> u32 {
+    100
+}
+fn default_enrollments_per_source() -> u32 {
+    10
+}
+fn default_enrollment_window() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 
 impl ServerConfig {
@@ -184,6 +228,12 @@ impl ServerConfig {
             idle_timeout: default_idle_timeout(),
             http_header_timeout: default_http_header_timeout(),
             http_idle_timeout: default_http_idle_timeout(),
+            handshake_timeout: default_handshake_timeout(),
+            max_handshakes: default_max_handshakes(),
+            max_handshakes_per_source: default_max_handshakes_per_source(),
+            max_pending_agents: default_max_pending_agents(),
+            enrollments_per_source: default_enrollments_per_source(),
+            enrollment_window: default_enrollment_window(),
         }
     }
 
@@ -234,6 +284,30 @@ impl ServerConfig {
             .http_idle_timeout
             .or(file.http_idle_timeout)
             .unwrap_or(config.http_idle_timeout);
+        config.handshake_timeout = overrides
+            .handshake_timeout
+            .or(file.handshake_timeout)
+            .unwrap_or(config.handshake_timeout);
+        config.max_handshakes = overrides
+            .max_handshakes
+            .or(file.max_handshakes)
+            .unwrap_or(config.max_handshakes);
+        config.max_handshakes_per_source = overrides
+            .max_handshakes_per_source
+            .or(file.max_handshakes_per_source)
+            .unwrap_or(config.max_handshakes_per_source);
+        config.max_pending_agents = overrides
+            .max_pending_agents
+            .or(file.max_pending_agents)
+            .unwrap_or(config.max_pending_agents);
+        config.enrollments_per_source = overrides
+            .enrollments_per_source
+            .or(file.enrollments_per_source)
+            .unwrap_or(config.enrollments_per_source);
+        config.enrollment_window = overrides
+            .enrollment_window
+            .or(file.enrollment_window)
+            .unwrap_or(config.enrollment_window);
         if config.keepalive < Duration::from_secs(1) || config.keepalive > Duration::from_secs(600)
         {
             return Err(ConfigError::Keepalive);

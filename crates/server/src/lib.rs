@@ -12,10 +12,12 @@ pub mod ca;
 pub mod certificates;
 mod clock;
 pub mod config;
+mod enrollment_limits;
 pub mod events;
 pub mod gateway;
 mod http;
 pub mod keys;
+pub mod limits;
 pub mod links;
 pub mod sessions;
 pub mod store;
@@ -125,6 +127,7 @@ impl Server {
         let http = bind("HTTP", config.http).await?;
         let agent_listener = bind("agents", config.agent_listen).await?;
         let store = open_store(&config.data_dir).await?;
+        let files = limits::raise_file_limit();
         let host_key = keys::load_or_create(&config.data_dir.join(HOST_KEY_FILE))?;
         let user_ca = keys::load_or_create(&config.data_dir.join(USER_CA_FILE))?;
         let host_key_fingerprint = keys::fingerprint(&host_key);
@@ -152,6 +155,11 @@ impl Server {
             events.clone(),
             links.clone(),
             gateway::key_text(user_ca.public_key()),
+            enrollment_limits::EnrollmentLimits::new(enrollment_limits::EnrollmentConfig {
+                max_pending: config.max_pending_agents,
+                per_source: config.enrollments_per_source,
+                window: config.enrollment_window,
+            }),
         ));
         let sessions = Sessions::new(
             store.clone(),
@@ -223,10 +231,19 @@ impl Server {
             sessions,
             host_key_fingerprint.clone(),
         ));
+        let handshakes = gateway::limits::Handshakes::new(
+            gateway::limits::HandshakeConfig {
+                timeout: config.handshake_timeout,
+                max_total: config.max_handshakes,
+                max_per_source: config.max_handshakes_per_source,
+            }
+            .within(files),
+        );
         let gateway_task = tokio::spawn(gateway::serve(
             agent_listener,
             host_key,
             config.keepalive,
+            handshakes,
             gateway,
             shutdown.clone(),
         ));

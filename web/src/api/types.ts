@@ -110,6 +110,7 @@ export type EventKind =
   | 'agent.revoked'
   | 'agent.online'
   | 'agent.offline'
+  | 'agent.pending_limit'
   | 'user.login'
   | 'user.login_failed'
   | 'user.logout'

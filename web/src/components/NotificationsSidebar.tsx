@@ -15,6 +15,7 @@ const TITLES: Partial<Record<EventKind, string>> = {
   'agent.revoked': 'Agent revoked',
   'agent.online': 'Agent online',
   'agent.offline': 'Agent offline',
+  'agent.pending_limit': 'Enrollment limit reached',
 };
 
 function title(event: EventView): string {

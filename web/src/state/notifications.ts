@@ -5,7 +5,7 @@ import { computed, signal } from '@preact/signals';
 import { markNotificationsRead } from '../api/endpoints';
 import { AGENT_EVENT_KINDS, type EventKind, type EventView } from '../api/types';
 
-const NOTIFYING = new Set<EventKind>(['session.state', ...AGENT_EVENT_KINDS]);
+const NOTIFYING = new Set<EventKind>(['session.state', 'agent.pending_limit', ...AGENT_EVENT_KINDS]);
 
 /** Enough for a long day on a busy server without growing without bound. */
 const KEEP = 500;

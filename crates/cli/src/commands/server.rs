@@ -20,6 +20,12 @@ pub fn config(args: &ServerArgs) -> Result<(ServerConfig, Option<String>)> {
         tunnel_bind: args.tunnel_bind,
         session_timeout: args.session_timeout,
         idle_timeout: args.idle_timeout,
+        handshake_timeout: args.handshake_timeout,
+        max_handshakes: args.max_handshakes,
+        max_handshakes_per_source: args.max_handshakes_per_source,
+        max_pending_agents: args.max_pending_agents,
+        enrollments_per_source: args.enrollments_per_source,
+        enrollment_window: args.enrollment_window,
         ..Default::default()
     };
     Ok((ServerConfig::resolve(file, overrides)?, log_format))

@@ -106,3 +106,40 @@ pub async fn channel_request_granted(
         }
     }
 }
+
+/// Says hello and enrolls `key` with the identity from `identity_seed`, as an agent would;
+/// returns the server's answer to the enrollment. The link is returned to be held open.
+pub async fn enroll(
+    handle: &Handle,
+    key: &PrivateKey,
+    identity_seed: u8,
+    name: &str,
+    fingerprint: &str,
+) -> (Control, Option<ServerMessage>) {
+    use postern_protocol::PROTOCOL_VERSION;
+    use postern_protocol::enrollment::Enrollment;
+    let mut link = control(handle).await;
+    send(
+        &mut link,
+        &AgentMessage::Hello {
+            version: PROTOCOL_VERSION,
+            agent_version: "test".into(),
+        },
+    )
+    .await;
+    let Some(ServerMessage::Welcome { nonce, .. }) = receive(&mut link).await else {
+        panic!("no welcome");
+    };
+    let enrollment = Enrollment::sign(
+        &ed25519_dalek::SigningKey::from_bytes(&[identity_seed; 32]),
+        key.public_key().to_openssh().unwrap(),
+        Some(name.into()),
+        Default::default(),
+        None,
+        fingerprint,
+        &nonce,
+    );
+    send(&mut link, &AgentMessage::Enroll(enrollment)).await;
+    let answer = receive(&mut link).await;
+    (link, answer)
+}

@@ -155,7 +155,11 @@ impl From<AgentError> for ApiError {
             AgentError::InvalidTransition { .. } => {
                 Self::new(StatusCode::CONFLICT, "invalid_transition", e.to_string())
             }
-            AgentError::Revoked | AgentError::Refused(_) => Self::forbidden(e.to_string()),
+            // The enrollment limits only refuse agents on the gateway, never an API caller.
+            AgentError::Revoked
+            | AgentError::Refused(_)
+            | AgentError::TooManyPending { .. }
+            | AgentError::EnrollmentRate { .. } => Self::forbidden(e.to_string()),
             AgentError::Store(e) => e.into(),
         }
     }

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
@@ -18,9 +17,11 @@ use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, ChannelStream, Disconnect};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tracing::Instrument;
 
+use super::limits::ControlUp;
 use super::{Gateway, key_text};
 use crate::agents::AgentError;
 use crate::auth::secret;
@@ -28,8 +29,6 @@ use crate::clock::now_ms;
 use crate::links::LinkCommand;
 use crate::store::AgentRecord;
 
-/// Time an agent has for each step before enrollment completes.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Commands queued for one link before senders are told it is backed up.
 const COMMAND_QUEUE: usize = 32;
 
@@ -74,18 +73,22 @@ pub async fn run(
     key: String,
     peer: Option<SocketAddr>,
     handle: Handle,
+    up: ControlUp,
 ) {
     let span = tracing::info_span!("agent_link", peer = ?peer, agent = tracing::field::Empty);
     let outcome = async {
-        let Some(mut link) = open(channel).await else {
+        // Every step until enrollment shares the connection's handshake deadline.
+        let deadline = up.deadline();
+        let Some(mut link) = open(channel, deadline).await else {
             return End::Closed;
         };
         // Boxed: the task of an idle link lives for days; only the state it idles in should
         // take memory, not the largest step it ever took (see docs/PERFORMANCE.md).
-        let agent = match Box::pin(enroll(&gateway, &mut link, &key, peer)).await {
+        let agent = match Box::pin(enroll(&gateway, &mut link, &key, peer, deadline)).await {
             Ok(agent) => agent,
             Err(end) => return finish(&mut link, end).await,
         };
+        up.done();
         span.record("agent", agent.name.as_str());
         let end = serve(&gateway, &mut link, &agent).await;
         finish(&mut link, end).await
@@ -118,7 +121,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
 }
 
 /// Waits for the agent to ask for the control subsystem (the handler answers the request).
-async fn open(mut channel: Channel<Msg>) -> Option<Link> {
+async fn open(mut channel: Channel<Msg>, deadline: Instant) -> Option<Link> {
     let wait = async {
         while let Some(msg) = channel.wait().await {
             if let ChannelMsg::RequestSubsystem { name, .. } = msg
@@ -129,7 +132,7 @@ async fn open(mut channel: Channel<Msg>) -> Option<Link> {
         }
         false
     };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, wait).await {
+    match tokio::time::timeout_at(deadline, wait).await {
         Ok(true) => Some(Link::new(channel.into_stream())),
         _ => None,
     }
@@ -157,8 +160,8 @@ async fn next_message(link: &mut Link) -> Option<AgentMessage> {
     }
 }
 
-async fn next_handshake_message(link: &mut Link) -> Result<AgentMessage, End> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, next_message(link)).await {
+async fn next_handshake_message(link: &mut Link, deadline: Instant) -> Result<AgentMessage, End> {
+    match tokio::time::timeout_at(deadline, next_message(link)).await {
         Ok(Some(message)) => Ok(message),
         Ok(None) => Err(End::Closed),
         Err(_) => Err(End::Refuse(error(
@@ -173,9 +176,10 @@ async fn enroll(
     link: &mut Link,
     key: &str,
     peer: Option<SocketAddr>,
+    deadline: Instant,
 ) -> Result<AgentRecord, End> {
     loop {
-        match next_handshake_message(link).await? {
+        match next_handshake_message(link, deadline).await? {
             AgentMessage::Hello { version, .. } if version == PROTOCOL_VERSION => break,
             AgentMessage::Hello { version, .. } => {
                 return Err(End::Refuse(error(
@@ -197,7 +201,7 @@ async fn enroll(
     .map_err(|_| End::Closed)?;
 
     let enrollment = loop {
-        match next_handshake_message(link).await? {
+        match next_handshake_message(link, deadline).await? {
             AgentMessage::Enroll(enrollment) => break enrollment,
             other => reply_unexpected(link, &other, "enroll").await?,
         }
@@ -225,6 +229,9 @@ async fn enroll(
             AgentError::Revoked.to_string(),
         ))),
         Err(AgentError::Refused(why)) => Err(End::Refuse(error(ErrorCode::Refused, why))),
+        Err(e @ (AgentError::TooManyPending { .. } | AgentError::EnrollmentRate { .. })) => {
+            Err(End::Refuse(error(ErrorCode::Refused, e.to_string())))
+        }
         Err(e) => {
             tracing::error!(error = %e, "enrollment failed");
             Err(End::Refuse(error(

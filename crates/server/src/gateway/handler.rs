@@ -9,6 +9,7 @@ use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 
+use super::limits::ControlUp;
 use super::{Gateway, control, key_text};
 
 pub struct AgentConnection {
@@ -17,26 +18,38 @@ pub struct AgentConnection {
     /// The authenticated key, canonical text.
     key: Option<String>,
     control: Option<ChannelId>,
+    /// Handed to the control task, which says when the control channel is up.
+    up: Option<ControlUp>,
+    /// A revoked key's refusal is logged once per connection, however often it is tried.
+    revoked_logged: bool,
 }
 
 impl AgentConnection {
-    pub fn new(gateway: Arc<Gateway>, peer: Option<SocketAddr>) -> Self {
+    pub fn new(gateway: Arc<Gateway>, peer: Option<SocketAddr>, up: ControlUp) -> Self {
         Self {
             gateway,
             peer,
             key: None,
             control: None,
+            up: Some(up),
+            revoked_logged: false,
         }
     }
 
     /// Any key may authenticate (unknown keys may enroll), except a revoked agent's.
-    async fn allowed(&self, key: &PublicKey) -> Result<bool, russh::Error> {
+    async fn allowed(&mut self, key: &PublicKey) -> bool {
         match self.gateway.store.agent_by_ssh_key(&key_text(key)).await {
-            Ok(Some(agent)) => Ok(agent.status != AgentStatus::Revoked),
-            Ok(None) => Ok(true),
+            Ok(Some(agent)) if agent.status == AgentStatus::Revoked => {
+                if !self.revoked_logged {
+                    self.revoked_logged = true;
+                    tracing::info!(peer = ?self.peer, agent = %agent.name, did = %agent.did, "refused a revoked agent's key");
+                }
+                false
+            }
+            Ok(_) => true,
             Err(error) => {
                 tracing::error!(%error, "store unavailable during agent authentication");
-                Ok(false)
+                false
             }
         }
     }
@@ -56,7 +69,7 @@ impl russh::server::Handler for AgentConnection {
     ) -> Result<Auth, Self::Error> {
         // Boxed, like every store call here: russh embeds these futures in the connection's
         // own, which lives as long as the agent stays connected.
-        Ok(if Box::pin(self.allowed(offer.public_key)).await? {
+        Ok(if Box::pin(self.allowed(offer.public_key)).await {
             Auth::Accept
         } else {
             Auth::reject()
@@ -68,8 +81,7 @@ impl russh::server::Handler for AgentConnection {
         _user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if !Box::pin(self.allowed(key.public_key)).await? {
-            tracing::info!(peer = ?self.peer, "refused a revoked agent's key");
+        if !Box::pin(self.allowed(key.public_key)).await {
             return Ok(Auth::reject());
         }
         self.key = Some(key_text(key.public_key));
@@ -88,19 +100,20 @@ impl russh::server::Handler for AgentConnection {
                 .await;
             return Ok(());
         };
-        if self.control.is_some() {
+        // The first session channel is the control channel; there is only one.
+        let Some(up) = self.up.take() else {
             self.refuse("a second session channel");
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
-        }
+        };
         self.control = Some(channel.id());
         reply.accept().await;
         let gateway = self.gateway.clone();
         let peer = self.peer;
         let handle = session.handle();
-        tokio::spawn(control::run(gateway, channel, key, peer, handle));
+        tokio::spawn(control::run(gateway, channel, key, peer, handle, up));
         Ok(())
     }
 
@@ -116,6 +129,18 @@ impl russh::server::Handler for AgentConnection {
             self.refuse("an unknown subsystem");
             session.channel_failure(channel)?;
         }
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // RFC 4254 §5.4: a request that wants a reply gets one; no environment is taken here.
+        session.channel_failure(channel)?;
         Ok(())
     }
 

@@ -2,16 +2,23 @@
 //! offers them exactly one thing — the `postern-control` subsystem — and refuses the rest.
 
 mod control;
+mod cut;
 mod handler;
+pub mod limits;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::MethodKind;
 use russh::keys::{PrivateKey, PublicKey};
+use russh::server::RunningSession;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use self::cut::{CutStream, Cutter};
+use self::limits::{Admission, ControlUp, Handshakes};
 use crate::agents::Agents;
 use crate::events::EventBus;
 use crate::sessions::Sessions;
@@ -57,6 +64,7 @@ pub async fn serve(
     listener: TcpListener,
     host_key: PrivateKey,
     keepalive: Duration,
+    handshakes: Arc<Handshakes>,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
 ) {
@@ -64,7 +72,8 @@ pub async fn serve(
         keys: vec![host_key],
         methods: (&[MethodKind::PublicKey][..]).into(),
         // Dead links are found by keepalives (3 unanswered → closed), not by silence:
-        // an idle agent is a healthy agent.
+        // an idle agent is a healthy agent. The stages before the control channel have a
+        // deadline of their own (`connection`).
         keepalive_interval: Some(keepalive),
         keepalive_max: 3,
         inactivity_timeout: None,
@@ -91,15 +100,40 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => return,
         };
-        let handler = handler::AgentConnection::new(gateway.clone(), Some(peer));
+        // Over the limits: closed at once, before it costs more than this accept.
+        let Ok(admission) = handshakes.admit(peer.ip()) else {
+            drop(socket);
+            continue;
+        };
+        let deadline = Instant::now() + handshakes.config().timeout;
+        let (up, up_rx) = ControlUp::new(deadline);
+        let handler = handler::AgentConnection::new(gateway.clone(), Some(peer), up);
+        let pre_control = PreControl {
+            admission,
+            deadline,
+            up: up_rx,
+        };
         tokio::spawn(connection(
             config.clone(),
             socket,
             handler,
+            pre_control,
             shutdown.clone(),
         ));
     }
 }
+
+/// What a connection holds until its control channel is up.
+struct PreControl {
+    /// Counts the connection against the handshake limits until dropped.
+    admission: Admission,
+    deadline: Instant,
+    up: oneshot::Receiver<()>,
+}
+
+/// After the deadline, the control task has this long to tell the agent why before the
+/// connection is cut (`control::enroll` refuses at the deadline itself).
+const CUT_GRACE: Duration = Duration::from_secs(1);
 
 /// One agent connection. The SSH handshake's future is large; it runs in this short-lived
 /// task, and the connection is then watched by a small one, so that an idle link does not
@@ -108,18 +142,31 @@ async fn connection(
     config: Arc<russh::server::Config>,
     socket: tokio::net::TcpStream,
     handler: handler::AgentConnection,
+    pre_control: PreControl,
     shutdown: CancellationToken,
 ) {
     let _ = socket.set_nodelay(true);
-    let session = match russh::server::run_stream(config, socket, handler).await {
-        Ok(session) => session,
-        Err(error) => {
+    let (stream, cutter) = CutStream::new(socket);
+    // A peer that never sends its banner: dropping the setup closes the socket.
+    let setup = russh::server::run_stream(config, stream, handler);
+    let session = match tokio::time::timeout_at(pre_control.deadline, setup).await {
+        Ok(Ok(session)) => session,
+        Ok(Err(error)) => {
             tracing::debug!(%error, "agent connection setup failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("agent connection sent no SSH banner in time");
             return;
         }
     };
     tokio::spawn(async move {
+        let mut session = session;
         let handle = session.handle();
+        let up = until_control_up(&mut session, pre_control, cutter, &shutdown);
+        if !Box::pin(up).await {
+            return;
+        }
         tokio::select! {
             ended = session => {
                 if let Err(error) = ended {
@@ -133,4 +180,46 @@ async fn connection(
             }
         }
     });
+}
+
+/// Runs the connection until its control channel is up (true), or until it ends or misses
+/// the deadline (false; it is cut then). Boxed by the caller: an idle link's task keeps none
+/// of this.
+async fn until_control_up(
+    session: &mut RunningSession<handler::AgentConnection>,
+    pre_control: PreControl,
+    cutter: Cutter,
+    shutdown: &CancellationToken,
+) -> bool {
+    let PreControl {
+        admission,
+        deadline,
+        mut up,
+    } = pre_control;
+    // The control task may end without enrolling (a refusal it still writes out): then only
+    // the deadline or the session's end is left to wait for.
+    let mut waiting_for_up = true;
+    let is_up = loop {
+        tokio::select! {
+            ended = &mut *session => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "agent connection ended before its control channel was up");
+                }
+                return false;
+            }
+            result = &mut up, if waiting_for_up => match result {
+                Ok(()) => break true,
+                Err(_) => waiting_for_up = false,
+            },
+            _ = tokio::time::sleep_until(deadline + CUT_GRACE) => break false,
+            _ = shutdown.cancelled() => break false,
+        }
+    };
+    drop(admission);
+    if !is_up {
+        tracing::debug!("agent connection had no control channel up by its deadline; cut");
+        cutter.cut();
+        let _ = session.await;
+    }
+    is_up
 }

@@ -99,6 +99,7 @@ pub trait Store: UserStore + SessionStore + Send + Sync + 'static {
     async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>>;
     async fn agent_name_taken(&self, name: &str) -> StoreResult<bool>;
     async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>>;
+    async fn count_agents(&self, status: AgentStatus) -> StoreResult<u64>;
     async fn set_agent_status(
         &self,
         id: &str,

@@ -263,6 +263,14 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn count_agents(&self, status: AgentStatus) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE status = $1")
+            .bind(status.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
     async fn set_agent_status(
         &self,
         id: &str,
