@@ -9,6 +9,7 @@ use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 
+use super::sever::Cut;
 use super::{Gateway, control, key_text};
 
 pub struct AgentConnection {
@@ -17,6 +18,8 @@ pub struct AgentConnection {
     /// The authenticated key, canonical text.
     key: Option<String>,
     control: Option<ChannelId>,
+    /// Cuts this connection's socket.
+    cut: Cut,
 }
 
 impl AgentConnection {
@@ -26,7 +29,12 @@ impl AgentConnection {
             peer,
             key: None,
             control: None,
+            cut: Cut::default(),
         }
+    }
+
+    pub fn cut(&self) -> &Cut {
+        &self.cut
     }
 
     /// Any key may authenticate (unknown keys may enroll), except a revoked agent's.
@@ -100,7 +108,8 @@ impl russh::server::Handler for AgentConnection {
         let gateway = self.gateway.clone();
         let peer = self.peer;
         let handle = session.handle();
-        tokio::spawn(control::run(gateway, channel, key, peer, handle));
+        let cut = self.cut.clone();
+        tokio::spawn(control::run(gateway, channel, key, peer, handle, cut));
         Ok(())
     }
 

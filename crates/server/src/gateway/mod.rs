@@ -3,6 +3,10 @@
 
 mod control;
 mod handler;
+mod link;
+mod sever;
+
+pub use sever::Cut;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +115,8 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let _ = socket.set_nodelay(true);
+    // The control task cuts the socket of a peer it drops (see `sever`).
+    let socket = sever::Severable::new(socket, handler.cut());
     let session = match russh::server::run_stream(config, socket, handler).await {
         Ok(session) => session,
         Err(error) => {
