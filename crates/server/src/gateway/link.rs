@@ -29,8 +29,11 @@ use super::sever::Cut;
 /// hundreds of error replies, or one largest frame — an agent that reads never gets near.
 pub const OUTBOX_LIMIT: usize = 64 * 1024;
 /// What a backed-up link still takes in (so that russh never waits on it) before it gives
-/// the peer up: two largest frames.
-pub const PAUSED_READ_LIMIT: usize = 2 * (MAX_FRAME_LEN + 4);
+/// the peer up: 16 largest frames. A reply can be 15 times the size of the bad frame it
+/// answers, so a client that pipelines a burst backs the link up long before its window
+/// is full; this much lets such a burst wait for the client to read (a wedged link held
+/// 16 MiB in russh's queue before).
+pub const PAUSED_READ_LIMIT: usize = 16 * MAX_FRAME_LEN;
 /// How long a link may stay backed up: a peer that has not read 64 KiB of replies in this
 /// time is not an agent that will.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
