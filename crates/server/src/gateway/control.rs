@@ -92,8 +92,9 @@ async fn finish(link: &mut Link, end: End, handle: &Handle) {
                     "en".into(),
                 )
                 .await;
-            // The peer closes once it has read the disconnect; that ends the connection.
-            link.cut.done().await;
+            // The peer closes once it has read the disconnect; the connection then ends
+            // and the channel with it.
+            while let Some(Ok(_)) = link.next().await {}
         })
         .await;
     }
