@@ -10,20 +10,23 @@ use postern_protocol::api::{EventKind, Liveness};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 
-use crate::harness::{
-    DEADLINE, TestServer, approved_agent, free_port, postern, read_until, test_key,
-};
+use crate::harness::{TestServer, approved_agent, free_port, postern, read_until, test_key};
+
+/// How long the client waits for anything: longer than the server's 30 s bound on a
+/// backed-up link.
+const STALL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Connects with a key the server has never seen, opens the control subsystem, writes
 /// `count` malformed frames (`batch` to a packet) from a thread without reading, and once they are written (or the
-/// server stopped taking them) reads the replies; then, if the link is still up, says hello.
+/// server stopped taking them) reads the replies (`read`; `never-read` only waits for the
+/// server to close); then, if the link is still up, says hello.
 /// Prints one JSON line with what happened.
 const FLOODER: &str = r#"
 import json, socket, struct, sys, threading
 import paramiko
 
 host, port, keyfile, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-wait, batch = float(sys.argv[5]), int(sys.argv[6])
+wait, batch, mode = float(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 transport = paramiko.Transport((host, port))
 transport.connect(username="agent", pkey=paramiko.Ed25519Key.from_private_key_file(keyfile))
 chan = transport.open_session()
@@ -43,6 +46,12 @@ def write():
 
 threading.Thread(target=write, daemon=True).start()
 written.wait(wait)
+if mode == "never-read":
+    # Never read: the transport thread ends when the server closes the connection.
+    transport.join(wait)
+    result["closed"] = not transport.is_active()
+    print(json.dumps(result), flush=True)
+    sys.exit(0)
 chan.settimeout(wait)
 buf = b""
 
@@ -88,6 +97,16 @@ struct Flood {
 }
 
 async fn flood(dir: &Path, gateway: std::net::SocketAddr, count: u64, batch: u64) -> Flood {
+    flood_as(dir, gateway, count, batch, "read").await
+}
+
+async fn flood_as(
+    dir: &Path,
+    gateway: std::net::SocketAddr,
+    count: u64,
+    batch: u64,
+    mode: &str,
+) -> Flood {
     let script = dir.join("flood.py");
     std::fs::write(&script, FLOODER).unwrap();
     let key = dir.join("key");
@@ -103,8 +122,9 @@ async fn flood(dir: &Path, gateway: std::net::SocketAddr, count: u64, batch: u64
         .arg(gateway.port().to_string())
         .arg(&key)
         .arg(count.to_string())
-        .arg(DEADLINE.as_secs().to_string())
+        .arg((STALL_WAIT).as_secs().to_string())
         .arg(batch.to_string())
+        .arg(mode)
         .kill_on_drop(true)
         .output()
         .await
@@ -165,6 +185,19 @@ async fn a_client_that_floods_without_ever_reading_is_dropped() {
     // The dropped link holds nothing: a second flooder is served from scratch.
     let again = flood(dir.path(), server.agent_addr(), 1_000, 1).await;
     assert_eq!(again.replies, 1_000, "{again:?}");
+}
+
+/// A client that backs its link up, then neither reads nor writes: the server gives it
+/// up after its bound on a backed-up link and closes the connection.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_within_the_bound() {
+    let server = TestServer::start().await;
+    let _agent = approved_agent(&server, "bystander").await;
+    let dir = tempfile::tempdir().unwrap();
+    let seen = flood_as(dir.path(), server.agent_addr(), 30_000, 1, "never-read").await;
+    assert!(seen.written, "{seen:?}");
+    assert!(seen.closed, "the server closed the connection: {seen:?}");
+    still_online(&server, "bystander").await;
 }
 
 /// The server's own log (the real binary's stderr) has a few lines for a burst of bad
