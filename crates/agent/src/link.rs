@@ -457,6 +457,10 @@ async fn handshake(
         &AgentMessage::Hello {
             version: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            // The server counts missed heartbeats against this.
+            heartbeat_ms: Some(
+                u64::try_from(ctx.options.sync_rate.as_millis()).unwrap_or(u64::MAX),
+            ),
         },
     )
     .await?;

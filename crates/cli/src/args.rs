@@ -112,6 +112,15 @@ pub struct ServerArgs {
     /// SSH keepalive on agent links [default: 15s].
     #[arg(long, env = "POSTERN_KEEPALIVE", value_parser = humantime::parse_duration)]
     pub keepalive: Option<Duration>,
+    /// Heartbeat interval assumed for agents that do not state theirs [default: 10s].
+    #[arg(long, env = "POSTERN_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// Missed heartbeats before an agent shows as not responding [default: 3].
+    #[arg(long, env = "POSTERN_HEARTBEAT_MISSES")]
+    pub heartbeat_misses: Option<u32>,
+    /// Silence after which an agent's link is dropped and its sessions end [default: 40s].
+    #[arg(long, env = "POSTERN_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
     /// Ports for session tunnels [default: 20000-29999].
     #[arg(long, env = "POSTERN_TUNNEL_PORTS")]
     pub tunnel_ports: Option<postern_server::config::PortRange>,

@@ -157,7 +157,10 @@ pub struct AgentView {
     pub name: String,
     pub did: String,
     pub status: AgentStatus,
+    /// A link is registered (the agent is connected, though maybe not responding).
     pub online: bool,
+    /// Whether the agent answers: see `Liveness`.
+    pub liveness: Liveness,
     /// Unix milliseconds of the last sign of life, if the agent was ever connected.
     pub last_seen: Option<i64>,
     pub facts: AgentFacts,
@@ -177,6 +180,37 @@ pub struct AgentView {
 pub struct AgentPresence {
     pub id: String,
     pub last_seen: i64,
+    pub liveness: Liveness,
+}
+
+/// Whether an agent answers, from its heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// Connected, and heard from within its expected heartbeats.
+    Online,
+    /// Still connected, but it missed its last heartbeats (hung, or its network is down);
+    /// the link is dropped if it stays silent.
+    NotResponding,
+    /// Not connected.
+    Offline,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Online => "online",
+            Liveness::NotResponding => "not_responding",
+            Liveness::Offline => "offline",
+        }
+    }
+}
+
+impl fmt::Display for Liveness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -234,6 +268,10 @@ pub enum EventKind {
     /// each time the limit is reached, not for every refusal.
     #[serde(rename = "agent.pending_limit")]
     AgentPendingLimit,
+    /// Still connected, but it missed its heartbeats; `agent.online` follows if it recovers,
+    /// `agent.offline` if its link is dropped.
+    #[serde(rename = "agent.not_responding")]
+    AgentNotResponding,
     #[serde(rename = "user.login")]
     UserLogin,
     #[serde(rename = "user.login_failed")]
@@ -266,6 +304,7 @@ impl EventKind {
         EventKind::AgentOnline,
         EventKind::AgentOffline,
         EventKind::AgentPendingLimit,
+        EventKind::AgentNotResponding,
         EventKind::UserLogin,
         EventKind::UserLoginFailed,
         EventKind::UserLogout,
@@ -287,6 +326,7 @@ impl EventKind {
             EventKind::AgentOnline => "agent.online",
             EventKind::AgentOffline => "agent.offline",
             EventKind::AgentPendingLimit => "agent.pending_limit",
+            EventKind::AgentNotResponding => "agent.not_responding",
             EventKind::UserLogin => "user.login",
             EventKind::UserLoginFailed => "user.login_failed",
             EventKind::UserLogout => "user.logout",

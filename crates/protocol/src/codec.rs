@@ -134,6 +134,7 @@ mod tests {
             AgentMessage::Hello {
                 version: 1,
                 agent_version: "0.1.0".into(),
+                heartbeat_ms: None,
             },
             AgentMessage::Heartbeat { facts: None },
         ];

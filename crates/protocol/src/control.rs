@@ -23,6 +23,11 @@ pub enum AgentMessage {
     Hello {
         version: u32,
         agent_version: String,
+        /// How often this agent will send `Heartbeat`, in milliseconds: the server counts
+        /// missed heartbeats against it. Absent from older agents; the server then assumes
+        /// its configured interval (and older servers ignore the field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_ms: Option<u64>,
     },
     Enroll(Enrollment),
     /// Liveness at the sync rate, with the facts when they changed.
@@ -128,6 +133,28 @@ mod tests {
                 nonce: "n".into()
             }
         );
+    }
+
+    #[test]
+    fn hello_states_its_heartbeat_and_parses_without_it() {
+        let old: AgentMessage =
+            serde_json::from_str(r#"{"type":"hello","version":1,"agent_version":"0.1.0"}"#)
+                .unwrap();
+        assert!(matches!(
+            old,
+            AgentMessage::Hello {
+                heartbeat_ms: None,
+                ..
+            }
+        ));
+        let new = AgentMessage::Hello {
+            version: 1,
+            agent_version: "0.2.0".into(),
+            heartbeat_ms: Some(10_000),
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""heartbeat_ms":10000"#), "{text}");
+        assert_eq!(serde_json::from_str::<AgentMessage>(&text).unwrap(), new);
     }
 
     #[test]

@@ -20,6 +20,16 @@ pub struct ServerConfig {
     /// SSH keepalive on agent links; a link is declared dead after 3 unanswered ones.
     #[serde(default = "default_keepalive", with = "humantime_serde")]
     pub keepalive: Duration,
+    /// Heartbeat interval assumed for agents that do not state theirs.
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeats after which an agent shows as not responding.
+    #[serde(default = "default_heartbeat_misses")]
+    pub heartbeat_misses: u32,
+    /// Silence after which an agent's link is dropped (at least one heartbeat interval past
+    /// not responding).
+    #[serde(default = "default_heartbeat_timeout", with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
     /// How long a login token stays valid.
     #[serde(default = "default_login_ttl", with = "humantime_serde")]
     pub login_ttl: Duration,
@@ -120,6 +130,11 @@ pub struct ServerConfigFile {
     #[serde(default, with = "humantime_serde")]
     pub keepalive: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    pub heartbeat_interval: Option<Duration>,
+    pub heartbeat_misses: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     pub login_ttl: Option<Duration>,
     pub tunnel_ports: Option<PortRange>,
     pub tunnel_bind: Option<IpAddr>,
@@ -160,6 +175,10 @@ pub enum ConfigError {
     NoDataDir,
     #[error("keepalive must be between 1s and 10m")]
     Keepalive,
+    #[error(
+        "heartbeat_interval and heartbeat_timeout must be between 100ms and 1h, heartbeat_misses between 1 and 100"
+    )]
+    Heartbeat,
 }
 
 fn default_http() -> SocketAddr {
@@ -170,6 +189,18 @@ fn default_agent_listen() -> SocketAddr {
 }
 fn default_keepalive() -> Duration {
     Duration::from_secs(15)
+}
+fn default_heartbeat_interval() -> Duration {
+    // The agent's default sync rate.
+    Duration::from_secs(10)
+}
+fn default_heartbeat_misses() -> u32 {
+    3
+}
+fn default_heartbeat_timeout() -> Duration {
+    // Three missed heartbeats (30 s) and one more interval: offline within 45 s of the last
+    // sign of life, with the sweep's period (2.5 s) on top.
+    Duration::from_secs(40)
 }
 fn default_login_ttl() -> Duration {
     Duration::from_secs(12 * 3600)
@@ -221,6 +252,9 @@ impl ServerConfig {
             http: default_http(),
             agent_listen: default_agent_listen(),
             keepalive: default_keepalive(),
+            heartbeat_interval: default_heartbeat_interval(),
+            heartbeat_misses: default_heartbeat_misses(),
+            heartbeat_timeout: default_heartbeat_timeout(),
             login_ttl: default_login_ttl(),
             tunnel_ports: default_tunnel_ports(),
             tunnel_bind: default_tunnel_bind(),
@@ -256,6 +290,18 @@ impl ServerConfig {
             .keepalive
             .or(file.keepalive)
             .unwrap_or(config.keepalive);
+        config.heartbeat_interval = overrides
+            .heartbeat_interval
+            .or(file.heartbeat_interval)
+            .unwrap_or(config.heartbeat_interval);
+        config.heartbeat_misses = overrides
+            .heartbeat_misses
+            .or(file.heartbeat_misses)
+            .unwrap_or(config.heartbeat_misses);
+        config.heartbeat_timeout = overrides
+            .heartbeat_timeout
+            .or(file.heartbeat_timeout)
+            .unwrap_or(config.heartbeat_timeout);
         config.login_ttl = overrides
             .login_ttl
             .or(file.login_ttl)
@@ -311,6 +357,13 @@ impl ServerConfig {
         if config.keepalive < Duration::from_secs(1) || config.keepalive > Duration::from_secs(600)
         {
             return Err(ConfigError::Keepalive);
+        }
+        let sane = Duration::from_millis(100)..=Duration::from_secs(3600);
+        if !sane.contains(&config.heartbeat_interval)
+            || !sane.contains(&config.heartbeat_timeout)
+            || !(1..=100).contains(&config.heartbeat_misses)
+        {
+            return Err(ConfigError::Heartbeat);
         }
         Ok(config)
     }

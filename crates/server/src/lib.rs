@@ -19,6 +19,7 @@ mod http;
 pub mod keys;
 pub mod limits;
 pub mod links;
+mod liveness;
 pub mod sessions;
 pub mod store;
 pub mod terminal;
@@ -44,7 +45,7 @@ use crate::auth::UserError;
 use crate::ca::UserCa;
 use crate::certificates::Certificates;
 use crate::events::EventBus;
-use crate::links::LinkRegistry;
+use crate::links::{LinkRegistry, LivenessPolicy};
 use crate::sessions::{SessionConfig, Sessions};
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::terminal::Terminals;
@@ -149,7 +150,11 @@ impl Server {
             None
         };
 
-        let links = Arc::new(LinkRegistry::default());
+        let links = Arc::new(LinkRegistry::new(LivenessPolicy {
+            interval: config.heartbeat_interval,
+            misses: config.heartbeat_misses,
+            timeout: config.heartbeat_timeout,
+        }));
         let agents = Arc::new(Agents::new(
             store.clone(),
             events.clone(),
@@ -164,7 +169,7 @@ impl Server {
         let sessions = Sessions::new(
             store.clone(),
             events.clone(),
-            links,
+            links.clone(),
             SessionConfig {
                 ports: config.tunnel_ports,
                 bind: config.tunnel_bind,
@@ -224,6 +229,10 @@ impl Server {
             },
             shutdown.clone(),
         ));
+        let liveness_task = tokio::spawn(liveness::sweep(
+            links.clone(),
+            store.clone(),
+            events.clone(),
         let gateway = Arc::new(gateway::Gateway::new(
             store,
             agents,
@@ -256,7 +265,7 @@ impl Server {
             initial_admin_password,
             services,
             shutdown,
-            tasks: vec![http_task, gateway_task],
+            tasks: vec![http_task, gateway_task, liveness_task],
         })
     }
 

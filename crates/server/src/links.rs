@@ -1,16 +1,22 @@
-//! Which agents are connected right now, and a way to reach each one's control task.
+//! Which agents are connected right now, whether each still answers, and a way to reach each
+//! one's control task.
 //!
 //! The registry holds only a sender per live link: the control task that owns the link does
-//! the I/O. Online means "a link is registered"; the link's SSH keepalives remove it when dead.
+//! the I/O. Online means "a link is registered". Whether the agent answers comes from its
+//! heartbeats: `sweep`, run by one task for all links, marks a link not responding after the
+//! agent's missed heartbeats and cuts it after the heartbeat timeout (see `liveness`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use postern_protocol::ServerMessage;
+use postern_protocol::api::Liveness;
 use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
+use crate::gateway::Cut;
 
 /// What other parts of the server may ask of a link's control task. Boxed: every idle link
 /// holds a queue whose first block has room for 32 commands, so their size counts.
@@ -31,16 +37,63 @@ impl LinkCommand {
     }
 }
 
+/// When silence means trouble: set by the server's configuration, scaled by the heartbeat
+/// interval each agent states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LivenessPolicy {
+    /// Assumed for agents that do not state their heartbeat interval.
+    pub interval: Duration,
+    /// Missed heartbeats before "not responding".
+    pub misses: u32,
+    /// Silence before the link is dropped; never less than one interval past "not
+    /// responding", so that an agent with a slow heartbeat is not dropped for it.
+    pub timeout: Duration,
+}
+
+impl Default for LivenessPolicy {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            misses: 3,
+            timeout: Duration::from_secs(40),
+        }
+    }
+}
+
+impl LivenessPolicy {
+    /// The silences (ms) after which a link with this heartbeat is not responding, and lost.
+    fn limits(&self, stated: Option<Duration>) -> (i64, i64) {
+        let interval = stated.unwrap_or(self.interval);
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let quiet = millis(interval).saturating_mul(i64::from(self.misses));
+        let lost = millis(self.timeout).max(quiet.saturating_add(millis(interval)));
+        (quiet, lost)
+    }
+
+    /// How often the sweep looks: a quarter of the interval, within 100 ms and 2.5 s — the
+    /// 2.5 s is all it adds to the time a dead link is found.
+    pub fn sweep_period(&self) -> Duration {
+        (self.interval / 4).clamp(Duration::from_millis(100), Duration::from_millis(2500))
+    }
+}
+
 struct Link {
     generation: u64,
     commands: mpsc::Sender<LinkCommand>,
     last_seen: i64,
+    /// Silence (ms) after which it is not responding, and lost.
+    quiet_after: i64,
+    lost_after: i64,
+    responding: bool,
+    lost: bool,
+    cut: Cut,
 }
 
 #[derive(Default)]
 pub struct LinkRegistry {
     links: Mutex<HashMap<String, Link>>,
     generations: AtomicU64,
+    policy: LivenessPolicy,
 }
 
 /// Proof of registration; `LinkRegistry::unregister` only removes the link it names, so an
@@ -48,49 +101,99 @@ pub struct LinkRegistry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkId(u64);
 
+/// A link as it was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone {
+    pub last_seen: i64,
+    /// The sweep dropped it for its silence (ms).
+    pub lost_after: Option<i64>,
+}
+
+/// What one sweep changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Agents that just stopped responding.
+    pub quiet: Vec<String>,
+    /// Agents whose links were just cut for their silence.
+    pub lost: Vec<String>,
+}
+
 impl LinkRegistry {
+    pub fn new(policy: LivenessPolicy) -> Self {
+        Self {
+            policy,
+            ..Self::default()
+        }
+    }
+
+    pub fn policy(&self) -> LivenessPolicy {
+        self.policy
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Link>> {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a live link. Returns its id, whether the agent was offline before, and the
-    /// previous link's command sender (if any) so the caller can close it.
+    /// Registers a live link that heartbeats every `heartbeat` (or the configured interval)
+    /// and is ended by `cut`. Returns its id and the previous link's command sender (if any)
+    /// so the caller can close it.
     pub fn register(
         &self,
         agent_id: &str,
         commands: mpsc::Sender<LinkCommand>,
+        heartbeat: Option<Duration>,
+        cut: Cut,
     ) -> (LinkId, Option<mpsc::Sender<LinkCommand>>) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let (quiet_after, lost_after) = self.policy.limits(heartbeat);
         let previous = self.lock().insert(
             agent_id.to_owned(),
             Link {
                 generation,
                 commands,
                 last_seen: now_ms(),
+                quiet_after,
+                lost_after,
+                responding: true,
+                lost: false,
+                cut,
             },
         );
         (LinkId(generation), previous.map(|l| l.commands))
     }
 
-    /// Removes the link if it is still the registered one; returns whether it was.
-    pub fn unregister(&self, agent_id: &str, id: LinkId) -> bool {
+    /// Removes the link if it is still the registered one; returns how it was if it was.
+    pub fn unregister(&self, agent_id: &str, id: LinkId) -> Option<Gone> {
         let mut links = self.lock();
         if links.get(agent_id).is_some_and(|l| l.generation == id.0) {
-            links.remove(agent_id);
-            true
+            links.remove(agent_id).map(|l| Gone {
+                last_seen: l.last_seen,
+                lost_after: l.lost.then_some(l.lost_after),
+            })
         } else {
-            false
+            None
         }
     }
 
-    pub fn touch(&self, agent_id: &str) {
-        if let Some(link) = self.lock().get_mut(agent_id) {
-            link.last_seen = now_ms();
+    /// A sign of life. Returns true if the agent was not responding until now.
+    pub fn touch(&self, agent_id: &str) -> bool {
+        match self.lock().get_mut(agent_id) {
+            Some(link) if !link.lost => {
+                link.last_seen = now_ms();
+                !std::mem::replace(&mut link.responding, true)
+            }
+            _ => false,
         }
     }
 
     pub fn is_online(&self, agent_id: &str) -> bool {
         self.lock().contains_key(agent_id)
+    }
+
+    pub fn liveness(&self, agent_id: &str) -> Liveness {
+        self.lock()
+            .get(agent_id)
+            .map_or(Liveness::Offline, Link::liveness)
     }
 
     pub fn last_seen(&self, agent_id: &str) -> Option<i64> {
@@ -107,15 +210,111 @@ impl LinkRegistry {
         }
     }
 
-    /// Every connected agent with the time it was last heard from.
-    pub fn presence(&self) -> Vec<(String, i64)> {
+    /// Every connected agent with the time it was last heard from and whether it answers.
+    pub fn presence(&self) -> Vec<(String, i64, Liveness)> {
         self.lock()
             .iter()
-            .map(|(id, link)| (id.clone(), link.last_seen))
+            .map(|(id, link)| (id.clone(), link.last_seen, link.liveness()))
             .collect()
     }
 
     pub fn online_count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Marks the links silent for too long as of `now`: not responding, or lost — those are
+    /// cut, and their control tasks take them offline.
+    pub fn sweep(&self, now: i64) -> Swept {
+        let mut swept = Swept::default();
+        for (id, link) in self.lock().iter_mut() {
+            let silence = now.saturating_sub(link.last_seen);
+            if link.lost {
+                continue;
+            }
+            if silence > link.lost_after {
+                link.lost = true;
+                link.cut.cut();
+                swept.lost.push(id.clone());
+            } else if link.responding && silence > link.quiet_after {
+                link.responding = false;
+                swept.quiet.push(id.clone());
+            }
+        }
+        swept
+    }
+}
+
+impl Link {
+    fn liveness(&self) -> Liveness {
+        if self.responding && !self.lost {
+            Liveness::Online
+        } else {
+            Liveness::NotResponding
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> LinkRegistry {
+        LinkRegistry::new(LivenessPolicy {
+            interval: Duration::from_secs(10),
+            misses: 3,
+            timeout: Duration::from_secs(40),
+        })
+    }
+
+    #[test]
+    fn silence_makes_a_link_not_responding_then_lost_and_a_heartbeat_recovers_it() {
+        let links = registry();
+        let (commands, _inbox) = mpsc::channel(1);
+        let cut = Cut::default();
+        let (id, _) = links.register("a", commands, None, cut.clone());
+        let seen = links.last_seen("a").unwrap();
+        assert_eq!(links.sweep(seen + 30_000), Swept::default());
+        assert_eq!(links.liveness("a"), Liveness::Online);
+        let swept = links.sweep(seen + 30_001);
+        assert_eq!(swept.quiet, vec!["a".to_owned()]);
+        assert_eq!(links.liveness("a"), Liveness::NotResponding);
+        // Reported once.
+        assert_eq!(links.sweep(seen + 31_000), Swept::default());
+        assert!(links.touch("a"), "a heartbeat after silence is a recovery");
+        assert!(!links.touch("a"));
+        assert_eq!(links.liveness("a"), Liveness::Online);
+
+        let seen = links.last_seen("a").unwrap();
+        let swept = links.sweep(seen + 40_001);
+        assert_eq!(swept.lost, vec!["a".to_owned()]);
+        assert!(cut.is_cut());
+        assert!(!links.touch("a"), "a lost link stays lost");
+        let gone = links.unregister("a", id).unwrap();
+        assert_eq!(gone.lost_after, Some(40_000));
+        assert_eq!(links.liveness("a"), Liveness::Offline);
+    }
+
+    #[test]
+    fn a_stated_heartbeat_scales_the_limits() {
+        let policy = registry().policy();
+        assert_eq!(policy.limits(None), (30_000, 40_000));
+        assert_eq!(policy.limits(Some(Duration::from_secs(1))), (3_000, 40_000));
+        // A slow heartbeat is never dropped before it could have missed its three.
+        assert_eq!(
+            policy.limits(Some(Duration::from_secs(60))),
+            (180_000, 240_000)
+        );
+        assert_eq!(policy.sweep_period(), Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn an_old_link_closing_does_not_unregister_the_new_one() {
+        let links = registry();
+        let (commands, _inbox) = mpsc::channel(1);
+        let (old, _) = links.register("a", commands.clone(), None, Cut::default());
+        let (new, previous) = links.register("a", commands, None, Cut::default());
+        assert!(previous.is_some());
+        assert_eq!(links.unregister("a", old), None);
+        assert!(links.unregister("a", new).is_some());
     }
 }

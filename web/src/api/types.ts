@@ -52,7 +52,9 @@ export interface AgentView {
   name: string;
   did: string;
   status: AgentStatus;
+  /** A link is registered (connected, though maybe not responding). */
   online: boolean;
+  liveness: Liveness;
   last_seen: number | null;
   facts: AgentFacts;
   enrolled_at: number;
@@ -65,7 +67,11 @@ export interface AgentView {
 export interface AgentPresence {
   id: string;
   last_seen: number;
+  liveness: Liveness;
 }
+
+/** Whether an agent answers: `not_responding` is connected but missing its heartbeats. */
+export type Liveness = 'online' | 'not_responding' | 'offline';
 
 export type AgentDecision = 'approve' | 'reject' | 'revoke';
 
@@ -111,6 +117,7 @@ export type EventKind =
   | 'agent.online'
   | 'agent.offline'
   | 'agent.pending_limit'
+  | 'agent.not_responding'
   | 'user.login'
   | 'user.login_failed'
   | 'user.logout'
@@ -130,6 +137,7 @@ export const AGENT_EVENT_KINDS: readonly EventKind[] = [
   'agent.revoked',
   'agent.online',
   'agent.offline',
+  'agent.not_responding',
 ];
 
 export interface EventView {

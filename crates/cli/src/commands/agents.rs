@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use postern_protocol::AgentDid;
-use postern_protocol::api::AgentView;
+use postern_protocol::api::{AgentView, Liveness};
 
 use crate::args::{AgentAction, AgentsArgs};
 use crate::client::{Client, segment};
@@ -34,7 +34,12 @@ pub async fn run(args: AgentsArgs) -> Result<()> {
                 vec![
                     a.name.clone(),
                     a.status.to_string(),
-                    if a.online { "online" } else { "offline" }.to_owned(),
+                    match a.liveness {
+                        Liveness::Online => "online",
+                        Liveness::NotResponding => "not responding",
+                        Liveness::Offline => "offline",
+                    }
+                    .to_owned(),
                     a.last_seen
                         .map(output::ago)
                         .unwrap_or_else(|| "never".into()),

@@ -289,6 +289,7 @@ async fn an_enrollment_with_a_forged_signature_is_refused_and_nothing_is_stored(
         &AgentMessage::Hello {
             version: PROTOCOL_VERSION,
             agent_version: "t".into(),
+            heartbeat_ms: None,
         },
     )
     .await;
@@ -327,6 +328,7 @@ async fn an_enrollment_naming_another_ssh_key_is_refused() {
         &AgentMessage::Hello {
             version: PROTOCOL_VERSION,
             agent_version: "t".into(),
+            heartbeat_ms: None,
         },
     )
     .await;

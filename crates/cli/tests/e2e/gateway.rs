@@ -10,6 +10,7 @@ fn hello() -> AgentMessage {
     AgentMessage::Hello {
         version: PROTOCOL_VERSION,
         agent_version: "test".into(),
+        heartbeat_ms: None,
     }
 }
 
@@ -130,6 +131,7 @@ async fn a_peer_speaking_another_protocol_version_is_told_so() {
         &AgentMessage::Hello {
             version: PROTOCOL_VERSION + 1,
             agent_version: "future".into(),
+            heartbeat_ms: None,
         },
     )
     .await;

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use postern_protocol::AgentStatus;
-use postern_protocol::api::{AgentPresence, AgentView, ApiError as ErrorBody, Role};
+use postern_protocol::api::{AgentPresence, AgentView, ApiError as ErrorBody, Liveness, Role};
 
 use super::AppState;
 use super::error::ApiError;
@@ -12,9 +12,10 @@ use crate::store::AgentRecord;
 
 fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
     let links = state.services.agents.links();
-    let online = links.is_online(&agent.id);
+    let liveness = links.liveness(&agent.id);
     AgentView {
-        online,
+        online: liveness != Liveness::Offline,
+        liveness,
         last_seen: links.last_seen(&agent.id).or(agent.last_seen),
         // A device's address is for administrators only.
         remote_addr: agent
@@ -58,7 +59,11 @@ pub async fn presence(
     Ok(Json(
         online
             .into_iter()
-            .map(|(id, last_seen)| AgentPresence { id, last_seen })
+            .map(|(id, last_seen, liveness)| AgentPresence {
+                id,
+                last_seen,
+                liveness,
+            })
             .collect(),
     ))
 }

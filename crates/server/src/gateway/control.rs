@@ -5,66 +5,45 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use futures::StreamExt;
 use postern_protocol::api::EventKind;
 use postern_protocol::{
-    AgentMessage, AgentStatus, CONTROL_SUBSYSTEM, ControlCodec, ErrorCode, PROTOCOL_VERSION,
-    ServerMessage,
+    AgentMessage, AgentStatus, CONTROL_SUBSYSTEM, ErrorCode, PROTOCOL_VERSION, ServerMessage,
 };
 use russh::keys::PublicKey;
 use russh::server::{Handle, Msg};
-use russh::{Channel, ChannelMsg, ChannelStream, Disconnect};
-use tokio::io::AsyncWriteExt;
+use russh::{Channel, ChannelMsg, Disconnect};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::codec::{Encoder, FramedRead};
 use tracing::Instrument;
 
 use super::limits::ControlUp;
+use super::link::{Link, backlog};
+use super::sever::Cut;
 use super::{Gateway, key_text};
 use crate::agents::AgentError;
 use crate::auth::secret;
-use crate::clock::now_ms;
-use crate::links::LinkCommand;
+use crate::links::{Gone, LinkCommand};
 use crate::store::AgentRecord;
 
 /// Commands queued for one link before senders are told it is backed up.
 const COMMAND_QUEUE: usize = 32;
-
-/// One agent's control channel. Control messages are small and rare, so the read buffer
-/// starts small and grows only to the largest frame seen, and each message is written whole
-/// (`Framed` would hold 8 KiB each way on every idle link — a third of its memory).
-struct Link {
-    frames: FramedRead<ChannelStream<Msg>, ControlCodec<AgentMessage, ServerMessage>>,
-}
-
-impl Link {
-    fn new(stream: ChannelStream<Msg>) -> Self {
-        Self {
-            frames: FramedRead::with_capacity(stream, ControlCodec::new(), 256),
-        }
-    }
-
-    async fn next(&mut self) -> Option<std::io::Result<postern_protocol::Frame<AgentMessage>>> {
-        self.frames.next().await
-    }
-
-    async fn send(&mut self, message: &ServerMessage) -> std::io::Result<()> {
-        let mut frame = BytesMut::new();
-        self.frames.decoder_mut().encode(message, &mut frame)?;
-        let stream = self.frames.get_mut();
-        stream.write_all(&frame).await?;
-        stream.flush().await
-    }
-}
+/// How long a refused peer has to take its last message and close before it is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Heartbeat intervals an agent may state: a shorter one would only cost the server, a
+/// longer one would hide a dead agent for hours.
+const HEARTBEAT_RANGE: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 
 #[derive(Debug)]
 enum End {
-    /// The link closed or failed; nothing more to say.
+    /// The link closed or failed, or its peer was given up; nothing more to say.
     Closed,
     /// We close the connection, after telling the agent why.
     Refuse(ServerMessage),
+}
+
+/// What the agent said of itself in its hello.
+struct Hello {
+    heartbeat: Option<Duration>,
 }
 
 pub async fn run(
@@ -74,43 +53,55 @@ pub async fn run(
     peer: Option<SocketAddr>,
     handle: Handle,
     up: ControlUp,
+    cut: Cut,
 ) {
     let span = tracing::info_span!("agent_link", peer = ?peer, agent = tracing::field::Empty);
-    let outcome = async {
+    async {
         // Every step until enrollment shares the connection's handshake deadline.
         let deadline = up.deadline();
-        let Some(mut link) = open(channel, deadline).await else {
-            return End::Closed;
+        let Some(mut link) = open(channel, peer, cut.clone(), deadline).await else {
+            cut.cut();
+            return;
         };
         // Boxed: the task of an idle link lives for days; only the state it idles in should
         // take memory, not the largest step it ever took (see docs/PERFORMANCE.md).
-        let agent = match Box::pin(enroll(&gateway, &mut link, &key, peer, deadline)).await {
-            Ok(agent) => agent,
-            Err(end) => return finish(&mut link, end).await,
+        let end = match Box::pin(enroll(&gateway, &mut link, &key, peer, deadline)).await {
+            Ok((agent, hello)) => {
+                up.done();
+                span.record("agent", agent.name.as_str());
+                serve(&gateway, &mut link, &agent, hello).await
+            }
+            Err(end) => end,
         };
-        up.done();
-        span.record("agent", agent.name.as_str());
-        let end = serve(&gateway, &mut link, &agent).await;
-        finish(&mut link, end).await
+        link.complaints.summarise();
+        finish(&mut link, end, &handle).await;
     }
     .instrument(span.clone())
     .await;
-    if let End::Refuse(_) = outcome {
-        let _ = handle
-            .disconnect(
-                Disconnect::ByApplication,
-                "closed by server".into(),
-                "en".into(),
-            )
-            .await;
-    }
 }
 
-async fn finish(link: &mut Link, end: End) -> End {
-    if let End::Refuse(message) = &end {
-        let _ = link.send(message).await;
+/// Ends the connection: a refused peer is told why and given `CLOSE_GRACE` to go; then the
+/// socket is cut, so nothing of it stays whatever the peer does.
+async fn finish(link: &mut Link, end: End, handle: &Handle) {
+    if let End::Refuse(message) = &end
+        && link.queue(message).is_ok()
+    {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let _ = link.flush().await;
+            let _ = handle
+                .disconnect(
+                    Disconnect::ByApplication,
+                    "closed by server".into(),
+                    "en".into(),
+                )
+                .await;
+            // The peer closes once it has read the disconnect; the connection then ends
+            // and the channel with it.
+            while let Some(Ok(_)) = link.next().await {}
+        })
+        .await;
     }
-    end
+    link.cut.cut();
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
@@ -121,7 +112,12 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
 }
 
 /// Waits for the agent to ask for the control subsystem (the handler answers the request).
-async fn open(mut channel: Channel<Msg>, deadline: Instant) -> Option<Link> {
+async fn open(
+    mut channel: Channel<Msg>,
+    peer: Option<SocketAddr>,
+    cut: Cut,
+    deadline: Instant,
+) -> Option<Link> {
     let wait = async {
         while let Some(msg) = channel.wait().await {
             if let ChannelMsg::RequestSubsystem { name, .. } = msg
@@ -133,7 +129,7 @@ async fn open(mut channel: Channel<Msg>, deadline: Instant) -> Option<Link> {
         false
     };
     match tokio::time::timeout_at(deadline, wait).await {
-        Ok(true) => Some(Link::new(channel.into_stream())),
+        Ok(true) => Some(Link::new(channel.into_stream(), peer, cut)),
         _ => None,
     }
 }
@@ -146,17 +142,23 @@ async fn next_message(link: &mut Link) -> Option<AgentMessage> {
         let bad = match link.next().await? {
             Ok(Ok(message)) => return Some(message),
             Ok(Err(bad)) => bad,
+            Err(e) if backlog(&e).is_some() => {
+                tracing::warn!(error = %e, "dropping the agent link");
+                return None;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "control link read failed");
                 return None;
             }
         };
-        tracing::warn!(error = %bad, "bad control frame from agent");
+        if link.complaints.allow() {
+            tracing::warn!(error = %bad, "bad control frame from agent");
+        }
         let code = match bad {
             postern_protocol::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
             postern_protocol::FrameError::Malformed(_) => ErrorCode::Malformed,
         };
-        link.send(&error(code, bad.to_string())).await.ok()?;
+        link.queue(&error(code, bad.to_string())).ok()?;
     }
 }
 
@@ -177,10 +179,22 @@ async fn enroll(
     key: &str,
     peer: Option<SocketAddr>,
     deadline: Instant,
-) -> Result<AgentRecord, End> {
-    loop {
+) -> Result<(AgentRecord, Hello), End> {
+    let hello = loop {
         match next_handshake_message(link, deadline).await? {
-            AgentMessage::Hello { version, .. } if version == PROTOCOL_VERSION => break,
+            AgentMessage::Hello {
+                version,
+                heartbeat_ms,
+                ..
+            } if version == PROTOCOL_VERSION => {
+                break Hello {
+                    heartbeat: heartbeat_ms.map(|ms| {
+                        Duration::from_millis(
+                            ms.clamp(*HEARTBEAT_RANGE.start(), *HEARTBEAT_RANGE.end()),
+                        )
+                    }),
+                };
+            }
             AgentMessage::Hello { version, .. } => {
                 return Err(End::Refuse(error(
                     ErrorCode::UnsupportedVersion,
@@ -189,21 +203,20 @@ async fn enroll(
                     ),
                 )));
             }
-            other => reply_unexpected(link, &other, "hello").await?,
+            other => reply_unexpected(link, &other, "hello")?,
         }
-    }
+    };
     let nonce = secret::new_secret("nonce");
-    link.send(&ServerMessage::Welcome {
+    link.queue(&ServerMessage::Welcome {
         version: PROTOCOL_VERSION,
         nonce: nonce.clone(),
     })
-    .await
     .map_err(|_| End::Closed)?;
 
     let enrollment = loop {
         match next_handshake_message(link, deadline).await? {
             AgentMessage::Enroll(enrollment) => break enrollment,
-            other => reply_unexpected(link, &other, "enroll").await?,
+            other => reply_unexpected(link, &other, "enroll")?,
         }
     };
     if let Err(e) = enrollment.verify(&gateway.host_key_fingerprint, &nonce) {
@@ -218,11 +231,10 @@ async fn enroll(
     match gateway.agents.enroll(&checked, key, peer).await {
         Ok((agent, note)) => {
             let update = gateway.agents.status_update(&agent, note);
-            link.send(&ServerMessage::Status(update))
-                .await
+            link.queue(&ServerMessage::Status(update))
                 .map_err(|_| End::Closed)?;
             tracing::info!(status = %agent.status, did = %agent.did, "agent enrolled");
-            Ok(agent)
+            Ok((agent, hello))
         }
         Err(AgentError::Revoked) => Err(End::Refuse(error(
             ErrorCode::Refused,
@@ -243,36 +255,41 @@ async fn enroll(
 }
 
 /// The link is gone: remember when the agent was last heard from, say so, end its sessions.
-async fn link_down(gateway: &Gateway, agent: &AgentRecord, last_seen: i64) {
+async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone) {
     if let Err(e) = gateway
         .store
-        .update_agent_seen(&agent.id, last_seen, None)
+        .update_agent_seen(&agent.id, gone.last_seen, None)
         .await
     {
         tracing::error!(error = %e, "could not store last_seen");
     }
+    let detail = match gone.lost_after {
+        Some(ms) => format!("link lost: no sign of life for {}s", ms / 1000),
+        None => "link down".to_owned(),
+    };
     gateway
         .events
-        .publish(EventKind::AgentOffline, "system", Some(agent), "link down")
+        .publish(EventKind::AgentOffline, "system", Some(agent), detail)
         .await;
     gateway.sessions.link_down(&agent.id).await;
 }
 
-async fn reply_unexpected(link: &mut Link, got: &AgentMessage, wanted: &str) -> Result<(), End> {
-    tracing::warn!(?got, "unexpected control message");
-    link.send(&error(
+fn reply_unexpected(link: &mut Link, got: &AgentMessage, wanted: &str) -> Result<(), End> {
+    if link.complaints.allow() {
+        tracing::warn!(?got, "unexpected control message");
+    }
+    link.queue(&error(
         ErrorCode::UnexpectedMessage,
         format!("expected {wanted} first"),
     ))
-    .await
     .map_err(|_| End::Closed)
 }
 
-/// The enrolled link: online until it closes.
-async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord) -> End {
+/// The enrolled link: online until it closes, or its silence gets it cut.
+async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: Hello) -> End {
     let links = gateway.agents.links();
     let (commands, mut inbox) = mpsc::channel(COMMAND_QUEUE);
-    let (id, previous) = links.register(&agent.id, commands);
+    let (id, previous) = links.register(&agent.id, commands, hello.heartbeat, link.cut.clone());
     match previous {
         // A newer connection of the same agent wins; the old one is closed.
         Some(old) => {
@@ -294,54 +311,71 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord) -> End {
         Box::pin(gateway.sessions.link_up(&agent.id)).await;
     }
 
+    let cut = link.cut.clone();
     let end = loop {
+        let backed_up = link.backed_up();
         tokio::select! {
-            message = next_message(link) => match message {
-                None => break End::Closed,
-                Some(AgentMessage::Heartbeat { facts }) => {
-                    links.touch(&agent.id);
-                    if let Some(facts) = facts
-                        && let Err(e) = Box::pin(gateway.store.update_agent_facts(&agent.id, &facts.sanitized())).await
-                    {
-                        tracing::error!(error = %e, "could not store agent facts");
+            message = next_message(link) => {
+                let Some(message) = message else { break End::Closed };
+                // Any message is a sign of life; one after silence is a recovery.
+                if links.touch(&agent.id) {
+                    tracing::info!("agent responding again");
+                    let online = gateway.events.publish(
+                        EventKind::AgentOnline, "system", Some(agent), "responding again",
+                    );
+                    Box::pin(online).await;
+                }
+                match message {
+                    AgentMessage::Heartbeat { facts } => {
+                        if let Some(facts) = facts
+                            && let Err(e) = Box::pin(gateway.store.update_agent_facts(&agent.id, &facts.sanitized())).await
+                        {
+                            tracing::error!(error = %e, "could not store agent facts");
+                        }
                     }
-                }
-                Some(AgentMessage::Error { code, message }) => {
-                    tracing::warn!(?code, %message, "agent reported an error");
-                }
-                Some(AgentMessage::Session { session, reply }) if status == AgentStatus::Approved => {
-                    Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply)).await;
-                }
-                Some(other) => {
-                    let reply = if status == AgentStatus::Approved {
-                        error(ErrorCode::UnexpectedMessage, "already enrolled")
-                    } else {
-                        error(ErrorCode::NotApproved, format!("this agent is {status}; it may only wait"))
-                    };
-                    tracing::warn!(?other, "unexpected control message");
-                    if link.send(&reply).await.is_err() {
-                        break End::Closed;
+                    AgentMessage::Error { code, message } => {
+                        if link.complaints.allow() {
+                            tracing::warn!(?code, %message, "agent reported an error");
+                        }
+                    }
+                    AgentMessage::Session { session, reply } if status == AgentStatus::Approved => {
+                        Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply)).await;
+                    }
+                    other => {
+                        let reply = if status == AgentStatus::Approved {
+                            error(ErrorCode::UnexpectedMessage, "already enrolled")
+                        } else {
+                            error(ErrorCode::NotApproved, format!("this agent is {status}; it may only wait"))
+                        };
+                        if link.complaints.allow() {
+                            tracing::warn!(?other, "unexpected control message");
+                        }
+                        if link.queue(&reply).is_err() {
+                            break End::Closed;
+                        }
                     }
                 }
             },
-            command = inbox.recv() => match command {
+            // Commands wait in their queue while the agent does not read.
+            command = inbox.recv(), if !backed_up => match command {
                 Some(LinkCommand::Send(message)) => {
                     if let ServerMessage::Status(update) = &*message {
                         status = update.status;
                     }
-                    if link.send(&message).await.is_err() {
+                    if link.queue(&message).is_err() {
                         break End::Closed;
                     }
                 }
                 Some(LinkCommand::Close(message)) => break End::Refuse(*message),
                 None => break End::Closed,
             },
+            // The liveness sweep cut this silent link (see `liveness`).
+            () = cut.done() => break End::Closed,
         }
     };
 
-    let last_seen = links.last_seen(&agent.id).unwrap_or_else(now_ms);
-    if links.unregister(&agent.id, id) {
-        Box::pin(link_down(gateway, agent, last_seen)).await;
+    if let Some(gone) = links.unregister(&agent.id, id) {
+        Box::pin(link_down(gateway, agent, gone)).await;
     }
     end
 }

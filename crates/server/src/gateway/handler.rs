@@ -10,6 +10,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 
 use super::limits::ControlUp;
+use super::sever::Cut;
 use super::{Gateway, control, key_text};
 
 pub struct AgentConnection {
@@ -22,6 +23,8 @@ pub struct AgentConnection {
     up: Option<ControlUp>,
     /// A revoked key's refusal is logged once per connection, however often it is tried.
     revoked_logged: bool,
+    /// Cuts this connection's socket.
+    cut: Cut,
 }
 
 impl AgentConnection {
@@ -33,7 +36,12 @@ impl AgentConnection {
             control: None,
             up: Some(up),
             revoked_logged: false,
+            cut: Cut::default(),
         }
+    }
+
+    pub fn cut(&self) -> &Cut {
+        &self.cut
     }
 
     /// Any key may authenticate (unknown keys may enroll), except a revoked agent's.
@@ -113,7 +121,8 @@ impl russh::server::Handler for AgentConnection {
         let gateway = self.gateway.clone();
         let peer = self.peer;
         let handle = session.handle();
-        tokio::spawn(control::run(gateway, channel, key, peer, handle, up));
+        let cut = self.cut.clone();
+        tokio::spawn(control::run(gateway, channel, key, peer, handle, up, cut));
         Ok(())
     }
 

@@ -2,9 +2,12 @@
 //! offers them exactly one thing — the `postern-control` subsystem — and refuses the rest.
 
 mod control;
-mod cut;
 mod handler;
 pub mod limits;
+mod link;
+mod sever;
+
+pub use sever::Cut;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,6 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::cut::{CutStream, Cutter};
 use self::limits::{Admission, ControlUp, Handshakes};
 use crate::agents::Agents;
 use crate::events::EventBus;
@@ -146,7 +148,10 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let _ = socket.set_nodelay(true);
-    let (stream, cutter) = CutStream::new(socket);
+    // The deadline below, and the control task for a peer it drops, cut the socket (see
+    // `sever`): russh itself never times out a stalled handshake.
+    let cut = handler.cut().clone();
+    let stream = sever::Severable::new(socket, &cut);
     // A peer that never sends its banner: dropping the setup closes the socket.
     let setup = russh::server::run_stream(config, stream, handler);
     let session = match tokio::time::timeout_at(pre_control.deadline, setup).await {
@@ -163,7 +168,7 @@ async fn connection(
     tokio::spawn(async move {
         let mut session = session;
         let handle = session.handle();
-        let up = until_control_up(&mut session, pre_control, cutter, &shutdown);
+        let up = until_control_up(&mut session, pre_control, cut, &shutdown);
         if !Box::pin(up).await {
             return;
         }
@@ -188,7 +193,7 @@ async fn connection(
 async fn until_control_up(
     session: &mut RunningSession<handler::AgentConnection>,
     pre_control: PreControl,
-    cutter: Cutter,
+    cut: Cut,
     shutdown: &CancellationToken,
 ) -> bool {
     let PreControl {
@@ -218,7 +223,7 @@ async fn until_control_up(
     drop(admission);
     if !is_up {
         tracing::debug!("agent connection had no control channel up by its deadline; cut");
-        cutter.cut();
+        cut.cut();
         let _ = session.await;
     }
     is_up
