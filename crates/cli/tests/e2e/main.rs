@@ -11,6 +11,8 @@ mod gateway;
 mod harness;
 mod link;
 mod openssh;
+mod paramiko;
+mod processes;
 mod raw;
 mod sessions;
 mod terminal;
