@@ -173,7 +173,12 @@ mod tests {
 
     #[test]
     fn server_addresses_need_a_host_and_a_port() {
-        for ok in ["localhost:2200", "10.0.0.1:1", "[::1]:2200", "a-b.example_x.org:65535"] {
+        for ok in [
+            "localhost:2200",
+            "10.0.0.1:1",
+            "[::1]:2200",
+            "a-b.example_x.org:65535",
+        ] {
             assert_eq!(parse_server(ok).as_deref(), Ok(ok));
         }
         for (bad, why) in [
@@ -201,9 +206,17 @@ mod tests {
         assert_eq!(parse_sync_rate("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_keepalive("1h"), Ok(Duration::from_secs(3600)));
         for bad in ["0s", "500ms", "11m"] {
-            assert!(parse_sync_rate(bad).unwrap_err().contains("between 1s and 10m"));
+            assert!(
+                parse_sync_rate(bad)
+                    .unwrap_err()
+                    .contains("between 1s and 10m")
+            );
         }
-        assert!(parse_keepalive("0s").unwrap_err().contains("between 1s and 1h"));
+        assert!(
+            parse_keepalive("0s")
+                .unwrap_err()
+                .contains("between 1s and 1h")
+        );
         assert!(parse_keepalive("soon").is_err());
     }
 }

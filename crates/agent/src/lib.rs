@@ -201,7 +201,10 @@ impl Agent {
         let processes = Arc::new(sshd::SessionProcesses::new(&options.data_dir));
         let reaped = processes.reap_survivors();
         if reaped > 0 {
-            tracing::warn!(groups = reaped, "ended sessions' processes left by the last run");
+            tracing::warn!(
+                groups = reaped,
+                "ended sessions' processes left by the last run"
+            );
         }
         let (tx, rx) = watch::channel(LinkState::default());
         let shutdown = CancellationToken::new();

@@ -80,11 +80,7 @@ impl LinkEnd {
     pub async fn explain(&self, closed: String, timings: Timings) -> String {
         let mut ended = self.ended.subscribe();
         let _ = tokio::time::timeout(SETTLE, ended.wait_for(|e| *e)).await;
-        let cause = self
-            .cause
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let cause = self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone();
         describe(cause, closed, timings)
     }
 }

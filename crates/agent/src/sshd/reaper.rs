@@ -113,6 +113,9 @@ impl SessionProcesses {
     pub async fn end_all(&self) {
         let taken: Vec<Group> = {
             let mut groups = self.lock();
+            if groups.is_empty() {
+                return;
+            }
             let taken = groups.drain().flat_map(|(_, g)| g).collect();
             self.persist(&groups);
             taken

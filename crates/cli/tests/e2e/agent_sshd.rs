@@ -44,7 +44,8 @@ async fn a_certificate_is_refused_through_another_users_session_on_the_same_agen
         server.add_user(user, Role::Operator).await;
         let home = cli_home(&server, user, &format!("{user}-password-123")).await;
         // Each opens a session of their own on the agent and gets a certificate for it.
-        let (ok, _, err) = run_cli(home.path(), &["ssh-cert", "shared.postern", &login], None).await;
+        let (ok, _, err) =
+            run_cli(home.path(), &["ssh-cert", "shared.postern", &login], None).await;
         assert!(ok, "{err}");
         homes.push(home);
     }
@@ -135,7 +136,9 @@ async fn handshakes_that_never_log_in_are_closed_and_the_session_then_goes_idle(
         .await;
         assert!(closed.is_ok(), "a stalled handshake was never closed");
     }
-    let ended = server.wait_session(&id, &admin, SessionState::Stopped).await;
+    let ended = server
+        .wait_session(&id, &admin, SessionState::Stopped)
+        .await;
     assert_eq!(ended.reason.as_deref(), Some("idle timeout"), "{ended:?}");
     agent.shutdown().await.unwrap();
 }

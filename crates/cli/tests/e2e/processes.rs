@@ -9,9 +9,7 @@ use std::process::Stdio;
 use postern_protocol::SessionState;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::harness::{
-    TestServer, approved_agent, cli_home, eventually, postern, read_until,
-};
+use crate::harness::{TestServer, approved_agent, cli_home, eventually, postern, read_until};
 
 /// Two background children — one deaf to the hang-up, as under `nohup` — and a foreground
 /// loop; the group id (the shell's pid) first.
@@ -38,9 +36,10 @@ fn group(pgid: i32) -> Vec<i32> {
 }
 
 async fn all_gone(pgid: i32, when: &str) {
-    eventually(&format!("every process of group {pgid} to end {when}"), || async {
-        group(pgid).is_empty().then_some(())
-    })
+    eventually(
+        &format!("every process of group {pgid} to end {when}"),
+        || async { group(pgid).is_empty().then_some(()) },
+    )
     .await;
 }
 
@@ -90,7 +89,9 @@ async fn a_stopped_session_leaves_no_process_behind() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    server.wait_session(&id, &admin, SessionState::Stopped).await;
+    server
+        .wait_session(&id, &admin, SessionState::Stopped)
+        .await;
     all_gone(pgid, "after the session stopped").await;
     let _ = ssh.wait().await;
 }
