@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::forwarding::{self, Forwarding};
-use crate::link_end::{self, Cause, Timings};
+use crate::link_end::{self, Timings};
 use crate::{AgentError, AgentOptions, Context, LinkState};
 
 /// A link that stayed up this long resets the backoff.
@@ -74,14 +74,8 @@ struct LinkHandler {
     trusted: TrustedServer,
     seen: Arc<Mutex<Option<PublicKey>>>,
     forwarding: Arc<Forwarding>,
-    end: link_end::LinkEnd,
-}
-
-impl Drop for LinkHandler {
-    fn drop(&mut self) {
-        // russh drops the handler when the connection's task ends.
-        self.end.mark_ended();
-    }
+    /// russh drops the handler when the connection's task ends: that marks the end.
+    end: link_end::EndGuard,
 }
 
 /// Which host key the agent accepts from the server.
@@ -172,19 +166,7 @@ impl client::Handler for LinkHandler {
         &mut self,
         reason: client::DisconnectReason<Self::Error>,
     ) -> Result<(), Self::Error> {
-        match reason {
-            client::DisconnectReason::ReceivedDisconnect(info) => {
-                self.end.record(Cause::ServerDisconnect(info.message));
-                Ok(())
-            }
-            client::DisconnectReason::Error(error) => {
-                self.end.record(match &error {
-                    russh::Error::KeepaliveTimeout => Cause::Keepalives,
-                    other => Cause::Io(other.to_string()),
-                });
-                Err(error)
-            }
-        }
+        self.end.disconnected(reason)
     }
 }
 
@@ -234,7 +216,7 @@ async fn run_link(
         trusted: trusted.clone(),
         seen: seen.clone(),
         forwarding: forwarding.clone(),
-        end: ended.clone(),
+        end: ended.guard(),
     };
     let config = client::Config {
         keepalive_interval: Some(opts.keepalive),

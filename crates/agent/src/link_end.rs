@@ -71,9 +71,10 @@ impl LinkEnd {
         }
     }
 
-    /// The connection's task is over (its handler was dropped).
-    pub fn mark_ended(&self) {
-        self.ended.send_replace(true);
+    /// A guard for the connection's handler: dropped with it when the connection's task
+    /// ends, which tells `explain` that every cause is in.
+    pub fn guard(&self) -> EndGuard {
+        EndGuard(self.clone())
     }
 
     /// Why the link ended, given that its control channel reported `closed`.
@@ -125,6 +126,36 @@ fn secs(d: Duration) -> String {
         format!("{s:.0}")
     } else {
         format!("{s:.1}")
+    }
+}
+
+pub struct EndGuard(LinkEnd);
+
+impl EndGuard {
+    /// What russh reports when the connection ends (its handler's `disconnected`).
+    pub fn disconnected(
+        &self,
+        reason: russh::client::DisconnectReason<russh::Error>,
+    ) -> Result<(), russh::Error> {
+        match reason {
+            russh::client::DisconnectReason::ReceivedDisconnect(info) => {
+                self.0.record(Cause::ServerDisconnect(info.message));
+                Ok(())
+            }
+            russh::client::DisconnectReason::Error(error) => {
+                self.0.record(match &error {
+                    russh::Error::KeepaliveTimeout => Cause::Keepalives,
+                    other => Cause::Io(other.to_string()),
+                });
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.ended.send_replace(true);
     }
 }
 
