@@ -72,8 +72,8 @@ impl Forwarding {
     }
 
     /// What should serve a channel the server opened for `address`, if it names a session
-    /// this agent accepted.
-    pub fn route(&self, address: &str) -> Option<(Target, CancellationToken)> {
+    /// this agent accepted: the target, the session, and its stop token.
+    pub fn route(&self, address: &str) -> Option<(Target, SessionId, CancellationToken)> {
         let id = SessionId::from_forward_address(address)?;
         let token = self.sessions().get(&id)?.clone();
         let target = self
@@ -81,16 +81,21 @@ impl Forwarding {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()?;
-        Some((target, token))
+        Some((target, id, token))
     }
 }
 
-/// Serves one forwarded channel until it ends or its session is stopped.
-pub async fn serve_channel(channel: Channel<Msg>, target: Target, stop: CancellationToken) {
+/// Serves one forwarded channel of `session` until it ends or the session is stopped.
+pub async fn serve_channel(
+    channel: Channel<Msg>,
+    target: Target,
+    session: SessionId,
+    stop: CancellationToken,
+) {
     let mut stream = channel.into_stream();
     match target {
         Target::BuiltIn(config) => {
-            if let Err(error) = sshd::serve(config, stream, stop).await {
+            if let Err(error) = sshd::serve(config, session, stream, stop).await {
                 tracing::debug!(%error, "SSH connection ended with an error");
             }
         }

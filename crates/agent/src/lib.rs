@@ -10,6 +10,7 @@ pub mod facts;
 mod forwarding;
 pub mod identity;
 mod link;
+mod link_end;
 pub mod sshd;
 pub mod state;
 
@@ -49,6 +50,8 @@ pub enum AgentError {
     Revoked,
     #[error("the agent task failed: {0}")]
     Task(String),
+    #[error("invalid agent option: {0}")]
+    Option(String),
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +77,9 @@ pub struct AgentOptions {
     pub local_ssh: Option<SocketAddr>,
     /// Logins besides the agent's own OS user that sessions may use (honoured as root).
     pub allowed_logins: Vec<String>,
+    /// How long a connection to the built-in SSH server may take to log in
+    /// (`sshd::LOGIN_GRACE`; shorter only in tests).
+    pub login_grace: Duration,
 }
 
 impl AgentOptions {
@@ -89,7 +95,29 @@ impl AgentOptions {
             reconnect_max: Duration::from_secs(60),
             local_ssh: None,
             allowed_logins: Vec::new(),
+            login_grace: sshd::LOGIN_GRACE,
         }
+    }
+
+    /// Refuses what cannot work (a zero interval would panic the timers), for callers that
+    /// build options without the command line, which checks tighter ranges.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        let positive = [
+            ("sync_rate", self.sync_rate),
+            ("keepalive", self.keepalive),
+            ("reconnect_min", self.reconnect_min),
+            ("login_grace", self.login_grace),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return Err(AgentError::Option(format!("{name} must be more than zero")));
+        }
+        if self.reconnect_max < self.reconnect_min {
+            return Err(AgentError::Option(
+                "reconnect_max must not be less than reconnect_min".into(),
+            ));
+        }
+        cli::parse_server(&self.server).map_err(AgentError::Option)?;
+        Ok(())
     }
 }
 
@@ -108,6 +136,8 @@ struct Context {
     options: AgentOptions,
     identity: Identity,
     state: AgentState,
+    /// The process groups of the sessions' programs, ended with their sessions.
+    processes: Arc<sshd::SessionProcesses>,
 }
 
 impl Context {
@@ -134,14 +164,15 @@ impl Context {
                 return None;
             }
         };
-        Some(forwarding::Target::BuiltIn(Arc::new(
-            sshd::SshdConfig::new(
-                self.identity.ssh_key.clone(),
-                user_ca,
-                self.identity.did.clone(),
-                facts::logins(&self.options.allowed_logins),
-            ),
-        )))
+        let mut config = sshd::SshdConfig::new(
+            self.identity.ssh_key.clone(),
+            user_ca,
+            self.identity.did.clone(),
+            facts::logins(&self.options.allowed_logins),
+            self.processes.clone(),
+        );
+        config.login_grace = self.options.login_grace;
+        Some(forwarding::Target::BuiltIn(Arc::new(config)))
     }
 }
 
@@ -155,6 +186,7 @@ pub struct Agent {
 impl Agent {
     /// Loads the identity (errors here are fatal and clear) and starts the link.
     pub fn start(options: AgentOptions) -> Result<Self, AgentError> {
+        options.validate()?;
         let identity = Identity::load_or_create(&options.data_dir)?;
         let state_store = AgentState::new(&options.data_dir);
         if state_store
@@ -165,12 +197,22 @@ impl Agent {
         }
         let did = identity.did.clone();
         tracing::info!(did = %did, server = %options.server, "agent starting");
+        // Before any session starts: what the last run could not end (it was killed).
+        let processes = Arc::new(sshd::SessionProcesses::new(&options.data_dir));
+        let reaped = processes.reap_survivors();
+        if reaped > 0 {
+            tracing::warn!(
+                groups = reaped,
+                "ended sessions' processes left by the last run"
+            );
+        }
         let (tx, rx) = watch::channel(LinkState::default());
         let shutdown = CancellationToken::new();
         let ctx = Arc::new(Context {
             options,
             identity,
             state: state_store,
+            processes,
         });
         let task = tokio::spawn(link::supervise(ctx, tx, shutdown.clone()));
         Ok(Self {

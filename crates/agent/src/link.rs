@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::forwarding::{self, Forwarding};
+use crate::link_end::{self, Timings};
 use crate::{AgentError, AgentOptions, Context, LinkState};
 
 /// A link that stayed up this long resets the backoff.
@@ -32,6 +33,8 @@ type Link = Framed<ChannelStream<Msg>, ControlCodec<ServerMessage, AgentMessage>
 enum LinkEnd {
     Shutdown,
     Lost(String),
+    /// The control channel closed or failed: `link_end` finds out why.
+    Dropped(String),
     Revoked,
 }
 
@@ -50,7 +53,7 @@ pub async fn supervise(
         let delay = match end {
             LinkEnd::Shutdown => return Ok(()),
             LinkEnd::Revoked => return Err(AgentError::Revoked),
-            LinkEnd::Lost(why) => {
+            LinkEnd::Lost(why) | LinkEnd::Dropped(why) => {
                 if started.elapsed() >= STABLE_AFTER {
                     backoff.reset();
                 }
@@ -71,6 +74,8 @@ struct LinkHandler {
     trusted: TrustedServer,
     seen: Arc<Mutex<Option<PublicKey>>>,
     forwarding: Arc<Forwarding>,
+    /// russh drops the handler when the connection's task ends: that marks the end.
+    end: link_end::EndGuard,
 }
 
 /// Which host key the agent accepts from the server.
@@ -140,9 +145,9 @@ impl client::Handler for LinkHandler {
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
         match self.forwarding.route(connected_address) {
-            Some((target, stop)) => {
+            Some((target, session, stop)) => {
                 reply.accept().await;
-                tokio::spawn(forwarding::serve_channel(channel, target, stop));
+                tokio::spawn(forwarding::serve_channel(channel, target, session, stop));
             }
             None => {
                 tracing::warn!(
@@ -156,6 +161,13 @@ impl client::Handler for LinkHandler {
         }
         Ok(())
     }
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        self.end.disconnected(reason)
+    }
 }
 
 /// How long sent data may go unacknowledged before the kernel gives the connection up:
@@ -163,6 +175,8 @@ impl client::Handler for LinkHandler {
 /// at no cost (SSH keepalives, which cost both sides CPU, are for a server that is up but
 /// hung, and can be rare).
 const UNACKED_TIMEOUT: Duration = Duration::from_secs(45);
+/// Keepalives the server may leave unanswered before the link is dropped.
+const KEEPALIVE_MAX: usize = 3;
 
 async fn dial(server: &str) -> std::io::Result<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(server).await?;
@@ -197,14 +211,16 @@ async fn run_link(
     };
     let seen = Arc::new(Mutex::new(None));
     let forwarding = Arc::new(Forwarding::default());
+    let ended = link_end::LinkEnd::default();
     let handler = LinkHandler {
         trusted: trusted.clone(),
         seen: seen.clone(),
         forwarding: forwarding.clone(),
+        end: ended.guard(),
     };
     let config = client::Config {
         keepalive_interval: Some(opts.keepalive),
-        keepalive_max: 3,
+        keepalive_max: KEEPALIVE_MAX,
         inactivity_timeout: None,
         nodelay: true,
         // Session data rides on this connection: windows sized for bulk transfer.
@@ -216,6 +232,7 @@ async fn run_link(
     };
     let connecting = async {
         let tcp = dial(&opts.server).await.map_err(russh::Error::from)?;
+        let tcp = link_end::Watched::new(tcp, ended.clone());
         client::connect_stream(Arc::new(config), tcp, handler).await
     };
     let mut session = tokio::select! {
@@ -261,8 +278,20 @@ async fn run_link(
         forwarding: &forwarding,
         state,
     };
-    let end = converse(&link_ctx, &mut link, &fingerprint(&server_key), shutdown).await;
+    let end = match converse(&link_ctx, &mut link, &fingerprint(&server_key), shutdown).await {
+        LinkEnd::Dropped(closed) => {
+            let timings = Timings {
+                keepalive: opts.keepalive,
+                keepalive_max: KEEPALIVE_MAX,
+                unacked: UNACKED_TIMEOUT,
+            };
+            LinkEnd::Dropped(ended.explain(closed, timings).await)
+        }
+        other => other,
+    };
+    // Every session ends with the link that carried it, and its processes with it.
     forwarding.stop_all();
+    ctx.processes.end_all().await;
     let _ = session
         .disconnect(Disconnect::ByApplication, "agent closing link", "en")
         .await;
@@ -353,8 +382,8 @@ async fn converse(
     loop {
         let reply = tokio::select! {
             frame = link.next() => match frame {
-                None => return LinkEnd::Lost("the server closed the link".into()),
-                Some(Err(e)) => return LinkEnd::Lost(format!("control channel failed: {e}")),
+                None => return LinkEnd::Dropped("the server closed the link".into()),
+                Some(Err(e)) => return LinkEnd::Dropped(format!("control channel failed: {e}")),
                 Some(Ok(Err(bad))) => {
                     tracing::warn!(error = %bad, "bad control frame from server");
                     Some(bad_frame_reply(&bad))
@@ -371,6 +400,10 @@ async fn converse(
                 Some(Ok(Ok(ServerMessage::StopSsh { session }))) => {
                     if lc.forwarding.stop(&session) {
                         tracing::info!(%session, "SSH session stopped");
+                        // Off the control loop: a program may take its grace to exit.
+                        let processes = lc.ctx.processes.clone();
+                        let id = session.clone();
+                        tokio::spawn(async move { processes.end(&id).await });
                         let _ = lc.session.cancel_tcpip_forward(session.forward_address(), 0).await;
                     }
                     None
@@ -398,7 +431,7 @@ async fn converse(
         if let Some(reply) = reply
             && let Err(e) = send(link, &reply).await
         {
-            return LinkEnd::Lost(e);
+            return LinkEnd::Dropped(e);
         }
     }
 }
@@ -518,6 +551,8 @@ fn apply_status(lc: &LinkContext<'_>, update: StatusUpdate) -> bool {
     let revoked = update.status == AgentStatus::Revoked;
     if update.status != AgentStatus::Approved {
         lc.forwarding.stop_all();
+        let processes = ctx.processes.clone();
+        tokio::spawn(async move { processes.end_all().await });
     }
     lc.state.send_modify(|s| {
         s.status = Some(update.status);

@@ -3,7 +3,7 @@
 //! (signals, several channels on one connection).
 //!
 //! The server runs exactly as in the agent — `sshd::serve` on a byte stream — here on the
-//! streams of a loopback listener that belongs to the test.
+//! streams of a loopback listener that belongs to the test, all for one session.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_agent::facts;
-use postern_agent::sshd::{SshdConfig, serve};
-use postern_protocol::AgentDid;
-use postern_protocol::session::CERT_AGENT_EXTENSION;
+use postern_agent::sshd::{SessionProcesses, SshdConfig, serve};
+use postern_protocol::session::{CERT_AGENT_EXTENSION, CERT_SESSION_EXTENSION};
+use postern_protocol::{AgentDid, SessionId};
 use russh::ChannelMsg;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::ssh_key::certificate::{Builder, CertType};
@@ -39,28 +39,41 @@ struct Fixture {
     login: String,
     /// The DID of the agent this server belongs to.
     did: String,
+    /// The session every connection to this server arrives for.
+    session: SessionId,
     _stop: tokio_util::sync::DropGuard,
 }
 
+const SESSION: &str = "0123456789abcdef0123456789abcdef";
+
 impl Fixture {
     async fn start(extra_logins: &[String]) -> Self {
+        Self::start_with(extra_logins, |_| {}).await
+    }
+
+    async fn start_with(extra_logins: &[String], tweak: impl FnOnce(&mut SshdConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (host_key, ca) = (key(1), key(2));
         let did = AgentDid::from_public_key(&[7; 32]);
         let logins = facts::logins(extra_logins);
-        let config = Arc::new(SshdConfig::new(
+        let session = SessionId::parse(SESSION).unwrap();
+        let mut config = SshdConfig::new(
             host_key.clone(),
             ca.public_key().clone(),
             did.clone(),
             logins.clone(),
-        ));
+            Arc::new(SessionProcesses::new(dir.path())),
+        );
+        tweak(&mut config);
+        let config = Arc::new(config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = CancellationToken::new();
         let token = stop.clone();
+        let id = session.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve(config.clone(), tcp, token.clone()));
+                tokio::spawn(serve(config.clone(), id.clone(), tcp, token.clone()));
             }
         });
         let fixture = Self {
@@ -70,6 +83,7 @@ impl Fixture {
             ca,
             login: logins[0].clone(),
             did: did.as_str().to_owned(),
+            session,
             _stop: stop.drop_guard(),
         };
         write_key(&fixture.path("ca"), &fixture.ca);
@@ -90,13 +104,25 @@ impl Fixture {
         self.dir.path().join(name)
     }
 
-    /// Signs the user key with `ssh-keygen -s`, as an OpenSSH CA would.
+    /// Signs the user key with `ssh-keygen -s`, as an OpenSSH CA would, for this session.
     async fn certify(
         &self,
         ca: &str,
         principal: &str,
         validity: &str,
         agent: Option<&str>,
+    ) -> PathBuf {
+        self.certify_for(ca, principal, validity, agent, Some(self.session.as_str()))
+            .await
+    }
+
+    async fn certify_for(
+        &self,
+        ca: &str,
+        principal: &str,
+        validity: &str,
+        agent: Option<&str>,
+        session: Option<&str>,
     ) -> PathBuf {
         let user = self.path("user");
         let cert = self.path("user-cert.pub");
@@ -109,6 +135,10 @@ impl Fixture {
         if let Some(did) = agent {
             cmd.arg("-O")
                 .arg(format!("extension:{CERT_AGENT_EXTENSION}={did}"));
+        }
+        if let Some(session) = session {
+            cmd.arg("-O")
+                .arg(format!("extension:{CERT_SESSION_EXTENSION}={session}"));
         }
         cmd.arg(user.with_extension("pub"));
         let out = cmd.output().await.unwrap();
@@ -257,6 +287,22 @@ async fn everything_but_a_fresh_certificate_from_our_ca_for_this_agent_is_refuse
         ),
         ("no agent", f.certify("ca", &login, "-1m:+5m", None).await),
         (
+            "another session",
+            f.certify_for(
+                "ca",
+                &login,
+                "-1m:+5m",
+                Some(f.did.as_str()),
+                Some("fedcba9876543210fedcba9876543210"),
+            )
+            .await,
+        ),
+        (
+            "no session",
+            f.certify_for("ca", &login, "-1m:+5m", Some(f.did.as_str()), None)
+                .await,
+        ),
+        (
             "another login",
             f.certify("ca", "someone-else", "-1m:+5m", Some(f.did.as_str()))
                 .await,
@@ -363,6 +409,8 @@ fn russh_certificate(f: &Fixture, user: &PrivateKey) -> Certificate {
     b.cert_type(CertType::User).unwrap();
     b.valid_principal(&f.login).unwrap();
     b.extension(CERT_AGENT_EXTENSION, f.did.as_str()).unwrap();
+    b.extension(CERT_SESSION_EXTENSION, f.session.as_str())
+        .unwrap();
     b.sign(&f.ca).unwrap()
 }
 
@@ -429,4 +477,54 @@ async fn several_channels_share_a_connection_and_signals_reach_the_program() {
     tokio::time::timeout(DEADLINE, session)
         .await
         .expect("timed out");
+}
+
+#[tokio::test]
+async fn a_connection_that_does_not_log_in_is_closed_at_the_login_grace() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = Fixture::start_with(&[], |c| c.login_grace = Duration::from_millis(300)).await;
+    // A client that logs in first: its grace ends before the stalled ones' below.
+    let user = key(5);
+    let cert = russh_certificate(&f, &user);
+    let client = Client {
+        host_key: f.host_key.public_key().clone(),
+    };
+    let mut handle = russh::client::connect(
+        Arc::new(russh::client::Config::default()),
+        ("127.0.0.1", f.port),
+        client,
+    )
+    .await
+    .unwrap();
+    let auth = handle
+        .authenticate_openssh_cert(&f.login, Arc::new(user), cert)
+        .await
+        .unwrap();
+    assert!(auth.success());
+
+    // One client never sends its banner; another sends it and stalls in the key exchange.
+    let silent = tokio::net::TcpStream::connect(("127.0.0.1", f.port))
+        .await
+        .unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", f.port))
+        .await
+        .unwrap();
+    stalled.write_all(b"SSH-2.0-Stalled\r\n").await.unwrap();
+    for (what, mut tcp) in [("silent", silent), ("stalled", stalled)] {
+        let closed = tokio::time::timeout(DEADLINE, async {
+            let mut buf = [0u8; 4096];
+            // The server's banner and key exchange offer come first, then its end.
+            while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
+        assert!(closed.is_ok(), "the {what} connection was never closed");
+    }
+
+    // The logged-in connection outlived its grace and still works.
+    let mut channel = handle.channel_open_session().await.unwrap();
+    channel.exec(true, "echo still-here").await.unwrap();
+    let (out, status, _) = tokio::time::timeout(DEADLINE, collect(&mut channel))
+        .await
+        .unwrap();
+    assert_eq!((out.as_slice(), status), (&b"still-here\n"[..], Some(0)));
 }

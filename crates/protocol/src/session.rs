@@ -8,6 +8,13 @@ use serde::{Deserialize, Serialize};
 /// Certificate extension that binds a user certificate to one agent: its value is the DID.
 pub const CERT_AGENT_EXTENSION: &str = "postern-agent@postern";
 
+/// Certificate extension that binds a user certificate to one session: its value is the
+/// session id. The agent's SSH server accepts the certificate only on that session's
+/// forwarded channels. An extension, not a critical option: a device's own sshd
+/// (`--local-ssh`) must still accept the certificate, and OpenSSH refuses any critical
+/// option it does not know.
+pub const CERT_SESSION_EXTENSION: &str = "postern-session@postern";
+
 /// How the agent names a session in its `tcpip-forward` request: this prefix + the session id.
 pub const FORWARD_ADDRESS_PREFIX: &str = "postern-session-";
 

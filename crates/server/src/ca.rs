@@ -1,9 +1,10 @@
 //! The user certificate authority: short-lived OpenSSH user certificates that bind a user's
-//! key to one login on one agent.
+//! key to one login on one agent, within one session.
 
 use std::time::Duration;
 
-use postern_protocol::session::CERT_AGENT_EXTENSION;
+use postern_protocol::SessionId;
+use postern_protocol::session::{CERT_AGENT_EXTENSION, CERT_SESSION_EXTENSION};
 use russh::keys::ssh_key::certificate::{Builder, CertType};
 use russh::keys::{Certificate, PrivateKey, PublicKey};
 
@@ -27,6 +28,9 @@ pub struct CertificateFor<'a> {
     pub subject: &'a PublicKey,
     pub login: &'a str,
     pub agent_did: &'a str,
+    /// The session whose tunnel alone may carry the certificate: the agent refuses it on
+    /// any other session's channels (another user's on the same agent included).
+    pub session: &'a SessionId,
     /// Names the user and the session, for the agent's log.
     pub key_id: String,
 }
@@ -58,6 +62,9 @@ impl UserCa {
         builder
             .extension(CERT_AGENT_EXTENSION, what.agent_did)
             .map_err(err)?;
+        builder
+            .extension(CERT_SESSION_EXTENSION, what.session.as_str())
+            .map_err(err)?;
         // The usual OpenSSH permissions, so stock clients get a PTY.
         for ext in ["permit-pty", "permit-user-rc"] {
             builder.extension(ext, "").map_err(err)?;
@@ -72,15 +79,17 @@ mod tests {
     use russh::keys::ssh_key::private::Ed25519Keypair;
 
     #[test]
-    fn certificates_are_short_lived_and_bound_to_login_and_agent() {
+    fn certificates_are_short_lived_and_bound_to_login_agent_and_session() {
         let ca = UserCa::new(PrivateKey::from(Ed25519Keypair::from_seed(&[1; 32])));
         let user = PrivateKey::from(Ed25519Keypair::from_seed(&[2; 32]));
+        let session = SessionId::parse("0123456789abcdef0123456789abcdef").unwrap();
         let cert = ca
             .sign(
                 CertificateFor {
                     subject: user.public_key(),
                     login: "pi",
                     agent_did: "did:key:z6Mkexample",
+                    session: &session,
                     key_id: "ann session 1".into(),
                 },
                 1_000_000,
@@ -95,6 +104,14 @@ mod tests {
                 .map(String::as_str),
             Some("did:key:z6Mkexample")
         );
+        assert_eq!(
+            cert.extensions()
+                .get(CERT_SESSION_EXTENSION)
+                .map(String::as_str),
+            Some(session.as_str())
+        );
+        // An extension, not a critical option: a device's own sshd would refuse those.
+        assert!(cert.critical_options().is_empty());
         let fp = ca.public_key().fingerprint(russh::keys::HashAlg::Sha256);
         assert!(cert.validate_at(1_000_010, [&fp]).is_ok());
         assert!(cert.validate_at(1_000_000 + 301, [&fp]).is_err());

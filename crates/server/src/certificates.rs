@@ -102,6 +102,7 @@ impl Certificates {
                 subject,
                 login: &login,
                 agent_did: &agent.did,
+                session: &session.id,
                 key_id: format!("{} session {}", user.name, session.id),
             },
             now_secs(),

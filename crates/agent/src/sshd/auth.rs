@@ -1,11 +1,12 @@
 //! Who may log in: only OpenSSH user certificates signed by the server's user CA, valid now,
-//! naming the requested login, and bound to this agent's DID. russh proves that the client
-//! holds the certificate's key; everything else is checked here (russh checks none of it).
+//! naming the requested login, bound to this agent's DID and to the session whose forwarded
+//! channel the connection arrived on. russh proves that the client holds the certificate's
+//! key; everything else is checked here (russh checks none of it).
 
 use russh::keys::ssh_key::certificate::CertType;
 use russh::keys::{Certificate, HashAlg, PublicKey};
 
-use postern_protocol::session::CERT_AGENT_EXTENSION;
+use postern_protocol::session::{CERT_AGENT_EXTENSION, CERT_SESSION_EXTENSION};
 
 /// Why a certificate was refused, for the agent's log (the client only learns "denied").
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -20,18 +21,29 @@ pub enum Refusal {
     OtherAgent(String),
     #[error("the certificate is not bound to any agent")]
     Unbound,
+    #[error("the certificate is for another session ({0:?})")]
+    OtherSession(String),
+    #[error("the certificate is not bound to any session")]
+    NoSession,
     #[error("unsupported critical option {0:?}")]
     CriticalOption(String),
 }
 
-/// Checks `cert` for a login as `user` on the agent named `did`, at `now` (unix seconds).
+/// Where a certificate is presented: on which agent, for which session's channel.
+pub struct Presented<'a> {
+    pub did: &'a str,
+    pub session: &'a str,
+}
+
+/// Checks `cert` for a login as `user` at `now` (unix seconds) where it was `presented`.
 pub fn check_certificate(
     cert: &Certificate,
     user: &str,
     ca: &PublicKey,
-    did: &str,
+    presented: &Presented<'_>,
     now: u64,
 ) -> Result<(), Refusal> {
+    let did = presented.did;
     let ca_fingerprint = ca.fingerprint(HashAlg::Sha256);
     // Verifies the CA's signature, that the signer is our CA, and the validity window.
     cert.validate_at(now, [&ca_fingerprint])
@@ -47,6 +59,12 @@ pub fn check_certificate(
         Some(bound) if bound == did => {}
         Some(other) => return Err(Refusal::OtherAgent(other.clone())),
         None => return Err(Refusal::Unbound),
+    }
+    // Another user's certificate for this agent must not open a shell through this tunnel.
+    match cert.extensions().get(CERT_SESSION_EXTENSION) {
+        Some(bound) if bound == presented.session => {}
+        Some(other) => return Err(Refusal::OtherSession(other.clone())),
+        None => return Err(Refusal::NoSession),
     }
     // PROTOCOL.certkeys: a server that does not understand a critical option must refuse.
     if let Some(option) = cert.critical_options().keys().next() {
@@ -64,6 +82,7 @@ mod tests {
 
     const DID: &str = "did:key:z6MkAgentUnderTest";
     const NOW: u64 = 1_800_000_000;
+    const SESSION: &str = "0123456789abcdef0123456789abcdef";
 
     fn key(seed: u8) -> PrivateKey {
         PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]))
@@ -74,6 +93,7 @@ mod tests {
         kind: CertType,
         principal: &'a str,
         agent: Option<&'a str>,
+        session: Option<&'a str>,
         from: u64,
         until: u64,
         critical: Option<&'a str>,
@@ -85,6 +105,7 @@ mod tests {
             kind: CertType::User,
             principal: "pi",
             agent: Some(DID),
+            session: Some(SESSION),
             from: NOW - 30,
             until: NOW + 300,
             critical: None,
@@ -105,6 +126,9 @@ mod tests {
         if let Some(agent) = s.agent {
             b.extension(CERT_AGENT_EXTENSION, agent).unwrap();
         }
+        if let Some(session) = s.session {
+            b.extension(CERT_SESSION_EXTENSION, session).unwrap();
+        }
         if let Some(option) = s.critical {
             b.critical_option(option, "x").unwrap();
         }
@@ -112,7 +136,11 @@ mod tests {
     }
 
     fn check(cert: &Certificate, ca: &PrivateKey) -> Result<(), Refusal> {
-        check_certificate(cert, "pi", ca.public_key(), DID, NOW)
+        let presented = Presented {
+            did: DID,
+            session: SESSION,
+        };
+        check_certificate(cert, "pi", ca.public_key(), &presented, NOW)
     }
 
     #[test]
@@ -163,6 +191,25 @@ mod tests {
             ..spec(&ca)
         });
         assert_eq!(check(&unbound, &ca), Err(Refusal::Unbound));
+    }
+
+    #[test]
+    fn a_certificate_for_another_session_or_no_session_is_refused() {
+        let ca = key(1);
+        let other = "fedcba9876543210fedcba9876543210";
+        let theirs = sign(Spec {
+            session: Some(other),
+            ..spec(&ca)
+        });
+        assert_eq!(
+            check(&theirs, &ca),
+            Err(Refusal::OtherSession(other.into()))
+        );
+        let unbound = sign(Spec {
+            session: None,
+            ..spec(&ca)
+        });
+        assert_eq!(check(&unbound, &ca), Err(Refusal::NoSession));
     }
 
     #[test]

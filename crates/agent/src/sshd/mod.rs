@@ -1,7 +1,10 @@
 //! The agent's built-in SSH server. It runs on the byte stream of each channel the server
 //! forwards for a session (`russh::server::run_stream`) — never on a listening socket. Its
 //! host key is the agent's SSH key, registered at enrollment; it accepts nothing but user
-//! certificates from the server's CA bound to this agent (see `auth`).
+//! certificates from the server's CA bound to this agent and to the session whose channel the
+//! connection arrived on (see `auth`). A connection that has not logged in within
+//! `LOGIN_GRACE` is closed, so a stalled handshake cannot hold a session's channel open. Every
+//! program a session starts is ended with the session (see `reaper`).
 //!
 //! The russh handler only translates: it checks authentication, answers each channel request
 //! in order (russh keeps one "wants reply" flag per channel, so answers cannot be deferred),
@@ -11,12 +14,15 @@ mod account;
 mod auth;
 mod channel;
 mod process;
+mod reaper;
+mod severable;
+mod spawner;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postern_protocol::AgentDid;
+use postern_protocol::{AgentDid, SessionId};
 use russh::keys::{Certificate, PrivateKey, PublicKey};
 use russh::server::{self, Auth, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, Pty};
@@ -26,6 +32,14 @@ use tokio_util::sync::CancellationToken;
 
 use account::Account;
 use process::{Process, Program, PtyRequest};
+pub use reaper::{GROUPS_FILE, SessionProcesses};
+use severable::Severable;
+
+/// How long a connection may take from its channel's opening to a successful login. It holds
+/// one of the session's forwarded channels meanwhile (and so keeps the session from going
+/// idle). OpenSSH gives 120 s; a Postern client has its certificate before it connects and
+/// logs in within a round trip or two, so 30 s leaves a slow link room and no more.
+pub const LOGIN_GRACE: Duration = Duration::from_secs(30);
 
 /// The server's configuration, built once per approval and shared by every connection.
 pub struct SshdConfig {
@@ -34,6 +48,9 @@ pub struct SshdConfig {
     did: AgentDid,
     /// Logins certificates may name: the agent's own user, then (as root) the allowed ones.
     logins: Vec<String>,
+    processes: Arc<SessionProcesses>,
+    /// `LOGIN_GRACE` unless a test shortens it.
+    pub login_grace: Duration,
 }
 
 impl SshdConfig {
@@ -42,6 +59,7 @@ impl SshdConfig {
         user_ca: PublicKey,
         did: AgentDid,
         logins: Vec<String>,
+        processes: Arc<SessionProcesses>,
     ) -> Self {
         let russh = server::Config {
             server_id: russh::SshId::Standard(
@@ -73,35 +91,85 @@ impl SshdConfig {
             user_ca,
             did,
             logins,
+            processes,
+            login_grace: LOGIN_GRACE,
         }
     }
 }
 
-/// Serves one SSH connection on `stream` until the client leaves or `stop` fires.
+/// How long a stopped session's connection may take to say goodbye before it is cut.
+const GOODBYE: Duration = Duration::from_secs(1);
+
+/// Serves one SSH connection for `session` on `stream` until the client leaves, `stop` fires,
+/// or it has not logged in within the login grace.
 pub async fn serve<S>(
     config: Arc<SshdConfig>,
+    session: SessionId,
     stream: S,
     stop: CancellationToken,
 ) -> Result<(), russh::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (logged_in, mut login) = oneshot::channel();
     let handler = Connection {
         config: config.clone(),
+        session,
+        stop: stop.clone(),
+        logged_in: Some(logged_in),
         account: None,
         channels: HashMap::new(),
     };
-    let running = server::run_stream(config.russh.clone(), stream, handler).await?;
+    // russh serves the connection on a task of its own and answers a disconnect request
+    // only between key exchanges: cutting the stream is what surely ends it.
+    let cut = CancellationToken::new();
+    let stream = Severable::new(stream, cut.clone());
+    let _cut_when_done = cut.clone().drop_guard();
+    let grace = tokio::time::sleep(config.login_grace);
+    tokio::pin!(grace);
+    // The identification exchange happens here: a client that never sends its banner is
+    // dropped at the deadline like any other.
+    let running = tokio::select! {
+        running = server::run_stream(config.russh.clone(), stream, handler) => running?,
+        _ = &mut grace => {
+            late();
+            return Ok(());
+        }
+        _ = stop.cancelled() => return Ok(()),
+    };
     let handle = running.handle();
-    tokio::select! {
-        ended = running => ended,
-        _ = stop.cancelled() => {
-            let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, "session stopped".into(), "en".into())
-                .await;
-            Ok(())
+    tokio::pin!(running);
+    let mut authenticated = false;
+    loop {
+        tokio::select! {
+            ended = &mut running => return ended,
+            _ = stop.cancelled() => break,
+            _ = &mut grace, if !authenticated => {
+                late();
+                return Ok(());
+            }
+            done = &mut login, if !authenticated => {
+                // An error means the handler is gone: the connection is ending anyway.
+                authenticated = done.is_ok();
+                if !authenticated {
+                    return running.await;
+                }
+            }
         }
     }
+    let _ = handle
+        .disconnect(
+            russh::Disconnect::ByApplication,
+            "session stopped".into(),
+            "en".into(),
+        )
+        .await;
+    let _ = tokio::time::timeout(GOODBYE, running).await;
+    Ok(())
+}
+
+fn late() {
+    tracing::info!("closed a connection that did not log in within the grace period");
 }
 
 fn now_secs() -> u64 {
@@ -122,6 +190,11 @@ struct Setup {
 
 struct Connection {
     config: Arc<SshdConfig>,
+    /// The session whose forwarded channel carries this connection.
+    session: SessionId,
+    stop: CancellationToken,
+    /// Tells `serve` that the login grace no longer applies.
+    logged_in: Option<oneshot::Sender<()>>,
     account: Option<Account>,
     channels: HashMap<ChannelId, Setup>,
 }
@@ -136,23 +209,37 @@ impl Connection {
     }
 
     /// Starts `program` on `channel` if it is a fresh session channel of a logged-in user.
-    fn start(&mut self, channel: ChannelId, program: Program) -> bool {
+    async fn start(&mut self, channel: ChannelId, program: Program) -> bool {
         let (Some(account), Some(setup)) = (&self.account, self.channels.get_mut(&channel)) else {
             return false;
         };
         let Some(start) = setup.start.take() else {
             return false; // a program runs on this channel already
         };
-        match process::spawn(account, &program, setup.pty.as_ref(), &setup.env) {
-            Ok(process) => {
-                tracing::info!(login = %account.name, ?program, pty = setup.pty.is_some(), "started");
-                start.send(process).is_ok()
-            }
+        let (account, pty, env) = (account.clone(), setup.pty.clone(), setup.env.clone());
+        let what = program.clone();
+        let spawned = spawner::on_spawner(move || {
+            process::spawn(&account, &what, pty.as_ref(), &env).map(|p| (p, account.name))
+        })
+        .await;
+        let (process, login) = match spawned {
+            Ok(spawned) => spawned,
             Err(error) => {
-                tracing::warn!(%error, login = %account.name, ?program, "could not start");
-                false
+                tracing::warn!(%error, ?program, "could not start");
+                return false;
             }
+        };
+        let group = process.group;
+        let processes = &self.config.processes;
+        processes.add(&self.session, group);
+        // `stop` fires before the session's groups are ended: a group recorded after that
+        // is ended here.
+        if self.stop.is_cancelled() {
+            processes.end_group(&self.session, group).await;
+            return false;
         }
+        tracing::info!(%login, ?program, session = %self.session, "started");
+        start.send(process).is_ok()
     }
 }
 
@@ -174,8 +261,12 @@ impl server::Handler for Connection {
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
         let config = &self.config;
+        let presented = auth::Presented {
+            did: config.did.as_str(),
+            session: self.session.as_str(),
+        };
         if let Err(refusal) =
-            auth::check_certificate(cert, user, &config.user_ca, config.did.as_str(), now_secs())
+            auth::check_certificate(cert, user, &config.user_ca, &presented, now_secs())
         {
             tracing::warn!(%user, key_id = cert.key_id(), %refusal, "refused a certificate");
             return Ok(Auth::reject());
@@ -184,6 +275,9 @@ impl server::Handler for Connection {
             Ok(account) => {
                 tracing::info!(%user, key_id = cert.key_id(), "certificate accepted");
                 self.account = Some(account);
+                if let Some(logged_in) = self.logged_in.take() {
+                    let _ = logged_in.send(());
+                }
                 Ok(Auth::Accept)
             }
             Err(error) => {
@@ -281,7 +375,7 @@ impl server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = self.start(channel, Program::Shell);
+        let ok = self.start(channel, Program::Shell).await;
         Self::reply(session, channel, ok)
     }
 
@@ -292,7 +386,7 @@ impl server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let ok = match String::from_utf8(data.to_vec()) {
-            Ok(command) => self.start(channel, Program::Exec(command)),
+            Ok(command) => self.start(channel, Program::Exec(command)).await,
             Err(_) => false,
         };
         Self::reply(session, channel, ok)
@@ -305,7 +399,7 @@ impl server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let ok = match (name, process::sftp_server()) {
-            ("sftp", Some(path)) => self.start(channel, Program::Subsystem(path)),
+            ("sftp", Some(path)) => self.start(channel, Program::Subsystem(path)).await,
             _ => false,
         };
         Self::reply(session, channel, ok)

@@ -196,24 +196,37 @@ fn command(
     if let Some(req) = pty {
         cmd.env("TERM", &req.term);
     }
-    if account.switches_user() {
-        run_as(&mut cmd, account);
-    }
+    prepare_child(&mut cmd, account);
     cmd
 }
 
-/// Makes the child take on the account's groups and ids before it runs anything.
+/// What the child does before it runs anything: take on the account's groups and ids (when
+/// the agent switches user), then ask to be killed when the agent dies.
+///
+/// The parent-death signal goes last because changing ids clears it. It is sent when the
+/// forking *thread* exits, which is why every session is forked on `spawner`'s thread. If
+/// the agent died before the signal was set, the child sees another parent and gives up.
 #[allow(unsafe_code)]
-fn run_as(cmd: &mut Command, account: &Account) {
-    let (uid, gid, groups) = (account.uid, account.gid, account.groups.clone());
+fn prepare_child(cmd: &mut Command, account: &Account) {
+    let ids = account
+        .switches_user()
+        .then(|| (account.uid, account.gid, account.groups.clone()));
+    let agent = nix::unistd::getpid();
     // SAFETY: runs in the forked child before exec, and only makes the async-signal-safe
-    // system calls setgroups, setgid and setuid on data prepared in the parent (no
-    // allocation, no locks). Groups go first: after setuid the child may not change them.
+    // system calls setgroups, setgid, setuid, prctl and getppid on data prepared in the
+    // parent (no allocation, no locks; the error is a raw OS error, which allocates nothing).
+    // Groups go first: after setuid the child may not change them.
     unsafe {
         cmd.pre_exec(move || {
-            nix::unistd::setgroups(&groups)?;
-            nix::unistd::setgid(gid)?;
-            nix::unistd::setuid(uid)?;
+            if let Some((uid, gid, groups)) = &ids {
+                nix::unistd::setgroups(groups)?;
+                nix::unistd::setgid(*gid)?;
+                nix::unistd::setuid(*uid)?;
+            }
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if nix::unistd::getppid() != agent {
+                return Err(io::Error::from(nix::errno::Errno::ESRCH));
+            }
             Ok(())
         });
     }

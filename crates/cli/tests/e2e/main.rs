@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod agent_sshd;
 mod api;
 mod cli;
 mod decisions;
@@ -18,6 +19,8 @@ mod link;
 mod logins;
 mod liveness;
 mod openssh;
+mod paramiko;
+mod processes;
 mod raw;
 mod sessions;
 mod storage;
