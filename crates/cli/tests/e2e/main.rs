@@ -9,6 +9,7 @@ mod cli;
 mod enrollment;
 mod gateway;
 mod harness;
+mod hostile_agent;
 mod link;
 mod openssh;
 mod raw;

@@ -303,7 +303,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord) -> End {
                     tracing::warn!(?code, %message, "agent reported an error");
                 }
                 Some(AgentMessage::Session { session, reply }) if status == AgentStatus::Approved => {
-                    Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply)).await;
+                    Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply.sanitized())).await;
                 }
                 Some(other) => {
                     let reply = if status == AgentStatus::Approved {
