@@ -19,7 +19,7 @@ pub const SSH_KEY_FILE: &str = "ssh_ed25519_key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("{path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: String,
         source: std::io::Error,

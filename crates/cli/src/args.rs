@@ -138,6 +138,9 @@ pub enum AdminCommand {
         name: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,
+        /// Create the data directory's store if it has none (else a mistyped path is refused).
+        #[arg(long)]
+        create: bool,
     },
 }
 

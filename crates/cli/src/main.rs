@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use args::{Cli, Command, LogFormat};
+use postern_server::config::LogFormat as FileLogFormat;
 
 fn init_logging(format: LogFormat, default_level: &str) {
     postern_agent::cli::init_logging(format == LogFormat::Json, default_level);
@@ -24,17 +25,17 @@ fn init_logging(format: LogFormat, default_level: &str) {
 /// Runs the command; `Ok(code)` is the process's exit status (a remote command's, for ssh).
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let log_format = cli.log_format;
-    let long_running = |file_format: Option<&str>| {
+    let long_running = |file_format: Option<FileLogFormat>| {
         let format = log_format.unwrap_or(match file_format {
-            Some("json") => LogFormat::Json,
-            _ => LogFormat::Text,
+            Some(FileLogFormat::Json) => LogFormat::Json,
+            Some(FileLogFormat::Text) | None => LogFormat::Text,
         });
         init_logging(format, "info");
     };
     match cli.command {
         Command::Server(args) => {
             let (config, file_format) = commands::server::config(&args)?;
-            long_running(file_format.as_deref());
+            long_running(file_format);
             commands::server::run(config).await.map(|()| 0)
         }
         Command::Agent(args) => {
@@ -90,7 +91,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once, even where a library prints its source in its own message.
+            eprintln!("error: {}", postern_protocol::text::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -99,18 +99,26 @@ pub struct ServerConfigFile {
     pub session_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
-    /// `text` or `json`; read by the binary before the server starts.
-    pub log_format: Option<String>,
+    /// Read by the binary before the server starts.
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the server writes its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
+    #[error("config file {path}")]
     Parse {
         path: String,
         source: Box<toml::de::Error>,
@@ -119,9 +127,41 @@ pub enum ConfigError {
         "no data directory: pass --data-dir, set POSTERN_DATA_DIR or data_dir in the config file"
     )]
     NoDataDir,
-    #[error("keepalive must be between 1s and 10m")]
-    Keepalive,
+    /// A duration out of its range; `setting` names the key, its flag and its variable.
+    #[error("{setting} must be between {min} and {max}; got {got}")]
+    OutOfRange {
+        setting: &'static str,
+        min: humantime::FormattedDuration,
+        max: humantime::FormattedDuration,
+        got: humantime::FormattedDuration,
+    },
+    #[error(
+        "tunnel_ports (--tunnel-ports, POSTERN_TUNNEL_PORTS) {ports} include the {what} port {port}; pick ports apart"
+    )]
+    TunnelPortsOverlap {
+        ports: PortRange,
+        what: &'static str,
+        port: u16,
+    },
 }
+
+/// Each duration setting's accepted range. Zero is never meaningful (a zero keepalive or
+/// timeout fires at once); the upper bounds keep deadlines far from `Instant` overflow and
+/// catch a unit typed wrong (`30d` for `30s`).
+const DURATION_LIMITS: [(&str, u64, u64); 4] = [
+    ("keepalive (--keepalive, POSTERN_KEEPALIVE)", 1, 600),
+    ("login_ttl", 60, 30 * 86_400),
+    (
+        "session_timeout (--session-timeout, POSTERN_SESSION_TIMEOUT)",
+        1,
+        3600,
+    ),
+    (
+        "idle_timeout (--idle-timeout, POSTERN_IDLE_TIMEOUT)",
+        1,
+        30 * 86_400,
+    ),
+];
 
 fn default_http() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -206,11 +246,38 @@ impl ServerConfig {
             .idle_timeout
             .or(file.idle_timeout)
             .unwrap_or(config.idle_timeout);
-        if config.keepalive < Duration::from_secs(1) || config.keepalive > Duration::from_secs(600)
-        {
-            return Err(ConfigError::Keepalive);
-        }
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Refuses settings that make no sense, whichever layer they came from; run once on the
+    /// layered result.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let values = [
+            self.keepalive,
+            self.login_ttl,
+            self.session_timeout,
+            self.idle_timeout,
+        ];
+        for ((setting, min, max), got) in DURATION_LIMITS.into_iter().zip(values) {
+            let (min, max) = (Duration::from_secs(min), Duration::from_secs(max));
+            if got < min || got > max {
+                return Err(ConfigError::OutOfRange {
+                    setting,
+                    min: humantime::format_duration(min),
+                    max: humantime::format_duration(max),
+                    got: humantime::format_duration(got),
+                });
+            }
+        }
+        let ports = self.tunnel_ports;
+        for (what, addr) in [("HTTP", self.http), ("agent gateway", self.agent_listen)] {
+            let port = addr.port();
+            if port != 0 && (ports.first..=ports.last).contains(&port) {
+                return Err(ConfigError::TunnelPortsOverlap { ports, what, port });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -261,5 +328,25 @@ mod tests {
             ServerConfig::resolve(ServerConfigFile::default(), ServerConfigFile::default()),
             Err(ConfigError::NoDataDir)
         ));
+    }
+
+    #[test]
+    fn settings_that_make_no_sense_are_refused_whichever_layer_they_come_from() {
+        let zero = |key: &str| format!("data_dir = \"/a\"\n{key} = \"0s\"");
+        for key in ["session_timeout", "idle_timeout", "login_ttl", "keepalive"] {
+            let file: ServerConfigFile = toml::from_str(&zero(key)).unwrap();
+            let err = ServerConfig::resolve(file, ServerConfigFile::default()).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{err}");
+            assert!(err.to_string().ends_with("got 0s"), "{err}");
+        }
+        let flags = ServerConfigFile {
+            data_dir: Some("/a".into()),
+            http: Some("127.0.0.1:20005".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = ServerConfig::resolve(ServerConfigFile::default(), flags).unwrap_err();
+        assert!(err.to_string().contains("HTTP port 20005"), "{err}");
+        let err = toml::from_str::<ServerConfigFile>("log_format = \"xml\"").unwrap_err();
+        assert!(err.to_string().contains("unknown variant `xml`"), "{err}");
     }
 }

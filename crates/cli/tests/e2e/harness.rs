@@ -133,7 +133,7 @@ impl TestServer {
 
     pub async fn add_user(&self, name: &str, role: Role) -> String {
         let password = format!("{name}-password-123");
-        postern_server::add_user(self.data_dir(), name, role, &password)
+        postern_server::add_user(self.data_dir(), name, role, &password, false)
             .await
             .unwrap();
         self.login(name, &password).await
