@@ -25,6 +25,9 @@ fn init_logging(format: LogFormat, default_level: &str) {
 /// Runs the command; `Ok(code)` is the process's exit status (a remote command's, for ssh).
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let log_format = cli.log_format;
+    if let Some(wait) = cli.timeout {
+        client::set_wait(wait);
+    }
     let long_running = |file_format: Option<FileLogFormat>| {
         let format = log_format.unwrap_or(match file_format {
             Some(FileLogFormat::Json) => LogFormat::Json,
@@ -72,8 +75,24 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// An error as the user sees it: each cause once, overlong words cut, and nothing that could
+/// drive the terminal (a server's or a file's text is in it).
+fn error_text(error: &anyhow::Error) -> String {
+    let text = postern_protocol::text::error_chain(error.as_ref());
+    let lines: Vec<String> = output::clip(&text).lines().map(output::shown).collect();
+    lines.join("\n")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors echo the argument: cut one that is huge. Help and version print as is.
+        Err(e) if e.use_stderr() => {
+            eprint!("{}", output::clip(&e.to_string()));
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,8 +110,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            // Each cause once, even where a library prints its source in its own message.
-            eprintln!("error: {}", postern_protocol::text::error_chain(e.as_ref()));
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -7,13 +7,12 @@ use anyhow::{Result, anyhow, bail};
 use futures::{SinkExt, StreamExt};
 use postern_protocol::SessionState;
 use postern_protocol::api::{EventKind, SessionView};
-use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::client::{Client, segment};
-use crate::sse::EventReader;
+use crate::client::{Client, secs, segment, wait};
+use crate::output::shown;
 
 /// Advice for the states a session can fail in, from the field.
 fn advice(reason: &str) -> &'static str {
@@ -30,10 +29,7 @@ fn advice(reason: &str) -> &'static str {
 /// each state to stderr unless `quiet`.
 pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionView> {
     // Listen before asking, so that no state change falls in between.
-    let events = client
-        .send(client.request(Method::GET, "/api/v1/events?limit=0"))
-        .await?;
-    let mut events = EventReader::new(events.bytes_stream());
+    let mut events = client.events("limit=0").await?;
     let started = Instant::now();
     let session: SessionView = client
         .post(
@@ -45,7 +41,11 @@ pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionVi
         if !quiet {
             let ms = started.elapsed().as_millis();
             match reason {
-                Some(r) => eprintln!("postern: session {state} after {ms} ms: {r}{}", advice(r)),
+                Some(r) => eprintln!(
+                    "postern: session {state} after {ms} ms: {}{}",
+                    shown(r),
+                    advice(r)
+                ),
                 None => eprintln!("postern: session {state} ({ms} ms)"),
             }
         }
@@ -58,7 +58,12 @@ pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionVi
                 .get(&format!("/api/v1/sessions/{}", session.id))
                 .await?;
             let reason = current.reason.unwrap_or_else(|| "no reason given".into());
-            bail!("the session {}: {reason}{}", current.state, advice(&reason));
+            bail!(
+                "the session {}: {}{}",
+                current.state,
+                shown(&reason),
+                advice(&reason)
+            );
         }
         let Some(event) = events.next().await? else {
             bail!("the server closed the event stream");
@@ -73,9 +78,9 @@ pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionVi
             }
         }
     }
-    client
+    Ok(client
         .get(&format!("/api/v1/sessions/{}", session.id))
-        .await
+        .await?)
 }
 
 /// Connects the session's data path and returns one end of an in-memory pipe that carries
@@ -98,8 +103,16 @@ pub async fn data_path(client: &Client, session: &SessionView) -> Result<DuplexS
         );
     }
     // No Nagle: keystrokes are one-byte SSH packets that must not wait for an ACK.
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let (ws, _) = tokio::time::timeout(wait(), connecting)
         .await
+        .map_err(|_| {
+            anyhow!(
+                "the server at {} did not open the session's data path within {}",
+                client.base(),
+                secs(wait())
+            )
+        })?
         .map_err(|e| anyhow!("cannot open the session's data path: {e}"))?;
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
     let (mut ws_tx, mut ws_rx) = ws.split();

@@ -1,10 +1,10 @@
 //! `postern ssh AGENT [--login USER] [-q] [-- COMMAND...]`
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use postern_protocol::api::{CertificateRequest, CertificateResponse};
 
 use crate::args::SshArgs;
-use crate::client::Client;
+use crate::client::{Client, secs, wait};
 use crate::session;
 use crate::ssh_client::{Connection, ephemeral_key};
 
@@ -22,8 +22,16 @@ pub async fn run(args: SshArgs) -> Result<u32> {
         )
         .await?;
     let stream = session::data_path(&client, &session).await?;
-    let connection =
-        Connection::establish(stream, &cert.host_key, &cert.login, key, &cert.certificate).await?;
+    let establish =
+        Connection::establish(stream, &cert.host_key, &cert.login, key, &cert.certificate);
+    let connection = tokio::time::timeout(wait(), establish)
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the device did not complete the SSH handshake within {}",
+                secs(wait())
+            )
+        })??;
     let command = (!args.command.is_empty()).then(|| args.command.join(" "));
     connection.run(command).await
 }

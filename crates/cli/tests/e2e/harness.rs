@@ -256,15 +256,10 @@ impl TestServer {
 }
 
 pub fn parse_sse(text: &str) -> Vec<EventView> {
-    text.split("\n\n")
-        .filter_map(|block| {
-            let data: String = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            (!data.is_empty()).then(|| serde_json::from_str(&data).unwrap())
-        })
+    postern_protocol::sse::decode_all(text.as_bytes(), 1 << 20)
+        .unwrap()
+        .into_iter()
+        .map(|event| serde_json::from_str(&event.data).unwrap())
         .collect()
 }
 

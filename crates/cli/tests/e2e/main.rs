@@ -6,6 +6,8 @@
 mod admin;
 mod api;
 mod cli;
+mod cli_config;
+mod cli_hostile;
 mod enrollment;
 mod gateway;
 mod harness;
