@@ -56,7 +56,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             init_logging(log_format.unwrap_or(LogFormat::Text), "warn");
             let done = match command {
                 Command::Ssh(a) => {
-                    return commands::ssh::run(a).await.map(|code| code.min(255) as u8);
+                    // Like OpenSSH: the remote command's status, or 255 for an error of ssh's own.
+                    return Ok(match commands::ssh::run(a).await {
+                        Ok(code) => code.min(255) as u8,
+                        Err(e) => {
+                            eprintln!("error: {}", error_text(&e));
+                            255
+                        }
+                    });
                 }
                 Command::Admin(c) => commands::admin::run(c).await,
                 Command::Login(a) => commands::login::login(a).await,

@@ -1,7 +1,7 @@
 //! Opening a session for the user paths (`postern ssh`, `postern proxy`): start or reuse it,
 //! follow its states live, and connect the WebSocket data path.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use futures::{SinkExt, StreamExt};
@@ -143,4 +143,65 @@ pub async fn data_path(client: &Client, session: &SessionView) -> Result<DuplexS
         let _ = write.shutdown().await;
     });
     Ok(ours)
+}
+
+/// How long `postern ssh` waits to learn why a session's connection closed: the server records
+/// the end as it closes the tunnel, or, when it restarts, at its next start.
+const END_REASON_WAIT: Duration = Duration::from_secs(20);
+
+/// Why the session's connection closed without an exit status, in the user's words, from the
+/// session's recorded end. Asks again while the session is still open or the server does not
+/// answer (it may be restarting), for at most [`END_REASON_WAIT`].
+pub async fn end_reason(client: &Client, session: &SessionView) -> String {
+    let deadline = Instant::now() + END_REASON_WAIT;
+    let path = format!("/api/v1/sessions/{}", session.id);
+    let mut last = None;
+    while Instant::now() < deadline {
+        match client.get::<SessionView>(&path).await {
+            Ok(current) if current.state.is_final() || current.state == SessionState::Stopping => {
+                return ended_because(current.reason.as_deref().unwrap_or("no reason given"));
+            }
+            Ok(current) => last = Some(Ok(current.state)),
+            Err(e) => last = Some(Err(e)),
+        }
+        // Polling, not the event stream: the server may be gone and back in between.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    match last {
+        Some(Ok(state)) => format!(
+            "the connection to the device closed without an exit status; the session is still {state}"
+        ),
+        Some(Err(e)) => format!(
+            "the connection to the device closed without an exit status, and the server does not answer ({e})"
+        ),
+        None => "the connection to the device closed without an exit status".to_owned(),
+    }
+}
+
+/// The session's end, if it has ended by now (one question, no waiting).
+pub async fn ended_now(client: &Client, session: &SessionView) -> Option<anyhow::Error> {
+    let current: SessionView = client
+        .get(&format!("/api/v1/sessions/{}", session.id))
+        .await
+        .ok()?;
+    (current.state.is_final() || current.state == SessionState::Stopping).then(|| {
+        anyhow!(ended_because(
+            current.reason.as_deref().unwrap_or("no reason given")
+        ))
+    })
+}
+
+/// A recorded end reason as a sentence.
+fn ended_because(reason: &str) -> String {
+    let why = match reason {
+        "agent link lost" => "the agent's link to the server was lost".to_owned(),
+        "server restarted" => "the server restarted".to_owned(),
+        "agent revoked" => "the agent was revoked".to_owned(),
+        "idle timeout" => "it was idle for too long (the server's idle timeout)".to_owned(),
+        other => match other.strip_prefix("stopped by ") {
+            Some(user) => format!("it was stopped by {}", shown(user)),
+            None => shown(other),
+        },
+    };
+    format!("the session ended: {why}")
 }

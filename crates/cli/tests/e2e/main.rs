@@ -16,4 +16,5 @@ mod link;
 mod openssh;
 mod raw;
 mod sessions;
+mod ssh_end;
 mod terminal;
