@@ -60,7 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     return Ok(match commands::ssh::run(a).await {
                         Ok(code) => code.min(255) as u8,
                         Err(e) => {
-                            eprintln!("error: {}", error_text(&e));
+                            eprintln!("error: {}", output::error_text(&e));
                             255
                         }
                     });
@@ -80,14 +80,6 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             done.map(|()| 0)
         }
     }
-}
-
-/// An error as the user sees it: each cause once, overlong words cut, and nothing that could
-/// drive the terminal (a server's or a file's text is in it).
-fn error_text(error: &anyhow::Error) -> String {
-    let text = postern_protocol::text::error_chain(error.as_ref());
-    let lines: Vec<String> = output::clip(&text).lines().map(output::shown).collect();
-    lines.join("\n")
 }
 
 fn main() -> ExitCode {
@@ -117,7 +109,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", error_text(&e));
+            eprintln!("error: {}", output::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -66,6 +66,14 @@ pub fn clip(text: &str) -> String {
     clipped
 }
 
+/// An error as the user sees it: each cause once, overlong words cut, and nothing that could
+/// drive the terminal (a server's or a file's text may be in it).
+pub fn error_text(error: &anyhow::Error) -> String {
+    let text = postern_protocol::text::error_chain(error.as_ref());
+    let lines: Vec<String> = clip(&text).lines().map(shown).collect();
+    lines.join("\n")
+}
+
 /// Prints rows as aligned columns under a header; every cell is [`shown`].
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let rows: Vec<Vec<String>> = rows
