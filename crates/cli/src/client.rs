@@ -96,8 +96,13 @@ impl ClientError {
     }
 }
 
-fn size(bytes: usize) -> String {
-    format!("{} MiB", bytes as f64 / f64::from(1u32 << 20))
+/// "16 MiB", "64 KiB".
+pub fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
 }
 
 pub struct Client {

@@ -6,7 +6,7 @@ use postern_protocol::sse::{SseDecoder, SseError};
 use reqwest::Response;
 use tokio::time::timeout;
 
-use crate::client::{ClientError, MAX_EVENT, secs, wait};
+use crate::client::{ClientError, MAX_EVENT, secs, size, wait};
 
 pub struct EventReader {
     response: Response,
@@ -41,7 +41,7 @@ impl EventReader {
                     return Err(ClientError::TooLarge {
                         server: self.server.clone(),
                         what: "one event",
-                        limit: format!("{} KiB", MAX_EVENT >> 10),
+                        limit: size(MAX_EVENT),
                     });
                 }
             }

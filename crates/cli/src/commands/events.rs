@@ -31,26 +31,25 @@ pub async fn run(args: EventsArgs) -> Result<()> {
             }
             Err(e) => return Err(e.into()),
         };
-        loop {
+        let lost = loop {
             match events.next().await {
                 Ok(Some(event)) => {
                     last = Some(event.id);
                     print_event(&event, args.json)?;
                 }
-                Ok(None) => break,
+                Ok(None) => break "event stream ended".to_owned(),
                 Err(e) if args.follow && e.is_transient() => {
-                    eprintln!("event stream lost ({e}); reconnecting");
-                    break;
+                    break format!("event stream lost ({e})");
                 }
                 Err(e) => return Err(e.into()),
             }
-        }
+        };
         if !args.follow {
             return Ok(());
         }
         // Resume after the last event seen (or, if none came, with no replay).
         limit = 0;
-        eprintln!("event stream ended; reconnecting");
+        eprintln!("{lost}; reconnecting");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
