@@ -71,6 +71,9 @@ pub enum ClientError {
         what: &'static str,
         limit: String,
     },
+    /// The request could not even be made (a URL over the `http` crate's 64 KiB limit).
+    #[error("this request cannot be sent (is an argument far too long?)")]
+    Unsendable { source: reqwest::Error },
     #[error("the connection to {server} failed")]
     Transport {
         server: String,
@@ -172,6 +175,8 @@ impl Client {
         let response = sent.map_err(|e| {
             if e.is_connect() && e.is_timeout() {
                 self.timeout(format!("no connection within {}", secs(CONNECT_TIMEOUT)))
+            } else if e.is_builder() {
+                ClientError::Unsendable { source: e }
             } else if e.is_connect() {
                 ClientError::Unreachable {
                     server: self.base.clone(),

@@ -209,6 +209,22 @@ async fn a_huge_argument_is_cut_in_the_error_that_echoes_it() {
 }
 
 #[tokio::test]
+async fn a_huge_argument_sent_to_the_server_is_a_clear_error() {
+    let server = crate::harness::TestServer::start().await;
+    let home = crate::harness::cli_home(&server, "admin", &server.admin_password).await;
+    let huge = "x".repeat(100_000);
+    for args in [["agents", "approve", &huge], ["sessions", "stop", &huge]] {
+        let (ok, _, err) = run_cli(home.path(), &args, None).await;
+        assert!(!ok);
+        assert!(err.len() < 1_000, "{} bytes of error", err.len());
+        assert!(
+            err.starts_with("error: this request cannot be sent (is an argument far too long?)"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn add_user_refuses_a_data_dir_without_a_store_unless_told_to_create_one() {
     let dir = tempfile::tempdir().unwrap();
     let typo = dir.path().join("typo/path");
