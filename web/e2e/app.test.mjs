@@ -14,6 +14,7 @@ import { chromium } from 'playwright-core';
 import { freePort, start, stopAll, transcript, waitForExit, waitForOutput } from './harness.mjs';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+const HOSTILE_HOST = '<img src=x onerror=window.__pwned=1>';
 const postern = process.env.POSTERN_BIN ? resolve(process.env.POSTERN_BIN) : join(repoRoot, 'target/debug/postern');
 const screenshots = join(repoRoot, 'test-output/web');
 
@@ -69,8 +70,19 @@ test('the web app: login, agents, approval, SSH terminal, notifications', { time
     const agentName = quickstart.stdout.match(/^\s*agent:\s+(\S+) \((did:key:\S+)\)/m)?.[1];
     assert.ok(url && password && agentName, `cannot read the quickstart banner\n${transcript(quickstart)}`);
 
-    // An agent without a token: it enrolls and waits for an administrator.
-    const pending = start('pending agent', postern, [
+    // An agent without a token: it enrolls and waits for an administrator. It runs with a
+    // hostname of its own (a UTS namespace) that is HTML and a terminal escape: agent-supplied
+    // text, which the app must show as inert text.
+    const userns = process.getuid() === 0 ? [] : ['--map-root-user'];
+    const pending = start('pending agent', 'unshare', [
+      '--uts',
+      ...userns,
+      'sh',
+      '-c',
+      'printf %s "$1" > /proc/sys/kernel/hostname && shift && exec "$@"',
+      'sh',
+      `${HOSTILE_HOST}\x1b[31m`,
+      postern,
       'agent',
       '--server',
       `127.0.0.1:${gateway}`,
@@ -148,6 +160,10 @@ test('the web app: login, agents, approval, SSH terminal, notifications', { time
     await step('approve pending agent', async () => {
       const box = card('pending-box');
       await box.getByText('pending', { exact: true }).waitFor();
+      // The server dropped the escape; the HTML is text, not an element.
+      await box.getByText(`${HOSTILE_HOST}[31m`, { exact: true }).waitFor();
+      assert.equal(await box.locator('img').count(), 0);
+      assert.equal(await page.evaluate(() => window.__pwned), undefined);
       await box.getByRole('button', { name: 'Approve' }).click();
       await box.getByText('approved', { exact: true }).waitFor();
       await box.getByRole('button', { name: 'Open SSH connection to pending-box' }).waitFor();

@@ -19,11 +19,10 @@ pub const SSH_KEY_FILE: &str = "ssh_ed25519_key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The cause is in the message, not a `source()` (one cause, once): the agent logs these
+    /// with `%error`, which shows only the message.
+    #[error("cannot read or write {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error(
         "{path} has mode {mode:o}; keys must be readable by their owner only: chmod 600 {path}"
     )]
@@ -87,9 +86,9 @@ fn incomplete(present: &Path, missing: &Path) -> IdentityError {
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
+    move |cause| IdentityError::Io {
         path: shown(path),
-        source,
+        cause,
     }
 }
 
@@ -150,7 +149,7 @@ fn create_key(path: &Path) -> Result<PrivateKey, IdentityError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| IdentityError::Io {
         path: shown(path),
-        source: std::io::Error::other(e.to_string()),
+        cause: std::io::Error::other(e.to_string()),
     })?;
     let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
     let text = key

@@ -36,9 +36,9 @@ impl AgentState {
                     })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(IdentityError::Io {
+            Err(cause) => Err(IdentityError::Io {
                 path: path.display().to_string(),
-                source,
+                cause,
             }),
         }
     }

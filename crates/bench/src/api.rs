@@ -8,6 +8,7 @@ use postern_protocol::api::{
     AgentPresence, CreateTokenRequest, CreatedToken, EventView, LoginRequest, LoginResponse,
     SessionView,
 };
+use postern_protocol::sse::SseDecoder;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -114,8 +115,7 @@ impl Api {
         }
         Ok(Events {
             response,
-            buffer: String::new(),
-            data: String::new(),
+            decoder: SseDecoder::new(1 << 20),
             received: Instant::now(),
         })
     }
@@ -124,27 +124,17 @@ impl Api {
 /// Server-sent events, each stamped with the moment its bytes reached the bench.
 pub struct Events {
     response: reqwest::Response,
-    buffer: String,
-    data: String,
+    decoder: SseDecoder,
     received: Instant,
 }
 
 impl Events {
     pub async fn next(&mut self) -> Result<(Instant, EventView)> {
         loop {
-            while let Some(end) = self.buffer.find('\n') {
-                let line: String = self.buffer.drain(..=end).collect();
-                let line = line.trim_end_matches(['\r', '\n']);
-                if line.is_empty() {
-                    if !self.data.is_empty() {
-                        let event = serde_json::from_str(&self.data)
-                            .with_context(|| format!("unreadable event {:?}", self.data))?;
-                        self.data.clear();
-                        return Ok((self.received, event));
-                    }
-                } else if let Some(value) = line.strip_prefix("data:") {
-                    self.data.push_str(value.trim_start());
-                }
+            if let Some(event) = self.decoder.next_event()? {
+                let view = serde_json::from_str(&event.data)
+                    .with_context(|| format!("unreadable event {:?}", event.data))?;
+                return Ok((self.received, view));
             }
             let chunk = self
                 .response
@@ -152,7 +142,7 @@ impl Events {
                 .await?
                 .ok_or_else(|| anyhow!("the server closed the event stream"))?;
             self.received = Instant::now();
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            self.decoder.push(&chunk);
         }
     }
 

@@ -18,6 +18,9 @@ pub struct Cli {
     /// Log format for long-running commands (server, agent, quickstart).
     #[arg(long, global = true, env = "POSTERN_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Longest wait for the server to answer, or to send anything on a stream [default: 45s].
+    #[arg(long, global = true, env = "POSTERN_TIMEOUT", value_parser = parse_wait)]
+    pub timeout: Option<Duration>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -168,7 +171,19 @@ pub enum AdminCommand {
         name: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,
+        /// Create the data directory's store if it has none (else a mistyped path is refused).
+        #[arg(long)]
+        create: bool,
     },
+}
+
+/// 100 ms to 1 hour: zero would fail every request, more than an hour is a hang.
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err("the timeout must be between 100ms and 1h".into());
+    }
+    Ok(d)
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use args::{Cli, Command, LogFormat};
+use postern_server::config::LogFormat as FileLogFormat;
 
 fn init_logging(format: LogFormat, default_level: &str) {
     postern_agent::cli::init_logging(format == LogFormat::Json, default_level);
@@ -24,17 +25,20 @@ fn init_logging(format: LogFormat, default_level: &str) {
 /// Runs the command; `Ok(code)` is the process's exit status (a remote command's, for ssh).
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let log_format = cli.log_format;
-    let long_running = |file_format: Option<&str>| {
+    if let Some(wait) = cli.timeout {
+        client::set_wait(wait);
+    }
+    let long_running = |file_format: Option<FileLogFormat>| {
         let format = log_format.unwrap_or(match file_format {
-            Some("json") => LogFormat::Json,
-            _ => LogFormat::Text,
+            Some(FileLogFormat::Json) => LogFormat::Json,
+            Some(FileLogFormat::Text) | None => LogFormat::Text,
         });
         init_logging(format, "info");
     };
     match cli.command {
         Command::Server(args) => {
             let (config, file_format) = commands::server::config(&args)?;
-            long_running(file_format.as_deref());
+            long_running(file_format);
             commands::server::run(config).await.map(|()| 0)
         }
         Command::Agent(args) => {
@@ -52,7 +56,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             init_logging(log_format.unwrap_or(LogFormat::Text), "warn");
             let done = match command {
                 Command::Ssh(a) => {
-                    return commands::ssh::run(a).await.map(|code| code.min(255) as u8);
+                    // Like OpenSSH: the remote command's status, or 255 for an error of ssh's own.
+                    return Ok(match commands::ssh::run(a).await {
+                        Ok(code) => code.min(255) as u8,
+                        Err(e) => {
+                            eprintln!("error: {}", output::error_text(&e));
+                            255
+                        }
+                    });
                 }
                 Command::Admin(c) => commands::admin::run(c).await,
                 Command::Login(a) => commands::login::login(a).await,
@@ -72,7 +83,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors echo the argument: cut one that is huge. Help and version print as is.
+        Err(e) if e.use_stderr() => {
+            eprint!("{}", output::clip(&e.to_string()));
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,7 +109,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,19 +1,18 @@
 //! Opening a session for the user paths (`postern ssh`, `postern proxy`): start or reuse it,
 //! follow its states live, and connect the WebSocket data path.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use futures::{SinkExt, StreamExt};
 use postern_protocol::SessionState;
 use postern_protocol::api::{EventKind, SessionView};
-use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::client::{Client, segment};
-use crate::sse::EventReader;
+use crate::client::{Client, secs, segment, wait};
+use crate::output::shown;
 
 /// Advice for the states a session can fail in, from the field.
 fn advice(reason: &str) -> &'static str {
@@ -30,10 +29,7 @@ fn advice(reason: &str) -> &'static str {
 /// each state to stderr unless `quiet`.
 pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionView> {
     // Listen before asking, so that no state change falls in between.
-    let events = client
-        .send(client.request(Method::GET, "/api/v1/events?limit=0"))
-        .await?;
-    let mut events = EventReader::new(events.bytes_stream());
+    let mut events = client.events("limit=0").await?;
     let started = Instant::now();
     let session: SessionView = client
         .post(
@@ -45,7 +41,11 @@ pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionVi
         if !quiet {
             let ms = started.elapsed().as_millis();
             match reason {
-                Some(r) => eprintln!("postern: session {state} after {ms} ms: {r}{}", advice(r)),
+                Some(r) => eprintln!(
+                    "postern: session {state} after {ms} ms: {}{}",
+                    shown(r),
+                    advice(r)
+                ),
                 None => eprintln!("postern: session {state} ({ms} ms)"),
             }
         }
@@ -58,7 +58,12 @@ pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionVi
                 .get(&format!("/api/v1/sessions/{}", session.id))
                 .await?;
             let reason = current.reason.unwrap_or_else(|| "no reason given".into());
-            bail!("the session {}: {reason}{}", current.state, advice(&reason));
+            bail!(
+                "the session {}: {}{}",
+                current.state,
+                shown(&reason),
+                advice(&reason)
+            );
         }
         let Some(event) = events.next().await? else {
             bail!("the server closed the event stream");
@@ -73,9 +78,9 @@ pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionVi
             }
         }
     }
-    client
+    Ok(client
         .get(&format!("/api/v1/sessions/{}", session.id))
-        .await
+        .await?)
 }
 
 /// Connects the session's data path and returns one end of an in-memory pipe that carries
@@ -98,8 +103,16 @@ pub async fn data_path(client: &Client, session: &SessionView) -> Result<DuplexS
         );
     }
     // No Nagle: keystrokes are one-byte SSH packets that must not wait for an ACK.
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let (ws, _) = tokio::time::timeout(wait(), connecting)
         .await
+        .map_err(|_| {
+            anyhow!(
+                "the server at {} did not open the session's data path within {}",
+                client.base(),
+                secs(wait())
+            )
+        })?
         .map_err(|e| anyhow!("cannot open the session's data path: {e}"))?;
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
     let (mut ws_tx, mut ws_rx) = ws.split();
@@ -130,4 +143,65 @@ pub async fn data_path(client: &Client, session: &SessionView) -> Result<DuplexS
         let _ = write.shutdown().await;
     });
     Ok(ours)
+}
+
+/// How long `postern ssh` waits to learn why a session's connection closed: the server records
+/// the end as it closes the tunnel, or, when it restarts, at its next start.
+const END_REASON_WAIT: Duration = Duration::from_secs(20);
+
+/// Why the session's connection closed without an exit status, in the user's words, from the
+/// session's recorded end. Asks again while the session is still open or the server does not
+/// answer (it may be restarting), for at most [`END_REASON_WAIT`].
+pub async fn end_reason(client: &Client, session: &SessionView) -> String {
+    let deadline = Instant::now() + END_REASON_WAIT;
+    let path = format!("/api/v1/sessions/{}", session.id);
+    let mut last = None;
+    while Instant::now() < deadline {
+        match client.get::<SessionView>(&path).await {
+            Ok(current) if current.state.is_final() || current.state == SessionState::Stopping => {
+                return ended_because(current.reason.as_deref().unwrap_or("no reason given"));
+            }
+            Ok(current) => last = Some(Ok(current.state)),
+            Err(e) => last = Some(Err(e)),
+        }
+        // Polling, not the event stream: the server may be gone and back in between.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    match last {
+        Some(Ok(state)) => format!(
+            "the connection to the device closed without an exit status; the session is still {state}"
+        ),
+        Some(Err(e)) => format!(
+            "the connection to the device closed without an exit status, and the server does not answer ({e})"
+        ),
+        None => "the connection to the device closed without an exit status".to_owned(),
+    }
+}
+
+/// The session's end, if it has ended by now (one question, no waiting).
+pub async fn ended_now(client: &Client, session: &SessionView) -> Option<anyhow::Error> {
+    let current: SessionView = client
+        .get(&format!("/api/v1/sessions/{}", session.id))
+        .await
+        .ok()?;
+    (current.state.is_final() || current.state == SessionState::Stopping).then(|| {
+        anyhow!(ended_because(
+            current.reason.as_deref().unwrap_or("no reason given")
+        ))
+    })
+}
+
+/// A recorded end reason as a sentence.
+fn ended_because(reason: &str) -> String {
+    let why = match reason {
+        "agent link lost" => "the agent's link to the server was lost".to_owned(),
+        "server restarted" => "the server restarted".to_owned(),
+        "agent revoked" => "the agent was revoked".to_owned(),
+        "idle timeout" => "it was idle for too long (the server's idle timeout)".to_owned(),
+        other => match other.strip_prefix("stopped by ") {
+            Some(user) => format!("it was stopped by {}", shown(user)),
+            None => shown(other),
+        },
+    };
+    format!("the session ended: {why}")
 }

@@ -1,45 +1,66 @@
-//! Reads the server's event stream (server-sent events) into `EventView`s.
+//! Reads the server's event stream into `EventView`s with the shared decoder
+//! (`postern_protocol::sse`), bounded per event and in silence.
 
-use anyhow::{Result, anyhow};
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
 use postern_protocol::api::EventView;
+use postern_protocol::sse::{SseDecoder, SseError};
+use reqwest::Response;
+use tokio::time::timeout;
 
-pub struct EventReader<S> {
-    body: S,
-    buffer: String,
-    data: String,
+use crate::client::{ClientError, MAX_EVENT, secs, size, wait};
+
+pub struct EventReader {
+    response: Response,
+    decoder: SseDecoder,
+    server: String,
 }
 
-impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> EventReader<S> {
-    pub fn new(body: S) -> Self {
+impl EventReader {
+    /// `response` must be a checked `text/event-stream` answer (see `Client::events`).
+    pub fn new(response: Response, server: String) -> Self {
         Self {
-            body,
-            buffer: String::new(),
-            data: String::new(),
+            response,
+            decoder: SseDecoder::new(MAX_EVENT),
+            server,
         }
     }
 
-    /// The next event; `None` when the stream ends.
-    pub async fn next(&mut self) -> Result<Option<EventView>> {
+    /// The next event; `None` when the server ends the stream.
+    pub async fn next(&mut self) -> Result<Option<EventView>, ClientError> {
         loop {
-            while let Some(end) = self.buffer.find('\n') {
-                let line: String = self.buffer.drain(..=end).collect();
-                let line = line.trim_end_matches(['\r', '\n']);
-                if line.is_empty() {
-                    if !self.data.is_empty() {
-                        let event = serde_json::from_str(&self.data)
-                            .map_err(|e| anyhow!("unreadable event from the server: {e}"))?;
-                        self.data.clear();
-                        return Ok(Some(event));
-                    }
-                } else if let Some(value) = line.strip_prefix("data:") {
-                    self.data.push_str(value.trim_start());
+            match self.decoder.next_event() {
+                Ok(Some(event)) => {
+                    return serde_json::from_str(&event.data).map(Some).map_err(|e| {
+                        ClientError::NotPostern {
+                            server: self.server.clone(),
+                            got: format!("an event that is not a Postern event: {e}"),
+                        }
+                    });
+                }
+                Ok(None) => {}
+                Err(SseError::TooLarge { .. }) => {
+                    return Err(ClientError::TooLarge {
+                        server: self.server.clone(),
+                        what: "one event",
+                        limit: size(MAX_EVENT),
+                    });
                 }
             }
-            match self.body.next().await {
-                Some(Ok(chunk)) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
-                Some(Err(_)) | None => return Ok(None),
+            let chunk = timeout(wait(), self.response.chunk())
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    server: self.server.clone(),
+                    what: format!(
+                        "the event stream was silent for {} (a server sends a keepalive every 15 s)",
+                        secs(wait())
+                    ),
+                })?
+                .map_err(|source| ClientError::Transport {
+                    server: self.server.clone(),
+                    source,
+                })?;
+            match chunk {
+                Some(bytes) => self.decoder.push(&bytes),
+                None => return Ok(None),
             }
         }
     }

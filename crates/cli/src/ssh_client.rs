@@ -83,8 +83,8 @@ impl Connection {
     }
 
     /// Runs `command` (or a login shell), wires it to this terminal or these pipes, and
-    /// returns the remote exit status.
-    pub async fn run(&self, command: Option<String>) -> Result<u32> {
+    /// returns the remote exit status; `None` when the connection closed without one.
+    pub async fn run(&self, command: Option<String>) -> Result<Option<u32>> {
         let channel = self.handle.channel_open_session().await?;
         // Like OpenSSH: a terminal for an interactive shell, plain pipes for a command.
         let interactive =
@@ -128,7 +128,7 @@ impl Drop for RawMode {
     }
 }
 
-async fn pump(channel: Channel<Msg>, interactive: bool) -> Result<u32> {
+async fn pump(channel: Channel<Msg>, interactive: bool) -> Result<Option<u32>> {
     let (mut read, write) = channel.split();
     let write = Arc::new(write);
     let input = {
@@ -195,7 +195,7 @@ async fn pump(channel: Channel<Msg>, interactive: bool) -> Result<u32> {
     if let Some(task) = resize {
         task.abort();
     }
-    status.ok_or_else(|| anyhow!("the connection closed without an exit status"))
+    Ok(status)
 }
 
 fn signal_number(signal: &russh::Sig) -> u32 {

@@ -56,6 +56,22 @@ pub enum SessionReply {
     },
 }
 
+/// Longest refusal reason kept: it becomes part of a session's reason and an event.
+pub const MAX_REASON_LEN: usize = 200;
+
+impl SessionReply {
+    /// The reply as the server may record and show it: the agent's reason one line, without
+    /// control characters, capped.
+    pub fn sanitized(self) -> Self {
+        match self {
+            Self::Refused { reason } => Self::Refused {
+                reason: crate::text::clean_line(&reason, MAX_REASON_LEN),
+            },
+            accepted => accepted,
+        }
+    }
+}
+
 /// Server → agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

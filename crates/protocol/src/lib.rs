@@ -11,7 +11,9 @@ pub mod did;
 pub mod enrollment;
 pub mod facts;
 pub mod session;
+pub mod sse;
 pub mod status;
+pub mod text;
 pub mod token;
 
 pub use codec::{ControlCodec, Frame, FrameError, MAX_FRAME_LEN};

@@ -97,6 +97,14 @@ impl Certificates {
             Some(login) => login,
             None => logins.first().cloned().ok_or(CertifyError::NoLogin)?,
         };
+        // Only a POSIX user name becomes a principal, whatever the agent reported.
+        if !postern_protocol::text::is_login_name(&login) {
+            return Err(CertifyError::LoginNotAllowed {
+                agent: agent.name.clone(),
+                allowed: logins.join(", "),
+                login: postern_protocol::text::clean_line(&login, 64),
+            });
+        }
         let certificate = self.ca.sign(
             CertificateFor {
                 subject,

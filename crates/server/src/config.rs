@@ -146,6 +146,7 @@ pub struct ServerConfigFile {
     pub http_header_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub http_idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     pub handshake_timeout: Option<Duration>,
     pub max_handshakes: Option<usize>,
     pub max_handshakes_per_source: Option<usize>,
@@ -153,18 +154,26 @@ pub struct ServerConfigFile {
     pub enrollments_per_source: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub enrollment_window: Option<Duration>,
-    /// `text` or `json`; read by the binary before the server starts.
-    pub log_format: Option<String>,
+    /// Read by the binary before the server starts.
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the server writes its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
+    #[error("config file {path}")]
     Parse {
         path: String,
         source: Box<toml::de::Error>,
@@ -173,12 +182,74 @@ pub enum ConfigError {
         "no data directory: pass --data-dir, set POSTERN_DATA_DIR or data_dir in the config file"
     )]
     NoDataDir,
-    #[error("keepalive must be between 1s and 10m")]
-    Keepalive,
+    /// A duration out of its range; `setting` names the key, its flag and its variable.
+    #[error("{setting} must be between {min} and {max}; got {got}")]
+    OutOfRange {
+        setting: &'static str,
+        min: humantime::FormattedDuration,
+        max: humantime::FormattedDuration,
+        got: humantime::FormattedDuration,
+    },
     #[error(
-        "heartbeat_interval and heartbeat_timeout must be between 100ms and 1h, heartbeat_misses between 1 and 100"
+        "tunnel_ports (--tunnel-ports, POSTERN_TUNNEL_PORTS) {ports} include the {what} port {port}; pick ports apart"
     )]
-    Heartbeat,
+    TunnelPortsOverlap {
+        ports: PortRange,
+        what: &'static str,
+        port: u16,
+    },
+    /// A count out of its range.
+    #[error("{setting} must be between {min} and {max}; got {got}")]
+    CountOutOfRange {
+        setting: &'static str,
+        min: u64,
+        max: u64,
+        got: u64,
+    },
+}
+
+/// Each duration setting's accepted range. Zero is never meaningful (a zero keepalive or
+/// timeout fires at once); the upper bounds keep deadlines far from `Instant` overflow and
+/// catch a unit typed wrong (`30d` for `30s`).
+const DURATION_LIMITS: [(&str, Duration, Duration); 10] = [
+    ("keepalive (--keepalive, POSTERN_KEEPALIVE)", secs(1), secs(600)),
+    ("login_ttl", secs(60), secs(30 * 86_400)),
+    (
+        "session_timeout (--session-timeout, POSTERN_SESSION_TIMEOUT)",
+        secs(1),
+        secs(3600),
+    ),
+    (
+        "idle_timeout (--idle-timeout, POSTERN_IDLE_TIMEOUT)",
+        secs(1),
+        secs(30 * 86_400),
+    ),
+    (
+        "heartbeat_interval (--heartbeat-interval, POSTERN_HEARTBEAT_INTERVAL)",
+        Duration::from_millis(100),
+        secs(3600),
+    ),
+    (
+        "heartbeat_timeout (--heartbeat-timeout, POSTERN_HEARTBEAT_TIMEOUT)",
+        Duration::from_millis(100),
+        secs(3600),
+    ),
+    ("http_header_timeout", secs(1), secs(3600)),
+    ("http_idle_timeout", secs(1), secs(86_400)),
+    (
+        "handshake_timeout (--handshake-timeout, POSTERN_HANDSHAKE_TIMEOUT)",
+        secs(1),
+        secs(600),
+    ),
+    (
+        "enrollment_window (--enrollment-window, POSTERN_ENROLLMENT_WINDOW)",
+        secs(1),
+        secs(86_400),
+    ),
+];
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 fn default_http() -> SocketAddr {
@@ -354,18 +425,80 @@ impl ServerConfig {
             .enrollment_window
             .or(file.enrollment_window)
             .unwrap_or(config.enrollment_window);
-        if config.keepalive < Duration::from_secs(1) || config.keepalive > Duration::from_secs(600)
-        {
-            return Err(ConfigError::Keepalive);
-        }
-        let sane = Duration::from_millis(100)..=Duration::from_secs(3600);
-        if !sane.contains(&config.heartbeat_interval)
-            || !sane.contains(&config.heartbeat_timeout)
-            || !(1..=100).contains(&config.heartbeat_misses)
-        {
-            return Err(ConfigError::Heartbeat);
-        }
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Refuses settings that make no sense, whichever layer they came from; run once on the
+    /// layered result.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let values = [
+            self.keepalive,
+            self.login_ttl,
+            self.session_timeout,
+            self.idle_timeout,
+            self.heartbeat_interval,
+            self.heartbeat_timeout,
+            self.http_header_timeout,
+            self.http_idle_timeout,
+            self.handshake_timeout,
+            self.enrollment_window,
+        ];
+        for ((setting, min, max), got) in DURATION_LIMITS.into_iter().zip(values) {
+            if got < min || got > max {
+                return Err(ConfigError::OutOfRange {
+                    setting,
+                    min: humantime::format_duration(min),
+                    max: humantime::format_duration(max),
+                    got: humantime::format_duration(got),
+                });
+            }
+        }
+        let counts = [
+            (
+                "heartbeat_misses (--heartbeat-misses, POSTERN_HEARTBEAT_MISSES)",
+                u64::from(self.heartbeat_misses),
+                100,
+            ),
+            (
+                "max_handshakes (--max-handshakes, POSTERN_MAX_HANDSHAKES)",
+                self.max_handshakes as u64,
+                1_000_000,
+            ),
+            (
+                "max_handshakes_per_source (--max-handshakes-per-source, POSTERN_MAX_HANDSHAKES_PER_SOURCE)",
+                self.max_handshakes_per_source as u64,
+                1_000_000,
+            ),
+            (
+                "max_pending_agents (--max-pending-agents, POSTERN_MAX_PENDING_AGENTS)",
+                u64::from(self.max_pending_agents),
+                1_000_000,
+            ),
+            (
+                "enrollments_per_source (--enrollments-per-source, POSTERN_ENROLLMENTS_PER_SOURCE)",
+                u64::from(self.enrollments_per_source),
+                1_000_000,
+            ),
+        ];
+        for (setting, got, max) in counts {
+            if !(1..=max).contains(&got) {
+                return Err(ConfigError::CountOutOfRange {
+                    setting,
+                    min: 1,
+                    max,
+                    got,
+                });
+            }
+        }
+        let ports = self.tunnel_ports;
+        for (what, addr) in [("HTTP", self.http), ("agent gateway", self.agent_listen)] {
+            let port = addr.port();
+            if port != 0 && (ports.first..=ports.last).contains(&port) {
+                return Err(ConfigError::TunnelPortsOverlap { ports, what, port });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -416,5 +549,25 @@ mod tests {
             ServerConfig::resolve(ServerConfigFile::default(), ServerConfigFile::default()),
             Err(ConfigError::NoDataDir)
         ));
+    }
+
+    #[test]
+    fn settings_that_make_no_sense_are_refused_whichever_layer_they_come_from() {
+        let zero = |key: &str| format!("data_dir = \"/a\"\n{key} = \"0s\"");
+        for key in ["session_timeout", "idle_timeout", "login_ttl", "keepalive"] {
+            let file: ServerConfigFile = toml::from_str(&zero(key)).unwrap();
+            let err = ServerConfig::resolve(file, ServerConfigFile::default()).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{err}");
+            assert!(err.to_string().ends_with("got 0s"), "{err}");
+        }
+        let flags = ServerConfigFile {
+            data_dir: Some("/a".into()),
+            http: Some("127.0.0.1:20005".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = ServerConfig::resolve(ServerConfigFile::default(), flags).unwrap_err();
+        assert!(err.to_string().contains("HTTP port 20005"), "{err}");
+        let err = toml::from_str::<ServerConfigFile>("log_format = \"xml\"").unwrap_err();
+        assert!(err.to_string().contains("unknown variant `xml`"), "{err}");
     }
 }

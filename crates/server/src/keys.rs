@@ -11,7 +11,7 @@ use russh::keys::{HashAlg, PrivateKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: String,
         source: std::io::Error,

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod limits;
 pub mod links;
 mod liveness;
+pub mod lock;
 pub mod sessions;
 pub mod store;
 pub mod terminal;
@@ -56,7 +57,7 @@ pub const USER_CA_FILE: &str = "user_ca_ed25519_key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     DataDir {
         path: String,
         source: std::io::Error,
@@ -65,7 +66,7 @@ pub enum ServerError {
     Key(#[from] keys::KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen for {what} on {addr}: {source}")]
+    #[error("cannot listen for {what} on {addr}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -73,6 +74,12 @@ pub enum ServerError {
     },
     #[error(transparent)]
     User(#[from] UserError),
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
+    #[error(
+        "no Postern store in {0} (no postern.db): check the path; `postern server` creates one on its first start, `--create` makes one here"
+    )]
+    NoStore(String),
     #[error("cannot close the sessions left open by the last run: {0}")]
     Sessions(String),
 }
@@ -87,6 +94,8 @@ pub struct Server {
     services: Arc<Services>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Released last, when the server is dropped after its shutdown.
+    _lock: lock::DataDirLock,
 }
 
 fn ensure_data_dir(dir: &Path) -> Result<(), ServerError> {
@@ -127,6 +136,8 @@ impl Server {
         // Ports first: a server that cannot listen fails before it changes anything.
         let http = bind("HTTP", config.http).await?;
         let agent_listener = bind("agents", config.agent_listen).await?;
+        ensure_data_dir(&config.data_dir)?;
+        let lock = lock::DataDirLock::acquire(&config.data_dir)?;
         let store = open_store(&config.data_dir).await?;
         let files = limits::raise_file_limit();
         let host_key = keys::load_or_create(&config.data_dir.join(HOST_KEY_FILE))?;
@@ -266,6 +277,7 @@ impl Server {
             services,
             shutdown,
             tasks: vec![http_task, gateway_task, liveness_task],
+            _lock: lock,
         })
     }
 
@@ -297,12 +309,18 @@ impl Server {
 }
 
 /// Adds a user directly in the store of `data_dir` (works whether a server runs or not).
+/// A directory without a store is refused unless `create`: a mistyped path must not become
+/// a new, empty store.
 pub async fn add_user(
     data_dir: &Path,
     name: &str,
     role: Role,
     password: &str,
+    create: bool,
 ) -> Result<(), ServerError> {
+    if !create && !data_dir.join(store::STORE_FILE).is_file() {
+        return Err(ServerError::NoStore(data_dir.display().to_string()));
+    }
     let store = open_store(data_dir).await?;
     auth::create_user(&store, name, role, password).await?;
     EventBus::new(store)

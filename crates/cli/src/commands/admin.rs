@@ -10,9 +10,10 @@ pub async fn run(command: AdminCommand) -> Result<()> {
             data_dir,
             name,
             role,
+            create,
         } => {
             let password = super::read_password("Password: ", false)?;
-            postern_server::add_user(&data_dir, &name, role, &password).await?;
+            postern_server::add_user(&data_dir, &name, role, &password, create).await?;
             println!("added user {name} ({role})");
         }
     }

@@ -6,7 +6,7 @@ use postern_protocol::api::{AgentView, Liveness};
 
 use crate::args::{AgentAction, AgentsArgs};
 use crate::client::{Client, segment};
-use crate::output;
+use crate::output::{self, shown};
 
 fn short_did(did: &str) -> String {
     did.parse::<AgentDid>()
@@ -17,7 +17,7 @@ fn short_did(did: &str) -> String {
 pub async fn run(args: AgentsArgs) -> Result<()> {
     let client = Client::logged_in()?;
     let Some(action) = args.action else {
-        let agents: Vec<AgentView> = client.get("/api/v1/agents").await?;
+        let agents: Vec<AgentView> = client.get_list("/api/v1/agents").await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&agents)?);
             return Ok(());
@@ -70,7 +70,9 @@ pub async fn run(args: AgentsArgs) -> Result<()> {
     } else {
         println!(
             "{} is now {} ({})",
-            updated.name, updated.status, updated.did
+            shown(&updated.name),
+            updated.status,
+            shown(&updated.did)
         );
     }
     Ok(())

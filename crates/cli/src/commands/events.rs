@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use postern_protocol::api::EventView;
-use reqwest::Method;
 
 use crate::args::EventsArgs;
 use crate::client::Client;
-use crate::output;
-use crate::sse::EventReader;
+use crate::output::{self, shown};
 
 pub async fn run(args: EventsArgs) -> Result<()> {
     let client = Client::logged_in()?;
@@ -21,30 +19,37 @@ pub async fn run(args: EventsArgs) -> Result<()> {
             Some(id) => format!("after={id}&follow={}", args.follow),
             None => format!("limit={limit}&follow={}", args.follow),
         };
-        let request = client
-            .request(Method::GET, &format!("/api/v1/events?{query}"))
-            .header("accept", "text/event-stream");
-        let response = match client.send(request).await {
+        // Only a following reader that already got through once retries, and only what may
+        // pass (the server restarting, the network); an answer that is not Postern's ends it.
+        let retry = args.follow && limit == 0;
+        let mut events = match client.events(&query).await {
             Ok(r) => r,
-            // Only a following reader that already got through once retries.
-            Err(e) if args.follow && limit == 0 => {
+            Err(e) if retry && e.is_transient() => {
                 eprintln!("event stream lost ({e}); reconnecting");
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
-        let mut events = EventReader::new(response.bytes_stream());
-        while let Some(event) = events.next().await? {
-            last = Some(event.id);
-            print_event(&event, args.json)?;
-        }
+        let lost = loop {
+            match events.next().await {
+                Ok(Some(event)) => {
+                    last = Some(event.id);
+                    print_event(&event, args.json)?;
+                }
+                Ok(None) => break "event stream ended".to_owned(),
+                Err(e) if args.follow && e.is_transient() => {
+                    break format!("event stream lost ({e})");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         if !args.follow {
             return Ok(());
         }
         // Resume after the last event seen (or, if none came, with no replay).
         limit = 0;
-        eprintln!("event stream ended; reconnecting");
+        eprintln!("{lost}; reconnecting");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -59,9 +64,9 @@ fn print_event(event: &EventView, json: bool) -> Result<()> {
         "{}  {:<18} {:<16} {:<12} {}",
         output::time(event.time),
         event.kind.as_str(),
-        agent,
-        event.actor,
-        event.detail
+        shown(agent),
+        shown(&event.actor),
+        shown(&event.detail)
     );
     Ok(())
 }

@@ -28,7 +28,7 @@ pub async fn login(args: LoginArgs) -> Result<()> {
     println!(
         "logged in to {} as {} ({})",
         client.base(),
-        response.user.name,
+        crate::output::shown(&response.user.name),
         response.user.role
     );
     Ok(())

@@ -129,7 +129,7 @@ pub async fn refresh(host: &str, login: &str) -> Result<()> {
     // OpenSSH reads this command's status as "does the block apply": it must, so that the
     // ProxyCommand runs and reports the same problem in its own words.
     if let Err(e) = outcome {
-        eprintln!("postern: {e:#}");
+        eprintln!("postern: {}", crate::output::error_text(&e));
     }
     Ok(())
 }

@@ -1,16 +1,17 @@
 //! `postern server`
 
 use anyhow::{Context, Result};
+use postern_server::config::LogFormat;
 use postern_server::{Server, ServerConfig, ServerConfigFile};
 
 use crate::args::ServerArgs;
 
-pub fn config(args: &ServerArgs) -> Result<(ServerConfig, Option<String>)> {
+pub fn config(args: &ServerArgs) -> Result<(ServerConfig, Option<LogFormat>)> {
     let file = match &args.config {
         Some(path) => ServerConfigFile::load(path)?,
         None => ServerConfigFile::default(),
     };
-    let log_format = file.log_format.clone();
+    let log_format = file.log_format;
     let overrides = ServerConfigFile {
         data_dir: args.data_dir.clone(),
         http: args.http,

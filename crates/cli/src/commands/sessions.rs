@@ -6,13 +6,13 @@ use postern_protocol::api::SessionView;
 
 use crate::args::{SessionAction, SessionsArgs};
 use crate::client::{Client, segment};
-use crate::output;
+use crate::output::{self, shown};
 
 pub async fn run(args: SessionsArgs) -> Result<()> {
     let client = Client::logged_in()?;
     match args.action {
         None => {
-            let sessions: Vec<SessionView> = client.get("/api/v1/sessions").await?;
+            let sessions: Vec<SessionView> = client.get_list("/api/v1/sessions").await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&sessions)?);
                 return Ok(());
@@ -45,11 +45,11 @@ pub async fn run(args: SessionsArgs) -> Result<()> {
                 None => {
                     // An agent: the caller's open session on it.
                     let open: Vec<SessionView> = client
-                        .get(&format!("/api/v1/sessions?agent={}", segment(&session)))
+                        .get_list(&format!("/api/v1/sessions?agent={}", segment(&session)))
                         .await?;
                     match open.into_iter().find(|s| s.state.is_open()) {
                         Some(s) => s.id,
-                        None => bail!("no open session on {session}"),
+                        None => bail!("no open session on {}", output::clip(&shown(&session))),
                     }
                 }
             };
@@ -64,7 +64,9 @@ pub async fn run(args: SessionsArgs) -> Result<()> {
             } else {
                 println!(
                     "session {} on {} is {}",
-                    stopped.id, stopped.agent.name, stopped.state
+                    stopped.id,
+                    shown(&stopped.agent.name),
+                    stopped.state
                 );
             }
         }

@@ -1,29 +1,56 @@
 //! `postern ssh AGENT [--login USER] [-q] [-- COMMAND...]`
 
-use anyhow::Result;
-use postern_protocol::api::{CertificateRequest, CertificateResponse};
+use anyhow::{Result, anyhow};
+use postern_protocol::api::{CertificateRequest, CertificateResponse, SessionView};
 
 use crate::args::SshArgs;
-use crate::client::Client;
+use crate::client::{Client, secs, wait};
 use crate::session;
 use crate::ssh_client::{Connection, ephemeral_key};
 
 pub async fn run(args: SshArgs) -> Result<u32> {
     let client = Client::logged_in()?;
     let session = session::open(&client, &args.agent, args.quiet).await?;
+    let connection = match connect(&client, &session, args.login.clone()).await {
+        Ok(connection) => connection,
+        // The session may have ended under us (stopped, revoked): that is the news, not the
+        // step that failed because of it.
+        Err(e) => return Err(session::ended_now(&client, &session).await.unwrap_or(e)),
+    };
+    let command = (!args.command.is_empty()).then(|| args.command.join(" "));
+    match connection.run(command).await? {
+        Some(status) => Ok(status),
+        None => {
+            // Dropped, not ended: say why, from what the server recorded.
+            drop(connection);
+            Err(anyhow!(session::end_reason(&client, &session).await))
+        }
+    }
+}
+
+/// Certificate, data path and SSH handshake for the running `session`.
+async fn connect(
+    client: &Client,
+    session: &SessionView,
+    login: Option<String>,
+) -> Result<Connection> {
     let key = ephemeral_key()?;
     let cert: CertificateResponse = client
         .post(
             &format!("/api/v1/sessions/{}/certificate", session.id),
             &CertificateRequest {
                 public_key: key.public_key().to_openssh()?,
-                login: args.login.clone(),
+                login,
             },
         )
         .await?;
-    let stream = session::data_path(&client, &session).await?;
-    let connection =
-        Connection::establish(stream, &cert.host_key, &cert.login, key, &cert.certificate).await?;
-    let command = (!args.command.is_empty()).then(|| args.command.join(" "));
-    connection.run(command).await
+    let stream = session::data_path(client, session).await?;
+    let establish =
+        Connection::establish(stream, &cert.host_key, &cert.login, key, &cert.certificate);
+    tokio::time::timeout(wait(), establish).await.map_err(|_| {
+        anyhow!(
+            "the device did not complete the SSH handshake within {}",
+            secs(wait())
+        )
+    })?
 }

@@ -49,7 +49,7 @@ pub async fn run(write: bool) -> Result<()> {
     files.load_or_create_key()?;
     // Known hosts for every approved agent, from the server's records: no first-use trust.
     if let Ok(client) = Client::logged_in() {
-        let agents: Vec<AgentView> = client.get("/api/v1/agents").await?;
+        let agents: Vec<AgentView> = client.get_list("/api/v1/agents").await?;
         for agent in agents.iter().filter(|a| a.status == AgentStatus::Approved) {
             files.set_known_host(
                 &format!("{}{HOST_SUFFIX}", agent.name),

@@ -34,7 +34,7 @@ pub async fn run(command: TokensCommand) -> Result<()> {
             }
         }
         TokensCommand::List { json } => {
-            let tokens: Vec<TokenView> = client.get("/api/v1/tokens").await?;
+            let tokens: Vec<TokenView> = client.get_list("/api/v1/tokens").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tokens)?);
                 return Ok(());

@@ -133,7 +133,7 @@ impl TestServer {
 
     pub async fn add_user(&self, name: &str, role: Role) -> String {
         let password = format!("{name}-password-123");
-        postern_server::add_user(self.data_dir(), name, role, &password)
+        postern_server::add_user(self.data_dir(), name, role, &password, false)
             .await
             .unwrap();
         self.login(name, &password).await
@@ -256,15 +256,10 @@ impl TestServer {
 }
 
 pub fn parse_sse(text: &str) -> Vec<EventView> {
-    text.split("\n\n")
-        .filter_map(|block| {
-            let data: String = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            (!data.is_empty()).then(|| serde_json::from_str(&data).unwrap())
-        })
+    postern_protocol::sse::decode_all(text.as_bytes(), 1 << 20)
+        .unwrap()
+        .into_iter()
+        .map(|event| serde_json::from_str(&event.data).unwrap())
         .collect()
 }
 

@@ -339,7 +339,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
                         }
                     }
                     AgentMessage::Session { session, reply } if status == AgentStatus::Approved => {
-                        Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply)).await;
+                        Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply.sanitized())).await;
                     }
                     other => {
                         let reply = if status == AgentStatus::Approved {

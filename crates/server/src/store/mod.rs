@@ -24,13 +24,30 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    // The cause is in the message and not a `source()` (one cause, once): the server logs
+    // these with `%error`, which shows only the message.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(e)
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The store's file in the data directory.
+pub const STORE_FILE: &str = "postern.db";
 
 #[derive(Clone, Debug)]
 pub struct AgentRecord {

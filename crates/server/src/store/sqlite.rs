@@ -26,7 +26,7 @@ impl SqliteStore {
     /// Opens (creating if needed) `postern.db` in `data_dir` and applies migrations.
     pub async fn open(data_dir: &Path) -> StoreResult<Self> {
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("postern.db"))
+            .filename(data_dir.join(super::STORE_FILE))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
