@@ -85,7 +85,7 @@ pub async fn login(
 }
 
 /// End this login: the token stops working at once.
-#[utoipa::path(post, path = "/api/v1/logout", responses((status = 204), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/logout", responses((status = 204, description = "Logged out")), security(("bearer" = [])))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let s = &state.services;
     s.store.delete_login(&caller.token_hash).await?;
@@ -100,7 +100,7 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 }
 
 /// The logged-in user.
-#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = Me), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = Me)), security(("bearer" = [])))]
 pub async fn me(caller: Caller) -> Json<Me> {
     Json(me_of(caller.user))
 }
@@ -115,7 +115,7 @@ fn me_of(user: crate::store::UserRecord) -> Me {
 
 /// Mark the app's notifications read up to an event id (it only ever moves forward).
 #[utoipa::path(put, path = "/api/v1/me/notifications", request_body = NotificationsRead,
-    responses((status = 204), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 204, description = "Recorded")), security(("bearer" = [])))]
 pub async fn notifications_read(
     State(state): State<AppState>,
     caller: Caller,
