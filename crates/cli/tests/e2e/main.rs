@@ -6,6 +6,7 @@
 mod admin;
 mod api;
 mod cli;
+mod document;
 mod enrollment;
 mod gateway;
 mod harness;

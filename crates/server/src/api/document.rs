@@ -106,3 +106,60 @@ fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
             .build(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use crate::auth::{MAX_USER_NAME_LEN, MIN_PASSWORD_CHARS};
+    use crate::tokens::{MAX_TTL, MAX_USES};
+
+    /// The limits in the document's schemas are literals (utoipa takes no constants): they
+    /// must be the ones the server enforces.
+    #[test]
+    fn the_documented_limits_are_the_enforced_ones() {
+        let doc = serde_json::to_value(super::super::openapi()).unwrap();
+        let schema = |name: &str, field: &str| {
+            doc["components"]["schemas"][name]["properties"][field].clone()
+        };
+        let number = |v: &Value| v.as_f64().unwrap();
+        assert_eq!(
+            number(&schema("CreateUserRequest", "password")["minLength"]),
+            MIN_PASSWORD_CHARS as f64
+        );
+        assert_eq!(
+            number(&schema("PasswordRequest", "password")["minLength"]),
+            MIN_PASSWORD_CHARS as f64
+        );
+        assert_eq!(
+            number(&schema("CreateUserRequest", "name")["maxLength"]),
+            MAX_USER_NAME_LEN as f64
+        );
+        assert_eq!(
+            number(&schema("CreateTokenRequest", "ttl_secs")["maximum"]),
+            MAX_TTL.as_secs() as f64
+        );
+        assert_eq!(
+            number(&schema("CreateTokenRequest", "uses")["maximum"]),
+            f64::from(MAX_USES)
+        );
+    }
+
+    #[test]
+    fn every_error_response_has_the_error_body() {
+        let doc = serde_json::to_value(super::super::openapi()).unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        assert_eq!(
+                            response["content"]["application/json"]["schema"]["$ref"],
+                            "#/components/schemas/ApiError",
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
