@@ -101,6 +101,18 @@ async fn the_api_refuses_what_its_document_forbids_and_accepts_what_it_allows() 
             .await,
     );
 
+    // A method an endpoint does not take: 405, in the error format, with `Allow`.
+    let response = send(Method::PUT, "/api/v1/health", "application/json", "{}")
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET,HEAD");
+    let status = response.status().as_u16();
+    refused(
+        405,
+        "method_not_allowed",
+        (status, response.json().await.unwrap()),
+    );
+
     // The document states the limits the server enforces, and every refusal it can give.
     let (_, doc) = server
         .call(Method::GET, "/api/v1/openapi.json", None, None)

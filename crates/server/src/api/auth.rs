@@ -27,7 +27,8 @@ fn cookie(value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
 #[utoipa::path(post, path = "/api/v1/login", request_body = LoginRequest, responses(
     (status = 200, body = LoginResponse),
     (status = 401, body = ErrorBody, description = "Wrong user or password"),
-    (status = 429, body = ErrorBody, description = "Too many failed attempts; see Retry-After"),
+    (status = 429, body = ErrorBody, description = "Too many failed attempts",
+        headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
 ))]
 pub async fn login(
     State(state): State<AppState>,

@@ -124,6 +124,14 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take this method; see the Allow header",
+    )
+}
+
 pub fn router(services: Arc<Services>) -> Router {
     let (api, _) = api().split_for_parts();
     api
@@ -131,6 +139,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/api/v1", any(not_found))
         .route("/api/v1/", any(not_found))
         .route("/api/v1/{*rest}", any(not_found))
+        // Set on every route above; axum still adds the `Allow` header.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(crate::web::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(AppState { services })
