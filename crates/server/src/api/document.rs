@@ -69,8 +69,14 @@ fn add_shared_errors(operation: &mut Operation, safe: bool) {
         ));
     }
     if authenticated || has_body {
-        // The login lookup and every use case go through the store.
+        // The login lookup and every use case go through the store; its failures are
+        // 503 or 507 (`ApiError::storage`), anything else 500.
         shared.push(("500", "An internal error (logged on the server)"));
+        shared.push((
+            "503",
+            "The server's storage is unavailable; try again later",
+        ));
+        shared.push(("507", "The server's storage is full"));
     }
     for (status, description) in shared {
         operation
