@@ -102,6 +102,7 @@ pub struct Me {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct NotificationsRead {
+    #[serde(deserialize_with = "crate::integer::whole")]
     pub read_up_to: i64,
 }
 
@@ -117,8 +118,15 @@ pub struct UserView {
 #[derive(Clone, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreateUserRequest {
+    /// 1 to 64 letters, digits, '.', '_' or '-' (the server's `valid_user_name`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9._-]+$", min_length = 1, max_length = 64)
+    )]
     pub name: String,
     pub role: Role,
+    /// At least 8 characters (the server's `MIN_PASSWORD_CHARS`).
+    #[cfg_attr(feature = "openapi", schema(min_length = 8))]
     pub password: String,
 }
 
@@ -140,6 +148,8 @@ pub struct UpdateUserRequest {
 #[derive(Clone, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct PasswordRequest {
+    /// At least 8 characters (the server's `MIN_PASSWORD_CHARS`).
+    #[cfg_attr(feature = "openapi", schema(min_length = 8))]
     pub password: String,
 }
 
@@ -216,11 +226,13 @@ impl fmt::Display for Liveness {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreateTokenRequest {
-    /// Lifetime in seconds (default one hour).
-    #[serde(default)]
+    /// Lifetime in seconds, 1 s to 365 days (default one hour).
+    #[serde(default, deserialize_with = "crate::integer::optional_whole")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 31536000))]
     pub ttl_secs: Option<u64>,
-    /// How many enrollments it approves (default 1).
-    #[serde(default)]
+    /// How many enrollments it approves, 1 to 100000 (default 1).
+    #[serde(default, deserialize_with = "crate::integer::optional_whole")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100000))]
     pub uses: Option<u32>,
 }
 

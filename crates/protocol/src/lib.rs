@@ -10,6 +10,7 @@ pub mod control;
 pub mod did;
 pub mod enrollment;
 pub mod facts;
+pub mod integer;
 pub mod session;
 pub mod sse;
 pub mod status;

@@ -13,6 +13,9 @@ use crate::store::{Store, StoreError, TokenRecord};
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The API document states both limits (`CreateTokenRequest`); a test in `api::document`
+/// keeps them in step.
+pub const MAX_USES: u32 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -63,7 +66,7 @@ impl EnrollmentTokens {
         if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
             return Err(TokenError::BadTtl);
         }
-        if !(1..=100_000).contains(&uses) {
+        if !(1..=MAX_USES).contains(&uses) {
             return Err(TokenError::BadUses);
         }
         let secret = secret::new_secret("pet");

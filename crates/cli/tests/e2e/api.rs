@@ -171,6 +171,13 @@ async fn roles_are_checked_on_every_endpoint() {
     let table: Vec<RoleCase> = vec![
         ("get", "/api/v1/health", "/api/v1/health".into(), None, None),
         (
+            "get",
+            "/api/v1/openapi.json",
+            "/api/v1/openapi.json".into(),
+            None,
+            None,
+        ),
+        (
             "post",
             "/api/v1/login",
             "/api/v1/login".into(),

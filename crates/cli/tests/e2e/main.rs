@@ -10,6 +10,7 @@ mod cli;
 mod decisions;
 mod cli_config;
 mod cli_hostile;
+mod document;
 mod enrollment;
 mod enrollment_limits;
 mod flood;

@@ -1,13 +1,13 @@
 //! Agents: list, show, and the administrator's decisions.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use postern_protocol::AgentStatus;
 use postern_protocol::api::{AgentPresence, AgentView, ApiError as ErrorBody, Liveness, Role};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Caller;
+use super::extract::{ApiPath, Caller};
 use crate::store::AgentRecord;
 
 fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
@@ -69,11 +69,11 @@ pub async fn presence(
 }
 
 /// One agent, by id, name, DID, or a unique prefix of a name or DID.
-#[utoipa::path(get, path = "/api/v1/agents/{agent}", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Ambiguous prefix")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/agents/{agent}", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 404, body = ErrorBody, description = "No such agent"), (status = 409, body = ErrorBody, description = "Ambiguous prefix")), security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     caller.require(Role::Viewer)?;
     let agent = state.services.agents.resolve(&agent).await?;
@@ -96,31 +96,31 @@ async fn decide(
 }
 
 /// Approve a pending (or rejected) agent.
-#[utoipa::path(post, path = "/api/v1/agents/{agent}/approve", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/approve", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 403, body = ErrorBody, description = "Not an administrator"), (status = 404, body = ErrorBody, description = "No such agent"), (status = 409, body = ErrorBody, description = "Ambiguous prefix, or not a pending or rejected agent")), security(("bearer" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     decide(state, caller, agent, AgentStatus::Approved).await
 }
 
 /// Reject a pending agent; it keeps waiting and may be approved later.
-#[utoipa::path(post, path = "/api/v1/agents/{agent}/reject", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/reject", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 403, body = ErrorBody, description = "Not an administrator"), (status = 404, body = ErrorBody, description = "No such agent"), (status = 409, body = ErrorBody, description = "Ambiguous prefix, or not a pending agent")), security(("bearer" = [])))]
 pub async fn reject(
     State(state): State<AppState>,
     caller: Caller,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     decide(state, caller, agent, AgentStatus::Rejected).await
 }
 
 /// Revoke an agent: its link closes at once and its key is refused from then on.
-#[utoipa::path(post, path = "/api/v1/agents/{agent}/revoke", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/revoke", params(("agent" = String, Path)), responses((status = 200, body = AgentView), (status = 403, body = ErrorBody, description = "Not an administrator"), (status = 404, body = ErrorBody, description = "No such agent"), (status = 409, body = ErrorBody, description = "Ambiguous prefix, or already revoked")), security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     caller.require(Role::Admin)?;
     // Sessions end first, with the right reason; then the link closes.

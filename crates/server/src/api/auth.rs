@@ -25,8 +25,10 @@ fn cookie(value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
 #[utoipa::path(post, path = "/api/v1/login", request_body = LoginRequest, responses(
     (status = 200, body = LoginResponse),
     (status = 401, body = ErrorBody, description = "Wrong user or password"),
-    (status = 429, body = ErrorBody, description = "Too many failed attempts; see Retry-After"),
-    (status = 503, body = ErrorBody, description = "Too many logins being checked at once; see Retry-After"),
+    (status = 429, body = ErrorBody, description = "Too many failed attempts",
+        headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
+    (status = 503, body = ErrorBody, description = "Too many logins being checked at once",
+        headers(("Retry-After" = u64, description = "Seconds until the next attempt"))),
 ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -51,7 +53,7 @@ pub async fn login(
 }
 
 /// End this login: the token stops working at once.
-#[utoipa::path(post, path = "/api/v1/logout", responses((status = 204), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/logout", responses((status = 204, description = "Logged out")), security(("bearer" = [])))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let s = &state.services;
     s.store.delete_login(&caller.token_hash).await?;
@@ -66,7 +68,7 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 }
 
 /// The logged-in user.
-#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = Me), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = Me)), security(("bearer" = [])))]
 pub async fn me(caller: Caller) -> Json<Me> {
     Json(me_of(caller.user))
 }
@@ -81,7 +83,7 @@ fn me_of(user: crate::store::UserRecord) -> Me {
 
 /// Mark the app's notifications read up to an event id (it only ever moves forward).
 #[utoipa::path(put, path = "/api/v1/me/notifications", request_body = NotificationsRead,
-    responses((status = 204), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 204, description = "Recorded")), security(("bearer" = [])))]
 pub async fn notifications_read(
     State(state): State<AppState>,
     caller: Caller,

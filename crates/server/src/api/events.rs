@@ -2,44 +2,78 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use postern_protocol::api::{ApiError as ErrorBody, EventView, Role};
+use postern_protocol::api::{EventView, Role};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Caller;
+use super::extract::{ApiQuery, Caller};
 use crate::events;
 
 const PAGE: u32 = 500;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Replay every event after this id, then go live (the `Last-Event-ID` header wins).
     after: Option<i64>,
-    /// Without `after`: how many recent events to replay first (default 20, at most 500).
+    /// Without `after`: how many recent events to replay first (default 20; more than 500
+    /// counts as 500).
+    // u32's range: the format is widened from utoipa's int32 to say so.
+    #[param(format = Int64, maximum = 4294967295.0)]
     limit: Option<u32>,
     /// `false` ends the stream after the replay.
     follow: Option<bool>,
 }
 
+/// How the document describes the stream: by one message (as Open API 3.1 tools read a
+/// `text/event-stream` schema), not by the `EventView` its `data` carries.
+pub struct EventMessage;
+
+impl utoipa::PartialSchema for EventMessage {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some(
+                "One server-sent event. `id` is the event id: send the last one seen as \
+                 `Last-Event-ID` to resume. `data` is one JSON `EventView`.",
+            ))
+            .property("id", ObjectBuilder::new().schema_type(Type::String))
+            .required("id")
+            .property(
+                "data",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .content_media_type("application/json")
+                    .description(Some("JSON: #/components/schemas/EventView")),
+            )
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventMessage {}
+
 /// Events as server-sent events: `id` is the event id, `data` the JSON `EventView` (which
 /// carries the kind). Reconnecting with `Last-Event-ID` resumes exactly after the last one seen.
 #[utoipa::path(get, path = "/api/v1/events", params(EventsQuery), responses(
-    (status = 200, content_type = "text/event-stream", body = EventView),
-    (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+    (status = 200, content_type = "text/event-stream", body = EventMessage,
+        description = "Server-sent events, each described by `EventMessage`")),
+    security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Query(query): Query<EventsQuery>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     caller.require(Role::Viewer)?;
     let resume = headers

@@ -3,6 +3,7 @@
 
 mod agents;
 mod auth;
+mod document;
 mod error;
 mod events;
 mod extract;
@@ -12,14 +13,16 @@ mod terminal;
 mod tokens;
 mod users;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::any;
 use axum::{Router, middleware};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use extract::{CSRF_HEADER, SESSION_COOKIE};
@@ -54,37 +57,53 @@ pub struct AppState {
     pub services: Arc<Services>,
 }
 
+/// What the document says beyond its paths; the paths come from [`api`]'s list.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Postern API", description = "Agents, approvals, enrollment tokens, users and events."),
-    paths(
-        auth::login, auth::logout, auth::me, auth::notifications_read,
-        users::list, users::create, users::update, users::reset_password, users::delete,
-        agents::list, agents::presence, agents::show, agents::approve, agents::reject, agents::revoke,
-        tokens::list, tokens::create, tokens::revoke,
-        sessions::start, sessions::list, sessions::show, sessions::stop, sessions::certificate,
-        sessions::stream, terminal::attach,
-        events::stream, health,
-    ),
-    modifiers(&BearerAuth),
+    // The event stream's messages: named here, since its response is typed as text.
+    components(schemas(postern_protocol::api::EventView)),
     tags((name = "postern"))
 )]
 struct ApiDoc;
 
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
+/// Every endpoint, once: each `routes!` entry adds the handler to the router and its
+/// `#[utoipa::path]` to the document, so no route escapes the document (or the role test,
+/// which walks the document).
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::notifications_read))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::update, users::delete))
+        .routes(routes!(users::reset_password))
+        .routes(routes!(agents::list))
+        .routes(routes!(agents::presence))
+        .routes(routes!(agents::show))
+        .routes(routes!(agents::approve))
+        .routes(routes!(agents::reject))
+        .routes(routes!(agents::revoke))
+        .routes(routes!(sessions::start))
+        .routes(routes!(sessions::list))
+        .routes(routes!(sessions::show))
+        .routes(routes!(sessions::stop))
+        .routes(routes!(sessions::certificate))
+        .routes(routes!(sessions::stream))
+        .routes(routes!(terminal::attach))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(events::stream))
 }
 
+/// The API's OpenAPI document, as served at `/api/v1/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let (_, mut doc) = api().split_for_parts();
+    document::complete(&mut doc);
+    doc
 }
 
 /// Liveness: answers without a login.
@@ -93,47 +112,35 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(openapi())
+/// This document: every endpoint, its parameters, bodies and statuses.
+#[utoipa::path(get, path = "/api/v1/openapi.json", responses(
+    (status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+async fn openapi_json() -> axum::Json<&'static utoipa::openapi::OpenApi> {
+    static DOC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(openapi);
+    axum::Json(&DOC)
 }
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take this method; see the Allow header",
+    )
+}
+
 pub fn router(services: Arc<Services>) -> Router {
-    let api = Router::new()
-        .route("/health", get(health))
-        .route("/openapi.json", get(openapi_json))
-        .route("/login", post(auth::login))
-        .route("/logout", post(auth::logout))
-        .route("/me", get(auth::me))
-        .route("/me/notifications", put(auth::notifications_read))
-        .route("/users", get(users::list).post(users::create))
-        .route(
-            "/users/{name}",
-            axum::routing::patch(users::update).delete(users::delete),
-        )
-        .route("/users/{name}/password", post(users::reset_password))
-        .route("/agents", get(agents::list))
-        .route("/presence", get(agents::presence))
-        .route("/agents/{agent}", get(agents::show))
-        .route("/agents/{agent}/approve", post(agents::approve))
-        .route("/agents/{agent}/reject", post(agents::reject))
-        .route("/agents/{agent}/revoke", post(agents::revoke))
-        .route("/agents/{agent}/sessions", post(sessions::start))
-        .route("/sessions", get(sessions::list))
-        .route("/sessions/{id}", get(sessions::show))
-        .route("/sessions/{id}/stop", post(sessions::stop))
-        .route("/sessions/{id}/certificate", post(sessions::certificate))
-        .route("/sessions/{id}/stream", get(sessions::stream))
-        .route("/sessions/{id}/terminal", get(terminal::attach))
-        .route("/tokens", get(tokens::list).post(tokens::create))
-        .route("/tokens/{id}", delete(tokens::revoke))
-        .route("/events", get(events::stream))
-        .fallback(not_found);
-    Router::new()
-        .nest("/api/v1", api)
+    let (api, _) = api().split_for_parts();
+    api
+        // Anything else under the API is a JSON 404, not the app's page.
+        .route("/api/v1", any(not_found))
+        .route("/api/v1/", any(not_found))
+        .route("/api/v1/{*rest}", any(not_found))
+        // Set on every route above; axum still adds the `Allow` header.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(crate::web::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(layers::refuse_large_bodies))

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -21,7 +21,7 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, same_origin};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, same_origin};
 use crate::sessions::{ActivityGuard, SessionError};
 use crate::store::{SessionFilter, SessionRecord};
 
@@ -58,12 +58,13 @@ async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<SessionR
 #[utoipa::path(post, path = "/api/v1/agents/{agent}/sessions", params(("agent" = String, Path)), responses(
     (status = 201, body = SessionView, description = "Started"),
     (status = 200, body = SessionView, description = "Already open"),
-    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    (status = 403, body = ErrorBody, description = "Not an operator"), (status = 404, body = ErrorBody, description = "No such agent"),
+    (status = 409, body = ErrorBody, description = "Ambiguous prefix, or the agent is not approved")),
     security(("bearer" = [])))]
 pub async fn start(
     State(state): State<AppState>,
     caller: Caller,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator)?;
     let s = &state.services;
@@ -79,23 +80,27 @@ pub async fn start(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SessionsQuery {
     /// Agent name, DID or unique prefix.
     agent: Option<String>,
     state: Option<SessionState>,
     /// User name (admins only; others always see their own).
     user: Option<String>,
-    /// At most this many, newest first (default 100).
+    /// At most this many, newest first (default 100; more than 1000 counts as 1000).
+    // u32's range: the format is widened from utoipa's int32 to say so.
+    #[param(format = Int64, maximum = 4294967295.0)]
     limit: Option<u32>,
 }
 
 /// Sessions, newest first.
 #[utoipa::path(get, path = "/api/v1/sessions", params(SessionsQuery), responses(
-    (status = 200, body = Vec<SessionView>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+    (status = 200, body = Vec<SessionView>), (status = 404, body = ErrorBody, description = "No such agent"),
+    (status = 409, body = ErrorBody, description = "Ambiguous agent prefix")), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<SessionsQuery>,
+    ApiQuery(query): ApiQuery<SessionsQuery>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let s = &state.services;
@@ -132,11 +137,11 @@ pub async fn list(
 
 /// One session with its full history.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}", params(("id" = String, Path)), responses(
-    (status = 200, body = SessionView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    (status = 200, body = SessionView), (status = 404, body = ErrorBody, description = "No such session of the caller's")), security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SessionView>, ApiError> {
     caller.require(Role::Viewer)?;
     let session = visible(&state, &caller, &id).await?;
@@ -145,12 +150,13 @@ pub async fn show(
 
 /// Stop a session: its channels close, its port is released.
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/stop", params(("id" = String, Path)), responses(
-    (status = 200, body = SessionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    (status = 200, body = SessionView), (status = 403, body = ErrorBody, description = "Not an operator"),
+    (status = 404, body = ErrorBody, description = "No such session of the caller's"),
+    (status = 409, body = ErrorBody, description = "Already ended")), security(("bearer" = [])))]
 pub async fn stop(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SessionView>, ApiError> {
     caller.require(Role::Operator)?;
     let session = visible(&state, &caller, &id).await?;
@@ -163,12 +169,14 @@ pub async fn stop(
 /// Certify the caller's public key for this session's agent (valid at most 5 minutes).
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/certificate", params(("id" = String, Path)),
     request_body = CertificateRequest, responses(
-    (status = 200, body = CertificateResponse), (status = 400, body = ErrorBody),
-    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+    (status = 200, body = CertificateResponse), (status = 400, body = ErrorBody, description = "Not an OpenSSH public key, or a login the agent does not allow"),
+    (status = 403, body = ErrorBody, description = "Not an operator, or the agent is not approved"),
+    (status = 404, body = ErrorBody, description = "No such session of the caller's"),
+    (status = 409, body = ErrorBody, description = "The session has ended")), security(("bearer" = [])))]
 pub async fn certificate(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<CertificateRequest>,
 ) -> Result<Json<CertificateResponse>, ApiError> {
     caller.require(Role::Operator)?;
@@ -220,11 +228,15 @@ pub(super) async fn own_session_socket(
 /// the agent's SSH server.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/stream", params(("id" = String, Path)), responses(
     (status = 101, description = "WebSocket: binary frames carry SSH bytes"),
-    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+    (status = 400, body = ErrorBody, description = "Not a WebSocket upgrade"),
+    (status = 403, body = ErrorBody, description = "Not an operator, or a cross-origin page"),
+    (status = 404, body = ErrorBody, description = "No such session of the caller's"),
+    (status = 409, body = ErrorBody, description = "The session is not running"),
+    (status = 502, body = ErrorBody, description = "The agent did not open the channel")), security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,

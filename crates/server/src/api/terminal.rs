@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
@@ -20,7 +20,7 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Caller;
+use super::extract::{ApiPath, ApiQuery, Caller};
 use crate::store::UserRecord;
 use crate::terminal::{ShellEnd, Terminal};
 
@@ -28,24 +28,29 @@ use crate::terminal::{ShellEnd, Terminal};
 const FRAME: usize = 64 * 1024;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TerminalQuery {
     /// Byte offset of the shell's output to resume from (0: everything still kept).
     #[serde(default)]
     from: u64,
-    /// The browser terminal's size.
+    /// The browser terminal's size (each clamped to 1..=1000).
+    #[param(maximum = 65535)]
     cols: Option<u16>,
+    #[param(maximum = 65535)]
     rows: Option<u16>,
 }
 
 /// Attach to the caller's web terminal on a running session (a shell the server keeps).
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/terminal", params(("id" = String, Path), TerminalQuery),
     responses((status = 101, description = "WebSocket: binary frames carry terminal bytes, text frames JSON control"),
-    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    (status = 400, body = ErrorBody, description = "Not a WebSocket upgrade"),
+    (status = 403, body = ErrorBody, description = "Not an operator, or a cross-origin page"),
+    (status = 404, body = ErrorBody, description = "No such session of the caller's")), security(("bearer" = [])))]
 pub async fn attach(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(query): Query<TerminalQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<TerminalQuery>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,

@@ -3,18 +3,18 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use postern_protocol::api::{
     ApiError as ErrorBody, CreateTokenRequest, CreatedToken, Role, TokenView,
 };
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiPath, Caller};
 use crate::tokens::DEFAULT_TTL;
 
 /// Enrollment tokens, newest first. Secrets are never shown again after creation.
-#[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = Vec<TokenView>), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = Vec<TokenView>), (status = 403, body = ErrorBody, description = "Not an administrator")), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -24,7 +24,7 @@ pub async fn list(
 }
 
 /// Create an enrollment token that approves agents on enrollment.
-#[utoipa::path(post, path = "/api/v1/tokens", request_body = CreateTokenRequest, responses((status = 200, body = CreatedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = CreateTokenRequest, responses((status = 200, body = CreatedToken), (status = 400, body = ErrorBody, description = "Not valid JSON"), (status = 403, body = ErrorBody, description = "Not an administrator")), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -46,11 +46,11 @@ pub async fn create(
 }
 
 /// Revoke an enrollment token by id (or unique id prefix).
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = String, Path)), responses((status = 200, body = TokenView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = String, Path)), responses((status = 200, body = TokenView), (status = 403, body = ErrorBody, description = "Not an administrator"), (status = 404, body = ErrorBody, description = "No single token matches")), security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TokenView>, ApiError> {
     caller.require(Role::Admin)?;
     Ok(Json(

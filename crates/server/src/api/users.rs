@@ -1,7 +1,7 @@
 //! Users (administrators only): list, add, change role, reset password, delete.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use postern_protocol::api::{
@@ -11,7 +11,7 @@ use postern_protocol::api::{
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiPath, Caller};
 use crate::auth;
 use crate::store::UserRecord;
 
@@ -24,7 +24,7 @@ fn view(user: UserRecord) -> UserView {
 }
 
 /// Every user, by name.
-#[utoipa::path(get, path = "/api/v1/users", responses((status = 200, body = Vec<UserView>), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/users", responses((status = 200, body = Vec<UserView>), (status = 403, body = ErrorBody, description = "Not an administrator")), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -36,7 +36,8 @@ pub async fn list(
 
 /// Add a user with a role and an initial password (at least 8 characters).
 #[utoipa::path(post, path = "/api/v1/users", request_body = CreateUserRequest, responses(
-    (status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 201, body = UserView), (status = 400, body = ErrorBody, description = "Not valid JSON"),
+    (status = 403, body = ErrorBody, description = "Not an administrator"),
     (status = 409, body = ErrorBody, description = "The name is taken")), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -55,12 +56,13 @@ pub async fn create(
 
 /// Change a user's role (the last administrator cannot lose theirs).
 #[utoipa::path(patch, path = "/api/v1/users/{name}", params(("name" = String, Path)), request_body = UpdateUserRequest,
-    responses((status = 200, body = UserView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = UserView), (status = 403, body = ErrorBody, description = "Not an administrator"),
+    (status = 404, body = ErrorBody, description = "No such user"),
     (status = 409, body = ErrorBody, description = "The last administrator")), security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<UpdateUserRequest>,
 ) -> Result<Json<UserView>, ApiError> {
     caller.require(Role::Admin)?;
@@ -75,12 +77,13 @@ pub async fn update(
 
 /// Set a new password; the user's logins end.
 #[utoipa::path(post, path = "/api/v1/users/{name}/password", params(("name" = String, Path)), request_body = PasswordRequest,
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 204, description = "Set; the user's logins ended"), (status = 400, body = ErrorBody, description = "Not valid JSON"),
+    (status = 403, body = ErrorBody, description = "Not an administrator"), (status = 404, body = ErrorBody, description = "No such user")),
     security(("bearer" = [])))]
 pub async fn reset_password(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<PasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
@@ -95,12 +98,14 @@ pub async fn reset_password(
 
 /// Delete a user and end their logins (not oneself, not the last administrator).
 #[utoipa::path(delete, path = "/api/v1/users/{name}", params(("name" = String, Path)), responses(
-    (status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    (status = 204, description = "Deleted"), (status = 403, body = ErrorBody, description = "Not an administrator"),
+    (status = 404, body = ErrorBody, description = "No such user"),
+    (status = 409, body = ErrorBody, description = "Oneself, or the last administrator")),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     let s = &state.services;

@@ -53,16 +53,21 @@ pub enum UserError {
     Hash(String),
 }
 
+/// The API document states these too (`CreateUserRequest`, `PasswordRequest`); a test in
+/// `api::document` keeps the two in step.
+pub const MAX_USER_NAME_LEN: usize = 64;
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
 pub fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= MAX_USER_NAME_LEN
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 async fn hash_password(password: &str) -> Result<String, UserError> {
-    if password.chars().count() < 8 {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(UserError::WeakPassword);
     }
     password::hash(password.to_owned())
