@@ -16,6 +16,7 @@ pub mod events;
 pub mod gateway;
 pub mod keys;
 pub mod links;
+pub mod presence;
 pub mod sessions;
 pub mod store;
 pub mod terminal;

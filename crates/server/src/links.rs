@@ -11,6 +11,7 @@ use postern_protocol::ServerMessage;
 use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
+use crate::presence::{PresenceDelta, PresenceLog};
 
 /// What other parts of the server may ask of a link's control task. Boxed: every idle link
 /// holds a queue whose first block has room for 32 commands, so their size counts.
@@ -35,12 +36,16 @@ struct Link {
     generation: u64,
     commands: mpsc::Sender<LinkCommand>,
     last_seen: i64,
+    /// The presence version of this link's coming up (see `presence.rs`).
+    changed: u64,
 }
 
 #[derive(Default)]
 pub struct LinkRegistry {
     links: Mutex<HashMap<String, Link>>,
     generations: AtomicU64,
+    /// Taken only while `links` is held, so the map and the log change together.
+    presence: Mutex<PresenceLog>,
 }
 
 /// Proof of registration; `LinkRegistry::unregister` only removes the link it names, so an
@@ -53,6 +58,10 @@ impl LinkRegistry {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn log(&self) -> std::sync::MutexGuard<'_, PresenceLog> {
+        self.presence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Registers a live link. Returns its id, whether the agent was offline before, and the
     /// previous link's command sender (if any) so the caller can close it.
     pub fn register(
@@ -61,12 +70,15 @@ impl LinkRegistry {
         commands: mpsc::Sender<LinkCommand>,
     ) -> (LinkId, Option<mpsc::Sender<LinkCommand>>) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        let previous = self.lock().insert(
+        let mut links = self.lock();
+        let changed = self.log().up(agent_id);
+        let previous = links.insert(
             agent_id.to_owned(),
             Link {
                 generation,
                 commands,
                 last_seen: now_ms(),
+                changed,
             },
         );
         (LinkId(generation), previous.map(|l| l.commands))
@@ -76,7 +88,9 @@ impl LinkRegistry {
     pub fn unregister(&self, agent_id: &str, id: LinkId) -> bool {
         let mut links = self.lock();
         if links.get(agent_id).is_some_and(|l| l.generation == id.0) {
-            links.remove(agent_id);
+            if let Some(link) = links.remove(agent_id) {
+                self.log().down(agent_id, link.last_seen);
+            }
             true
         } else {
             false
@@ -113,6 +127,19 @@ impl LinkRegistry {
             .iter()
             .map(|(id, link)| (id.clone(), link.last_seen))
             .collect()
+    }
+
+    /// What changed since `cursor` (a cursor of this registry), or every online agent when
+    /// the cursor cannot be answered with a delta.
+    pub fn presence_since(&self, cursor: Option<&str>) -> PresenceDelta {
+        let links = self.lock();
+        let log = self.log();
+        log.delta(
+            cursor,
+            links
+                .iter()
+                .map(|(id, link)| (id, link.changed, link.last_seen)),
+        )
     }
 
     pub fn online_count(&self) -> usize {

@@ -1,9 +1,13 @@
 //! Agents: list, show, and the administrator's decisions.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use postern_protocol::AgentStatus;
-use postern_protocol::api::{AgentPresence, AgentView, ApiError as ErrorBody, Role};
+use postern_protocol::api::{
+    AgentPresence, AgentView, ApiError as ErrorBody, PresenceChange, PresenceChanges, Role,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::ApiError;
@@ -61,6 +65,42 @@ pub async fn presence(
             .map(|(id, last_seen)| AgentPresence { id, last_seen })
             .collect(),
     ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PresenceQuery {
+    /// The `cursor` of the previous answer; without it (or when it is too old, or from
+    /// before a server restart) the answer is the full list of online agents.
+    since: Option<String>,
+}
+
+/// Which agents came online or went offline since a cursor: what the app polls to correct
+/// its cards, cheap enough to ask every few seconds (a few bytes when nothing changed).
+#[utoipa::path(get, path = "/api/v1/presence/changes", params(PresenceQuery), responses((status = 200, body = PresenceChanges), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn presence_changes(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<PresenceQuery>,
+) -> Result<Json<PresenceChanges>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let delta = state
+        .services
+        .agents
+        .links()
+        .presence_since(query.since.as_deref());
+    Ok(Json(PresenceChanges {
+        cursor: delta.cursor,
+        full: delta.full,
+        agents: delta
+            .entries
+            .into_iter()
+            .map(|e| PresenceChange {
+                id: e.id,
+                online: e.online,
+                last_seen: e.last_seen,
+            })
+            .collect(),
+    }))
 }
 
 /// One agent, by id, name, DID, or a unique prefix of a name or DID.

@@ -19,6 +19,7 @@ use super::extract::Caller;
 use crate::events;
 
 const PAGE: u32 = 500;
+const RECONNECT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EventsQuery {
@@ -111,6 +112,9 @@ pub async fn stream(
         }
     });
 
+    // A browser reconnects a dropped stream after this (Chromium waits 3 s by default): after
+    // a server restart the app must show the truth within 5 s.
+    let retry = tokio_stream::once(Ok(Event::default().retry(RECONNECT)));
     let stream = ReceiverStream::new(rx).map(|event| {
         // No `event:` name: every event reaches a browser's `onmessage`, including kinds a
         // client does not know yet; the kind is in the JSON.
@@ -119,5 +123,5 @@ pub async fn stream(
             .json_data(&event)
             .unwrap_or_else(|_| Event::default().comment("unencodable event")))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(retry.chain(stream)).keep_alive(KeepAlive::default()))
 }

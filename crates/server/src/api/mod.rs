@@ -61,7 +61,7 @@ pub struct AppState {
     paths(
         auth::login, auth::logout, auth::me, auth::notifications_read,
         users::list, users::create, users::update, users::reset_password, users::delete,
-        agents::list, agents::presence, agents::show, agents::approve, agents::reject, agents::revoke,
+        agents::list, agents::presence, agents::presence_changes, agents::show, agents::approve, agents::reject, agents::revoke,
         tokens::list, tokens::create, tokens::revoke,
         sessions::start, sessions::list, sessions::show, sessions::stop, sessions::certificate,
         sessions::stream, terminal::attach,
@@ -118,6 +118,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/users/{name}/password", post(users::reset_password))
         .route("/agents", get(agents::list))
         .route("/presence", get(agents::presence))
+        .route("/presence/changes", get(agents::presence_changes))
         .route("/agents/{agent}", get(agents::show))
         .route("/agents/{agent}/approve", post(agents::approve))
         .route("/agents/{agent}/reject", post(agents::reject))
