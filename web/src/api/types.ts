@@ -5,6 +5,9 @@ export type Role = 'admin' | 'operator' | 'viewer';
 
 export type AgentStatus = 'pending' | 'approved' | 'rejected' | 'revoked';
 
+/** How an agent's link is doing: `not_responding` after missed heartbeats, still connected. */
+export type Liveness = 'online' | 'not_responding' | 'offline';
+
 export type SessionState = 'requested' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
 /** Every error response. */
@@ -53,6 +56,8 @@ export interface AgentView {
   did: string;
   status: AgentStatus;
   online: boolean;
+  /** Absent from servers that do not track missed heartbeats: then `online` says it all. */
+  liveness?: Liveness;
   last_seen: number | null;
   facts: AgentFacts;
   enrolled_at: number;
@@ -61,10 +66,20 @@ export interface AgentView {
   remote_addr?: string;
 }
 
-/** A connected agent and when it was last heard from (its heartbeats). */
-export interface AgentPresence {
+/** One agent's presence in a presence answer. */
+export interface PresenceChange {
   id: string;
+  online: boolean;
+  liveness?: Liveness;
   last_seen: number;
+}
+
+/** `GET /presence/changes?since=cursor`. */
+export interface PresenceChanges {
+  cursor: string;
+  /** True: every online agent is listed and every other one is offline; false: only changes. */
+  full: boolean;
+  agents: PresenceChange[];
 }
 
 export type AgentDecision = 'approve' | 'reject' | 'revoke';
@@ -110,6 +125,7 @@ export type EventKind =
   | 'agent.revoked'
   | 'agent.online'
   | 'agent.offline'
+  | 'agent.not_responding'
   | 'user.login'
   | 'user.login_failed'
   | 'user.logout'
@@ -129,6 +145,7 @@ export const AGENT_EVENT_KINDS: readonly EventKind[] = [
   'agent.revoked',
   'agent.online',
   'agent.offline',
+  'agent.not_responding',
 ];
 
 export interface EventView {

@@ -6,9 +6,10 @@ import { useComputed, type Signal } from '@preact/signals';
 import { useState } from 'preact/hooks';
 import { decideAgent } from '../api/endpoints';
 import { describeError } from '../api/http';
-import type { AgentDecision, AgentStatus, AgentView } from '../api/types';
+import type { AgentDecision, AgentStatus, AgentView, Liveness } from '../api/types';
 import { ago, bytes, shortDid } from '../format';
 import { putAgent } from '../state/agents';
+import { livenessOf } from '../state/fleet';
 import { canOpenSsh, isAdmin } from '../state/auth';
 import { now } from '../state/clock';
 import { myOpenSessionByAgent } from '../state/sessions';
@@ -24,6 +25,12 @@ const DECISIONS: Record<AgentStatus, AgentDecision[]> = {
   rejected: ['approve', 'revoke'],
   approved: ['revoke'],
   revoked: [],
+};
+
+const LIVENESS_LABEL: Record<Liveness, string> = {
+  online: 'Online',
+  not_responding: 'Not responding',
+  offline: 'Offline',
 };
 
 export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) {
@@ -42,9 +49,10 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
   };
   const decide = (decision: AgentDecision) => act(async () => putAgent(await decideAgent(agent.id, decision)));
   const sshAllowed = canOpenSsh.value && agent.status === 'approved' && agent.online;
+  const liveness = livenessOf(agent);
 
   return (
-    <article class={`agent-card ${agent.online ? 'is-online' : 'is-offline'}`} aria-labelledby={headingId}>
+    <article class={`agent-card is-${liveness.replace('_', '-')}`} aria-labelledby={headingId} data-liveness={liveness}>
       <header class="agent-card-header">
         <span class="presence-dot" aria-hidden="true" />
         <h3 id={headingId} class="agent-name" title={agent.name}>
@@ -71,8 +79,9 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
       </div>
 
       <p class="agent-presence">
-        <strong>{agent.online ? 'Online' : 'Offline'}</strong>
-        {agent.last_seen === null ? (
+        <strong>{LIVENESS_LABEL[liveness]}</strong>
+        {/* Online means heard from within the last heartbeats: a "last seen" adds nothing. */}
+        {liveness === 'online' ? null : agent.last_seen === null ? (
           ' · never connected'
         ) : (
           <>

@@ -8,7 +8,7 @@ import { describeError } from '../api/http';
 import type { SessionView } from '../api/types';
 import { agentIds, agentSignal } from '../state/agents';
 import { canOpenSsh } from '../state/auth';
-import { isOpen, putSession, refreshSession, sessionIds, sessionSignal } from '../state/sessions';
+import { isOpen, putSession, refreshSession, sessionIds, sessionSignal, watchSession } from '../state/sessions';
 import { hideSshPanel, openSsh, sshPanelSession } from '../state/sshPanel';
 import { canGrow, canShrink, changeFontSize, resetFontSize, terminalFontSize } from '../terminal/fontSize';
 import { CloseIcon } from './Icons';
@@ -28,7 +28,9 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
 
   // The store may hold a list view (no history), or nothing yet after a reload.
   useEffect(() => {
+    watchSession(sessionId);
     refreshSession(sessionId).catch((error: unknown) => setLoadError(describeError(error)));
+    return () => watchSession(null);
   }, [sessionId]);
 
   // Give focus back to what opened the panel when it goes.

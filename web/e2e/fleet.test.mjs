@@ -1,0 +1,179 @@
+// The Agents page tells the truth at fleet scale: ~2,000 agents held by `postern-bench
+// agents` connect, the server restarts (every link drops and comes back), then the whole
+// fleet is killed. Each time the page must converge to what the server says — every card's
+// online state and status — without a request per agent and without a failed request outside
+// the moments the server is down. How long it took is printed, not asserted.
+//
+//   POSTERN_BIN=target/debug/postern POSTERN_BENCH_BIN=target/debug/postern-bench node --test web/e2e/fleet.test.mjs
+//   POSTERN_FLEET_AGENTS=500 for a smaller fleet.
+
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import {
+  apiClient,
+  freePort,
+  launchChromium,
+  start,
+  stopAll,
+  transcript,
+  waitForExit,
+  waitForOutput,
+  waitForState,
+} from './harness.mjs';
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+const bin = (variable, name) =>
+  process.env[variable] ? resolve(process.env[variable]) : join(repoRoot, 'target/debug', name);
+const postern = bin('POSTERN_BIN', 'postern');
+const bench = bin('POSTERN_BENCH_BIN', 'postern-bench');
+const AGENTS = Number(process.env.POSTERN_FLEET_AGENTS ?? 2000);
+
+/** Generous: a slow CI machine connecting 2,000 agents to a debug build. */
+const FLEET_MS = 240_000;
+/** How long the page may take to converge before the test says it did not. */
+const CONVERGE_MS = 60_000;
+
+/** The bench's agents that are up, from its event lines. */
+function upCount(load) {
+  const online = new Set();
+  for (const line of load.stdout.split('\n')) {
+    const m = line.match(/^\{"type":"(up|down)","i":(\d+)/);
+    if (!m) continue;
+    if (m[1] === 'up') online.add(m[2]);
+    else online.delete(m[2]);
+  }
+  return online.size;
+}
+
+/** The server's truth, as compact as the page's: name → "online|offline status". */
+async function serverTruth(api) {
+  const agents = await api.get('/agents');
+  return Object.fromEntries(agents.map((a) => [a.name, `${a.online ? 'online' : 'offline'} ${a.status}`]));
+}
+
+/** Waits until the server itself lists `online` agents as online (asking it every 250 ms). */
+async function serverSettles(api, online, what) {
+  const deadline = Date.now() + FLEET_MS;
+  for (;;) {
+    const truth = await serverTruth(api);
+    const count = Object.values(truth).filter((v) => v.startsWith('online')).length;
+    if (count === online) return truth;
+    if (Date.now() > deadline) throw new Error(`${what}: the server lists ${count} of ${online} online`);
+    // The server's count is what is waited on; this only paces the asking.
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** Waits until every card shows what the server says; returns how long it took (ms). */
+async function pageConverges(page, truth, since) {
+  await page.waitForFunction(
+    (expected) => {
+      const cards = document.querySelectorAll('article.agent-card');
+      if (cards.length !== Object.keys(expected).length) return false;
+      for (const card of cards) {
+        const name = card.querySelector('.agent-name')?.textContent ?? '';
+        const online = card.dataset.liveness === 'offline' ? 'offline' : 'online';
+        const status = card.querySelector('.agent-card-header .badge')?.textContent ?? '';
+        if (expected[name] !== `${online} ${status}`) return false;
+      }
+      return true;
+    },
+    truth,
+    { timeout: CONVERGE_MS, polling: 100 },
+  );
+  return Date.now() - since;
+}
+
+test(`the agents page converges to the server's truth with ${AGENTS} agents`, { timeout: 900_000 }, async () => {
+  const dirs = [];
+  const tempDir = async (name) => {
+    const dir = await mkdtemp(join(tmpdir(), `postern-fleet-${name}-`));
+    dirs.push(dir);
+    return dir;
+  };
+  let browser;
+  try {
+    const [http, gateway] = [await freePort(), await freePort()];
+    const data = await tempDir('server');
+    const serverArgs = ['server', '--data-dir', data, '--http', `127.0.0.1:${http}`, '--agent-listen', `127.0.0.1:${gateway}`];
+    let server = start('server', postern, serverArgs);
+    await waitForOutput(server, /agent gateway:/);
+    const password = server.stdout.match(/^\s*password:\s+(\S+)/m)?.[1];
+    assert.ok(password, `no initial password\n${transcript(server)}`);
+    const base = `http://127.0.0.1:${http}`;
+    const api = await apiClient(base, 'admin', password);
+    const { token } = await api.post('/tokens', { uses: AGENTS, ttl_secs: 3600 });
+
+    const load = start(
+      'postern-bench agents',
+      bench,
+      ['agents', '--server', `127.0.0.1:${gateway}`, '--count', String(AGENTS), '--data-dir', await tempDir('load'), '--events'],
+      { env: { POSTERN_TOKEN: token } },
+    );
+    await waitForState(load, () => upCount(load) === AGENTS, `bring ${AGENTS} agents online`, FLEET_MS);
+
+    browser = await launchChromium();
+    const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
+    // Requests that failed, and when; the windows in which the server was down on purpose.
+    const failures = [];
+    const outages = [];
+    let perAgentFetches = 0;
+    page.on('requestfailed', (request) =>
+      failures.push({ at: Date.now(), url: request.url(), error: request.failure()?.errorText ?? '' }),
+    );
+    page.on('console', (message) => {
+      if (message.type() === 'error') failures.push({ at: Date.now(), url: '(console)', error: message.text() });
+    });
+    page.on('pageerror', (error) => failures.push({ at: Date.now(), url: '(page)', error: error.message }));
+    page.on('request', (request) => {
+      if (/\/api\/v1\/agents\/[^/?]+$/.test(new URL(request.url()).pathname)) perAgentFetches += 1;
+    });
+
+    await page.goto(base);
+    await page.getByLabel('User name').fill('admin');
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    const loaded = Date.now();
+    const first = await pageConverges(page, await serverTruth(api), loaded);
+    console.log(`# fleet: ${AGENTS} agents shown after login in ${first} ms`);
+
+    // A server restart: every link drops; the agents reconnect with their backoff.
+    const down = Date.now();
+    process.kill(-server.child.pid, 'SIGTERM');
+    await waitForExit(server);
+    server = start('server (restarted)', postern, serverArgs);
+    await waitForOutput(server, /agent gateway:/);
+    outages.push([down, Date.now()]);
+    const restarted = await serverSettles(api, AGENTS, 'after the restart');
+    const settled = Date.now();
+    const afterRestart = await pageConverges(page, restarted, settled);
+    console.log(
+      `# fleet: after a server restart the page matched the server ${afterRestart} ms after the server had every agent back (${Date.now() - down} ms after the restart began)`,
+    );
+
+    // The whole fleet dies at once.
+    const killed = Date.now();
+    process.kill(-load.child.pid, 'SIGKILL');
+    const dead = await serverSettles(api, 0, 'after the fleet was killed');
+    const serverSaw = Date.now();
+    const afterKill = await pageConverges(page, dead, serverSaw);
+    console.log(
+      `# fleet: after killing the fleet the page matched the server ${afterKill} ms after the server saw it (${Date.now() - killed} ms after the kill)`,
+    );
+
+    assert.equal(perAgentFetches, 0, 'no request per agent: events carry their state, the rest is one list call');
+    const unexpected = failures.filter(
+      ({ at, error }) =>
+        /INSUFFICIENT_RESOURCES/.test(error) || !outages.some(([from, to]) => at >= from && at <= to + 2000),
+    );
+    assert.deepEqual(unexpected, [], 'no failed request outside the restart');
+  } finally {
+    await browser?.close().catch(() => undefined);
+    await stopAll();
+    await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
+  }
+});
