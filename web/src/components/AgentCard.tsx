@@ -48,8 +48,11 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
       .finally(() => setBusy(false));
   };
   const decide = (decision: AgentDecision) => act(async () => putAgent(await decideAgent(agent.id, decision)));
-  const sshAllowed = canOpenSsh.value && agent.status === 'approved' && agent.online;
+  // Approved agents always show the SSH icon; offline, it stays (disabled) and says why.
+  const sshShown = canOpenSsh.value && agent.status === 'approved';
+  const sshReady = sshShown && agent.online;
   const liveness = livenessOf(agent);
+  const sshNoteId = `ssh-note-${agent.id}`;
 
   return (
     <article class={`agent-card is-${liveness.replace('_', '-')}`} aria-labelledby={headingId} data-liveness={liveness}>
@@ -59,14 +62,16 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
           {agent.name}
         </h3>
         <AgentStatusBadge status={agent.status} />
-        {sshAllowed && (
+        {sshShown && (
           <button
             type="button"
             class="button icon-button ssh-button"
             aria-label={`Open SSH connection to ${agent.name}`}
-            title={`Open SSH connection to ${agent.name}`}
-            disabled={busy}
-            onClick={() => act(() => openSsh(agent.id))}
+            title={sshReady ? `Open SSH connection to ${agent.name}` : `SSH needs ${agent.name} online`}
+            // aria-disabled, not disabled: it stays focusable, and its note is read with it.
+            aria-disabled={!sshReady || busy}
+            aria-describedby={sshReady ? undefined : sshNoteId}
+            onClick={() => sshReady && !busy && act(() => openSsh(agent.id))}
           >
             <TerminalIcon />
           </button>
@@ -80,8 +85,9 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
 
       <p class="agent-presence">
         <strong>{LIVENESS_LABEL[liveness]}</strong>
-        {/* Online means heard from within the last heartbeats: a "last seen" adds nothing. */}
-        {liveness === 'online' ? null : agent.last_seen === null ? (
+        {/* Online means heard from within the last heartbeats: a "last seen" adds nothing; the
+            SSH note below says it for offline agents that could take SSH. */}
+        {liveness === 'online' || (sshShown && !agent.online) ? null : agent.last_seen === null ? (
           ' · never connected'
         ) : (
           <>
@@ -90,6 +96,28 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
           </>
         )}
       </p>
+
+      {sshShown && !agent.online && (
+        <div class="ssh-note" id={sshNoteId}>
+          <p>
+            <strong>SSH needs {agent.name} online</strong>
+            {agent.last_seen === null ? (
+              ' · never connected'
+            ) : (
+              <>
+                {' · last seen '}
+                <LastSeen agent={agentSignal} />
+              </>
+            )}
+          </p>
+          <p>Check that the device is on, its Postern agent is running, and its network can reach this server.</p>
+        </div>
+      )}
+      {sshShown && liveness === 'not_responding' && (
+        <p class="ssh-note warning">
+          {agent.name} is connected but missed its last heartbeats: SSH may not start until it answers again.
+        </p>
+      )}
 
       <dl class="agent-facts">
         <Fact term="Hostname" value={agent.facts.hostname} />

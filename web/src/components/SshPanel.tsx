@@ -1,6 +1,7 @@
 // The SSH panel: the session's progress, then its terminal. × hides the panel and leaves
-// the session running; "Close SSH connection" stops it. Escape does not close it: the shell
-// needs that key (vi, less).
+// the session running; "Close SSH connection" stops it, and the terminal's last screen
+// stays, read-only and dimmed, until the panel closes. Escape does not close it: the shell
+// needs that key (vi, less); Ctrl+Shift+E leaves the terminal (see terminal/keys.ts).
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { stopSession } from '../api/endpoints';
@@ -10,7 +11,9 @@ import { agentIds, agentSignal } from '../state/agents';
 import { canOpenSsh } from '../state/auth';
 import { isOpen, putSession, refreshSession, sessionIds, sessionSignal, watchSession } from '../state/sessions';
 import { hideSshPanel, openSsh, sshPanelSession } from '../state/sshPanel';
+import { focusTerminal } from '../terminal/focus';
 import { canGrow, canShrink, changeFontSize, resetFontSize, terminalFontSize } from '../terminal/fontSize';
+import { LEAVE_KEY } from '../terminal/keys';
 import { CloseIcon } from './Icons';
 import { LazyTerminal } from './LazyTerminal';
 import { SessionProgress } from './SessionProgress';
@@ -45,6 +48,12 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
   void agentIds.value;
   const agent = session ? agentSignal(session.agent.id)?.value : undefined;
   const name = session?.agent.name ?? 'agent';
+  // Once the terminal was shown, its last screen stays when the session ends.
+  const hadTerminal = useRef(false);
+  if (session?.state === 'running') hadTerminal.current = true;
+  // Out of the terminal: to the panel's main action, else to its close button.
+  const leaveTerminal = () =>
+    panel.current?.querySelector<HTMLElement>('.panel-footer .button, .panel-close')?.focus();
 
   return (
     <div class="ssh-panel" ref={panel} tabIndex={-1} role="dialog" aria-label={`SSH connection to ${name}`}>
@@ -57,7 +66,7 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
         {session?.state === 'running' && <FontSizeButtons />}
         <button
           type="button"
-          class="button icon-button"
+          class="button icon-button panel-close"
           aria-label="Close panel (the SSH connection stays open)"
           title="Close panel (the SSH connection stays open)"
           onClick={hideSshPanel}
@@ -66,28 +75,48 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
         </button>
       </header>
       {loadError && !session && <p class="notice error">{loadError}</p>}
-      {session && <PanelBody session={session} />}
+      {session && <PanelBody session={session} keepScreen={hadTerminal.current} onLeave={leaveTerminal} />}
       {session && (
         <div class="panel-troubleshooting">
           <Troubleshooting session={session} agent={agent} />
         </div>
       )}
-      {session && <PanelActions session={session} agentUsable={agent?.status === 'approved' && agent.online} />}
+      {session && (
+        <PanelActions
+          session={session}
+          agentUsable={agent?.status === 'approved' && agent.online}
+          onEnded={leaveTerminal}
+        />
+      )}
     </div>
   );
 }
 
-function PanelBody({ session }: { session: SessionView }) {
-  if (session.state === 'running') {
+function PanelBody({ session, keepScreen, onLeave }: { session: SessionView; keepScreen: boolean; onLeave(): void }) {
+  const running = session.state === 'running';
+  if (running || keepScreen) {
     return (
       <>
-        <details class="progress-summary">
-          <summary>Connection details</summary>
-          <SessionProgress session={session} />
-        </details>
-        <div class="terminal-area">
-          <LazyTerminal sessionId={session.id} agentName={session.agent.name} />
+        {running ? (
+          // Keys: the terminal must survive the switch from one to the other unmounted.
+          <details key="details" class="progress-summary">
+            <summary>Connection details</summary>
+            <SessionProgress session={session} />
+          </details>
+        ) : (
+          <div key="progress" class="panel-progress compact">
+            <SessionProgress session={session} />
+          </div>
+        )}
+        <div key="terminal" class="terminal-area">
+          <LazyTerminal sessionId={session.id} agentName={session.agent.name} ended={!running} onLeave={onLeave} />
         </div>
+        {running && (
+          <p class="terminal-hint muted">
+            <kbd>{LEAVE_KEY}</kbd> leaves the terminal · <kbd>Ctrl+Shift+C</kbd> and <kbd>Ctrl+Shift+V</kbd> copy and
+            paste
+          </p>
+        )}
       </>
     );
   }
@@ -98,9 +127,26 @@ function PanelBody({ session }: { session: SessionView }) {
   );
 }
 
-function PanelActions({ session, agentUsable }: { session: SessionView; agentUsable: boolean }) {
+function PanelActions({
+  session,
+  agentUsable,
+  onEnded,
+}: {
+  session: SessionView;
+  agentUsable: boolean;
+  onEnded(): void;
+}) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const open = isOpen(session.state);
+  // The button that had focus ("Close SSH connection") is gone once the session ends: focus
+  // moves on to what comes next rather than falling back to the page.
+  const wasOpen = useRef(open);
+  useEffect(() => {
+    const lost = document.activeElement === document.body || document.activeElement === null;
+    if (wasOpen.current && !open && lost) onEnded();
+    wasOpen.current = open;
+  }, [open]);
   const run = (action: () => Promise<void>) => {
     setBusy(true);
     setError(null);
@@ -113,7 +159,6 @@ function PanelActions({ session, agentUsable }: { session: SessionView; agentUsa
       putSession(await stopSession(session.id));
     });
   const connectAgain = () => run(() => openSsh(session.agent.id));
-  const open = isOpen(session.state);
   return (
     <footer class="panel-footer">
       {error && (
@@ -121,7 +166,7 @@ function PanelActions({ session, agentUsable }: { session: SessionView; agentUsa
           {error}
         </p>
       )}
-      {open && session.state !== 'stopping' && (
+      {open && (
         <button type="button" class="button danger" disabled={busy} onClick={closeConnection}>
           {busy ? 'Closing…' : 'Close SSH connection'}
         </button>
@@ -145,7 +190,10 @@ function FontSizeButtons() {
         aria-label="Smaller font"
         title="Smaller font"
         disabled={!canShrink()}
-        onClick={() => changeFontSize(-1)}
+        onClick={() => {
+          changeFontSize(-1);
+          focusTerminal();
+        }}
       >
         A−
       </button>
@@ -154,7 +202,10 @@ function FontSizeButtons() {
         class="button icon-button"
         aria-label="Reset font size"
         title="Reset font size"
-        onClick={resetFontSize}
+        onClick={() => {
+          resetFontSize();
+          focusTerminal();
+        }}
       >
         {size}
       </button>
@@ -164,7 +215,10 @@ function FontSizeButtons() {
         aria-label="Larger font"
         title="Larger font"
         disabled={!canGrow()}
-        onClick={() => changeFontSize(1)}
+        onClick={() => {
+          changeFontSize(1);
+          focusTerminal();
+        }}
       >
         A+
       </button>
