@@ -58,9 +58,9 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
     <article class={`agent-card is-${liveness.replace('_', '-')}`} aria-labelledby={headingId} data-liveness={liveness}>
       <header class="agent-card-header">
         <span class="presence-dot" aria-hidden="true" />
-        <h3 id={headingId} class="agent-name" title={agent.name}>
+        <h2 id={headingId} class="agent-name" title={agent.name}>
           {agent.name}
-        </h3>
+        </h2>
         <AgentStatusBadge status={agent.status} />
         {sshShown && (
           <button
@@ -131,10 +131,10 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
         <button
           type="button"
           class="agent-session"
-          aria-label={`Your SSH session on ${agent.name}: ${mySession.state}. Show it`}
+          aria-label={`Your SSH session ${mySession.state} on ${agent.name}, show it`}
           onClick={() => showSshPanel(mySession.id)}
         >
-          <span>Your SSH session</span>
+          <span>Your SSH session</span>{' '}
           <SessionStateBadge state={mySession.state} />
         </button>
       )}

@@ -27,8 +27,14 @@ export function NotificationsSidebar() {
   const [error, setError] = useState<string | null>(null);
   const open = notificationsOpen.value;
 
+  // Focus comes in when it opens and goes back to what opened it (the bell) when it closes.
   useEffect(() => {
-    if (open) panel.current?.focus();
+    if (!open) return undefined;
+    const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
+    panel.current?.focus();
+    return () => {
+      if (opener?.isConnected) opener.focus();
+    };
   }, [open]);
 
   if (!open) return null;
@@ -49,7 +55,8 @@ export function NotificationsSidebar() {
         if (event.key === 'Escape') notificationsOpen.value = false;
       }}
     >
-      <header class="panel-header">
+      {/* A div, not a header: a header here would be a second banner landmark. */}
+      <div class="panel-header">
         <h2>Notifications</h2>
         <span class="spacer" />
         <button type="button" class="button" disabled={unreadCount.value === 0} onClick={markRead}>
@@ -64,7 +71,7 @@ export function NotificationsSidebar() {
         >
           <CloseIcon />
         </button>
-      </header>
+      </div>
       {error && (
         <p class="notice error" role="alert">
           {error}
@@ -73,7 +80,14 @@ export function NotificationsSidebar() {
       {list.length === 0 ? (
         <p class="empty">Nothing yet. Agent and SSH events appear here as they happen.</p>
       ) : (
-        <ol class="notification-list" aria-live="polite" aria-relevant="additions">
+        // Focusable, so that a keyboard can scroll it.
+        <ol
+          class="notification-list"
+          tabIndex={0}
+          aria-label="Agent and SSH events, newest first"
+          aria-live="polite"
+          aria-relevant="additions"
+        >
           {list.map((event) => (
             <li key={event.id} class={`notification ${event.id > marker ? 'unread' : ''}`} data-kind={event.kind}>
               <div class="notification-head">

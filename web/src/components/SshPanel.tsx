@@ -53,11 +53,15 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
   if (session?.state === 'running') hadTerminal.current = true;
   // Out of the terminal: to the panel's main action, else to its close button.
   const leaveTerminal = () =>
-    panel.current?.querySelector<HTMLElement>('.panel-footer .button, .panel-close')?.focus();
+    (
+      panel.current?.querySelector<HTMLElement>('.panel-footer .button') ??
+      panel.current?.querySelector<HTMLElement>('.panel-close')
+    )?.focus();
 
   return (
     <div class="ssh-panel" ref={panel} tabIndex={-1} role="dialog" aria-label={`SSH connection to ${name}`}>
-      <header class="panel-header">
+      {/* A div, not a header: a header here would be a second banner landmark. */}
+      <div class="panel-header">
         <h2>
           SSH <span class="muted">·</span> {name}
         </h2>
@@ -73,7 +77,7 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
         >
           <CloseIcon />
         </button>
-      </header>
+      </div>
       {loadError && !session && <p class="notice error">{loadError}</p>}
       {session && <PanelBody session={session} keepScreen={hadTerminal.current} onLeave={leaveTerminal} />}
       {session && (
@@ -141,12 +145,20 @@ function PanelActions({
   const open = isOpen(session.state);
   // The button that had focus ("Close SSH connection") is gone once the session ends: focus
   // moves on to what comes next rather than falling back to the page.
+  // Waits until the buttons are enabled again (a disabled button cannot take focus).
   const wasOpen = useRef(open);
+  const closing = useRef(false);
   useEffect(() => {
+    if (open) {
+      wasOpen.current = true;
+      return;
+    }
+    if (busy || !wasOpen.current) return;
     const lost = document.activeElement === document.body || document.activeElement === null;
-    if (wasOpen.current && !open && lost) onEnded();
-    wasOpen.current = open;
-  }, [open]);
+    if (closing.current || lost) onEnded();
+    closing.current = false;
+    wasOpen.current = false;
+  }, [open, busy]);
   const run = (action: () => Promise<void>) => {
     setBusy(true);
     setError(null);
@@ -154,13 +166,15 @@ function PanelActions({
       .catch((e: unknown) => setError(describeError(e)))
       .finally(() => setBusy(false));
   };
-  const closeConnection = () =>
+  const closeConnection = () => {
+    closing.current = true;
     run(async () => {
       putSession(await stopSession(session.id));
     });
+  };
   const connectAgain = () => run(() => openSsh(session.agent.id));
   return (
-    <footer class="panel-footer">
+    <div class="panel-footer">
       {error && (
         <p class="notice error" role="alert">
           {error}
@@ -176,18 +190,19 @@ function PanelActions({
           Open a new SSH connection
         </button>
       )}
-    </footer>
+    </div>
   );
 }
 
 function FontSizeButtons() {
   const size = terminalFontSize.value;
   return (
+    // Accessible names contain the visible text (A−, 14, A+): speech users say what they see.
     <span class="font-size" role="group" aria-label={`Terminal font size ${size}`}>
       <button
         type="button"
         class="button icon-button"
-        aria-label="Smaller font"
+        aria-label="A− smaller font"
         title="Smaller font"
         disabled={!canShrink()}
         onClick={() => {
@@ -200,7 +215,7 @@ function FontSizeButtons() {
       <button
         type="button"
         class="button icon-button"
-        aria-label="Reset font size"
+        aria-label={`Reset font size ${size}`}
         title="Reset font size"
         onClick={() => {
           resetFontSize();
@@ -212,7 +227,7 @@ function FontSizeButtons() {
       <button
         type="button"
         class="button icon-button"
-        aria-label="Larger font"
+        aria-label="A+ larger font"
         title="Larger font"
         disabled={!canGrow()}
         onClick={() => {

@@ -101,6 +101,8 @@ export default function TerminalView({ sessionId, agentName, ended, onLeave }: T
     if (!term) return;
     term.options.disableStdin = ended;
     term.options.cursorBlink = !ended;
+    // Out of the tab order once read-only: there is nothing to type into.
+    if (term.textarea) term.textarea.tabIndex = ended ? -1 : 0;
     if (ended) term.blur();
   }, [ended]);
 

@@ -14,6 +14,8 @@ export const LEAVE_KEY_ARIA = 'Control+Shift+E';
 
 export function installTerminalKeys(term: Terminal, onLeave: () => void): void {
   term.attachCustomKeyEventHandler((event) => {
+    // A read-only last screen keeps no key: Tab moves on as anywhere else.
+    if (term.options.disableStdin && event.key === 'Tab') return false;
     if (event.type !== 'keydown' || !event.ctrlKey || !event.shiftKey || event.altKey || event.metaKey) return true;
     if (event.code === 'KeyE') {
       event.preventDefault();
