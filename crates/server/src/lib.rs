@@ -13,6 +13,7 @@ pub mod certificates;
 mod clock;
 pub mod config;
 pub mod events;
+pub mod fleet;
 pub mod gateway;
 pub mod keys;
 pub mod links;

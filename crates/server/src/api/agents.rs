@@ -2,6 +2,8 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use postern_protocol::AgentStatus;
 use postern_protocol::api::{
     AgentPresence, AgentView, ApiError as ErrorBody, PresenceChange, PresenceChanges, Role,
@@ -12,6 +14,7 @@ use utoipa::IntoParams;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Caller;
+use crate::fleet::AgentQuery;
 use crate::store::AgentRecord;
 
 fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
@@ -34,20 +37,52 @@ fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
     }
 }
 
-/// Every agent, with its status, liveness and facts.
-#[utoipa::path(get, path = "/api/v1/agents", responses((status = 200, body = Vec<AgentView>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AgentListQuery {
+    /// Search: part of the name, hostname or OS, or a prefix of the DID (case-insensitive).
+    q: Option<String>,
+    status: Option<AgentStatus>,
+    /// `true`: connected agents only; `false`: the others.
+    online: Option<bool>,
+    /// Page size (at most 1000); every matching agent when absent.
+    limit: Option<usize>,
+    /// The `x-next-cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Agents in name order, with their status, liveness and facts: all of them, or those
+/// matching a search and filters, a page at a time.
+#[utoipa::path(get, path = "/api/v1/agents", params(AgentListQuery), responses(
+    (status = 200, body = Vec<AgentView>, headers(
+        ("x-total-count" = usize, description = "How many agents match, over all pages"),
+        ("x-next-cursor" = String, description = "Pass as `cursor` for the next page; absent on the last"))),
+    (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<AgentView>>, ApiError> {
+    Query(query): Query<AgentListQuery>,
+) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
-    let agents = state.services.agents.list().await?;
-    Ok(Json(
-        agents
-            .into_iter()
-            .map(|a| view(&state, &caller, a))
-            .collect(),
-    ))
+    let query = AgentQuery {
+        search: query.q,
+        status: query.status,
+        online: query.online,
+        limit: query.limit,
+        after: query.cursor,
+    };
+    let page = state.services.agents.query(&query).await?;
+    let views: Vec<AgentView> = page
+        .agents
+        .into_iter()
+        .map(|a| view(&state, &caller, a))
+        .collect();
+    let mut response = Json(views).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-total-count", HeaderValue::from(page.total));
+    if let Some(next) = page.next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        headers.insert("x-next-cursor", next);
+    }
+    Ok(response)
 }
 
 /// The connected agents and when each was last heard from: cheap to poll at the agents'
