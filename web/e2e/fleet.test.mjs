@@ -68,24 +68,56 @@ async function serverSettles(api, online, what) {
   }
 }
 
-/** Waits until every card shows what the server says; returns how long it took (ms). */
+/**
+ * Waits until the page shows what the server says: the counts over the whole fleet, and every
+ * card it renders (a page of them); returns how long it took (ms).
+ */
 async function pageConverges(page, truth, since) {
+  const online = Object.values(truth).filter((v) => v.startsWith('online')).length;
   await page.waitForFunction(
-    (expected) => {
+    ({ expected, total, online }) => {
+      const summary = document.querySelector('[data-total]');
+      if (Number(summary?.dataset.total) !== total || Number(summary?.dataset.online) !== online) return false;
       const cards = document.querySelectorAll('article.agent-card');
-      if (cards.length !== Object.keys(expected).length) return false;
+      if (cards.length !== Math.min(total, 120)) return false;
       for (const card of cards) {
         const name = card.querySelector('.agent-name')?.textContent ?? '';
-        const online = card.dataset.liveness === 'offline' ? 'offline' : 'online';
+        const state = card.dataset.liveness === 'offline' ? 'offline' : 'online';
         const status = card.querySelector('.agent-card-header .badge')?.textContent ?? '';
-        if (expected[name] !== `${online} ${status}`) return false;
+        if (expected[name] !== `${state} ${status}`) return false;
       }
       return true;
     },
-    truth,
+    { expected: truth, total: Object.keys(truth).length, online },
     { timeout: CONVERGE_MS, polling: 100 },
   );
   return Date.now() - since;
+}
+
+/** Every agent through the API's pages: each once, in name order, as many as it counts. */
+async function pageThroughApi(api) {
+  const names = [];
+  let cursor = '';
+  for (;;) {
+    const response = await api.raw(`/agents?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+    assert.equal(response.status, 200);
+    assert.equal(Number(response.headers.get('x-total-count')), AGENTS);
+    names.push(...(await response.json()).map((a) => a.name));
+    cursor = response.headers.get('x-next-cursor') ?? '';
+    if (!cursor) break;
+  }
+  assert.equal(names.length, AGENTS);
+  assert.deepEqual(names, [...names].sort(), 'in name order, none twice');
+  const online = await api.raw('/agents?online=true&limit=1&q=load-');
+  assert.equal(Number(online.headers.get('x-total-count')), AGENTS);
+}
+
+/** Time (ms) from an action to the condition it should bring about on the page. */
+async function timed(action, condition) {
+  const started = Date.now();
+  await action();
+  await condition();
+  return Date.now() - started;
 }
 
 test(`the agents page converges to the server's truth with ${AGENTS} agents`, { timeout: 900_000 }, async () => {
@@ -140,6 +172,28 @@ test(`the agents page converges to the server's truth with ${AGENTS} agents`, { 
     const loaded = Date.now();
     const first = await pageConverges(page, await serverTruth(api), loaded);
     console.log(`# fleet: ${AGENTS} agents shown after login in ${first} ms`);
+    await pageThroughApi(api);
+
+    // Responsiveness with the whole fleet loaded: a search, and the next page of cards.
+    const search = page.getByRole('searchbox', { name: 'Search' });
+    const last = `load-${String(AGENTS - 1).padStart(5, '0')}`;
+    const cards = page.locator('article.agent-card');
+    const filterMs = await timed(
+      () => search.fill(last),
+      () => page.waitForFunction(() => document.querySelectorAll('article.agent-card').length === 1),
+    );
+    const clearMs = await timed(
+      () => search.fill(''),
+      () => page.waitForFunction(() => document.querySelectorAll('article.agent-card').length === 120),
+    );
+    const moreMs = await timed(
+      () => page.getByRole('button', { name: /^Show 120 more/ }).click(),
+      () => page.waitForFunction(() => document.querySelectorAll('article.agent-card').length === 240),
+    );
+    console.log(`# fleet: search to one card ${filterMs} ms, back to all ${clearMs} ms, 120 more cards ${moreMs} ms`);
+    await search.fill('x');
+    await search.fill('');
+    assert.equal(await cards.count(), 120);
 
     // A server restart: every link drops; the agents reconnect with their backoff.
     const down = Date.now();
@@ -164,6 +218,12 @@ test(`the agents page converges to the server's truth with ${AGENTS} agents`, { 
     console.log(
       `# fleet: after killing the fleet the page matched the server ${afterKill} ms after the server saw it (${Date.now() - killed} ms after the kill)`,
     );
+
+    // A flood is one row in the bell, not 2,000.
+    await page.getByRole('button', { name: /^Notifications/ }).click();
+    const sidebar = page.getByRole('dialog', { name: 'Notifications' });
+    await sidebar.getByText(/^[\d,]+ agents went offline$/).first().waitFor();
+    assert.ok((await sidebar.locator('.notification').count()) < 20, 'floods are grouped');
 
     assert.equal(perAgentFetches, 0, 'no request per agent: events carry their state, the rest is one list call');
     const unexpected = failures.filter(

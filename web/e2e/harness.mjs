@@ -190,5 +190,6 @@ export async function apiClient(base, user, password) {
     if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${await response.text()}`);
     return response.status === 204 ? undefined : response.json();
   };
-  return { get: (path) => call('GET', path), post: (path, body) => call('POST', path, body ?? {}) };
+  const raw = (path) => fetch(`${base}/api/v1${path}`, { headers: { authorization: `Bearer ${token}` } });
+  return { get: (path) => call('GET', path), post: (path, body) => call('POST', path, body ?? {}), raw };
 }

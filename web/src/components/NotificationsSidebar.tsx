@@ -5,6 +5,7 @@ import { describeError } from '../api/http';
 import type { EventKind, EventView } from '../api/types';
 import { eventTime } from '../format';
 import { now } from '../state/clock';
+import { groupTitle } from '../state/notificationModel';
 import { markAllRead, notifications, notificationsOpen, readUpTo, unreadCount } from '../state/notifications';
 import { CloseIcon } from './Icons';
 
@@ -15,6 +16,7 @@ const TITLES: Partial<Record<EventKind, string>> = {
   'agent.revoked': 'Agent revoked',
   'agent.online': 'Agent online',
   'agent.offline': 'Agent offline',
+  'agent.not_responding': 'Agent not responding',
 };
 
 function title(event: EventView): string {
@@ -88,22 +90,30 @@ export function NotificationsSidebar() {
           aria-live="polite"
           aria-relevant="additions"
         >
-          {list.map((event) => (
-            <li key={event.id} class={`notification ${event.id > marker ? 'unread' : ''}`} data-kind={event.kind}>
-              <div class="notification-head">
-                <strong>{title(event)}</strong>
-                {event.agent && <span class="notification-agent">{event.agent.name}</span>}
-                <time class="muted small" dateTime={new Date(event.time).toISOString()}>
-                  {eventTime(event.time, now.peek())}
-                </time>
-              </div>
-              <p class="notification-detail">
-                {event.detail}
-                {event.actor !== 'system' && <span class="muted"> · by {event.actor}</span>}
-              </p>
-              {event.id > marker && <span class="visually-hidden">unread</span>}
-            </li>
-          ))}
+          {list.map((row) => {
+            const event = row.event;
+            const group = groupTitle(row);
+            return (
+              <li key={row.id} class={`notification ${row.id > marker ? 'unread' : ''}`} data-kind={event.kind}>
+                <div class="notification-head">
+                  <strong>{group ?? title(event)}</strong>
+                  {event.agent && (
+                    <span class="notification-agent">{group ? `latest: ${event.agent.name}` : event.agent.name}</span>
+                  )}
+                  <time class="muted small" dateTime={new Date(event.time).toISOString()}>
+                    {eventTime(event.time, now.peek())}
+                  </time>
+                </div>
+                {!group && (
+                  <p class="notification-detail">
+                    {event.detail}
+                    {event.actor !== 'system' && <span class="muted"> · by {event.actor}</span>}
+                  </p>
+                )}
+                {row.id > marker && <span class="visually-hidden">unread</span>}
+              </li>
+            );
+          })}
         </ol>
       )}
     </div>
