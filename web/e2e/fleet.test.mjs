@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { request as httpRequest } from 'node:http';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -112,6 +113,43 @@ async function pageThroughApi(api) {
   assert.equal(Number(online.headers.get('x-total-count')), AGENTS);
 }
 
+/** The bytes on the wire for a GET (not decompressed) and its content-encoding. */
+function wire(url, headers) {
+  return new Promise((resolve, reject) => {
+    httpRequest(url, { headers }, (response) => {
+      let bytes = 0;
+      response.on('data', (chunk) => (bytes += chunk.length));
+      response.on('end', () => resolve({ bytes, encoding: response.headers['content-encoding'] ?? 'identity' }));
+      response.on('error', reject);
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+/** What the page's requests weigh with the whole fleet: printed, and compression checked. */
+async function wireWeight(base, api) {
+  const auth = { authorization: api.authorization };
+  const list = `${base}/api/v1/agents`;
+  const plain = await wire(list, auth);
+  const gzip = await wire(list, { ...auth, 'accept-encoding': 'gzip, br' });
+  assert.equal(gzip.encoding, 'gzip', 'JSON answers are compressed');
+  const full = await wire(`${base}/api/v1/presence/changes`, auth);
+  const { cursor } = await api.get('/presence/changes');
+  const quiet = await wire(`${base}/api/v1/presence/changes?since=${encodeURIComponent(cursor)}`, auth);
+  const html = await (await fetch(base)).text();
+  const script = html.match(/src="(\/assets\/index-[^"]+\.js)"/)?.[1];
+  assert.ok(script, 'the app names its script');
+  const scriptPlain = await wire(`${base}${script}`, {});
+  const scriptBr = await wire(`${base}${script}`, { 'accept-encoding': 'gzip, deflate, br' });
+  assert.equal(scriptBr.encoding, 'br', 'the app is served precompressed');
+  const kib = (n) => `${(n / 1024).toFixed(1)} KiB`;
+  console.log(
+    `# fleet: agent list ${kib(plain.bytes)} → ${kib(gzip.bytes)} gzip; presence full ${kib(full.bytes)}, ` +
+      `nothing changed ${quiet.bytes} B; app script ${kib(scriptPlain.bytes)} → ${kib(scriptBr.bytes)} brotli`,
+  );
+}
+
 /** Time (ms) from an action to the condition it should bring about on the page. */
 async function timed(action, condition) {
   const started = Date.now();
@@ -173,6 +211,7 @@ test(`the agents page converges to the server's truth with ${AGENTS} agents`, { 
     const first = await pageConverges(page, await serverTruth(api), loaded);
     console.log(`# fleet: ${AGENTS} agents shown after login in ${first} ms`);
     await pageThroughApi(api);
+    await wireWeight(base, api);
 
     // Responsiveness with the whole fleet loaded: a search, and the next page of cards.
     const search = page.getByRole('searchbox', { name: 'Search' });

@@ -191,5 +191,10 @@ export async function apiClient(base, user, password) {
     return response.status === 204 ? undefined : response.json();
   };
   const raw = (path) => fetch(`${base}/api/v1${path}`, { headers: { authorization: `Bearer ${token}` } });
-  return { get: (path) => call('GET', path), post: (path, body) => call('POST', path, body ?? {}), raw };
+  return {
+    get: (path) => call('GET', path),
+    post: (path, body) => call('POST', path, body ?? {}),
+    raw,
+    authorization: `Bearer ${token}`,
+  };
 }

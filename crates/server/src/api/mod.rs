@@ -138,5 +138,6 @@ pub fn router(services: Arc<Services>) -> Router {
         .nest("/api/v1", api)
         .fallback(crate::web::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(crate::web::compression())
         .with_state(AppState { services })
 }
