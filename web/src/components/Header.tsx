@@ -25,7 +25,7 @@ export function Header() {
         <span class="brand-mark" aria-hidden="true">
           P
         </span>
-        Postern
+        <span class="brand-name">Postern</span>
       </a>
       <nav aria-label="Pages">
         <NavLink page="agents">Agents</NavLink>

@@ -85,3 +85,22 @@ export const SystemThemeIcon = () => (
     <path d="M8 21h8M12 17v4" />
   </Icon>
 );
+
+export const MaximiseIcon = () => (
+  <Icon>
+    <path d="M15 3h6v6M9 21H3v-6M21 3l-7 7M3 21l7-7" />
+  </Icon>
+);
+
+export const RestoreIcon = () => (
+  <Icon>
+    <path d="M4 14h6v6M20 10h-6V4M14 10l7-7M3 21l7-7" />
+  </Icon>
+);
+
+export const NewTabIcon = () => (
+  <Icon>
+    <path d="M14 3h7v7M21 3l-9 9" />
+    <path d="M19 14v5a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V7a2 2 0 0 1 2-2h5" />
+  </Icon>
+);

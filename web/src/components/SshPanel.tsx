@@ -10,11 +10,12 @@ import type { SessionView } from '../api/types';
 import { agentIds, agentSignal } from '../state/agents';
 import { canOpenSsh } from '../state/auth';
 import { isOpen, putSession, refreshSession, sessionIds, sessionSignal, watchSession } from '../state/sessions';
+import { terminalPath } from '../state/router';
 import { hideSshPanel, openSsh, sshPanelSession } from '../state/sshPanel';
 import { focusTerminal } from '../terminal/focus';
 import { canGrow, canShrink, changeFontSize, resetFontSize, terminalFontSize } from '../terminal/fontSize';
 import { LEAVE_KEY } from '../terminal/keys';
-import { CloseIcon } from './Icons';
+import { CloseIcon, MaximiseIcon, NewTabIcon, RestoreIcon } from './Icons';
 import { LazyTerminal } from './LazyTerminal';
 import { SessionProgress } from './SessionProgress';
 import { SessionStateBadge } from './StatusBadge';
@@ -28,6 +29,7 @@ export function SshPanel() {
 function SshPanelFor({ sessionId }: { sessionId: string }) {
   const panel = useRef<HTMLDivElement>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
+  const [maximised, setMaximised] = useState(false);
 
   // The store may hold a list view (no history), or nothing yet after a reload.
   useEffect(() => {
@@ -59,7 +61,7 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
     )?.focus();
 
   return (
-    <div class="ssh-panel" ref={panel} tabIndex={-1} role="dialog" aria-label={`SSH connection to ${name}`}>
+    <div class={`ssh-panel${maximised ? ' is-maximised' : ''}`} ref={panel} tabIndex={-1} role="dialog" aria-label={`SSH connection to ${name}`}>
       {/* A div, not a header: a header here would be a second banner landmark. */}
       <div class="panel-header">
         <h2>
@@ -68,6 +70,35 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
         {session && <SessionStateBadge state={session.state} />}
         <span class="spacer" />
         {session?.state === 'running' && <FontSizeButtons />}
+        {session?.state === 'running' && (
+          <>
+            <button
+              type="button"
+              class="button icon-button"
+              aria-pressed={maximised}
+              aria-label={maximised ? 'Restore the panel' : 'Maximise the terminal'}
+              title={maximised ? 'Restore the panel' : 'Maximise the terminal'}
+              onClick={() => {
+                setMaximised(!maximised);
+                focusTerminal();
+              }}
+            >
+              {maximised ? <RestoreIcon /> : <MaximiseIcon />}
+            </button>
+            <a
+              class="button icon-button"
+              href={terminalPath(sessionId)}
+              target="_blank"
+              rel="noopener"
+              aria-label="Open the terminal in a new tab"
+              title="Open the terminal in a new tab"
+              // The shell moves to the new tab: this one stops showing it.
+              onClick={hideSshPanel}
+            >
+              <NewTabIcon />
+            </a>
+          </>
+        )}
         <button
           type="button"
           class="button icon-button panel-close"

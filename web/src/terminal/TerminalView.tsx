@@ -12,6 +12,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { refreshSession } from '../state/sessions';
 import { TerminalConnection, type ConnectionStatus } from './connection';
 import { setTerminalFocuser } from './focus';
+import { KeyBar, withCtrl } from './KeyBar';
 import { installTerminalKeys, LEAVE_KEY_ARIA } from './keys';
 import { terminalFontSize } from './fontSize';
 import { terminalTheme } from './theme';
@@ -32,6 +33,11 @@ export default function TerminalView({ sessionId, agentName, ended, onLeave }: T
   const leave = useRef(onLeave);
   leave.current = onLeave;
   const [status, setStatus] = useState<ConnectionStatus>({ kind: 'connecting' });
+  const [term, setTerm] = useState<Terminal | null>(null);
+  // The key bar's Ctrl: applied to the next key typed, then released.
+  const [ctrl, setCtrl] = useState(false);
+  const ctrlArmed = useRef(false);
+  ctrlArmed.current = ctrl;
 
   useEffect(() => {
     const element = host.current;
@@ -60,13 +66,20 @@ export default function TerminalView({ sessionId, agentName, ended, onLeave }: T
     });
     connection.current = conn;
     const subscriptions = [
-      term.onData((data) => conn.sendInput(data)),
+      term.onData((data) => {
+        if (ctrlArmed.current) {
+          ctrlArmed.current = false;
+          setCtrl(false);
+          conn.sendInput(withCtrl(data));
+        } else conn.sendInput(data);
+      }),
       // onBinary carries bytes as a string of char codes 0–255 (some mouse reports).
       term.onBinary((data) => conn.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff))),
       term.onResize(({ cols, rows }) => conn.resize(cols, rows)),
     ];
     installTerminalKeys(term, () => leave.current());
     terminal.current = term;
+    setTerm(term);
     setTerminalFocuser(() => term.focus());
 
     // The panel's size decides the terminal's: refit on every change, once per frame.
@@ -116,6 +129,9 @@ export default function TerminalView({ sessionId, agentName, ended, onLeave }: T
         aria-keyshortcuts={ended ? undefined : LEAVE_KEY_ARIA}
       />
       {!ended && <StatusBanner status={status} onNewShell={() => connection.current?.startNewShell()} />}
+      {!ended && term && (
+        <KeyBar term={term} send={(data) => connection.current?.sendInput(data)} ctrl={ctrl} setCtrl={setCtrl} />
+      )}
     </div>
   );
 }
