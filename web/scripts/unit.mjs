@@ -10,6 +10,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'vite';
 
+// The API types the code under test imports.
+spawnSync(process.execPath, [fileURLToPath(new URL('./api-types.mjs', import.meta.url))], { stdio: 'inherit' });
+
 const web = fileURLToPath(new URL('..', import.meta.url));
 const outDir = join(web, 'node_modules/.cache/unit');
 const tests = readdirSync(join(web, 'test')).filter((f) => f.endsWith('.test.ts'));

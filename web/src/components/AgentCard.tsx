@@ -87,7 +87,7 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
         <strong>{LIVENESS_LABEL[liveness]}</strong>
         {/* Online means heard from within the last heartbeats: a "last seen" adds nothing; the
             SSH note below says it for offline agents that could take SSH. */}
-        {liveness === 'online' || (sshShown && !agent.online) ? null : agent.last_seen === null ? (
+        {liveness === 'online' || (sshShown && !agent.online) ? null : agent.last_seen == null ? (
           ' · never connected'
         ) : (
           <>
@@ -101,7 +101,7 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
         <div class="ssh-note" id={sshNoteId}>
           <p>
             <strong>SSH needs {agent.name} online</strong>
-            {agent.last_seen === null ? (
+            {agent.last_seen == null ? (
               ' · never connected'
             ) : (
               <>
@@ -187,7 +187,7 @@ function Fact({ term, value }: { term: string; value: string }) {
 function LastSeen({ agent }: { agent: Signal<AgentView> }) {
   const text = useComputed(() => {
     const seen = agent.value.last_seen;
-    return seen === null ? '' : ago(seen, now.value);
+    return seen == null ? '' : ago(seen, now.value);
   });
   return <span class="last-seen">{text}</span>;
 }

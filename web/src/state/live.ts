@@ -28,7 +28,7 @@ const APPLY_EVERY_MS = 30;
 
 /** Starts live updates for a login; the returned function stops them and forgets its data. */
 export function startLiveUpdates(me: Me): () => void {
-  readUpTo.value = me.notifications_read_up_to;
+  readUpTo.value = me.notifications_read_up_to ?? 0;
   let stream: EventStream | null = null;
   let stopped = false;
   let presenceTimer: ReturnType<typeof setTimeout> | undefined;

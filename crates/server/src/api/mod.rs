@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod events;
 mod extract;
+mod openapi_copy;
 mod sessions;
 mod terminal;
 mod tokens;
