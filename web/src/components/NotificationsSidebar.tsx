@@ -34,8 +34,11 @@ export function NotificationsSidebar() {
     if (!open) return undefined;
     const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
     panel.current?.focus();
+    // After the sidebar has left the DOM (this runs while it unmounts).
     return () => {
-      if (opener?.isConnected) opener.focus();
+      setTimeout(() => {
+        if (opener?.isConnected) opener.focus();
+      }, 0);
     };
   }, [open]);
 

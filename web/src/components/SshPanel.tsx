@@ -11,7 +11,7 @@ import { agentIds, agentSignal } from '../state/agents';
 import { canOpenSsh } from '../state/auth';
 import { isOpen, putSession, refreshSession, sessionIds, sessionSignal, watchSession } from '../state/sessions';
 import { terminalPath } from '../state/router';
-import { hideSshPanel, openSsh, sshPanelSession } from '../state/sshPanel';
+import { hideSshPanel, openSsh, restoreFocusAfterPanel, sshPanelSession } from '../state/sshPanel';
 import { focusTerminal } from '../terminal/focus';
 import { canGrow, canShrink, changeFontSize, resetFontSize, terminalFontSize } from '../terminal/fontSize';
 import { LEAVE_KEY } from '../terminal/keys';
@@ -38,11 +38,10 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
     return () => watchSession(null);
   }, [sessionId]);
 
-  // Give focus back to what opened the panel when it goes.
+  // Focus comes into the panel, and goes back to what opened it when it closes.
   useEffect(() => {
-    const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
     if (!panel.current?.contains(document.activeElement)) panel.current?.focus();
-    return () => opener?.focus();
+    return restoreFocusAfterPanel;
   }, []);
 
   void sessionIds.value; // re-render when this session first reaches the store
