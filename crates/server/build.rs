@@ -13,6 +13,7 @@ fn main() {
     for input in [
         "src",
         "public",
+        "scripts",
         "index.html",
         "package.json",
         "package-lock.json",

@@ -152,7 +152,6 @@ test('the web app: login, agents, approval, SSH terminal, notifications', { time
     await step('agent online', async () => {
       const agent = card(agentName);
       await agent.getByText('Online', { exact: true }).waitFor();
-      await agent.getByText(/^\d+ s ago$/).waitFor();
       await agent.getByText('approved', { exact: true }).waitFor();
       await agent.getByRole('button', { name: `Open SSH connection to ${agentName}` }).waitFor();
     });
@@ -213,7 +212,7 @@ test('the web app: login, agents, approval, SSH terminal, notifications', { time
       await panel.getByRole('button', { name: 'Close panel (the SSH connection stays open)' }).click();
       await panel.waitFor({ state: 'detached' });
       const agent = card(agentName);
-      await agent.getByRole('button', { name: /Your SSH session on .*: running/ }).waitFor();
+      await agent.getByRole('button', { name: /Your SSH session running on / }).waitFor();
       await agent.getByRole('button', { name: `Open SSH connection to ${agentName}` }).click();
       await waitForTerminalLine(page, new RegExp(`^${marker}$`));
     });
@@ -259,15 +258,32 @@ test('the web app: login, agents, approval, SSH terminal, notifications', { time
       await panel.locator('.panel-header .badge', { hasText: 'stopped' }).waitFor();
       await panel.locator('.progress .step[data-state="stopping"]').waitFor();
       await panel.locator('.progress .step[data-state="stopped"]').waitFor();
-      await panel.locator('.xterm').waitFor({ state: 'detached' });
+      // The last screen stays, read-only and dimmed, until the panel closes.
+      await panel.locator('.terminal-view.is-ended').waitFor();
+      await waitForTerminalLine(page, new RegExp(`^${marker}$`));
+      assert.notEqual(await page.evaluate(() => document.activeElement?.tagName), 'BODY', 'focus moved on, not lost');
       await card(agentName)
         .getByRole('button', { name: /Your SSH session/ })
         .waitFor({ state: 'detached' });
+      await panel.getByRole('button', { name: 'Close panel (the SSH connection stays open)' }).click();
+      await panel.waitFor({ state: 'detached' });
+    });
+
+    await step('offline agent: ssh icon disabled, with why', async () => {
+      assert.equal(pending.exited, null, `the pending agent kept running\n${transcript(pending)}`);
+      process.kill(-pending.child.pid, 'SIGTERM');
+      await waitForExit(pending);
+      const box = card('pending-box');
+      await box.getByText('Offline', { exact: true }).waitFor();
+      const ssh = box.getByRole('button', { name: 'Open SSH connection to pending-box' });
+      assert.equal(await ssh.getAttribute('aria-disabled'), 'true');
+      await box.getByText('SSH needs pending-box online').waitFor();
+      await box.getByText(/^\d+ s ago$/).waitFor();
+      await box.getByText(/Check that the device is on/).waitFor();
     });
 
     assert.ok(!failed, 'every step passed');
     assert.deepEqual(browserErrors, [], 'the browser logged no error');
-    assert.equal(pending.exited, null, `the pending agent kept running\n${transcript(pending)}`);
   } finally {
     await browser?.close().catch(() => undefined);
     await stopAll();

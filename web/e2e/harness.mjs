@@ -97,6 +97,22 @@ export function waitForOutput(proc, pattern, timeoutMs = 60_000) {
   return waitOn(proc, probe, `print ${pattern}`, timeoutMs);
 }
 
+/**
+ * Resolves with `probe(proc)`'s answer once it is truthy (asked again whenever the program
+ * prints); fails if the program exits first.
+ */
+export function waitForState(proc, probe, waitingFor, timeoutMs = 60_000) {
+  const check = () => {
+    const value = probe(proc);
+    if (value) return { value };
+    if (proc.exited) {
+      return { error: new Error(`${proc.name} exited (${describeExit(proc)}) before it would ${waitingFor}\n${transcript(proc)}`) };
+    }
+    return null;
+  };
+  return waitOn(proc, check, waitingFor, timeoutMs);
+}
+
 /** Resolves with the exit once the program has ended. */
 export function waitForExit(proc, timeoutMs = 60_000) {
   return waitOn(proc, () => (proc.exited ? { value: proc.exited } : null), 'exit', timeoutMs);
@@ -136,3 +152,49 @@ function signalGroup(proc, signal) {
 process.on('exit', () => {
   for (const proc of started) signalGroup(proc, 'SIGKILL');
 });
+
+/** Debian's Chromium, headless, without anything that would reach the network by itself. */
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-quic',
+    ],
+  });
+}
+
+/** A logged-in client of the HTTP API, for the server's own view of the truth. */
+export async function apiClient(base, user, password) {
+  const login = await fetch(`${base}/api/v1/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user, password }),
+  });
+  if (!login.ok) throw new Error(`login failed: ${login.status} ${await login.text()}`);
+  const { token } = await login.json();
+  const call = async (method, path, body) => {
+    const response = await fetch(`${base}/api/v1${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${await response.text()}`);
+    return response.status === 204 ? undefined : response.json();
+  };
+  const raw = (path) => fetch(`${base}/api/v1${path}`, { headers: { authorization: `Bearer ${token}` } });
+  return {
+    get: (path) => call('GET', path),
+    post: (path, body) => call('POST', path, body ?? {}),
+    raw,
+    authorization: `Bearer ${token}`,
+  };
+}

@@ -9,6 +9,7 @@ import { AdminPage } from './pages/AdminPage';
 import { AgentsPage } from './pages/AgentsPage';
 import { LoginPage } from './pages/LoginPage';
 import { SessionsPage } from './pages/SessionsPage';
+import { TerminalPage } from './pages/TerminalPage';
 import { authReady, currentUser } from './state/auth';
 import { startLiveUpdates } from './state/live';
 import { currentPage } from './state/router';
@@ -44,5 +45,7 @@ function CurrentPage() {
       return <SessionsPage />;
     case 'admin':
       return <AdminPage />;
+    case 'terminal':
+      return <TerminalPage />;
   }
 }

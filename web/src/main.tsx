@@ -1,6 +1,7 @@
 import { render } from 'preact';
 import { App } from './app';
 import { restoreLogin } from './state/auth';
+import './state/theme';
 import './styles/base.css';
 import './styles/layout.css';
 import './styles/agents.css';

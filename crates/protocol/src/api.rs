@@ -223,6 +223,29 @@ impl fmt::Display for Liveness {
     }
 }
 
+/// One agent's presence in `GET /api/v1/presence/changes`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PresenceChange {
+    pub id: String,
+    pub online: bool,
+    /// Unix milliseconds: when the link came up or was last heard from before it went down.
+    pub last_seen: i64,
+}
+
+/// Presence since a cursor: a poll that finds nothing changed costs a few bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PresenceChanges {
+    /// Pass it as `since` next time.
+    pub cursor: String,
+    /// True: `agents` lists every online agent, and every agent not listed is offline (the
+    /// first poll, after a server restart, or after more changes than the server keeps).
+    /// False: `agents` lists only the agents whose presence changed since the cursor.
+    pub full: bool,
+    pub agents: Vec<PresenceChange>,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreateTokenRequest {

@@ -13,6 +13,7 @@ use crate::auth::secret;
 use crate::clock::now_ms;
 use crate::enrollment_limits::{EnrollmentLimits, PendingCheck, Turn};
 use crate::events::EventBus;
+use crate::fleet::{AgentPage, AgentQuery};
 use crate::links::{LinkCommand, LinkRegistry};
 use crate::store::{AgentRecord, Store, StoreError, TokenUse};
 
@@ -332,6 +333,12 @@ impl Agents {
 
     pub async fn list(&self) -> Result<Vec<AgentRecord>, AgentError> {
         Ok(self.store.list_agents().await?)
+    }
+
+    /// The agents matching a search and filters, one page of them (see `fleet.rs`).
+    pub async fn query(&self, query: &AgentQuery) -> Result<AgentPage, AgentError> {
+        let all = self.store.list_agents().await?;
+        Ok(query.page(all, |id| self.links.is_online(id)))
     }
 
     /// An administrator's decision. The agent's link, if up, hears it at once; revocation

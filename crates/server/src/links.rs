@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
 use crate::gateway::Cut;
+use crate::presence::{PresenceDelta, PresenceLog};
 
 /// What other parts of the server may ask of a link's control task. Boxed: every idle link
 /// holds a queue whose first block has room for 32 commands, so their size counts.
@@ -87,6 +88,8 @@ struct Link {
     responding: bool,
     lost: bool,
     cut: Cut,
+    /// The presence version of this link's coming up (see `presence.rs`).
+    changed: u64,
 }
 
 #[derive(Default)]
@@ -94,6 +97,8 @@ pub struct LinkRegistry {
     links: Mutex<HashMap<String, Link>>,
     generations: AtomicU64,
     policy: LivenessPolicy,
+    /// Taken only while `links` is held, so the map and the log change together.
+    presence: Mutex<PresenceLog>,
 }
 
 /// Proof of registration; `LinkRegistry::unregister` only removes the link it names, so an
@@ -134,6 +139,10 @@ impl LinkRegistry {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn log(&self) -> std::sync::MutexGuard<'_, PresenceLog> {
+        self.presence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Registers a live link that heartbeats every `heartbeat` (or the configured interval)
     /// and is ended by `cut`. Returns its id and the previous link's command sender (if any)
     /// so the caller can close it.
@@ -146,7 +155,9 @@ impl LinkRegistry {
     ) -> (LinkId, Option<mpsc::Sender<LinkCommand>>) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         let (quiet_after, lost_after) = self.policy.limits(heartbeat);
-        let previous = self.lock().insert(
+        let mut links = self.lock();
+        let changed = self.log().up(agent_id);
+        let previous = links.insert(
             agent_id.to_owned(),
             Link {
                 generation,
@@ -157,6 +168,7 @@ impl LinkRegistry {
                 responding: true,
                 lost: false,
                 cut,
+                changed,
             },
         );
         (LinkId(generation), previous.map(|l| l.commands))
@@ -166,9 +178,12 @@ impl LinkRegistry {
     pub fn unregister(&self, agent_id: &str, id: LinkId) -> Option<Gone> {
         let mut links = self.lock();
         if links.get(agent_id).is_some_and(|l| l.generation == id.0) {
-            links.remove(agent_id).map(|l| Gone {
-                last_seen: l.last_seen,
-                lost_after: l.lost.then_some(l.lost_after),
+            links.remove(agent_id).map(|l| {
+                self.log().down(agent_id, l.last_seen);
+                Gone {
+                    last_seen: l.last_seen,
+                    lost_after: l.lost.then_some(l.lost_after),
+                }
             })
         } else {
             None
@@ -216,6 +231,19 @@ impl LinkRegistry {
             .iter()
             .map(|(id, link)| (id.clone(), link.last_seen, link.liveness()))
             .collect()
+    }
+
+    /// What changed since `cursor` (a cursor of this registry), or every online agent when
+    /// the cursor cannot be answered with a delta.
+    pub fn presence_since(&self, cursor: Option<&str>) -> PresenceDelta {
+        let links = self.lock();
+        let log = self.log();
+        log.delta(
+            cursor,
+            links
+                .iter()
+                .map(|(id, link)| (id, link.changed, link.last_seen)),
+        )
     }
 
     pub fn online_count(&self) -> usize {

@@ -3,7 +3,6 @@
 import { request, segment } from './http';
 import type {
   AgentDecision,
-  AgentPresence,
   AgentView,
   CreatedToken,
   CreateTokenRequest,
@@ -13,6 +12,7 @@ import type {
   Me,
   NotificationsReadRequest,
   PasswordRequest,
+  PresenceChanges,
   Role,
   SessionsQuery,
   SessionView,
@@ -40,7 +40,9 @@ export const markNotificationsRead = (readUpTo: number) =>
 
 export const listAgents = () => request<AgentView[]>('GET', '/agents');
 
-export const getPresence = () => request<AgentPresence[]>('GET', '/presence');
+/** What changed since `cursor` (everything online, without one). */
+export const getPresenceChanges = (cursor: string | null) =>
+  request<PresenceChanges>('GET', `/presence/changes${cursor ? `?since=${encodeURIComponent(cursor)}` : ''}`);
 
 export const getAgent = (agent: string) => request<AgentView>('GET', `/agents/${segment(agent)}`);
 

@@ -8,7 +8,8 @@ import type { EventView } from './types';
 
 export interface EventStreamHandlers {
   onEvent(event: EventView): void;
-  onConnectedChange(connected: boolean): void;
+  /** `resumed`: the stream was cut and is back, so events may have been missed by others. */
+  onConnectedChange(connected: boolean, resumed: boolean): void;
   /** Before reopening a refused stream: lets the app find out whether the login expired. */
   beforeReopen(): Promise<void>;
 }
@@ -19,7 +20,9 @@ export interface EventStream {
 
 /** How many recent events to replay on first connection (they fill the notifications). */
 const INITIAL_REPLAY = 50;
-const MAX_BACKOFF_MS = 30_000;
+/** Short: after a server restart the page must show the truth within seconds; one request
+ *  per tab every few seconds while the server is away costs it nothing. */
+const MAX_BACKOFF_MS = 4000;
 
 export function openEventStream(handlers: EventStreamHandlers): EventStream {
   let lastId = 0;
@@ -27,6 +30,8 @@ export function openEventStream(handlers: EventStreamHandlers): EventStream {
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let failures = 0;
   let closed = false;
+  let everOpen = false;
+  let cut = false;
 
   const connect = () => {
     if (closed) return;
@@ -35,7 +40,9 @@ export function openEventStream(handlers: EventStreamHandlers): EventStream {
     source = current;
     current.onopen = () => {
       failures = 0;
-      handlers.onConnectedChange(true);
+      handlers.onConnectedChange(true, everOpen && cut);
+      everOpen = true;
+      cut = false;
     };
     current.onmessage = (message) => {
       const event = JSON.parse(message.data as string) as EventView;
@@ -45,11 +52,12 @@ export function openEventStream(handlers: EventStreamHandlers): EventStream {
       handlers.onEvent(event);
     };
     current.onerror = () => {
-      handlers.onConnectedChange(false);
+      cut = true;
+      handlers.onConnectedChange(false, false);
       if (current.readyState !== EventSource.CLOSED) return; // the browser is retrying
       current.close();
       failures += 1;
-      const delay = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(failures, 5)) * (0.5 + Math.random() / 2);
+      const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(failures, 5)) * (0.5 + Math.random() / 2);
       retryTimer = setTimeout(() => {
         handlers.beforeReopen().then(connect, connect);
       }, delay);
@@ -64,4 +72,16 @@ export function openEventStream(handlers: EventStreamHandlers): EventStream {
       source?.close();
     },
   };
+}
+
+/**
+ * The id of the newest stored event (0 if none). Read before the first load: the replay the
+ * stream opens with is older than that load for every event up to this id, so those feed the
+ * notifications only and never overwrite fresher state.
+ */
+export async function newestEventId(): Promise<number> {
+  const response = await fetch(`${API}/events?follow=false&limit=1`, { credentials: 'same-origin' });
+  if (!response.ok) return 0;
+  const ids = [...(await response.text()).matchAll(/^id: ?(\d+)$/gm)];
+  return ids.length ? Number(ids[ids.length - 1][1]) : 0;
 }

@@ -6,9 +6,10 @@ import { useComputed, type Signal } from '@preact/signals';
 import { useState } from 'preact/hooks';
 import { decideAgent } from '../api/endpoints';
 import { describeError } from '../api/http';
-import type { AgentDecision, AgentStatus, AgentView } from '../api/types';
+import type { AgentDecision, AgentStatus, AgentView, Liveness } from '../api/types';
 import { ago, bytes, shortDid } from '../format';
 import { putAgent } from '../state/agents';
+import { livenessOf } from '../state/fleet';
 import { canOpenSsh, isAdmin } from '../state/auth';
 import { now } from '../state/clock';
 import { myOpenSessionByAgent } from '../state/sessions';
@@ -26,6 +27,12 @@ const DECISIONS: Record<AgentStatus, AgentDecision[]> = {
   revoked: [],
 };
 
+const LIVENESS_LABEL: Record<Liveness, string> = {
+  online: 'Online',
+  not_responding: 'Not responding',
+  offline: 'Offline',
+};
+
 export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) {
   const agent = agentSignal.value;
   const mySession = useComputed(() => myOpenSessionByAgent.value.get(agentSignal.value.id)).value;
@@ -41,24 +48,30 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
       .finally(() => setBusy(false));
   };
   const decide = (decision: AgentDecision) => act(async () => putAgent(await decideAgent(agent.id, decision)));
-  const sshAllowed = canOpenSsh.value && agent.status === 'approved' && agent.online;
+  // Approved agents always show the SSH icon; offline, it stays (disabled) and says why.
+  const sshShown = canOpenSsh.value && agent.status === 'approved';
+  const sshReady = sshShown && agent.online;
+  const liveness = livenessOf(agent);
+  const sshNoteId = `ssh-note-${agent.id}`;
 
   return (
-    <article class={`agent-card ${agent.online ? 'is-online' : 'is-offline'}`} aria-labelledby={headingId}>
+    <article class={`agent-card is-${liveness.replace('_', '-')}`} aria-labelledby={headingId} data-liveness={liveness}>
       <header class="agent-card-header">
         <span class="presence-dot" aria-hidden="true" />
-        <h3 id={headingId} class="agent-name" title={agent.name}>
+        <h2 id={headingId} class="agent-name" title={agent.name}>
           {agent.name}
-        </h3>
+        </h2>
         <AgentStatusBadge status={agent.status} />
-        {sshAllowed && (
+        {sshShown && (
           <button
             type="button"
             class="button icon-button ssh-button"
             aria-label={`Open SSH connection to ${agent.name}`}
-            title={`Open SSH connection to ${agent.name}`}
-            disabled={busy}
-            onClick={() => act(() => openSsh(agent.id))}
+            title={sshReady ? `Open SSH connection to ${agent.name}` : `SSH needs ${agent.name} online`}
+            // aria-disabled, not disabled: it stays focusable, and its note is read with it.
+            aria-disabled={!sshReady || busy}
+            aria-describedby={sshReady ? undefined : sshNoteId}
+            onClick={() => sshReady && !busy && act(() => openSsh(agent.id))}
           >
             <TerminalIcon />
           </button>
@@ -71,8 +84,10 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
       </div>
 
       <p class="agent-presence">
-        <strong>{agent.online ? 'Online' : 'Offline'}</strong>
-        {agent.last_seen === null ? (
+        <strong>{LIVENESS_LABEL[liveness]}</strong>
+        {/* Online means heard from within the last heartbeats: a "last seen" adds nothing; the
+            SSH note below says it for offline agents that could take SSH. */}
+        {liveness === 'online' || (sshShown && !agent.online) ? null : agent.last_seen == null ? (
           ' · never connected'
         ) : (
           <>
@@ -81,6 +96,28 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
           </>
         )}
       </p>
+
+      {sshShown && !agent.online && (
+        <div class="ssh-note" id={sshNoteId}>
+          <p>
+            <strong>SSH needs {agent.name} online</strong>
+            {agent.last_seen == null ? (
+              ' · never connected'
+            ) : (
+              <>
+                {' · last seen '}
+                <LastSeen agent={agentSignal} />
+              </>
+            )}
+          </p>
+          <p>Check that the device is on, its Postern agent is running, and its network can reach this server.</p>
+        </div>
+      )}
+      {sshShown && liveness === 'not_responding' && (
+        <p class="ssh-note warning">
+          {agent.name} is connected but missed its last heartbeats: SSH may not start until it answers again.
+        </p>
+      )}
 
       <dl class="agent-facts">
         <Fact term="Hostname" value={agent.facts.hostname} />
@@ -94,10 +131,10 @@ export function AgentCard({ agent: agentSignal }: { agent: Signal<AgentView> }) 
         <button
           type="button"
           class="agent-session"
-          aria-label={`Your SSH session on ${agent.name}: ${mySession.state}. Show it`}
+          aria-label={`Your SSH session ${mySession.state} on ${agent.name}, show it`}
           onClick={() => showSshPanel(mySession.id)}
         >
-          <span>Your SSH session</span>
+          <span>Your SSH session</span>{' '}
           <SessionStateBadge state={mySession.state} />
         </button>
       )}
@@ -150,7 +187,7 @@ function Fact({ term, value }: { term: string; value: string }) {
 function LastSeen({ agent }: { agent: Signal<AgentView> }) {
   const text = useComputed(() => {
     const seen = agent.value.last_seen;
-    return seen === null ? '' : ago(seen, now.value);
+    return seen == null ? '' : ago(seen, now.value);
   });
   return <span class="last-seen">{text}</span>;
 }

@@ -5,7 +5,14 @@ import { currentUser, isAdmin, logOut } from '../state/auth';
 import { liveState } from '../state/live';
 import { notificationsOpen, unreadCount } from '../state/notifications';
 import { currentPage, navigate, pathOf, type Page } from '../state/router';
-import { BellIcon, LogoutIcon } from './Icons';
+import { nextTheme, theme } from '../state/theme';
+import { BellIcon, LogoutIcon, MoonIcon, SunIcon, SystemThemeIcon } from './Icons';
+
+const THEME_LABELS = {
+  system: 'Colour theme: as the system (choose light)',
+  light: 'Colour theme: light (choose dark)',
+  dark: 'Colour theme: dark (follow the system)',
+};
 
 const LIVE_LABELS = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…' };
 
@@ -18,7 +25,7 @@ export function Header() {
         <span class="brand-mark" aria-hidden="true">
           P
         </span>
-        Postern
+        <span class="brand-name">Postern</span>
       </a>
       <nav aria-label="Pages">
         <NavLink page="agents">Agents</NavLink>
@@ -29,6 +36,15 @@ export function Header() {
       <span class={`live ${liveState.value}`} role="status">
         {LIVE_LABELS[liveState.value]}
       </span>
+      <button
+        type="button"
+        class="button icon-button"
+        aria-label={THEME_LABELS[theme.value]}
+        title={THEME_LABELS[theme.value]}
+        onClick={nextTheme}
+      >
+        {theme.value === 'light' ? <SunIcon /> : theme.value === 'dark' ? <MoonIcon /> : <SystemThemeIcon />}
+      </button>
       <button
         type="button"
         class="button icon-button bell"

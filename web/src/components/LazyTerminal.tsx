@@ -2,6 +2,7 @@
 // the login page and the agent list stay light.
 
 import { useEffect, useState } from 'preact/hooks';
+import type { TerminalProps } from '../terminal/TerminalView';
 
 type TerminalModule = typeof import('../terminal/TerminalView');
 
@@ -15,7 +16,7 @@ function loadTerminal(): Promise<TerminalModule> {
   return loading;
 }
 
-export function LazyTerminal(props: { sessionId: string; agentName: string }) {
+export function LazyTerminal(props: TerminalProps) {
   const [module, setModule] = useState<TerminalModule | null>(null);
   const [failed, setFailed] = useState(false);
   useEffect(() => {

@@ -5,6 +5,7 @@ import { describeError } from '../api/http';
 import type { EventKind, EventView } from '../api/types';
 import { eventTime } from '../format';
 import { now } from '../state/clock';
+import { groupTitle } from '../state/notificationModel';
 import { markAllRead, notifications, notificationsOpen, readUpTo, unreadCount } from '../state/notifications';
 import { CloseIcon } from './Icons';
 
@@ -16,6 +17,7 @@ const TITLES: Partial<Record<EventKind, string>> = {
   'agent.online': 'Agent online',
   'agent.offline': 'Agent offline',
   'agent.pending_limit': 'Enrollment limit reached',
+  'agent.not_responding': 'Agent not responding',
 };
 
 function title(event: EventView): string {
@@ -28,8 +30,17 @@ export function NotificationsSidebar() {
   const [error, setError] = useState<string | null>(null);
   const open = notificationsOpen.value;
 
+  // Focus comes in when it opens and goes back to what opened it (the bell) when it closes.
   useEffect(() => {
-    if (open) panel.current?.focus();
+    if (!open) return undefined;
+    const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
+    panel.current?.focus();
+    // After the sidebar has left the DOM (this runs while it unmounts).
+    return () => {
+      setTimeout(() => {
+        if (opener?.isConnected) opener.focus();
+      }, 0);
+    };
   }, [open]);
 
   if (!open) return null;
@@ -50,7 +61,8 @@ export function NotificationsSidebar() {
         if (event.key === 'Escape') notificationsOpen.value = false;
       }}
     >
-      <header class="panel-header">
+      {/* A div, not a header: a header here would be a second banner landmark. */}
+      <div class="panel-header">
         <h2>Notifications</h2>
         <span class="spacer" />
         <button type="button" class="button" disabled={unreadCount.value === 0} onClick={markRead}>
@@ -65,7 +77,7 @@ export function NotificationsSidebar() {
         >
           <CloseIcon />
         </button>
-      </header>
+      </div>
       {error && (
         <p class="notice error" role="alert">
           {error}
@@ -74,23 +86,38 @@ export function NotificationsSidebar() {
       {list.length === 0 ? (
         <p class="empty">Nothing yet. Agent and SSH events appear here as they happen.</p>
       ) : (
-        <ol class="notification-list" aria-live="polite" aria-relevant="additions">
-          {list.map((event) => (
-            <li key={event.id} class={`notification ${event.id > marker ? 'unread' : ''}`} data-kind={event.kind}>
-              <div class="notification-head">
-                <strong>{title(event)}</strong>
-                {event.agent && <span class="notification-agent">{event.agent.name}</span>}
-                <time class="muted small" dateTime={new Date(event.time).toISOString()}>
-                  {eventTime(event.time, now.peek())}
-                </time>
-              </div>
-              <p class="notification-detail">
-                {event.detail}
-                {event.actor !== 'system' && <span class="muted"> · by {event.actor}</span>}
-              </p>
-              {event.id > marker && <span class="visually-hidden">unread</span>}
-            </li>
-          ))}
+        // Focusable, so that a keyboard can scroll it.
+        <ol
+          class="notification-list"
+          tabIndex={0}
+          aria-label="Agent and SSH events, newest first"
+          aria-live="polite"
+          aria-relevant="additions"
+        >
+          {list.map((row) => {
+            const event = row.event;
+            const group = groupTitle(row);
+            return (
+              <li key={row.id} class={`notification ${row.id > marker ? 'unread' : ''}`} data-kind={event.kind}>
+                <div class="notification-head">
+                  <strong>{group ?? title(event)}</strong>
+                  {event.agent && (
+                    <span class="notification-agent">{group ? `latest: ${event.agent.name}` : event.agent.name}</span>
+                  )}
+                  <time class="muted small" dateTime={new Date(event.time).toISOString()}>
+                    {eventTime(event.time, now.peek())}
+                  </time>
+                </div>
+                {!group && (
+                  <p class="notification-detail">
+                    {event.detail}
+                    {event.actor !== 'system' && <span class="muted"> · by {event.actor}</span>}
+                  </p>
+                )}
+                {row.id > marker && <span class="visually-hidden">unread</span>}
+              </li>
+            );
+          })}
         </ol>
       )}
     </div>

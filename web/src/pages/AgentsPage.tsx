@@ -1,8 +1,10 @@
-// Every agent as a card, with search and filters. The visible list is recomputed from the
-// agents' signals, but the grid re-renders only when the set of visible ids really changes.
+// The agents as cards, with search, filters and counts. The visible list is recomputed from
+// the agents' signals, but the grid re-renders only when the set of visible ids really
+// changes, and it renders a page of cards at a time ("Show more"): 10,000 cards in the DOM
+// would stall every update.
 
 import { computed, signal } from '@preact/signals';
-import type { AgentStatus } from '../api/types';
+import type { AgentStatus, AgentView } from '../api/types';
 import { AgentCard } from '../components/AgentCard';
 import { agentIds, agentSignal, agentsError, agentsLoaded } from '../state/agents';
 
@@ -14,6 +16,36 @@ const search = signal('');
 const statusFilter = signal<StatusFilter>('all');
 const onlineFilter = signal<OnlineFilter>('all');
 
+/** Cards rendered per "Show more". */
+export const CARDS_PER_PAGE = 120;
+const shown = signal(CARDS_PER_PAGE);
+
+/** Search as the server's: part of the name, hostname or OS, or a prefix of the DID. */
+export function matchesSearch(agent: AgentView, needle: string): boolean {
+  if (needle === '') return true;
+  const did = agent.did.toLowerCase();
+  return (
+    agent.name.toLowerCase().includes(needle) ||
+    agent.facts.hostname.toLowerCase().includes(needle) ||
+    agent.facts.os.toLowerCase().includes(needle) ||
+    did.startsWith(needle) ||
+    did.startsWith(`did:key:${needle}`)
+  );
+}
+
+/** How many agents have each status, and how many are online, over the whole fleet. */
+const counts = computed(() => {
+  const byStatus: Record<AgentStatus, number> = { pending: 0, approved: 0, rejected: 0, revoked: 0 };
+  let online = 0;
+  for (const id of agentIds.value) {
+    const agent = agentSignal(id)?.value;
+    if (!agent) continue;
+    byStatus[agent.status] += 1;
+    if (agent.online) online += 1;
+  }
+  return { byStatus, online, total: agentIds.value.length };
+});
+
 let previous: string[] = [];
 const visibleIds = computed(() => {
   const needle = search.value.trim().toLowerCase();
@@ -24,7 +56,7 @@ const visibleIds = computed(() => {
     if (!agent) return false;
     if (status !== 'all' && agent.status !== status) return false;
     if (online !== 'all' && agent.online !== (online === 'online')) return false;
-    return needle === '' || agent.name.toLowerCase().includes(needle);
+    return matchesSearch(agent, needle);
   });
   // An agent going online re-runs this filter; keep the same array when nothing moved, so
   // the grid does not re-render a thousand cards for it.
@@ -36,12 +68,14 @@ const visibleIds = computed(() => {
 export function AgentsPage() {
   const ids = visibleIds.value;
   const total = agentIds.value.length;
+  const { online } = counts.value;
+  const page = ids.slice(0, shown.value);
   return (
     <section class="page" aria-labelledby="agents-title">
       <div class="page-header">
         <h1 id="agents-title">Agents</h1>
-        <p class="muted" role="status">
-          {agentsLoaded.value ? countText(ids.length, total) : 'Loading…'}
+        <p class="muted" role="status" data-total={total} data-online={online}>
+          {agentsLoaded.value ? countText(ids.length, total, online) : 'Loading…'}
         </p>
       </div>
       <AgentFilters />
@@ -55,11 +89,19 @@ export function AgentsPage() {
       )}
       {total > 0 && ids.length === 0 && <p class="empty">No agent matches these filters.</p>}
       <div class="agent-grid">
-        {ids.map((id) => {
+        {page.map((id) => {
           const agent = agentSignal(id);
           return agent ? <AgentCard key={id} agent={agent} /> : null;
         })}
       </div>
+      {ids.length > page.length && (
+        <p class="show-more">
+          <button type="button" class="button" onClick={() => (shown.value += CARDS_PER_PAGE)}>
+            Show {Math.min(CARDS_PER_PAGE, ids.length - page.length).toLocaleString('en-US')} more (
+            {(ids.length - page.length).toLocaleString('en-US')} not shown)
+          </button>
+        </p>
+      )}
     </section>
   );
 }
@@ -71,40 +113,54 @@ function AgentFilters() {
         <span>Search</span>
         <input
           type="search"
-          placeholder="Agent name"
+          placeholder="Name, hostname, OS or DID"
           value={search.value}
-          onInput={(e) => (search.value = e.currentTarget.value)}
+          onInput={(e) => {
+            search.value = e.currentTarget.value;
+            shown.value = CARDS_PER_PAGE;
+          }}
         />
       </label>
       <label class="field">
         <span>Status</span>
         <select
           value={statusFilter.value}
-          onChange={(e) => (statusFilter.value = e.currentTarget.value as StatusFilter)}
+          onChange={(e) => {
+            statusFilter.value = e.currentTarget.value as StatusFilter;
+            shown.value = CARDS_PER_PAGE;
+          }}
         >
-          <option value="all">All</option>
-          <option value="pending">Pending</option>
-          <option value="approved">Approved</option>
-          <option value="rejected">Rejected</option>
-          <option value="revoked">Revoked</option>
+          <option value="all">All ({n(counts.value.total)})</option>
+          <option value="pending">Pending ({n(counts.value.byStatus.pending)})</option>
+          <option value="approved">Approved ({n(counts.value.byStatus.approved)})</option>
+          <option value="rejected">Rejected ({n(counts.value.byStatus.rejected)})</option>
+          <option value="revoked">Revoked ({n(counts.value.byStatus.revoked)})</option>
         </select>
       </label>
       <label class="field">
         <span>Connection</span>
         <select
           value={onlineFilter.value}
-          onChange={(e) => (onlineFilter.value = e.currentTarget.value as OnlineFilter)}
+          onChange={(e) => {
+            onlineFilter.value = e.currentTarget.value as OnlineFilter;
+            shown.value = CARDS_PER_PAGE;
+          }}
         >
           <option value="all">All</option>
-          <option value="online">Online</option>
-          <option value="offline">Offline</option>
+          <option value="online">Online ({n(counts.value.online)})</option>
+          <option value="offline">Offline ({n(counts.value.total - counts.value.online)})</option>
         </select>
       </label>
     </form>
   );
 }
 
-function countText(shown: number, total: number): string {
+function n(count: number): string {
+  return count.toLocaleString('en-US');
+}
+
+function countText(shown: number, total: number, online: number): string {
   const noun = total === 1 ? 'agent' : 'agents';
-  return shown === total ? `${total} ${noun}` : `${shown} of ${total} ${noun}`;
+  const all = shown === total ? `${n(total)} ${noun}` : `${n(shown)} of ${n(total)} ${noun}`;
+  return `${all} · ${n(online)} online`;
 }

@@ -1,13 +1,17 @@
 // Agents: one signal per agent, so that an event re-renders only that agent's card, and a
-// list of ids that changes only when an agent appears. Events name the agent; we refetch just
-// that one (coalescing bursts, such as the replay when the event stream opens).
+// list of ids that changes only when an agent appears or goes. The rules live in fleet.ts:
+// an event's own state is applied at once; what only the server can say is fetched with ONE
+// list call for any number of agents (retried until it succeeds); presence changes are polled
+// cheaply and correct the cards both ways; the whole list is re-read now and then, and after
+// the event stream was cut (a server restart), to correct everything else.
 
-import { signal, type Signal } from '@preact/signals';
-import { getAgent, getPresence, listAgents } from '../api/endpoints';
-import { ApiError } from '../api/http';
-import { AGENT_EVENT_KINDS, type AgentView, type EventView } from '../api/types';
-import { Coalescer } from './coalesce';
+import { batch, signal, type Signal } from '@preact/signals';
+import { getPresenceChanges, listAgents } from '../api/endpoints';
+import type { AgentView, EventView } from '../api/types';
+import { Fleet } from './fleet';
+import { Refresh } from './refresh';
 
+const fleet = new Fleet();
 const byId = new Map<string, Signal<AgentView>>();
 
 /** Every agent's id, sorted by name; a new array only when the set of agents changes. */
@@ -19,76 +23,111 @@ export function agentSignal(id: string): Signal<AgentView> | undefined {
   return byId.get(id);
 }
 
+/** Copies what changed in the model to the signals the cards read. */
+function publish(changed: Iterable<string>, membership: boolean) {
+  batch(() => {
+    for (const id of changed) {
+      const view = fleet.agents.get(id);
+      if (!view) continue;
+      const existing = byId.get(id);
+      if (existing) existing.value = view;
+      else {
+        byId.set(id, signal(view));
+        membership = true;
+      }
+    }
+    if (!membership) return;
+    for (const id of [...byId.keys()]) if (!fleet.agents.has(id)) byId.delete(id);
+    agentIds.value = [...fleet.agents.values()].sort((a, b) => a.name.localeCompare(b.name)).map((a) => a.id);
+  });
+}
+
+/** Bumped on logout: an answer to a request of the previous login is dropped. */
+let epoch = 0;
+
+async function readList(): Promise<void> {
+  const started = epoch;
+  const snapshot = fleet.beginSnapshot();
+  let list: AgentView[];
+  try {
+    list = await listAgents();
+  } catch (error) {
+    if (started !== epoch) return;
+    fleet.abandonSnapshot(snapshot);
+    agentsError.value = error instanceof Error ? error.message : String(error);
+    throw error;
+  }
+  if (started !== epoch) return;
+  const { changed, membership } = fleet.applyList(list, snapshot);
+  publish(changed, membership);
+  agentsError.value = null;
+  agentsLoaded.value = true;
+}
+
+/** The one list call that answers for every agent the events could not update. */
+const listRefresh = new Refresh(150, readList);
+
+/** The first load; later loads go through `reconcileAgents`. */
 export async function loadAgents(): Promise<void> {
   try {
-    const agents = await listAgents();
-    for (const agent of agents) put(agent, false);
-    sortIds();
-    agentsError.value = null;
-  } catch (error) {
-    agentsError.value = error instanceof Error ? error.message : String(error);
+    await readList();
+  } catch {
+    listRefresh.request(); // retried with backoff until it works
   } finally {
     agentsLoaded.value = true;
   }
 }
 
-/** Stores a fresh view of one agent (from an approval, a refetch, …). */
+/** Re-reads the whole list soon (after the event stream was cut, and now and then). */
+export function reconcileAgents(): void {
+  listRefresh.request();
+}
+
+/** Stores a fresh view of one agent (from an approval the user made, …). */
 export function putAgent(agent: AgentView): void {
-  put(agent, true);
+  const isNew = fleet.put(agent);
+  publish([agent.id], isNew);
 }
-
-function put(agent: AgentView, sort: boolean) {
-  const existing = byId.get(agent.id);
-  if (existing) {
-    existing.value = agent;
-    return;
-  }
-  byId.set(agent.id, signal(agent));
-  if (sort) sortIds();
-}
-
-function sortIds() {
-  agentIds.value = [...byId.values()]
-    .map((s) => s.peek())
-    .sort((a, b) => a.name.localeCompare(b.name))
-    .map((a) => a.id);
-}
-
-const AGENT_EVENTS = new Set(AGENT_EVENT_KINDS);
-
-/** One fetch per agent per burst of events. */
-const refreshes = new Coalescer(150, (id) => {
-  getAgent(id).then(putAgent, (error: unknown) => {
-    // An agent that vanished from the server has nothing left to show.
-    if (!(error instanceof ApiError && error.status === 404)) console.warn('agent refresh failed', error);
-  });
-});
 
 export function agentEvent(event: EventView): void {
-  if (!event.agent || !AGENT_EVENTS.has(event.kind)) return;
-  refreshes.add(event.agent.id);
+  const outcome = fleet.applyEvent(event);
+  if (outcome.kind === 'applied') publish([outcome.id], false);
+  else if (outcome.kind === 'unknown') listRefresh.request();
 }
 
 /**
- * Heartbeats are not events: connected agents' "last seen" comes from polling the compact
- * presence list at about the agents' sync rate. Agents that went offline get an event and
- * a refetch; those newly online too.
+ * How often presence changes are asked for. An answer is a few bytes when nothing changed,
+ * so this can be short: it bounds how long a card can be wrong about being online when an
+ * event did not reach the page (the stream was down, the server restarted).
  */
-export const PRESENCE_POLL_MS = 10_000;
+export const PRESENCE_POLL_MS = 3000;
+/** The whole list is re-read this often, to correct anything else (status, facts). */
+export const RECONCILE_MS = 60_000;
+
+let presenceCursor: string | null = null;
 
 export async function refreshPresence(): Promise<void> {
-  const online = await getPresence();
-  for (const { id, last_seen } of online) {
-    const agent = byId.get(id);
-    if (agent && agent.peek().online && agent.peek().last_seen !== last_seen) {
-      agent.value = { ...agent.peek(), last_seen };
-    }
+  const started = epoch;
+  const snapshot = fleet.beginSnapshot();
+  try {
+    const changes = await getPresenceChanges(presenceCursor);
+    if (started !== epoch) return;
+    const { changed, unknown } = fleet.applyPresence(changes, snapshot);
+    presenceCursor = changes.cursor;
+    publish(changed, false);
+    if (unknown.length) listRefresh.request();
+  } catch (error) {
+    if (started === epoch) fleet.abandonSnapshot(snapshot);
+    throw error;
   }
 }
 
 export function clearAgents(): void {
+  epoch += 1;
+  listRefresh.cancel();
+  fleet.clear();
   byId.clear();
-  refreshes.clear();
+  presenceCursor = null;
   agentIds.value = [];
   agentsLoaded.value = false;
   agentsError.value = null;

@@ -3,9 +3,10 @@
 
 import { signal } from '@preact/signals';
 
-export type Page = 'agents' | 'sessions' | 'admin';
+export type Page = 'agents' | 'sessions' | 'admin' | 'terminal';
 
-const PATHS: Record<Page, string> = { agents: '/agents', sessions: '/sessions', admin: '/admin' };
+/** `terminal` is a session's terminal alone in its tab: /terminal/SESSION-ID. */
+const PATHS: Record<Page, string> = { agents: '/agents', sessions: '/sessions', admin: '/admin', terminal: '/terminal/' };
 
 function pageOf(pathname: string): Page {
   const found = (Object.keys(PATHS) as Page[]).find((page) => pathname.startsWith(PATHS[page]));
@@ -25,4 +26,13 @@ export function pathOf(page: Page): string {
 export function navigate(page: Page): void {
   if (location.pathname !== PATHS[page]) history.pushState(null, '', PATHS[page]);
   currentPage.value = page;
+}
+
+/** The session a /terminal/ID page shows. */
+export function terminalSessionId(): string {
+  return decodeURIComponent(location.pathname.slice(PATHS.terminal.length));
+}
+
+export function terminalPath(sessionId: string): string {
+  return PATHS.terminal + encodeURIComponent(sessionId);
 }

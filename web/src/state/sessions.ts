@@ -1,12 +1,16 @@
-// SSH sessions the user may see (their own; every one for admins), one signal each, kept
-// current by `session.state` events: each event refetches that session with its history.
+// SSH sessions the user may see (their own; every one for admins), one signal each. A
+// `session.state` event's state is shown at once (sessionModel.ts); what an event does not
+// carry (an end reason, a session not seen before) comes from ONE list call for any number of
+// sessions, retried until it succeeds. The panel's own session is also fetched with its
+// history.
 
-import { computed, signal, type Signal } from '@preact/signals';
+import { batch, computed, signal, type Signal } from '@preact/signals';
 import { getSession, listSessions } from '../api/endpoints';
 import { ApiError } from '../api/http';
 import type { EventView, SessionState, SessionView } from '../api/types';
 import { currentUser, isAdmin } from './auth';
-import { Coalescer } from './coalesce';
+import { Refresh } from './refresh';
+import { applySessionEvent, isEnded, mergeSession } from './sessionModel';
 
 const byId = new Map<string, Signal<SessionView>>();
 
@@ -14,7 +18,11 @@ const byId = new Map<string, Signal<SessionView>>();
 export const sessionIds = signal<string[]>([]);
 export const sessionsLoaded = signal(false);
 
-const OPEN_STATES = new Set<SessionState>(['requested', 'starting', 'running', 'stopping']);
+/** How many recent sessions the page lists and keeps current. */
+const LIST_LIMIT = 100;
+
+/** Open as the server's `is_open` says: a stopping session is already on its way out. */
+const OPEN_STATES = new Set<SessionState>(['requested', 'starting', 'running']);
 
 export function isOpen(state: SessionState): boolean {
   return OPEN_STATES.has(state);
@@ -37,34 +45,51 @@ export const myOpenSessionByAgent = computed(() => {
   return open;
 });
 
+let epoch = 0;
+
+async function readList(): Promise<void> {
+  const started = epoch;
+  const sessions = await listSessions({ limit: LIST_LIMIT });
+  if (started !== epoch) return;
+  batch(() => {
+    let added = false;
+    for (const session of sessions) added = put(session) || added;
+    if (added) sortIds();
+  });
+}
+
+const listRefresh = new Refresh(150, readList);
+
 export async function loadSessions(): Promise<void> {
   try {
-    const sessions = await listSessions({ limit: 100 });
-    for (const session of sessions) put(session);
-    sortIds();
+    await readList();
+  } catch {
+    listRefresh.request();
   } finally {
     sessionsLoaded.value = true;
   }
 }
 
-/** Stores a fresh view; a list view (without history) keeps the history already known. */
-export function putSession(session: SessionView): void {
-  const isNew = !byId.has(session.id);
-  put(session);
-  if (isNew) sortIds();
+/** Re-reads the recent sessions soon (after the event stream was cut, and now and then). */
+export function reconcileSessions(): void {
+  listRefresh.request();
 }
 
-function put(session: SessionView) {
+/** Stores a fresh view from the server. */
+export function putSession(session: SessionView): void {
+  if (put(session)) sortIds();
+}
+
+/** Returns whether the session is new to the page. */
+function put(session: SessionView): boolean {
   const existing = byId.get(session.id);
   if (!existing) {
     byId.set(session.id, signal(session));
-    return;
+    return true;
   }
-  const known = existing.peek();
-  if (session.history === undefined && known.history && known.updated_at === session.updated_at) {
-    session = { ...session, history: known.history };
-  }
-  existing.value = session;
+  const merged = mergeSession(existing.peek(), session);
+  if (merged !== existing.peek()) existing.value = merged;
+  return false;
 }
 
 function sortIds() {
@@ -78,28 +103,43 @@ function sortIds() {
 export async function refreshSession(id: string): Promise<SessionView> {
   const session = await getSession(id);
   putSession(session);
-  return session;
+  return byId.get(id)?.peek() ?? session;
 }
 
-const refreshes = new Coalescer(100, (id) => {
-  refreshSession(id).catch((error: unknown) => {
-    if (!(error instanceof ApiError && error.status === 404)) console.warn('session refresh failed', error);
-  });
-});
+/** The session whose history the SSH panel shows (its steps are fetched, not guessed). */
+let watched: string | null = null;
+
+export function watchSession(id: string | null): void {
+  watched = id;
+}
 
 export function sessionEvent(event: EventView): void {
   if (event.kind !== 'session.state' || !event.session) return;
   const id = event.session.id;
-  // Others' sessions are hidden from non-admins (the server answers 404): fetch only sessions
-  // we already know, or the ones this user just requested.
-  const visible = isAdmin.peek() || byId.has(id) || event.actor === currentUser.peek()?.name;
-  if (!visible) return;
-  refreshes.add(id);
+  const existing = byId.get(id);
+  if (existing) {
+    const next = applySessionEvent(existing.peek(), event);
+    if (next) existing.value = next;
+    // The end reason is not in the event: the list has it.
+    if (isEnded(event.session.state)) listRefresh.request();
+    if (id === watched) {
+      refreshSession(id).catch((error: unknown) => {
+        if (!(error instanceof ApiError && error.status === 404)) console.warn('session refresh failed', error);
+      });
+    }
+    return;
+  }
+  // Others' sessions are hidden from non-admins: only admins and the session's own user
+  // need to learn about a new one.
+  const visible = isAdmin.peek() || event.actor === currentUser.peek()?.name;
+  if (visible) listRefresh.request();
 }
 
 export function clearSessions(): void {
+  epoch += 1;
+  listRefresh.cancel();
   byId.clear();
-  refreshes.clear();
+  watched = null;
   sessionIds.value = [];
   sessionsLoaded.value = false;
 }

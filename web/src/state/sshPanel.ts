@@ -15,7 +15,27 @@ effect(() => {
   else sessionStorage.removeItem(STORAGE_KEY);
 });
 
+/** What had focus when the panel was asked for: focus goes back there when it closes. */
+let opener: HTMLElement | null = null;
+
+function rememberOpener() {
+  const active = document.activeElement;
+  if (active instanceof HTMLElement && active !== document.body && !active.closest('.ssh-panel')) opener = active;
+}
+
+/** Gives focus back to what opened the panel, or to the page if that is gone. */
+export function restoreFocusAfterPanel(): void {
+  const back = opener;
+  opener = null;
+  // After the panel has left the DOM (this runs while it unmounts).
+  setTimeout(() => {
+    const target = back?.isConnected ? back : document.getElementById('main');
+    target?.focus();
+  }, 0);
+}
+
 export function showSshPanel(sessionId: string): void {
+  rememberOpener();
   sshPanelSession.value = sessionId;
 }
 
@@ -25,6 +45,8 @@ export function hideSshPanel(): void {
 
 /** Starts a session on the agent (its id, name or DID), or finds the user's open one, and shows it. */
 export async function openSsh(agent: string): Promise<void> {
+  // Now, before the wait: by the time the session answers, focus may have moved.
+  rememberOpener();
   const session = await startSession(agent);
   putSession(session);
   showSshPanel(session.id);

@@ -1,6 +1,7 @@
 // A real terminal on the session's shell: xterm.js fitted to its box, wired to the terminal
 // WebSocket. Loaded on demand (xterm.js is most of the app's weight). Unmounting detaches;
-// the shell goes on and a later mount replays it.
+// the shell goes on and a later mount replays it. Once the session ended, the last screen
+// stays, read-only and dimmed, until the panel closes.
 
 import '@xterm/xterm/css/xterm.css';
 import '../styles/terminal.css';
@@ -9,20 +10,34 @@ import { FitAddon } from '@xterm/addon-fit';
 import { Terminal } from '@xterm/xterm';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { refreshSession } from '../state/sessions';
-import { installClipboardKeys } from './clipboardKeys';
 import { TerminalConnection, type ConnectionStatus } from './connection';
+import { setTerminalFocuser } from './focus';
+import { KeyBar, withCtrl } from './KeyBar';
+import { installTerminalKeys, LEAVE_KEY_ARIA } from './keys';
 import { terminalFontSize } from './fontSize';
 import { terminalTheme } from './theme';
 
-interface Props {
+export interface TerminalProps {
   sessionId: string;
   agentName: string;
+  /** The session ended: keep the last screen, take no input. */
+  ended: boolean;
+  /** The leave key was pressed: move focus out of the terminal. */
+  onLeave(): void;
 }
 
-export default function TerminalView({ sessionId, agentName }: Props) {
+export default function TerminalView({ sessionId, agentName, ended, onLeave }: TerminalProps) {
   const host = useRef<HTMLDivElement>(null);
   const connection = useRef<TerminalConnection | null>(null);
+  const terminal = useRef<Terminal | null>(null);
+  const leave = useRef(onLeave);
+  leave.current = onLeave;
   const [status, setStatus] = useState<ConnectionStatus>({ kind: 'connecting' });
+  const [term, setTerm] = useState<Terminal | null>(null);
+  // The key bar's Ctrl: applied to the next key typed, then released.
+  const [ctrl, setCtrl] = useState(false);
+  const ctrlArmed = useRef(false);
+  ctrlArmed.current = ctrl;
 
   useEffect(() => {
     const element = host.current;
@@ -51,12 +66,21 @@ export default function TerminalView({ sessionId, agentName }: Props) {
     });
     connection.current = conn;
     const subscriptions = [
-      term.onData((data) => conn.sendInput(data)),
+      term.onData((data) => {
+        if (ctrlArmed.current) {
+          ctrlArmed.current = false;
+          setCtrl(false);
+          conn.sendInput(withCtrl(data));
+        } else conn.sendInput(data);
+      }),
       // onBinary carries bytes as a string of char codes 0–255 (some mouse reports).
       term.onBinary((data) => conn.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff))),
       term.onResize(({ cols, rows }) => conn.resize(cols, rows)),
     ];
-    installClipboardKeys(term);
+    installTerminalKeys(term, () => leave.current());
+    terminal.current = term;
+    setTerm(term);
+    setTerminalFocuser(() => term.focus());
 
     // The panel's size decides the terminal's: refit on every change, once per frame.
     let frame = 0;
@@ -73,6 +97,8 @@ export default function TerminalView({ sessionId, agentName }: Props) {
     conn.open();
     term.focus();
     return () => {
+      setTerminalFocuser(null);
+      terminal.current = null;
       stopFontEffect();
       observer.disconnect();
       cancelAnimationFrame(frame);
@@ -83,10 +109,29 @@ export default function TerminalView({ sessionId, agentName }: Props) {
     };
   }, [sessionId]);
 
+  useEffect(() => {
+    const term = terminal.current;
+    if (!term) return;
+    term.options.disableStdin = ended;
+    term.options.cursorBlink = !ended;
+    // Out of the tab order once read-only: there is nothing to type into.
+    if (term.textarea) term.textarea.tabIndex = ended ? -1 : 0;
+    if (ended) term.blur();
+  }, [ended]);
+
   return (
-    <div class="terminal-view">
-      <div class="terminal-host" ref={host} role="group" aria-label={`Terminal on ${agentName}`} />
-      <StatusBanner status={status} onNewShell={() => connection.current?.startNewShell()} />
+    <div class={`terminal-view${ended ? ' is-ended' : ''}`}>
+      <div
+        class="terminal-host"
+        ref={host}
+        role="group"
+        aria-label={ended ? `Last screen of the terminal on ${agentName} (read-only)` : `Terminal on ${agentName}`}
+        aria-keyshortcuts={ended ? undefined : LEAVE_KEY_ARIA}
+      />
+      {!ended && <StatusBanner status={status} onNewShell={() => connection.current?.startNewShell()} />}
+      {!ended && term && (
+        <KeyBar term={term} send={(data) => connection.current?.sendInput(data)} ctrl={ctrl} setCtrl={setCtrl} />
+      )}
     </div>
   );
 }

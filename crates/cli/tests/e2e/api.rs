@@ -207,6 +207,13 @@ async fn roles_are_checked_on_every_endpoint() {
         ),
         (
             "get",
+            "/api/v1/presence/changes",
+            "/api/v1/presence/changes?since=x.1".into(),
+            None,
+            Some(Role::Viewer),
+        ),
+        (
+            "get",
             "/api/v1/agents/{agent}",
             "/api/v1/agents/target".into(),
             None,

@@ -2,12 +2,20 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use postern_protocol::AgentStatus;
-use postern_protocol::api::{AgentPresence, AgentView, ApiError as ErrorBody, Liveness, Role};
+use postern_protocol::api::{
+    AgentPresence, AgentView, ApiError as ErrorBody, Liveness, PresenceChange, PresenceChanges,
+    Role,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiPath, Caller};
+use super::extract::{ApiPath, ApiQuery, Caller};
+use crate::fleet::AgentQuery;
 use crate::store::AgentRecord;
 
 fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
@@ -31,20 +39,54 @@ fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
     }
 }
 
-/// Every agent, with its status, liveness and facts.
-#[utoipa::path(get, path = "/api/v1/agents", responses((status = 200, body = Vec<AgentView>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AgentListQuery {
+    /// Search: part of the name, hostname or OS, or a prefix of the DID (case-insensitive).
+    q: Option<String>,
+    status: Option<AgentStatus>,
+    /// `true`: connected agents only; `false`: the others.
+    online: Option<bool>,
+    /// Page size (at most 1000); every matching agent when absent.
+    #[param(format = Int64, maximum = 4294967295.0)]
+    limit: Option<u32>,
+    /// The `x-next-cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Agents in name order, with their status, liveness and facts: all of them, or those
+/// matching a search and filters, a page at a time.
+#[utoipa::path(get, path = "/api/v1/agents", params(AgentListQuery), responses(
+    (status = 200, body = Vec<AgentView>, headers(
+        ("x-total-count" = usize, description = "How many agents match, over all pages"),
+        ("x-next-cursor" = String, description = "Pass as `cursor` for the next page; absent on the last"))),
+    (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<AgentView>>, ApiError> {
+    ApiQuery(query): ApiQuery<AgentListQuery>,
+) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
-    let agents = state.services.agents.list().await?;
-    Ok(Json(
-        agents
-            .into_iter()
-            .map(|a| view(&state, &caller, a))
-            .collect(),
-    ))
+    let query = AgentQuery {
+        search: query.q,
+        status: query.status,
+        online: query.online,
+        limit: query.limit.map(|l| l as usize),
+        after: query.cursor,
+    };
+    let page = state.services.agents.query(&query).await?;
+    let views: Vec<AgentView> = page
+        .agents
+        .into_iter()
+        .map(|a| view(&state, &caller, a))
+        .collect();
+    let mut response = Json(views).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-total-count", HeaderValue::from(page.total));
+    if let Some(next) = page.next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        headers.insert("x-next-cursor", next);
+    }
+    Ok(response)
 }
 
 /// The connected agents and when each was last heard from: cheap to poll at the agents'
@@ -66,6 +108,43 @@ pub async fn presence(
             })
             .collect(),
     ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PresenceQuery {
+    /// The `cursor` of the previous answer; without it (or when it is too old, or from
+    /// before a server restart) the answer is the full list of online agents.
+    since: Option<String>,
+}
+
+/// Which agents came online or went offline since a cursor: what the app polls to correct
+/// its cards, cheap enough to ask every few seconds (a few bytes when nothing changed).
+#[utoipa::path(get, path = "/api/v1/presence/changes", params(PresenceQuery), responses((status = 200, body = PresenceChanges), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn presence_changes(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<PresenceQuery>,
+) -> Result<Json<PresenceChanges>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let delta = state
+        .services
+        .agents
+        .links()
+        .presence_since(query.since.as_deref());
+    Ok(Json(PresenceChanges {
+        cursor: delta.cursor,
+        full: delta.full,
+        agents: delta
+            .entries
+            .into_iter()
+            .map(|e| PresenceChange {
+                id: e.id,
+                online: e.online,
+                last_seen: e.last_seen,
+            })
+            .collect(),
+    }))
 }
 
 /// One agent, by id, name, DID, or a unique prefix of a name or DID.

@@ -21,6 +21,7 @@ use super::extract::{ApiQuery, Caller};
 use crate::events;
 
 const PAGE: u32 = 500;
+const RECONNECT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -145,6 +146,9 @@ pub async fn stream(
         }
     });
 
+    // A browser reconnects a dropped stream after this (Chromium waits 3 s by default): after
+    // a server restart the app must show the truth within 5 s.
+    let retry = tokio_stream::once(Ok(Event::default().retry(RECONNECT)));
     let role = caller.user.role;
     let stream = ReceiverStream::new(rx).map(move |event| {
         let event = events::visible_to(event, role);
@@ -155,5 +159,5 @@ pub async fn stream(
             .json_data(&event)
             .unwrap_or_else(|_| Event::default().comment("unencodable event")))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(retry.chain(stream)).keep_alive(KeepAlive::default()))
 }

@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod extract;
 mod layers;
+mod openapi_copy;
 mod sessions;
 mod terminal;
 mod tokens;
@@ -83,6 +84,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(users::reset_password))
         .routes(routes!(agents::list))
         .routes(routes!(agents::presence))
+        .routes(routes!(agents::presence_changes))
         .routes(routes!(agents::show))
         .routes(routes!(agents::approve))
         .routes(routes!(agents::reject))
@@ -143,6 +145,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(crate::web::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(crate::web::compression())
         .layer(middleware::from_fn(layers::refuse_large_bodies))
         // Outermost: every response gets the headers, errors of the layers above included.
         .layer(middleware::from_fn(layers::security_headers))
