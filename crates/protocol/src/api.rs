@@ -331,7 +331,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::AgentEnrolled,
         EventKind::AgentApproved,
         EventKind::AgentRejected,

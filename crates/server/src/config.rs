@@ -212,7 +212,11 @@ pub enum ConfigError {
 /// timeout fires at once); the upper bounds keep deadlines far from `Instant` overflow and
 /// catch a unit typed wrong (`30d` for `30s`).
 const DURATION_LIMITS: [(&str, Duration, Duration); 10] = [
-    ("keepalive (--keepalive, POSTERN_KEEPALIVE)", secs(1), secs(600)),
+    (
+        "keepalive (--keepalive, POSTERN_KEEPALIVE)",
+        secs(1),
+        secs(600),
+    ),
     ("login_ttl", secs(60), secs(30 * 86_400)),
     (
         "session_timeout (--session-timeout, POSTERN_SESSION_TIMEOUT)",
@@ -296,6 +300,7 @@ fn default_http_header_timeout() -> Duration {
 }
 fn default_http_idle_timeout() -> Duration {
     Duration::from_secs(60)
+}
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(30)
 }

@@ -246,6 +246,8 @@ impl Server {
             links.clone(),
             store.clone(),
             events.clone(),
+            shutdown.clone(),
+        ));
         let gateway = Arc::new(gateway::Gateway::new(
             store,
             agents,

@@ -22,6 +22,7 @@ export type AgentFacts = {
 export type AgentPresence = {
   id: string;
   last_seen: number;
+  liveness: Liveness;
 };
 
 /** Where an agent stands with the server. `revoked` is final: the agent's keys are refused
@@ -37,7 +38,10 @@ export type AgentView = {
   id: string;
   /** Unix milliseconds of the last sign of life, if the agent was ever connected. */
   last_seen?: number | null;
+  /** Whether the agent answers: see `Liveness`. */
+  liveness: Liveness;
   name: string;
+  /** A link is registered (the agent is connected, though maybe not responding). */
   online: boolean;
   /** The address the agent's link came from. Only administrators see it. */
   remote_addr?: string | null;
@@ -72,14 +76,16 @@ export type CertificateResponse = {
 };
 
 export type CreateTokenRequest = {
-  /** Lifetime in seconds (default one hour). */
+  /** Lifetime in seconds, 1 s to 365 days (default one hour). */
   ttl_secs?: number | null;
-  /** How many enrollments it approves (default 1). */
+  /** How many enrollments it approves, 1 to 100000 (default 1). */
   uses?: number | null;
 };
 
 export type CreateUserRequest = {
+  /** 1 to 64 letters, digits, '.', '_' or '-' (the server's `valid_user_name`). */
   name: string;
+  /** At least 8 characters (the server's `MIN_PASSWORD_CHARS`). */
   password: string;
   role: Role;
 };
@@ -98,7 +104,14 @@ export type EventAgent = {
 };
 
 /** What happened, as stored in the audit log and streamed live. */
-export type EventKind = "agent.enrolled" | "agent.approved" | "agent.rejected" | "agent.revoked" | "agent.online" | "agent.offline" | "user.login" | "user.login_failed" | "user.logout" | "user.created" | "user.updated" | "user.deleted" | "token.created" | "token.revoked" | "session.state" | "certificate.issued";
+export type EventKind = "agent.enrolled" | "agent.approved" | "agent.rejected" | "agent.revoked" | "agent.online" | "agent.offline" | "agent.pending_limit" | "agent.not_responding" | "user.login" | "user.login_failed" | "user.logout" | "user.created" | "user.updated" | "user.deleted" | "token.created" | "token.revoked" | "session.state" | "certificate.issued";
+
+/** One server-sent event. `id` is the event id: send the last one seen as `Last-Event-ID` to resume. `data` is one JSON `EventView`. */
+export type EventMessage = {
+  /** JSON: #/components/schemas/EventView */
+  data: string;
+  id: string;
+};
 
 export type EventSession = {
   id: SessionId;
@@ -118,6 +131,9 @@ export type EventView = {
   /** Unix milliseconds. */
   time: number;
 };
+
+/** Whether an agent answers, from its heartbeats. */
+export type Liveness = "online" | "not_responding" | "offline";
 
 export type LoginRequest = {
   password: string;
@@ -145,6 +161,7 @@ export type NotificationsRead = {
 };
 
 export type PasswordRequest = {
+  /** At least 8 characters (the server's `MIN_PASSWORD_CHARS`). */
   password: string;
 };
 

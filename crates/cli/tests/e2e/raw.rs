@@ -124,6 +124,7 @@ pub async fn enroll(
         &AgentMessage::Hello {
             version: PROTOCOL_VERSION,
             agent_version: "test".into(),
+            heartbeat_ms: None,
         },
     )
     .await;

@@ -15,7 +15,6 @@ mod tokens;
 mod users;
 
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::any;

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use postern_protocol::api::EventKind;
 use postern_protocol::{
