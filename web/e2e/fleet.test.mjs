@@ -169,7 +169,12 @@ test(`the agents page converges to the server's truth with ${AGENTS} agents`, { 
   try {
     const [http, gateway] = [await freePort(), await freePort()];
     const data = await tempDir('server');
-    const serverArgs = ['server', '--data-dir', data, '--http', `127.0.0.1:${http}`, '--agent-listen', `127.0.0.1:${gateway}`];
+    // The fleet dials from one address, where a real one dials from many: the handshake caps
+    // (16 per source) would only pace its return after the restart.
+    const serverArgs = [
+      'server', '--data-dir', data, '--http', `127.0.0.1:${http}`, '--agent-listen', `127.0.0.1:${gateway}`,
+      '--max-handshakes', '65536', '--max-handshakes-per-source', '65536',
+    ];
     let server = start('server', postern, serverArgs);
     await waitForOutput(server, /agent gateway:/);
     const password = server.stdout.match(/^\s*password:\s+(\S+)/m)?.[1];

@@ -559,11 +559,35 @@ mod tests {
     #[test]
     fn settings_that_make_no_sense_are_refused_whichever_layer_they_come_from() {
         let zero = |key: &str| format!("data_dir = \"/a\"\n{key} = \"0s\"");
-        for key in ["session_timeout", "idle_timeout", "login_ttl", "keepalive"] {
+        for key in [
+            "session_timeout",
+            "idle_timeout",
+            "login_ttl",
+            "keepalive",
+            "heartbeat_interval",
+            "heartbeat_timeout",
+            "http_header_timeout",
+            "http_idle_timeout",
+            "handshake_timeout",
+            "enrollment_window",
+        ] {
             let file: ServerConfigFile = toml::from_str(&zero(key)).unwrap();
             let err = ServerConfig::resolve(file, ServerConfigFile::default()).unwrap_err();
             assert!(err.to_string().starts_with(key), "{err}");
             assert!(err.to_string().ends_with("got 0s"), "{err}");
+        }
+        for key in [
+            "heartbeat_misses",
+            "max_handshakes",
+            "max_handshakes_per_source",
+            "max_pending_agents",
+            "enrollments_per_source",
+        ] {
+            let file: ServerConfigFile =
+                toml::from_str(&format!("data_dir = \"/a\"\n{key} = 0")).unwrap();
+            let err = ServerConfig::resolve(file, ServerConfigFile::default()).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{err}");
+            assert!(err.to_string().ends_with("got 0"), "{err}");
         }
         let flags = ServerConfigFile {
             data_dir: Some("/a".into()),
