@@ -67,6 +67,10 @@ def frame():
             chunk = chan.recv(65536)
         except socket.timeout:
             return None
+        except (EOFError, OSError, paramiko.SSHException):
+            # The server cut the connection (a reset while paramiko reopened the window).
+            result["closed"] = True
+            return None
         if not chunk:
             result["closed"] = True
             return None
