@@ -35,3 +35,17 @@ test('other kinds, other floods and later changes start new rows', () => {
   const same = addNotification(list, list[0].event);
   assert.equal(same, list, 'an event already listed changes nothing');
 });
+
+test('a storm whose presence kinds interleave stays one row per kind', () => {
+  let list: Notification[] = [];
+  for (let i = 0; i < 100; i++) {
+    list = addNotification(list, event(i % 3 === 0 ? 'agent.online' : 'agent.offline', i * 10));
+  }
+  assert.deepEqual(
+    list.map((n) => [n.event.kind, n.count]),
+    [
+      ['agent.online', 34],
+      ['agent.offline', 66],
+    ],
+  );
+});

@@ -16,6 +16,8 @@ export interface Notification {
 const GROUPED = new Set<EventKind>(['agent.online', 'agent.offline', 'agent.not_responding']);
 /** Presence changes this close to the row above join it: a storm arrives within seconds. */
 export const GROUP_WINDOW_MS = 30_000;
+/** How many rows down a storm's run may be found (one per other kind it interleaves with). */
+const INTERLEAVED = 4;
 /** Enough for a long day on a busy server without growing without bound. */
 export const KEEP = 500;
 
@@ -23,13 +25,23 @@ export const KEEP = 500;
 export function addNotification(list: Notification[], event: EventView): Notification[] {
   const top = list[0];
   if (top && top.id >= event.id) return list; // events arrive in id order
-  if (
-    top &&
-    GROUPED.has(event.kind) &&
-    top.event.kind === event.kind &&
-    event.time - top.event.time < GROUP_WINDOW_MS
-  ) {
-    return [{ id: event.id, event, count: top.count + 1 }, ...list.slice(1)];
+  if (GROUPED.has(event.kind)) {
+    // A storm interleaves presence kinds (agents dropping while others come back), so the
+    // run to join may sit a few presence rows down; any other event ends the storm. The run
+    // moves to the top with its newest event.
+    let at = -1;
+    for (let i = 0; i < Math.min(list.length, INTERLEAVED); i++) {
+      const row = list[i];
+      if (!GROUPED.has(row.event.kind)) break;
+      if (row.event.kind === event.kind && event.time - row.event.time < GROUP_WINDOW_MS) {
+        at = i;
+        break;
+      }
+    }
+    if (at >= 0) {
+      const row = list[at];
+      return [{ id: event.id, event, count: row.count + 1 }, ...list.slice(0, at), ...list.slice(at + 1)];
+    }
   }
   return [{ id: event.id, event, count: 1 }, ...list].slice(0, KEEP);
 }
