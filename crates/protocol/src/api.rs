@@ -183,6 +183,25 @@ pub struct AgentView {
     pub remote_addr: Option<String>,
 }
 
+/// How many agents there are, over the whole fleet: by status, by connection, and with a
+/// session open. Cheap (one grouped count and the in-memory links), for filter chips kept
+/// live by asking again when agents change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AgentCounts {
+    pub total: u64,
+    pub pending: u64,
+    pub approved: u64,
+    pub rejected: u64,
+    pub revoked: u64,
+    /// Connected, answering or not.
+    pub online: u64,
+    /// Connected but silent past their missed heartbeats (counted in `online` too).
+    pub not_responding: u64,
+    /// With at least one session requested, starting or running.
+    pub with_sessions: u64,
+}
+
 /// A connected agent and when it was last heard from (its heartbeats), for live
 /// "last seen" figures without fetching every agent again.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -231,6 +250,9 @@ pub struct PresenceChange {
     pub online: bool,
     /// Unix milliseconds: when the link came up or was last heard from before it went down.
     pub last_seen: i64,
+    /// Whether it answers: a change of liveness (not responding, responding again) is a
+    /// presence change too.
+    pub liveness: Liveness,
 }
 
 /// Presence since a cursor: a poll that finds nothing changed costs a few bytes.

@@ -13,9 +13,9 @@ use crate::auth::secret;
 use crate::clock::now_ms;
 use crate::enrollment_limits::{EnrollmentLimits, PendingCheck, Turn};
 use crate::events::EventBus;
-use crate::fleet::{AgentPage, AgentQuery};
+use crate::fleet::{AgentQuery, FleetCounts};
 use crate::links::{LinkCommand, LinkRegistry};
-use crate::store::{AgentRecord, Store, StoreError, TokenUse};
+use crate::store::{AgentPage, AgentRecord, Store, StoreError, TokenUse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -337,8 +337,20 @@ impl Agents {
 
     /// The agents matching a search and filters, one page of them (see `fleet.rs`).
     pub async fn query(&self, query: &AgentQuery) -> Result<AgentPage, AgentError> {
-        let all = self.store.list_agents().await?;
-        Ok(query.page(all, |id| self.links.is_online(id)))
+        let filter = query.filter(|| self.links.online_ids());
+        Ok(self.store.find_agents(&filter).await?)
+    }
+
+    /// The fleet's counts: by status and sessions from the store, by connection from the
+    /// links.
+    pub async fn counts(&self) -> Result<FleetCounts, AgentError> {
+        let stored = self.store.agent_tally().await?;
+        let (online, not_responding) = self.links.connection_counts();
+        Ok(FleetCounts {
+            stored,
+            online,
+            not_responding,
+        })
     }
 
     /// An administrator's decision. The agent's link, if up, hears it at once; revocation

@@ -88,7 +88,8 @@ struct Link {
     responding: bool,
     lost: bool,
     cut: Cut,
-    /// The presence version of this link's coming up (see `presence.rs`).
+    /// The presence version of this link's last change: coming up, or its liveness (see
+    /// `presence.rs`).
     changed: u64,
 }
 
@@ -192,10 +193,15 @@ impl LinkRegistry {
 
     /// A sign of life. Returns true if the agent was not responding until now.
     pub fn touch(&self, agent_id: &str) -> bool {
-        match self.lock().get_mut(agent_id) {
+        let mut links = self.lock();
+        match links.get_mut(agent_id) {
             Some(link) if !link.lost => {
                 link.last_seen = now_ms();
-                !std::mem::replace(&mut link.responding, true)
+                let recovered = !std::mem::replace(&mut link.responding, true);
+                if recovered {
+                    link.changed = self.log().changed();
+                }
+                recovered
             }
             _ => false,
         }
@@ -242,8 +248,23 @@ impl LinkRegistry {
             cursor,
             links
                 .iter()
-                .map(|(id, link)| (id, link.changed, link.last_seen)),
+                .map(|(id, link)| (id, link.changed, link.last_seen, link.liveness())),
         )
+    }
+
+    /// The ids of the connected agents.
+    pub fn online_ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// How many agents are connected, and how many of those are not responding.
+    pub fn connection_counts(&self) -> (u64, u64) {
+        let links = self.lock();
+        let quiet = links
+            .values()
+            .filter(|l| l.liveness() == Liveness::NotResponding)
+            .count();
+        (links.len() as u64, quiet as u64)
     }
 
     pub fn online_count(&self) -> usize {
@@ -254,11 +275,14 @@ impl LinkRegistry {
     /// cut, and their control tasks take them offline.
     pub fn sweep(&self, now: i64) -> Swept {
         let mut swept = Swept::default();
-        for (id, link) in self.lock().iter_mut() {
+        let mut links = self.lock();
+        let mut log = self.log();
+        for (id, link) in links.iter_mut() {
             let silence = now.saturating_sub(link.last_seen);
             if link.lost {
                 continue;
             }
+            let was = link.liveness();
             if silence > link.lost_after {
                 link.lost = true;
                 link.cut.cut();
@@ -266,6 +290,10 @@ impl LinkRegistry {
             } else if link.responding && silence > link.quiet_after {
                 link.responding = false;
                 swept.quiet.push(id.clone());
+            }
+            // A poller of presence changes learns of it as of this version.
+            if link.liveness() != was {
+                link.changed = log.changed();
             }
         }
         swept
@@ -320,6 +348,35 @@ mod tests {
         let gone = links.unregister("a", id).unwrap();
         assert_eq!(gone.lost_after, Some(40_000));
         assert_eq!(links.liveness("a"), Liveness::Offline);
+    }
+
+    #[test]
+    fn liveness_changes_are_presence_changes() {
+        let links = registry();
+        let (commands, _inbox) = mpsc::channel(1);
+        links.register("a", commands, None, Cut::default());
+        let start = links.presence_since(None).cursor;
+        let seen = links.last_seen("a").unwrap();
+        let only = |cursor: &str| {
+            let delta = links.presence_since(Some(cursor));
+            assert!(!delta.full);
+            let entries: Vec<(String, bool, Liveness)> = delta
+                .entries
+                .into_iter()
+                .map(|e| (e.id, e.online, e.liveness))
+                .collect();
+            (entries, delta.cursor)
+        };
+        assert_eq!(only(&start).0, []);
+
+        links.sweep(seen + 30_001);
+        let (entries, quiet) = only(&start);
+        assert_eq!(entries, [("a".into(), true, Liveness::NotResponding)]);
+        assert_eq!(only(&quiet).0, [], "reported once");
+
+        assert!(links.touch("a"));
+        let (entries, _) = only(&quiet);
+        assert_eq!(entries, [("a".into(), true, Liveness::Online)]);
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Presence changes since a cursor: what the app polls to keep every card's online state
 //! true without fetching the fleet again.
 //!
-//! Every link coming up or going down takes the next version number. An online link remembers
-//! the version of its last change; a link that went down leaves a tombstone with its version.
+//! Every link coming up or going down, and every change of an online link's liveness (not
+//! responding after missed heartbeats, responding again), takes the next version number. An
+//! online link remembers the version of its last change; a link that went down leaves a
+//! tombstone with its version.
 //! "What changed since version v" is then the online links and tombstones newer than v. A
 //! cursor names the registry's instance (`epoch`), so a cursor from before a server restart,
 //! or older than the oldest tombstone kept, gets the full list of online agents instead.
 
 use std::collections::{HashMap, VecDeque};
+
+use postern_protocol::api::Liveness;
 
 use crate::auth::secret;
 
@@ -22,6 +26,8 @@ pub struct PresenceEntry {
     pub id: String,
     pub online: bool,
     pub last_seen: i64,
+    /// Online or not responding while connected; offline otherwise.
+    pub liveness: Liveness,
 }
 
 /// The answer to "what changed since this cursor".
@@ -66,6 +72,12 @@ impl PresenceLog {
         self.version
     }
 
+    /// The version for an online link whose liveness just changed.
+    pub fn changed(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
     /// Records that a link went down.
     pub fn down(&mut self, agent_id: &str, last_seen: i64) {
         self.version += 1;
@@ -94,31 +106,34 @@ impl PresenceLog {
         (epoch == self.epoch && version >= self.floor && version <= self.version).then_some(version)
     }
 
-    /// Changes since `cursor`, given the online links as (id, version of last change, last seen).
+    /// Changes since `cursor`, given the online links as (id, version of last change, last
+    /// seen, liveness).
     pub fn delta<'a>(
         &self,
         cursor: Option<&str>,
-        online: impl Iterator<Item = (&'a String, u64, i64)>,
+        online: impl Iterator<Item = (&'a String, u64, i64, Liveness)>,
     ) -> PresenceDelta {
         let Some(since) = self.since(cursor) else {
             return PresenceDelta {
                 cursor: self.cursor(),
                 full: true,
                 entries: online
-                    .map(|(id, _, last_seen)| PresenceEntry {
+                    .map(|(id, _, last_seen, liveness)| PresenceEntry {
                         id: id.clone(),
                         online: true,
                         last_seen,
+                        liveness,
                     })
                     .collect(),
             };
         };
         let mut entries: Vec<PresenceEntry> = online
-            .filter(|(_, changed, _)| *changed > since)
-            .map(|(id, _, last_seen)| PresenceEntry {
+            .filter(|(_, changed, _, _)| *changed > since)
+            .map(|(id, _, last_seen, liveness)| PresenceEntry {
                 id: id.clone(),
                 online: true,
                 last_seen,
+                liveness,
             })
             .collect();
         entries.extend(
@@ -129,6 +144,7 @@ impl PresenceLog {
                     id: id.clone(),
                     online: false,
                     last_seen: *last_seen,
+                    liveness: Liveness::Offline,
                 }),
         );
         PresenceDelta {
@@ -145,7 +161,10 @@ mod tests {
 
     fn delta(log: &PresenceLog, cursor: Option<&str>, online: &[(&str, u64)]) -> PresenceDelta {
         let ids: Vec<(String, u64)> = online.iter().map(|(i, v)| (i.to_string(), *v)).collect();
-        let mut d = log.delta(cursor, ids.iter().map(|(i, v)| (i, *v, 7)));
+        let mut d = log.delta(
+            cursor,
+            ids.iter().map(|(i, v)| (i, *v, 7, Liveness::Online)),
+        );
         d.entries.sort_by(|a, b| a.id.cmp(&b.id));
         d
     }

@@ -2,6 +2,23 @@
 // document) on every build. Do not edit: change the Rust types, then run
 // POSTERN_UPDATE_OPENAPI=1 cargo test -p postern-server --lib openapi_copy.
 
+/** How many agents there are, over the whole fleet: by status, by connection, and with a
+ * session open. Cheap (one grouped count and the in-memory links), for filter chips kept
+ * live by asking again when agents change. */
+export type AgentCounts = {
+  approved: number;
+  /** Connected but silent past their missed heartbeats (counted in `online` too). */
+  not_responding: number;
+  /** Connected, answering or not. */
+  online: number;
+  pending: number;
+  rejected: number;
+  revoked: number;
+  total: number;
+  /** With at least one session requested, starting or running. */
+  with_sessions: number;
+};
+
 /** Facts about the device, sent at enrollment and whenever they change.
  * Deliberately no network addresses: a device's IP never leaves the server's admin views. */
 export type AgentFacts = {
@@ -170,6 +187,9 @@ export type PresenceChange = {
   id: string;
   /** Unix milliseconds: when the link came up or was last heard from before it went down. */
   last_seen: number;
+  /** Whether it answers: a change of liveness (not responding, responding again) is a
+   * presence change too. */
+  liveness: Liveness;
   online: boolean;
 };
 

@@ -200,6 +200,13 @@ async fn roles_are_checked_on_every_endpoint() {
         ),
         (
             "get",
+            "/api/v1/agents/counts",
+            "/api/v1/agents/counts".into(),
+            None,
+            Some(Role::Viewer),
+        ),
+        (
+            "get",
             "/api/v1/presence",
             "/api/v1/presence".into(),
             None,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use postern_protocol::SessionState;
-use postern_protocol::api::{EventKind, EventView, Liveness};
+use postern_protocol::api::{EventKind, EventView, Liveness, PresenceChanges};
 
 use crate::harness::{Proxy, TestAgent, TestServer, approved, eventually};
 
@@ -91,6 +91,8 @@ async fn a_not_responding_agent_that_speaks_again_is_online_and_keeps_its_link()
     })
     .await;
     let (_agent, proxy) = agent_behind_proxy(&server, "hiccup").await;
+    let id = server.agent("hiccup").await.unwrap().id;
+    let cursor = presence_changes(&server, None).await.cursor;
 
     let before = mark(&server).await;
     proxy.freeze();
@@ -100,14 +102,23 @@ async fn a_not_responding_agent_that_speaks_again_is_online_and_keeps_its_link()
     assert!(view.online, "the link is still registered");
     let presence = presence(&server).await;
     assert_eq!(presence, vec![Liveness::NotResponding]);
+    // A poller of presence changes learns it too, without the event.
+    let quiet = presence_changes(&server, Some(&cursor)).await;
+    assert!(!quiet.full);
+    assert_eq!(
+        changes_of(&quiet),
+        [(id.clone(), true, Liveness::NotResponding)]
+    );
 
-    let quiet = mark(&server).await;
+    let before_thaw = mark(&server).await;
     proxy.thaw();
-    let back = event_after(&server, quiet, "hiccup", EventKind::AgentOnline).await;
+    let back = event_after(&server, before_thaw, "hiccup", EventKind::AgentOnline).await;
     assert_eq!(back.detail, "responding again");
     server
         .wait_agent("hiccup", "responding", |a| a.liveness == Liveness::Online)
         .await;
+    let again = presence_changes(&server, Some(&quiet.cursor)).await;
+    assert_eq!(changes_of(&again), [(id, true, Liveness::Online)]);
     let events = server.events().await;
     assert!(
         !events
@@ -115,6 +126,26 @@ async fn a_not_responding_agent_that_speaks_again_is_online_and_keeps_its_link()
             .any(|e| e.id > before && e.kind == EventKind::AgentOffline),
         "the link was kept: {events:#?}"
     );
+}
+
+async fn presence_changes(server: &TestServer, since: Option<&str>) -> PresenceChanges {
+    let path = match since {
+        Some(cursor) => format!("/api/v1/presence/changes?since={cursor}"),
+        None => "/api/v1/presence/changes".to_owned(),
+    };
+    let (status, body) = server
+        .call(reqwest::Method::GET, &path, Some(&server.admin_token), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_value(body).unwrap()
+}
+
+fn changes_of(changes: &PresenceChanges) -> Vec<(String, bool, Liveness)> {
+    changes
+        .agents
+        .iter()
+        .map(|c| (c.id.clone(), c.online, c.liveness))
+        .collect()
 }
 
 async fn presence(server: &TestServer) -> Vec<Liveness> {

@@ -13,6 +13,7 @@ mod decisions;
 mod document;
 mod enrollment;
 mod enrollment_limits;
+mod fleet;
 mod flood;
 mod gateway;
 mod gateway_limits;

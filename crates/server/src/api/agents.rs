@@ -6,8 +6,8 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use postern_protocol::AgentStatus;
 use postern_protocol::api::{
-    AgentPresence, AgentView, ApiError as ErrorBody, Liveness, PresenceChange, PresenceChanges,
-    Role,
+    AgentCounts, AgentPresence, AgentView, ApiError as ErrorBody, Liveness, PresenceChange,
+    PresenceChanges, Role,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -71,7 +71,7 @@ pub async fn list(
         search: query.q,
         status: query.status,
         online: query.online,
-        limit: query.limit.map(|l| l as usize),
+        limit: query.limit,
         after: query.cursor,
     };
     let page = state.services.agents.query(&query).await?;
@@ -87,6 +87,28 @@ pub async fn list(
         headers.insert("x-next-cursor", next);
     }
     Ok(response)
+}
+
+/// How many agents there are: by status, connected, not responding, and with a session
+/// open. An agent named `counts` is found by its id or DID instead.
+#[utoipa::path(get, path = "/api/v1/agents/counts", responses((status = 200, body = AgentCounts), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn counts(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<AgentCounts>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let counts = state.services.agents.counts().await?;
+    let stored = counts.stored;
+    Ok(Json(AgentCounts {
+        total: stored.pending + stored.approved + stored.rejected + stored.revoked,
+        pending: stored.pending,
+        approved: stored.approved,
+        rejected: stored.rejected,
+        revoked: stored.revoked,
+        online: counts.online,
+        not_responding: counts.not_responding,
+        with_sessions: stored.with_sessions,
+    }))
 }
 
 /// The connected agents and when each was last heard from: cheap to poll at the agents'
@@ -142,6 +164,7 @@ pub async fn presence_changes(
                 id: e.id,
                 online: e.online,
                 last_seen: e.last_seen,
+                liveness: e.liveness,
             })
             .collect(),
     }))

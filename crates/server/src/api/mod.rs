@@ -82,6 +82,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(users::update, users::delete))
         .routes(routes!(users::reset_password))
         .routes(routes!(agents::list))
+        .routes(routes!(agents::counts))
         .routes(routes!(agents::presence))
         .routes(routes!(agents::presence_changes))
         .routes(routes!(agents::show))

@@ -2,8 +2,10 @@
 //! SQLite (embedded, in the data dir) is the implementation today; PostgreSQL will implement
 //! the same trait with the same SQL text (ids are text, times unix ms, `$N` placeholders).
 
+pub mod agents;
 pub mod sessions;
 mod sqlite;
+mod sqlite_agents;
 #[cfg(test)]
 mod sqlite_concurrency;
 mod sqlite_sessions;
@@ -14,6 +16,7 @@ use async_trait::async_trait;
 use postern_protocol::api::EventKind;
 use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
 
+pub use agents::{AgentFilter, AgentPage, AgentSearch, AgentTally, IdSet};
 pub use sessions::{SessionFilter, SessionRecord, SessionStore, TransitionRecord};
 pub use sqlite::{SqliteStore, StorageFailure};
 pub use users::{UserRecord, UserStore};
@@ -108,7 +111,7 @@ pub struct EventRecord {
 }
 
 #[async_trait]
-pub trait Store: UserStore + SessionStore + Send + Sync + 'static {
+pub trait Store: UserStore + SessionStore + AgentSearch + Send + Sync + 'static {
     // Agents
     async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
     async fn agent_by_ssh_key(&self, ssh_public_key: &str) -> StoreResult<Option<AgentRecord>>;

@@ -115,7 +115,7 @@ pub(super) fn corrupt(field: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{field}: {e}"))
 }
 
-fn agent_from_row(row: &SqliteRow) -> StoreResult<AgentRecord> {
+pub(super) fn agent_from_row(row: &SqliteRow) -> StoreResult<AgentRecord> {
     let status: String = row.try_get("status")?;
     let facts: String = row.try_get("facts")?;
     Ok(AgentRecord {
@@ -183,7 +183,7 @@ fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
     })
 }
 
-const AGENT_COLUMNS: &str =
+pub(super) const AGENT_COLUMNS: &str =
     "id, did, name, ssh_public_key, status, facts, enrolled_at, last_seen, remote_addr";
 const TOKEN_COLUMNS: &str = "id, created_by, created_at, expires_at, max_uses, uses, revoked_at";
 const EVENT_COLUMNS: &str =
