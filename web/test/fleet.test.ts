@@ -105,6 +105,34 @@ test('presence carries liveness when the server tracks it', () => {
   assert.equal(livenessOf(fleet.agents.get('a')!), 'not_responding');
 });
 
+test('a delta says when an online agent stops responding and when it answers again', () => {
+  const fleet = fleetOf(agent('a', { online: true, liveness: 'online' }), agent('b', { online: true }));
+  const quiet = fleet.applyPresence(
+    { cursor: 'c.3', full: false, agents: [{ id: 'a', online: true, liveness: 'not_responding', last_seen: 1000 }] },
+    fleet.beginSnapshot(),
+  );
+  assert.deepEqual(quiet.changed, ['a']);
+  assert.equal(livenessOf(fleet.agents.get('a')!), 'not_responding');
+  assert.equal(fleet.agents.get('a')?.online, true, 'still connected');
+  assert.equal(livenessOf(fleet.agents.get('b')!), 'online', 'the others are untouched');
+  const back = fleet.applyPresence(
+    { cursor: 'c.4', full: false, agents: [{ id: 'a', online: true, liveness: 'online', last_seen: 1000 }] },
+    fleet.beginSnapshot(),
+  );
+  assert.deepEqual(back.changed, ['a']);
+  assert.equal(livenessOf(fleet.agents.get('a')!), 'online');
+});
+
+test('a page of the list keeps the pinned agent (the SSH panel\'s) though it is off the page', () => {
+  const fleet = fleetOf(agent('a'), agent('panel'), agent('gone'));
+  const { membership } = fleet.applyList([agent('b')], fleet.beginSnapshot(), new Set(['panel']));
+  assert.equal(membership, true);
+  assert.deepEqual([...fleet.agents.keys()].sort(), ['b', 'panel']);
+  // Kept true by presence like any other.
+  fleet.applyPresence({ cursor: 'c', full: true, agents: [] }, fleet.beginSnapshot());
+  assert.equal(fleet.agents.get('panel')?.online, false);
+});
+
 test('the list corrects status, adds new agents and drops vanished ones', () => {
   const fleet = fleetOf(agent('a'), agent('gone'));
   const { changed, membership } = fleet.applyList(

@@ -2,7 +2,9 @@
 
 import { request, segment } from './http';
 import type {
+  AgentCounts,
   AgentDecision,
+  AgentsQuery,
   AgentView,
   CreatedToken,
   CreateTokenRequest,
@@ -38,7 +40,33 @@ export const markNotificationsRead = (readUpTo: number) =>
 
 // Agents ({agent} is a name, DID, id or unique prefix)
 
-export const listAgents = () => request<AgentView[]>('GET', '/agents');
+/** One page of agents matching a search and filters, in name order. */
+export interface AgentsPage {
+  agents: AgentView[];
+  /** How many agents match, over all pages. */
+  total: number;
+  /** The cursor of the next page; null on the last. */
+  next: string | null;
+}
+
+export async function listAgents(query: AgentsQuery = {}): Promise<AgentsPage> {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== null && value !== '') params.set(key, String(value));
+  }
+  let total: number | null = null;
+  let next: string | null = null;
+  const agents = await request<AgentView[]>('GET', `/agents${params.size ? `?${params}` : ''}`, {
+    onHeaders(headers) {
+      const count = Number(headers.get('x-total-count'));
+      total = Number.isFinite(count) ? count : null;
+      next = headers.get('x-next-cursor');
+    },
+  });
+  return { agents, total: total ?? agents.length, next };
+}
+
+export const getAgentCounts = () => request<AgentCounts>('GET', '/agents/counts');
 
 /** What changed since `cursor` (everything online, without one). */
 export const getPresenceChanges = (cursor: string | null) =>

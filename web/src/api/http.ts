@@ -23,6 +23,8 @@ interface RequestOptions {
   body?: unknown;
   /** A 401 here means "wrong password", not "login expired" (only the login request). */
   unauthorizedIsAnswer?: boolean;
+  /** Sees the headers of a successful answer (a page's total and next cursor). */
+  onHeaders?: (headers: Headers) => void;
 }
 
 let onUnauthorized: () => void = () => {};
@@ -54,24 +56,46 @@ export async function request<T>(method: Method, path: string, options: RequestO
   if (!response.ok) {
     throw await errorFrom(response);
   }
+  options.onHeaders?.(response.headers);
   if (response.status === 204) {
     return undefined as T;
   }
   return (await response.json()) as T;
 }
 
-async function errorFrom(response: Response): Promise<ApiError> {
+/**
+ * What a person is told when the server's storage fails: what happened, that the change was
+ * not saved, and what to do — where the server's own words ("the server's storage is full")
+ * leave them guessing whether to try again.
+ */
+const STORAGE_MESSAGES: Record<number, string> = {
+  507:
+    "The server's disk is full, so this change was not saved. Ask an administrator to free " +
+    'space on the server, then try again.',
+  503:
+    'The server cannot use its storage right now, so this change was not saved. Try again in a ' +
+    'moment; if it lasts, ask an administrator to check the server.',
+};
+
+const STORAGE_CODES: Record<string, number> = { storage_full: 507, storage_unavailable: 503 };
+
+export async function errorFrom(response: Response): Promise<ApiError> {
   const retry = Number(response.headers.get('retry-after'));
   const retryAfter = Number.isFinite(retry) && retry > 0 ? retry : undefined;
+  let code = 'http_' + response.status;
+  let message = response.statusText || 'Request failed';
   try {
     const body = (await response.json()) as Partial<ErrorBody>;
     if (typeof body.error === 'string' && typeof body.message === 'string') {
-      return new ApiError(response.status, body.error, body.message, retryAfter);
+      code = body.error;
+      message = body.message;
     }
   } catch {
-    // Not JSON (a proxy's error page, say): fall through to the status text.
+    // Not JSON (a proxy's error page, say): the status text says what it can.
   }
-  return new ApiError(response.status, 'http_' + response.status, response.statusText || 'Request failed', retryAfter);
+  const storage = STORAGE_CODES[code] ?? (response.status === 507 ? 507 : undefined);
+  if (storage !== undefined) message = STORAGE_MESSAGES[storage] ?? message;
+  return new ApiError(response.status, code, message, retryAfter);
 }
 
 /** A message for people from anything a request may throw. */

@@ -7,6 +7,7 @@
 import type * as Api from './schema';
 
 export type {
+  AgentCounts,
   AgentFacts,
   AgentStatus,
   CreatedToken,
@@ -36,9 +37,7 @@ export type Liveness = 'online' | 'not_responding' | 'offline';
 /** Servers that do not track missed heartbeats send no liveness: then `online` says it all. */
 export type AgentView = Api.AgentView & { liveness?: Liveness };
 
-export type PresenceChange = Api.PresenceChange & { liveness?: Liveness };
-
-export type PresenceChanges = Omit<Api.PresenceChanges, 'agents'> & { agents: PresenceChange[] };
+export type { PresenceChange, PresenceChanges } from './schema';
 
 export type AgentDecision = 'approve' | 'reject' | 'revoke';
 
@@ -50,6 +49,15 @@ export type AgentRef = Api.EventAgent;
 export type EventKind = Api.EventKind | 'agent.not_responding';
 
 export type EventView = Omit<Api.EventView, 'kind'> & { kind: EventKind };
+
+/** `GET /agents`: a search, filters and a page (see the server's `AgentListQuery`). */
+export interface AgentsQuery {
+  q?: string;
+  status?: Api.AgentStatus;
+  online?: boolean;
+  limit?: number;
+  cursor?: string | null;
+}
 
 export interface SessionsQuery {
   agent?: string;

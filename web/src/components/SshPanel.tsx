@@ -7,7 +7,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { stopSession } from '../api/endpoints';
 import { describeError } from '../api/http';
 import type { SessionView } from '../api/types';
-import { agentIds, agentSignal } from '../state/agents';
+import { agentSignal, knownAgents, pinAgent } from '../state/agents';
 import { canOpenSsh } from '../state/auth';
 import { isOpen, putSession, refreshSession, sessionIds, sessionSignal, watchSession } from '../state/sessions';
 import { terminalPath } from '../state/router';
@@ -46,8 +46,14 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
 
   void sessionIds.value; // re-render when this session first reaches the store
   const session = sessionSignal(sessionId)?.value;
-  void agentIds.value;
-  const agent = session ? agentSignal(session.agent.id)?.value : undefined;
+  void knownAgents.value; // re-render when the agent's view first reaches the store
+  const agentId = session?.agent.id ?? null;
+  // The agent may be off the Agents page (another page, a filter): keep it known and true.
+  useEffect(() => {
+    pinAgent(agentId);
+    return () => pinAgent(null);
+  }, [agentId]);
+  const agent = agentId ? agentSignal(agentId)?.value : undefined;
   const name = session?.agent.name ?? 'agent';
   // Once the terminal was shown, its last screen stays when the session ends.
   const hadTerminal = useRef(false);

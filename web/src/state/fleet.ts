@@ -102,10 +102,15 @@ export class Fleet {
   }
 
   /**
-   * The full list (every agent): agents missing from it are gone. Returns the ids whose view
-   * changed, and whether the set of agents changed.
+   * A list of agents: the page the screen shows. Agents missing from it are dropped, but for
+   * those in `keep` (the SSH panel's agent). Returns the ids whose view changed, and whether
+   * the set of agents changed.
    */
-  applyList(list: AgentView[], snapshot: Snapshot): { changed: string[]; membership: boolean } {
+  applyList(
+    list: AgentView[],
+    snapshot: Snapshot,
+    keep: ReadonlySet<string> = new Set(),
+  ): { changed: string[]; membership: boolean } {
     const changed: string[] = [];
     const seen = new Set<string>();
     let membership = false;
@@ -119,7 +124,7 @@ export class Fleet {
       }
     }
     for (const id of [...this.agents.keys()]) {
-      if (!seen.has(id)) {
+      if (!seen.has(id) && !keep.has(id)) {
         this.agents.delete(id);
         membership = true;
       }
