@@ -13,8 +13,6 @@ use postern_protocol::AgentStatus;
 
 use crate::store::{AgentFilter, AgentTally, IdSet};
 
-pub use crate::store::agents::MAX_PAGE;
-
 #[derive(Clone, Debug, Default)]
 pub struct AgentQuery {
     /// Case-insensitive: part of the name, hostname or OS, or a prefix of the DID (with or
@@ -22,7 +20,7 @@ pub struct AgentQuery {
     pub search: Option<String>,
     pub status: Option<AgentStatus>,
     pub online: Option<bool>,
-    /// At most this many (capped at `MAX_PAGE`); all when absent.
+    /// At most this many (capped at the store's `MAX_PAGE`); all when absent.
     pub limit: Option<u32>,
     /// Agents after this name.
     pub after: Option<String>,

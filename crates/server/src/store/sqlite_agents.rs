@@ -3,8 +3,9 @@
 //!
 //! The page follows the `name` column's unique index (keyset: `name > cursor ORDER BY name
 //! LIMIT n`), so a page costs the same at the end of the fleet as at its start. The search
-//! (`LIKE '%…%'`) and the status filter scan that index; at 10,000 agents that is a few
-//! milliseconds, so no other index is kept.
+//! (`LIKE '%…%'`) and the status filter scan the table; at 10,000 agents that is a few
+//! milliseconds (the status filter) to about ten (a search, on a loaded machine), so no other
+//! index is kept: none would serve a search inside names.
 //!
 //! A set of ids (the connected agents, from memory) is bound as ONE JSON array and read with
 //! `json_each`: one parameter whatever the fleet's size (SQLite allows 32,766 at most).
@@ -46,11 +47,24 @@ fn push_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, filter: &'a AgentFilter) ->
         let did_body = format!("did:key:{}%", literal(search));
         qb.push(" AND (name LIKE ")
             .push_bind(part.clone())
-            .push(" ESCAPE '\\' OR json_extract(facts, '$.hostname') LIKE ")
+            .push(" ESCAPE '\\' OR (");
+        // The facts' JSON text holds the hostname and OS verbatim when the search has no
+        // character JSON escapes (quote, backslash, control): a row whose text lacks the
+        // search cannot match then, so json_extract (which parses the whole document) runs
+        // only on rows that may — a third of the cost of a search at 10,000 agents.
+        if !search
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            qb.push("facts LIKE ")
+                .push_bind(part.clone())
+                .push(" ESCAPE '\\' AND ");
+        }
+        qb.push("(json_extract(facts, '$.hostname') LIKE ")
             .push_bind(part.clone())
             .push(" ESCAPE '\\' OR json_extract(facts, '$.os') LIKE ")
             .push_bind(part)
-            .push(" ESCAPE '\\' OR did LIKE ")
+            .push(" ESCAPE '\\')) OR did LIKE ")
             .push_bind(prefix)
             .push(" ESCAPE '\\' OR did LIKE ")
             .push_bind(did_body)
@@ -61,6 +75,7 @@ fn push_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, filter: &'a AgentFilter) ->
             IdSet::In(ids) => (" AND id IN", ids),
             IdSet::NotIn(ids) => (" AND id NOT IN", ids),
         };
+        // Encoding a list of strings cannot fail; the error is only the type's.
         let json = serde_json::to_string(ids).map_err(|e| corrupt("agent ids", e))?;
         qb.push(op)
             .push(" (SELECT value FROM json_each(")
@@ -229,6 +244,11 @@ mod tests {
         assert_eq!(search("edge_0").await.total, 0);
         assert_eq!(search("%").await.total, 0);
         assert_eq!(search("  ").await.total, 25, "blank is no search");
+        // A character JSON escapes in the stored facts is still found.
+        let mut odd = agent("odd", AgentStatus::Approved, "Alpine");
+        odd.facts.hostname = r#"lab"7\b"#.into();
+        store.insert_agent(&odd).await.unwrap();
+        assert_eq!(names(&search(r#"b"7\"#).await), ["odd"]);
     }
 
     #[tokio::test]
