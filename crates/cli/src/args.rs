@@ -160,6 +160,31 @@ pub struct ServerArgs {
     /// TOML config file; flags and variables win over it.
     #[arg(long, env = "POSTERN_CONFIG")]
     pub config: Option<PathBuf>,
+    // TLS
+    /// Serve plain HTTP even on a non-loopback address (behind a TLS-terminating proxy).
+    #[arg(long, env = "POSTERN_INSECURE_HTTP")]
+    pub insecure_http: bool,
+    /// Serve HTTPS on a loopback address too (other addresses always get it).
+    #[arg(long, env = "POSTERN_HTTPS")]
+    pub https: bool,
+    /// PEM certificate chain for HTTPS (else a self-signed one); reloaded when it changes.
+    #[arg(long, env = "POSTERN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "POSTERN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Get the HTTPS certificate for this name from an ACME CA (TLS-ALPN-01 on the HTTPS port).
+    #[arg(long, env = "POSTERN_ACME_DOMAIN")]
+    pub acme_domain: Option<String>,
+    /// E-mail for the ACME account.
+    #[arg(long, env = "POSTERN_ACME_CONTACT")]
+    pub acme_contact: Option<String>,
+    /// ACME directory URL [default: Let's Encrypt].
+    #[arg(long, env = "POSTERN_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// Trust only this CA (PEM) for the ACME directory: a private or test CA.
+    #[arg(long, env = "POSTERN_ACME_CA_CERT")]
+    pub acme_ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -201,6 +226,13 @@ pub struct LoginArgs {
     /// Read the password from standard input instead of prompting.
     #[arg(long)]
     pub password_stdin: bool,
+    /// Trust the HTTPS server's certificate with this fingerprint (SHA256:…, as postern
+    /// server prints it), for a self-signed server; pinned with the login.
+    #[arg(long, env = "POSTERN_FINGERPRINT", conflicts_with = "ca_cert")]
+    pub fingerprint: Option<String>,
+    /// Trust certificates this CA (PEM file) issued for the server's name; kept with the login.
+    #[arg(long, env = "POSTERN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -14,6 +14,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::credentials::{self, Credentials};
 use crate::output;
 use crate::sse::EventReader;
+use crate::tls::{Refusal, TlsClient, Trust};
 
 /// Time to set up the TCP connection: a reachable server answers a SYN in milliseconds.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +80,9 @@ pub enum ClientError {
         server: String,
         source: reqwest::Error,
     },
+    /// The server's certificate was refused (changed since it was pinned, or untrusted).
+    #[error("{message}")]
+    Certificate { refusal: Refusal, message: String },
     #[error("your login has expired; run postern login")]
     Expired,
     #[error("not logged in (or the login was ended); run postern login")]
@@ -112,10 +116,13 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// For `https://` servers: the TLS setup every connection (WebSockets too) uses.
+    tls: Option<TlsClient>,
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
+    /// A client for `server`, trusting the system's roots and `trust` for HTTPS.
+    pub fn new(server: &str, token: Option<String>, trust: Option<&Trust>) -> anyhow::Result<Self> {
         let base = server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!(
@@ -123,18 +130,34 @@ impl Client {
                 output::clip(server)
             );
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()?;
-        Ok(Self { http, base, token })
+        let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+        let tls = if base.starts_with("https://") {
+            let tls = TlsClient::new(trust)?;
+            builder = builder.use_preconfigured_tls((*tls.config).clone());
+            Some(tls)
+        } else {
+            None
+        };
+        Ok(Self {
+            http: builder.build()?,
+            base,
+            token,
+            tls,
+        })
     }
 
     /// A client for the logged-in user.
     pub fn logged_in() -> anyhow::Result<Self> {
-        let Some(Credentials { server, token, .. }) = credentials::load()? else {
+        let Some(Credentials {
+            server,
+            token,
+            trust,
+            ..
+        }) = credentials::load()?
+        else {
             anyhow::bail!("not logged in; run postern login");
         };
-        Self::new(&server, Some(token))
+        Self::new(&server, Some(token), trust.as_ref())
     }
 
     pub fn base(&self) -> &str {
@@ -143,6 +166,19 @@ impl Client {
 
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    pub fn tls(&self) -> Option<&TlsClient> {
+        self.tls.as_ref()
+    }
+
+    /// The error for a connection that failed, naming a refused certificate if that was why.
+    pub fn refused(&self) -> Option<ClientError> {
+        let refusal = self.tls.as_ref()?.refusal()?;
+        Some(ClientError::Certificate {
+            message: crate::tls::explain(&self.base, &refusal),
+            refusal,
+        })
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -173,7 +209,9 @@ impl Client {
             .await
             .map_err(|_| self.timeout(format!("no response within {}", secs(wait()))))?;
         let response = sent.map_err(|e| {
-            if e.is_connect() && e.is_timeout() {
+            if let Some(refused) = self.refused() {
+                refused
+            } else if e.is_connect() && e.is_timeout() {
                 self.timeout(format!("no connection within {}", secs(CONNECT_TIMEOUT)))
             } else if e.is_builder() {
                 ClientError::Unsendable { source: e }

@@ -15,6 +15,9 @@ pub struct Credentials {
     pub server: String,
     pub user: String,
     pub token: String,
+    /// For an HTTPS server no system CA vouches for: its pinned certificate or CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<crate::tls::Trust>,
 }
 
 pub fn home() -> Result<PathBuf> {

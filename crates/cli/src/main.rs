@@ -10,6 +10,7 @@ mod output;
 mod session;
 mod sse;
 mod ssh_client;
+mod tls;
 
 use std::process::ExitCode;
 

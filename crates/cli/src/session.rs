@@ -102,19 +102,78 @@ pub async fn data_path(client: &Client, session: &SessionView) -> Result<DuplexS
                 .map_err(|_| anyhow!("bad token"))?,
         );
     }
-    // No Nagle: keystrokes are one-byte SSH packets that must not wait for an ACK.
-    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
-    let (ws, _) = tokio::time::timeout(wait(), connecting)
-        .await
-        .map_err(|_| {
-            anyhow!(
-                "the server at {} did not open the session's data path within {}",
-                client.base(),
-                secs(wait())
-            )
-        })?
-        .map_err(|e| anyhow!("cannot open the session's data path: {e}"))?;
+    let late = || {
+        anyhow!(
+            "the server at {} did not open the session's data path within {}",
+            client.base(),
+            secs(wait())
+        )
+    };
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    match client.tls() {
+        None => {
+            // No Nagle: keystrokes are one-byte SSH packets that must not wait for an ACK.
+            let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+            let (ws, _) = tokio::time::timeout(wait(), connecting)
+                .await
+                .map_err(|_| late())?
+                .map_err(|e| anyhow!("cannot open the session's data path: {e}"))?;
+            pump(ws, theirs);
+        }
+        Some(tls) => {
+            let connecting = wss(client, tls, request);
+            let ws = tokio::time::timeout(wait(), connecting)
+                .await
+                .map_err(|_| late())??;
+            pump(ws, theirs);
+        }
+    }
+    Ok(ours)
+}
+
+/// The data path over TLS: the same certificate check as every other request (a pin is
+/// honoured here too), on a TCP connection without Nagle.
+async fn wss(
+    client: &Client,
+    tls: &crate::tls::TlsClient,
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+> {
+    let url = reqwest::Url::parse(client.base())?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow!("no host in {}", client.base()))?
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let name = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => rustls::pki_types::ServerName::from(ip),
+        Err(_) => rustls::pki_types::ServerName::try_from(host.clone())?,
+    };
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| anyhow!("cannot open the session's data path: {e}"))?;
+    tcp.set_nodelay(true)?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let stream = match connector.connect(name, tcp).await {
+        Ok(stream) => stream,
+        Err(e) => match client.refused() {
+            Some(refused) => return Err(refused.into()),
+            None => bail!("cannot open the session's data path: {e}"),
+        },
+    };
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, None)
+        .await
+        .map_err(|e| anyhow!("cannot open the session's data path: {e}"))?;
+    Ok(ws)
+}
+
+/// Moves bytes between the WebSocket and the in-memory pipe until either side ends.
+fn pump<S>(ws: tokio_tungstenite::WebSocketStream<S>, theirs: DuplexStream)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (mut read, mut write) = tokio::io::split(theirs);
     tokio::spawn(async move {
@@ -142,7 +201,6 @@ pub async fn data_path(client: &Client, session: &SessionView) -> Result<DuplexS
         }
         let _ = write.shutdown().await;
     });
-    Ok(ours)
 }
 
 /// How long `postern ssh` waits to learn why a session's connection closed: the server records

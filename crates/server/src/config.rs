@@ -73,6 +73,25 @@ pub struct ServerConfig {
     pub enrollments_per_source: u32,
     #[serde(default = "default_enrollment_window", with = "humantime_serde")]
     pub enrollment_window: Duration,
+    // TLS (docs/ARCHITECTURE.md, "HTTPS"). HTTPS whenever `http` is not loopback, or a
+    // certificate is configured, or `https` asks for it; `insecure_http` turns it off.
+    /// Plain HTTP even on a non-loopback address (behind a TLS-terminating proxy).
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// HTTPS on a loopback address too.
+    #[serde(default)]
+    pub https: bool,
+    /// PEM certificate chain and its key; reloaded when the files change or on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// A certificate from an ACME CA for this name (TLS-ALPN-01 on the HTTPS listener).
+    pub acme_domain: Option<String>,
+    /// The account's contact e-mail (the CA writes about expiry and policy).
+    pub acme_contact: Option<String>,
+    #[serde(default = "default_acme_directory")]
+    pub acme_directory: String,
+    /// Trust only this CA for the ACME directory's HTTPS (a private or test CA).
+    pub acme_ca_cert: Option<PathBuf>,
 }
 
 /// An inclusive range of ports, written `20000-29999`.
@@ -154,6 +173,15 @@ pub struct ServerConfigFile {
     pub enrollments_per_source: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub enrollment_window: Option<Duration>,
+    // TLS
+    pub insecure_http: Option<bool>,
+    pub https: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub acme_domain: Option<String>,
+    pub acme_contact: Option<String>,
+    pub acme_directory: Option<String>,
+    pub acme_ca_cert: Option<PathBuf>,
     /// Read by the binary before the server starts.
     pub log_format: Option<LogFormat>,
 }
@@ -198,6 +226,9 @@ pub enum ConfigError {
         what: &'static str,
         port: u16,
     },
+    /// TLS settings that contradict each other or cannot work.
+    #[error("{0}")]
+    Tls(String),
     /// A count out of its range.
     #[error("{setting} must be between {min} and {max}; got {got}")]
     CountOutOfRange {
@@ -319,6 +350,9 @@ fn default_enrollments_per_source() -> u32 {
 fn default_enrollment_window() -> Duration {
     Duration::from_secs(10 * 60)
 }
+fn default_acme_directory() -> String {
+    crate::tls::LETS_ENCRYPT.to_owned()
+}
 
 impl ServerConfig {
     /// Defaults for everything but the data dir; what tests and quickstart start from.
@@ -344,7 +378,24 @@ impl ServerConfig {
             max_pending_agents: default_max_pending_agents(),
             enrollments_per_source: default_enrollments_per_source(),
             enrollment_window: default_enrollment_window(),
+            insecure_http: false,
+            https: false,
+            tls_cert: None,
+            tls_key: None,
+            acme_domain: None,
+            acme_contact: None,
+            acme_directory: default_acme_directory(),
+            acme_ca_cert: None,
         }
+    }
+
+    /// Whether the HTTP listener speaks TLS.
+    pub fn serves_https(&self) -> bool {
+        !self.insecure_http
+            && (self.https
+                || self.tls_cert.is_some()
+                || self.acme_domain.is_some()
+                || !self.http.ip().is_loopback())
     }
 
     /// Layers `overrides` (flags and environment) over `file` over the defaults.
@@ -430,6 +481,17 @@ impl ServerConfig {
             .enrollment_window
             .or(file.enrollment_window)
             .unwrap_or(config.enrollment_window);
+        // TLS
+        config.insecure_http = overrides.insecure_http.or(file.insecure_http) == Some(true);
+        config.https = overrides.https.or(file.https) == Some(true);
+        config.tls_cert = overrides.tls_cert.or(file.tls_cert);
+        config.tls_key = overrides.tls_key.or(file.tls_key);
+        config.acme_domain = overrides.acme_domain.or(file.acme_domain);
+        config.acme_contact = overrides.acme_contact.or(file.acme_contact);
+        if let Some(directory) = overrides.acme_directory.or(file.acme_directory) {
+            config.acme_directory = directory;
+        }
+        config.acme_ca_cert = overrides.acme_ca_cert.or(file.acme_ca_cert);
         config.validate()?;
         Ok(config)
     }
@@ -503,7 +565,7 @@ impl ServerConfig {
                 return Err(ConfigError::TunnelPortsOverlap { ports, what, port });
             }
         }
-        Ok(())
+        crate::tls::check(self).map_err(ConfigError::Tls)
     }
 }
 

@@ -4,7 +4,8 @@
 //! keep-alive connection with no request for the idle timeout is closed. Neither applies
 //! while a request is being served, so event streams and WebSocket upgrades (which leave
 //! this loop altogether) run as long as they like; a request's body, though, must arrive
-//! within the header timeout of its header.
+//! within the header timeout of its header. With HTTPS, the TLS handshake must complete
+//! within the header timeout of accept, before the header's own timeout starts.
 
 use std::future::Future;
 use std::io;
@@ -23,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -53,6 +55,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     timeouts: HttpTimeouts,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) {
     // Every connection task holds a sender; when all are gone, `recv` ends.
@@ -83,8 +86,16 @@ pub async fn serve(
         let open = open_tx.clone();
         let app = app.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection(tcp, peer, app, timeouts, stop).await;
+            match tls {
+                None => connection(tcp, peer, app, timeouts, stop).await,
+                Some(tls) => {
+                    if let Some(stream) = handshake(tls, tcp, peer, timeouts, &stop).await {
+                        connection(stream, peer, app, timeouts, stop).await;
+                    }
+                }
+            }
             drop(open);
         });
     }
@@ -103,13 +114,41 @@ fn is_per_connection(error: &io::Error) -> bool {
     )
 }
 
-async fn connection(
+/// The TLS handshake, within the header timeout: a client that connects and stalls holds a
+/// socket no longer than one that stalls its header.
+async fn handshake(
+    tls: TlsAcceptor,
     tcp: TcpStream,
+    peer: SocketAddr,
+    timeouts: HttpTimeouts,
+    stop: &CancellationToken,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let done = tokio::select! {
+        done = tokio::time::timeout(timeouts.header, tls.accept(tcp)) => done,
+        _ = stop.cancelled() => return None,
+    };
+    match done {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, %peer, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake not done in time");
+            None
+        }
+    }
+}
+
+async fn connection<S>(
+    tcp: S,
     peer: SocketAddr,
     app: Router,
     timeouts: HttpTimeouts,
     stop: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (phase, watched) = watch::channel(Phase::Header);
     let io = TokioIo::new(Watched {
         inner: tcp,
@@ -287,14 +326,14 @@ impl http_body::Body for BodyDeadline {
     }
 }
 
-/// The TCP stream, noting the first byte of a request that arrives on an idle connection
-/// (the header timeout starts there).
-struct Watched {
-    inner: TcpStream,
+/// The connection's stream (TCP, or TLS over it), noting the first byte of a request that
+/// arrives on an idle connection (the header timeout starts there).
+struct Watched<S> {
+    inner: S,
     phase: PhaseTx,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -316,7 +355,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -26,6 +26,7 @@ pub mod presence;
 pub mod sessions;
 pub mod store;
 pub mod terminal;
+pub mod tls;
 pub mod tokens;
 mod web;
 
@@ -84,6 +85,8 @@ pub enum ServerError {
     NoStore(String),
     #[error("cannot close the sessions left open by the last run: {0}")]
     Sessions(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 pub struct Server {
@@ -91,6 +94,9 @@ pub struct Server {
     pub agent_addr: SocketAddr,
     /// SHA-256 fingerprint of the gateway's host key, for pinning.
     pub host_key_fingerprint: String,
+    /// With HTTPS, the fingerprint (`SHA256:…`) of the certificate served at start; `None`
+    /// for plain HTTP.
+    pub tls_fingerprint: Option<String>,
     /// Set when this start created the first administrator: show it once, it is not kept.
     pub initial_admin_password: Option<String>,
     services: Arc<Services>,
@@ -145,6 +151,14 @@ impl Server {
         let host_key = keys::load_or_create(&config.data_dir.join(HOST_KEY_FILE))?;
         let user_ca = keys::load_or_create(&config.data_dir.join(USER_CA_FILE))?;
         let host_key_fingerprint = keys::fingerprint(&host_key);
+        let shutdown = CancellationToken::new();
+        let (https, tls_tasks) = if config.serves_https() {
+            let (https, tasks) = tls::start(&config, &shutdown).await?;
+            (Some(https), tasks)
+        } else {
+            (None, Vec::new())
+        };
+        let tls_fingerprint = https.as_ref().map(tls::Https::fingerprint);
         let events = Arc::new(EventBus::new(store.clone()));
 
         let initial_admin_password = if store.count_users().await? == 0 {
@@ -194,7 +208,6 @@ impl Server {
             .recover()
             .await
             .map_err(|e| ServerError::Sessions(e.to_string()))?;
-        let shutdown = CancellationToken::new();
         let certificates = Arc::new(Certificates::new(
             store.clone(),
             events.clone(),
@@ -235,11 +248,12 @@ impl Server {
 
         let http_task = tokio::spawn(http::serve(
             http,
-            api::router(services.clone()),
+            api::router(services.clone(), https.is_some()),
             http::HttpTimeouts {
                 header: config.http_header_timeout,
                 idle: config.http_idle_timeout,
             },
+            https.map(|h| h.acceptor),
             shutdown.clone(),
         ));
         let liveness_task = tokio::spawn(liveness::sweep(
@@ -271,18 +285,31 @@ impl Server {
             gateway,
             shutdown.clone(),
         ));
-        tracing::info!(%http_addr, %agent_addr, fingerprint = %host_key_fingerprint, "postern server started");
+        tracing::info!(%http_addr, %agent_addr, fingerprint = %host_key_fingerprint, tls = tls_fingerprint.as_deref().unwrap_or("off (plain HTTP)"), "postern server started");
+        let mut tasks = vec![http_task, gateway_task, liveness_task];
+        tasks.extend(tls_tasks);
 
         Ok(Self {
             http_addr,
             agent_addr,
             host_key_fingerprint,
+            tls_fingerprint,
             initial_admin_password,
             services,
             shutdown,
-            tasks: vec![http_task, gateway_task, liveness_task],
+            tasks,
             _lock: lock,
         })
+    }
+
+    /// The URL of the API and the app: `https://` or `http://` and the address it listens on.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls_fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.http_addr)
     }
 
     /// Creates an enrollment token on behalf of `actor` (used by quickstart for its agent).

@@ -92,7 +92,8 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
         }
     };
 
-    let url = format!("http://{}", server.http_addr);
+    // Plain HTTP on loopback (the default); HTTPS, self-signed, if --http is not loopback.
+    let url = server.url();
     println!();
     println!("Postern is running.");
     println!();
@@ -101,11 +102,19 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
     println!("  password:  {password}");
     println!("  agent:     {name} ({}) — approved, online", agent.did);
     println!("  data:      {}", dir.display());
+    if let Some(fingerprint) = &server.tls_fingerprint {
+        println!("  TLS:       {fingerprint} (self-signed; the browser will ask)");
+    }
     println!();
     println!("Open {url} in a browser, log in, and click the terminal icon on {name}'s card.");
     println!();
     println!("Or, in another terminal:");
-    println!("  postern login --server {url} --user admin");
+    match &server.tls_fingerprint {
+        Some(fingerprint) => {
+            println!("  postern login --server {url} --user admin --fingerprint {fingerprint}")
+        }
+        None => println!("  postern login --server {url} --user admin"),
+    }
     println!("  postern agents");
     println!("  postern ssh {name}                 # a shell on this machine, through Postern");
     println!("  postern events --follow");

@@ -30,6 +30,15 @@ pub fn config(args: &ServerArgs) -> Result<(ServerConfig, Option<LogFormat>)> {
         max_pending_agents: args.max_pending_agents,
         enrollments_per_source: args.enrollments_per_source,
         enrollment_window: args.enrollment_window,
+        // TLS
+        insecure_http: args.insecure_http.then_some(true),
+        https: args.https.then_some(true),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        acme_domain: args.acme_domain.clone(),
+        acme_contact: args.acme_contact.clone(),
+        acme_directory: args.acme_directory.clone(),
+        acme_ca_cert: args.acme_ca_cert.clone(),
         ..Default::default()
     };
     Ok((ServerConfig::resolve(file, overrides)?, log_format))
@@ -46,9 +55,16 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         println!();
     }
     println!("Postern server");
-    println!("  HTTP API:      http://{}/api/v1", server.http_addr);
+    println!("  HTTP API:      {}/api/v1", server.url());
     println!("  agent gateway: {}", server.agent_addr);
     println!("  host key:      {}", server.host_key_fingerprint);
+    if let Some(fingerprint) = &server.tls_fingerprint {
+        println!("  certificate:   {fingerprint}");
+        println!(
+            "                 (postern login --server {} --fingerprint {fingerprint}, for a self-signed one)",
+            server.url()
+        );
+    }
     super::stop_signal().await;
     tracing::info!("stopping");
     server.shutdown().await;

@@ -14,9 +14,11 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, SESSION_COOKIE};
 
-fn cookie(value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
+/// The login cookie; `Secure` over HTTPS, so that the browser never sends it in clear.
+fn cookie(value: &str, max_age: u64, https: bool) -> Result<HeaderValue, ApiError> {
+    let secure = if https { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
     ))
     .map_err(ApiError::internal)
 }
@@ -47,7 +49,7 @@ pub async fn login(
     let mut response = Json(body).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        cookie(&done.token, logins.ttl().as_secs())?,
+        cookie(&done.token, logins.ttl().as_secs(), state.https)?,
     );
     Ok(response)
 }
@@ -63,7 +65,7 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
     let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, cookie("", 0)?);
+        .insert(header::SET_COOKIE, cookie("", 0, state.https)?);
     Ok(response)
 }
 

@@ -55,6 +55,8 @@ pub struct Services {
 #[derive(Clone)]
 pub struct AppState {
     pub services: Arc<Services>,
+    /// The listener speaks TLS: cookies get `Secure`, responses HSTS.
+    pub https: bool,
 }
 
 /// What the document says beyond its paths; the paths come from [`api`]'s list.
@@ -134,7 +136,8 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-pub fn router(services: Arc<Services>) -> Router {
+pub fn router(services: Arc<Services>, https: bool) -> Router {
+    let state = AppState { services, https };
     let (api, _) = api().split_for_parts();
     api
         // Anything else under the API is a JSON 404, not the app's page.
@@ -148,6 +151,9 @@ pub fn router(services: Arc<Services>) -> Router {
         .layer(crate::web::compression())
         .layer(middleware::from_fn(layers::refuse_large_bodies))
         // Outermost: every response gets the headers, errors of the layers above included.
-        .layer(middleware::from_fn(layers::security_headers))
-        .with_state(AppState { services })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            layers::security_headers,
+        ))
+        .with_state(state)
 }
