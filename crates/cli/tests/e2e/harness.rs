@@ -45,6 +45,8 @@ where
 
 pub struct TestServer {
     _dir: TempDir,
+    /// `https` when the server serves TLS (its self-signed certificate).
+    pub scheme: &'static str,
     pub server: Option<Server>,
     pub config: ServerConfig,
     pub admin_password: String,
@@ -74,15 +76,17 @@ impl TestServer {
         tweak(&mut config);
         let server = Server::start(config.clone()).await.unwrap();
         let admin_password = server.initial_admin_password.clone().unwrap();
+        let (scheme, http) = crate::tls_support::harness_client(&server, &config);
         // Restarts must come back on the same ports for agents to find them.
         config.http = server.http_addr;
         config.agent_listen = server.agent_addr;
         let mut this = Self {
             _dir: dir,
+            scheme,
             server: Some(server),
             config,
             admin_password,
-            http: reqwest::Client::new(),
+            http,
             admin_token: String::new(),
         };
         this.admin_token = this.login("admin", &this.admin_password.clone()).await;
@@ -94,7 +98,7 @@ impl TestServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.config.http)
+        format!("{}://{}", self.scheme, self.config.http)
     }
 
     pub fn agent_addr(&self) -> SocketAddr {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod acme;
 mod admin;
 mod agent_sshd;
 mod api;
@@ -20,6 +21,8 @@ mod gateway_limits;
 mod harness;
 mod hostile_agent;
 mod http_limits;
+mod https;
+mod https_reload;
 mod link;
 mod liveness;
 mod logins;
@@ -31,3 +34,4 @@ mod sessions;
 mod ssh_end;
 mod storage;
 mod terminal;
+mod tls_support;

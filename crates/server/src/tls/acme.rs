@@ -232,6 +232,11 @@ fn challenge_key(domain: &str, digest: &[u8]) -> Result<CertifiedKey, AcmeError>
     params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key)?;
     let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let provider = super::provider();
-    Ok(CertifiedKey::from_der(vec![cert.der().clone()], der, &provider).map_err(TlsError::from)?)
+    // Not `CertifiedKey::from_der`: its check parses the certificate with webpki, which
+    // refuses the critical acmeIdentifier extension the validation server looks for.
+    let signer = super::provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(TlsError::from)?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
 }

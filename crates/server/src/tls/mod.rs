@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 pub use resolver::{ACME_TLS_ALPN, CertResolver};
+pub use self_signed::{CERT_FILE as SELF_SIGNED_CERT, KEY_FILE as SELF_SIGNED_KEY};
 pub use validity::Validity;
 
 /// The default ACME directory: Let's Encrypt's production CA.
