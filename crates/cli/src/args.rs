@@ -34,7 +34,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server: agent gateway, HTTP API, store.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run an agent on this device.
     Agent(AgentArgs),
     /// Administration that works on the store directly.

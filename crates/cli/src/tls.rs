@@ -226,3 +226,30 @@ pub fn explain(server: &str, refusal: &Refusal) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_is_taken_only_in_the_form_the_server_prints() {
+        let good = format!("SHA256:{}", "a".repeat(43));
+        assert_eq!(
+            Trust::fingerprint(&good),
+            Ok(Trust::Fingerprint(good.clone()))
+        );
+        assert_eq!(
+            Trust::fingerprint(&format!(" {good}\n")),
+            Ok(Trust::Fingerprint(good))
+        );
+        for bad in [
+            "",
+            "SHA256:",
+            "abc",
+            "MD5:aa",
+            &format!("SHA256:{}", "a".repeat(42)),
+        ] {
+            assert!(Trust::fingerprint(bad).is_err(), "{bad}");
+        }
+    }
+}

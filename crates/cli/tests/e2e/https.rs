@@ -182,3 +182,103 @@ async fn a_non_loopback_address_gets_https_unless_insecure_http_is_asked_for() {
         assert!(!ok && err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| {
+        c.https = true;
+        c.http_header_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    // Silent from the start, and silent after the first bytes of a ClientHello.
+    for sent in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]] {
+        let mut tcp = tokio::net::TcpStream::connect(server.config.http)
+            .await
+            .unwrap();
+        tcp.write_all(sent).await.unwrap();
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(crate::harness::DEADLINE, async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a stalled handshake ({sent:?}) was kept open"
+        );
+    }
+    // A real client still gets through.
+    let (status, _) = server
+        .call(reqwest::Method::GET, "/api/v1/health", None, None)
+        .await;
+    assert_eq!(status, 200);
+}
+
+/// Reads the PTY until `needle` shows up.
+async fn pty_until(pty: &mut pty_process::Pty, needle: &str, seen: &mut String) {
+    use tokio::io::AsyncReadExt;
+    let found = tokio::time::timeout(crate::harness::DEADLINE, async {
+        let mut buf = [0u8; 4096];
+        while !seen.contains(needle) {
+            let n = pty.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return false;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        true
+    })
+    .await;
+    assert!(
+        matches!(found, Ok(true)),
+        "never saw {needle:?} in {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn on_a_terminal_login_shows_the_fingerprint_and_asks_once() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(|c| c.https = true).await;
+    let fingerprint = server.server().tls_fingerprint.clone().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    for answer in ["no", "yes"] {
+        let (mut pty, pts) = pty_process::open().unwrap();
+        let url = server.url();
+        let mut child = pty_process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["login", "--server", &url, "--user", "admin"])
+            .env("POSTERN_HOME", home.path())
+            .kill_on_drop(true)
+            .spawn(pts)
+            .unwrap();
+        let mut seen = String::new();
+        pty_until(&mut pty, &fingerprint, &mut seen).await;
+        pty_until(&mut pty, "Trust this certificate? [y/N]", &mut seen).await;
+        pty.write_all(format!("{answer}\n").as_bytes())
+            .await
+            .unwrap();
+        if answer == "yes" {
+            pty_until(&mut pty, "Password:", &mut seen).await;
+            pty.write_all(format!("{}\n", server.admin_password).as_bytes())
+                .await
+                .unwrap();
+            pty_until(&mut pty, "logged in to", &mut seen).await;
+        } else {
+            pty_until(&mut pty, "not trusted", &mut seen).await;
+        }
+        let status = tokio::time::timeout(crate::harness::DEADLINE, child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.success(), answer == "yes", "{seen}");
+    }
+    // Pinned: later commands and logins do not ask again.
+    let (ok, out, err) = run_cli(home.path(), &["agents"], None).await;
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = login(&server, home.path(), &[]).await;
+    assert!(ok, "{err}");
+}

@@ -230,3 +230,102 @@ pub fn check(config: &ServerConfig) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(edit: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
+        let mut config = ServerConfig::new("/d");
+        edit(&mut config);
+        config
+    }
+
+    #[test]
+    fn https_is_on_off_loopback_or_with_a_certificate_and_off_only_when_asked() {
+        assert!(!config(|_| {}).serves_https());
+        assert!(config(|c| c.http = "0.0.0.0:443".parse().unwrap()).serves_https());
+        assert!(config(|c| c.http = "[::]:443".parse().unwrap()).serves_https());
+        assert!(config(|c| c.https = true).serves_https());
+        assert!(
+            config(|c| {
+                c.tls_cert = Some("c".into());
+                c.tls_key = Some("k".into());
+            })
+            .serves_https()
+        );
+        assert!(
+            !config(|c| {
+                c.http = "0.0.0.0:80".parse().unwrap();
+                c.insecure_http = true;
+            })
+            .serves_https()
+        );
+    }
+
+    #[test]
+    fn contradicting_or_unusable_tls_settings_are_refused() {
+        let refused = |edit: fn(&mut ServerConfig), needle: &str| {
+            let err = check(&config(edit)).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        };
+        refused(|c| c.tls_cert = Some("c".into()), "go together");
+        refused(
+            |c| {
+                c.tls_cert = Some("c".into());
+                c.tls_key = Some("k".into());
+                c.insecure_http = true;
+            },
+            "insecure_http",
+        );
+        refused(
+            |c| {
+                c.tls_cert = Some("c".into());
+                c.tls_key = Some("k".into());
+                c.acme_domain = Some("a.example".into());
+                c.acme_contact = Some("a@example.com".into());
+            },
+            "not both",
+        );
+        refused(|c| c.acme_domain = Some("a.example".into()), "acme_contact");
+        refused(
+            |c| c.acme_contact = Some("a@b.c".into()),
+            "need acme_domain",
+        );
+        for bad in ["1.2.3.4", "a/b.example", "", "nodot", "*.example.com"] {
+            let err = check(&config(|c| {
+                c.acme_domain = Some(bad.into());
+                c.acme_contact = Some("a@example.com".into());
+            }))
+            .unwrap_err();
+            assert!(err.contains("DNS name"), "{bad}: {err}");
+        }
+        refused(
+            |c| {
+                c.acme_domain = Some("a.example".into());
+                c.acme_contact = Some("not-an-address".into());
+            },
+            "one e-mail",
+        );
+        refused(
+            |c| {
+                c.acme_domain = Some("a.example".into());
+                c.acme_contact = Some("a@example.com".into());
+                c.acme_directory = "http://ca.example/dir".into();
+            },
+            "https://",
+        );
+        let fine = config(|c| {
+            c.acme_domain = Some("postern.example.com".into());
+            c.acme_contact = Some("ops@example.com".into());
+        });
+        assert_eq!(check(&fine), Ok(()));
+        // The file layer reads them too, and flags win.
+        let file: crate::config::ServerConfigFile =
+            toml::from_str("data_dir = \"/a\"\ninsecure_http = true\nhttp = \"0.0.0.0:80\"")
+                .unwrap();
+        let resolved =
+            ServerConfig::resolve(file, crate::config::ServerConfigFile::default()).unwrap();
+        assert!(!resolved.serves_https());
+    }
+}
