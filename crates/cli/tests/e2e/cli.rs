@@ -313,8 +313,8 @@ async fn the_server_reads_its_config_file_and_environment_and_logs_json() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 
-    // An unknown key in the file is a clear error.
-    std::fs::write(&config, "data_dir = \"/tmp/x\"\nhttps = \"oops\"\n").unwrap();
+    // An unknown key in the file is a clear error (`https` is a real one now: HTTPS).
+    std::fs::write(&config, "data_dir = \"/tmp/x\"\nhttp_s = \"oops\"\n").unwrap();
     let (ok, _, err) = run_cli(
         dir.path(),
         &["server", "--config", config.to_str().unwrap()],
@@ -323,7 +323,7 @@ async fn the_server_reads_its_config_file_and_environment_and_logs_json() {
     .await;
     assert!(!ok);
     assert!(
-        err.contains("unknown field") && err.contains("https"),
+        err.contains("unknown field") && err.contains("http_s"),
         "{err}"
     );
 }
