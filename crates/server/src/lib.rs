@@ -152,6 +152,8 @@ impl Server {
         let user_ca = keys::load_or_create(&config.data_dir.join(USER_CA_FILE))?;
         let host_key_fingerprint = keys::fingerprint(&host_key);
         let shutdown = CancellationToken::new();
+        // A start that fails past here stops what it spawned (certificate reloads, ACME).
+        let stop_on_error = shutdown.clone().drop_guard();
         let (https, tls_tasks) = if config.serves_https() {
             let (https, tasks) = tls::start(&config, &shutdown).await?;
             (Some(https), tasks)
@@ -288,6 +290,7 @@ impl Server {
         tracing::info!(%http_addr, %agent_addr, fingerprint = %host_key_fingerprint, tls = tls_fingerprint.as_deref().unwrap_or("off (plain HTTP)"), "postern server started");
         let mut tasks = vec![http_task, gateway_task, liveness_task];
         tasks.extend(tls_tasks);
+        stop_on_error.disarm();
 
         Ok(Self {
             http_addr,

@@ -11,7 +11,7 @@ use postern_protocol::api::EventKind;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::harness::{DEADLINE, approved, eventually, parse_sse, wait_agent_state};
+use crate::harness::{DEADLINE, approved, eventually, parse_sse, run_cli, wait_agent_state};
 use crate::tls_support::{ServerProcess, TestCa, presented, reqwest_trusting, trusting};
 
 type Terminal =
@@ -132,6 +132,23 @@ async fn a_renewed_certificate_keeps_terminals_and_agents_and_new_handshakes_get
         .unwrap();
     let (mut terminal, _) = tokio_tungstenite::client_async(request, tls).await.unwrap();
     echo(&mut terminal, "echo one-$((40+1))\n", "one-41").await;
+    // A CLI that trusts the CA (not one certificate) logs in now and keeps working after.
+    let home = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let password = format!("{}\n", server.admin_password.clone().unwrap());
+    let login = [
+        "login",
+        "--server",
+        &url,
+        "--user",
+        "admin",
+        "--password-stdin",
+        "--ca-cert",
+        ca_file.to_str().unwrap(),
+    ];
+    let (ok, _, err) = run_cli(home.path(), &login, Some(&password)).await;
+    assert!(ok, "{err}");
 
     // A renewal tool renames new files into place: new handshakes get the new certificate.
     let second = ca.issue();
@@ -196,6 +213,8 @@ async fn a_renewed_certificate_keeps_terminals_and_agents_and_new_handshakes_get
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
+    let (ok, out, err) = run_cli(home.path(), &["agents"], None).await;
+    assert!(ok && out.contains("renewed"), "{out}{err}");
 
     drop(terminal);
     agent.shutdown().await.unwrap();
