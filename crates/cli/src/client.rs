@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::credentials::{self, Credentials};
 use crate::output;
 use crate::sse::EventReader;
-use crate::tls::{Refusal, TlsClient, Trust};
+use crate::tls::{Origin, Refusal, TlsClient, Trust};
 
 /// Time to set up the TCP connection: a reachable server answers a SYN in milliseconds.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,8 +121,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `server`, trusting the system's roots and `trust` for HTTPS.
-    pub fn new(server: &str, token: Option<String>, trust: Option<&Trust>) -> anyhow::Result<Self> {
+    /// A client for `server`, trusting the system's roots and `trust` (from `origin`) for HTTPS.
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        trust: Option<&Trust>,
+        origin: Origin,
+    ) -> anyhow::Result<Self> {
         let base = server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!(
@@ -132,7 +137,7 @@ impl Client {
         }
         let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
         let tls = if base.starts_with("https://") {
-            let tls = TlsClient::new(trust)?;
+            let tls = TlsClient::new(trust, origin)?;
             builder = builder.use_preconfigured_tls((*tls.config).clone());
             Some(tls)
         } else {
@@ -157,7 +162,7 @@ impl Client {
         else {
             anyhow::bail!("not logged in; run postern login");
         };
-        Self::new(&server, Some(token), trust.as_ref())
+        Self::new(&server, Some(token), trust.as_ref(), Origin::Pinned)
     }
 
     pub fn base(&self) -> &str {

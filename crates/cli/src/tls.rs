@@ -44,6 +44,16 @@ impl Trust {
     }
 }
 
+/// Where the trust a client checks came from: it decides what a refusal says (a changed
+/// certificate is alarming; a mistyped `--fingerprint` is not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Kept from an earlier login.
+    Pinned,
+    /// Given on this command line (`--fingerprint`, `--ca-cert`) or just accepted at a prompt.
+    Given,
+}
+
 /// Why the last handshake's certificate was refused, for a message that says what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -51,6 +61,8 @@ pub enum Refusal {
     Untrusted { fingerprint: String, reason: String },
     /// It is not the certificate pinned at login.
     Changed { pinned: String, presented: String },
+    /// It is not the certificate whose fingerprint was given on the command line.
+    Mismatch { given: String, presented: String },
 }
 
 /// The rustls configuration for one server, and what its verifier refused last.
@@ -61,7 +73,7 @@ pub struct TlsClient {
 }
 
 impl TlsClient {
-    pub fn new(trust: Option<&Trust>) -> anyhow::Result<Self> {
+    pub fn new(trust: Option<&Trust>, origin: Origin) -> anyhow::Result<Self> {
         let provider = postern_server::tls::provider();
         let webpki = match trust {
             Some(Trust::Fingerprint(_)) => None,
@@ -90,6 +102,7 @@ impl TlsClient {
                 Some(Trust::Fingerprint(f)) => Some(f.clone()),
                 _ => None,
             },
+            origin,
             webpki,
             provider: provider.clone(),
             refused: refused.clone(),
@@ -117,6 +130,7 @@ impl TlsClient {
 #[derive(Debug)]
 struct Verifier {
     pinned: Option<String>,
+    origin: Origin,
     /// `None` with a pin, or when the system has no roots at all.
     webpki: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
@@ -146,9 +160,15 @@ impl ServerCertVerifier for Verifier {
             return if *pinned == presented {
                 Ok(ServerCertVerified::assertion())
             } else {
-                Err(self.refuse(Refusal::Changed {
-                    pinned: pinned.clone(),
-                    presented,
+                Err(self.refuse(match self.origin {
+                    Origin::Pinned => Refusal::Changed {
+                        pinned: pinned.clone(),
+                        presented,
+                    },
+                    Origin::Given => Refusal::Mismatch {
+                        given: pinned.clone(),
+                        presented,
+                    },
                 }))
             };
         }
@@ -215,6 +235,14 @@ pub fn explain(server: &str, refusal: &Refusal) -> String {
              Nothing was sent. If the server's administrator confirms the new fingerprint (postern \
              server prints it at start), log in again with: postern login --server {server} \
              --fingerprint {presented}"
+        ),
+        Refusal::Mismatch { given, presented } => format!(
+            "the certificate of {server} does not match the fingerprint given.\n  \
+             given:     {given}\n  \
+             server's:  {presented}\n\
+             Nothing was sent. Compare both with the one postern server printed at start; if the \
+             server's is that one, log in with: postern login --server {server} --fingerprint \
+             {presented}"
         ),
         Refusal::Untrusted {
             fingerprint,

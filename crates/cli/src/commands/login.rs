@@ -11,18 +11,18 @@ use reqwest::Method;
 use crate::args::LoginArgs;
 use crate::client::{Client, ClientError};
 use crate::credentials::{self, Credentials};
-use crate::tls::{Refusal, Trust};
+use crate::tls::{Origin, Refusal, Trust};
 
 pub async fn login(args: LoginArgs) -> Result<()> {
-    let trust = trust(&args)?;
-    let mut client = Client::new(&args.server, None, trust.as_ref())?;
+    let (trust, origin) = trust(&args)?;
+    let mut client = Client::new(&args.server, None, trust.as_ref(), origin)?;
     let trust = if client.tls().is_some() {
         match check_certificate(&client).await? {
             None => trust,
             Some(fingerprint) => {
                 // Asked, and said yes: the same server, now pinned.
                 let pinned = Some(Trust::Fingerprint(fingerprint));
-                client = Client::new(&args.server, None, pinned.as_ref())?;
+                client = Client::new(&args.server, None, pinned.as_ref(), Origin::Given)?;
                 pinned
             }
         }
@@ -56,9 +56,10 @@ pub async fn login(args: LoginArgs) -> Result<()> {
 
 /// What this login trusts: the flags, else what an earlier login to the same server pinned
 /// (so a changed certificate is refused, not asked about again).
-fn trust(args: &LoginArgs) -> Result<Option<Trust>> {
+fn trust(args: &LoginArgs) -> Result<(Option<Trust>, Origin)> {
     if let Some(text) = &args.fingerprint {
-        return Ok(Some(Trust::fingerprint(text).map_err(anyhow::Error::msg)?));
+        let given = Trust::fingerprint(text).map_err(anyhow::Error::msg)?;
+        return Ok((Some(given), Origin::Given));
     }
     if let Some(path) = &args.ca_cert {
         let pem = std::fs::read_to_string(path)
@@ -66,14 +67,15 @@ fn trust(args: &LoginArgs) -> Result<Option<Trust>> {
         if !pem.contains("-----BEGIN CERTIFICATE-----") {
             bail!("{} holds no PEM certificate", path.display());
         }
-        return Ok(Some(Trust::CaCert(pem)));
+        return Ok((Some(Trust::CaCert(pem)), Origin::Given));
     }
     let base = args.server.trim_end_matches('/');
-    Ok(credentials::load()
+    let pinned = credentials::load()
         .ok()
         .flatten()
         .filter(|c| c.server == base)
-        .and_then(|c| c.trust))
+        .and_then(|c| c.trust);
+    Ok((pinned, Origin::Pinned))
 }
 
 /// Connects once before the password goes anywhere. A certificate no CA vouches for is shown

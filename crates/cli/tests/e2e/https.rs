@@ -41,6 +41,20 @@ async fn the_cli_pins_a_self_signed_certificate_and_refuses_a_changed_one() {
     );
     assert!(!home.path().join("credentials.json").exists());
 
+    // A wrong --fingerprint on a first login is a mismatch with what was given, not a change:
+    // refused before the password is sent, showing both.
+    let wrong = format!("SHA256:{}", "A".repeat(43));
+    let (ok, _, err) = login(&server, home.path(), &["--fingerprint", &wrong]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("does not match the fingerprint given")
+            && err.contains(&wrong)
+            && err.contains(&fingerprint)
+            && !err.contains("HAS CHANGED"),
+        "{err}"
+    );
+    assert!(!home.path().join("credentials.json").exists());
+
     let (ok, out, err) = login(&server, home.path(), &["--fingerprint", &fingerprint]).await;
     assert!(ok, "{err}");
     assert!(out.contains("logged in to https://"), "{out}");
