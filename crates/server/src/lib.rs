@@ -89,6 +89,15 @@ pub enum ServerError {
     Tls(#[from] tls::TlsError),
 }
 
+/// What [`Server::reload`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// The certificate files are read again; the outcome is logged when it is known.
+    CertificateFiles,
+    /// Nothing this server runs with can be reloaded (no certificate files configured).
+    Nothing,
+}
+
 pub struct Server {
     pub http_addr: SocketAddr,
     pub agent_addr: SocketAddr,
@@ -100,6 +109,8 @@ pub struct Server {
     /// Set when this start created the first administrator: show it once, it is not kept.
     pub initial_admin_password: Option<String>,
     services: Arc<Services>,
+    /// With `--tls-cert`: asks the certificate files' watcher to read them now.
+    reload_files: Option<Arc<tokio::sync::Notify>>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     /// Released last, when the server is dropped after its shutdown.
@@ -161,6 +172,7 @@ impl Server {
             (None, Vec::new())
         };
         let tls_fingerprint = https.as_ref().map(tls::Https::fingerprint);
+        let reload_files = https.as_ref().and_then(|h| h.reload_files.clone());
         let events = Arc::new(EventBus::new(store.clone()));
 
         let initial_admin_password = if store.count_users().await? == 0 {
@@ -299,6 +311,7 @@ impl Server {
             tls_fingerprint,
             initial_admin_password,
             services,
+            reload_files,
             shutdown,
             tasks,
             _lock: lock,
@@ -328,6 +341,18 @@ impl Server {
     /// Number of agents connected right now.
     pub fn online_agents(&self) -> usize {
         self.services.agents.links().online_count()
+    }
+
+    /// Reloads what can change under a running server without dropping anyone: today the
+    /// certificate files (`postern server` calls this on SIGHUP).
+    pub fn reload(&self) -> Reload {
+        match &self.reload_files {
+            Some(asked) => {
+                asked.notify_one();
+                Reload::CertificateFiles
+            }
+            None => Reload::Nothing,
+        }
     }
 
     /// Stops accepting, closes agent links and event streams, and waits for the tasks.

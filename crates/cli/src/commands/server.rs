@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use postern_server::config::LogFormat;
-use postern_server::{Server, ServerConfig, ServerConfigFile};
+use postern_server::{Reload, Server, ServerConfig, ServerConfigFile};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::args::ServerArgs;
 
@@ -45,6 +46,9 @@ pub fn config(args: &ServerArgs) -> Result<(ServerConfig, Option<LogFormat>)> {
 }
 
 pub async fn run(config: ServerConfig) -> Result<()> {
+    // Listening before the start is announced: from then on SIGHUP means reload, never the
+    // default (ending the process).
+    let hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let server = Server::start(config)
         .await
         .context("the server could not start")?;
@@ -65,8 +69,27 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             server.url()
         );
     }
-    super::stop_signal().await;
+    serve_until_stopped(&server, hangups).await;
     tracing::info!("stopping");
     server.shutdown().await;
     Ok(())
+}
+
+/// Until Ctrl-C or SIGTERM: each SIGHUP reloads what can be reloaded, and says so once.
+async fn serve_until_stopped(server: &Server, mut hangups: Signal) {
+    let stop = super::stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            Some(()) = hangups.recv() => match server.reload() {
+                Reload::CertificateFiles => {
+                    tracing::info!("SIGHUP: reading the certificate files again");
+                }
+                Reload::Nothing => tracing::info!(
+                    "SIGHUP: nothing to reload (no certificate files are configured); still serving"
+                ),
+            },
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! A certificate from files replaced while a web terminal is open over wss and an agent is
 //! connected — by a renewal tool's rename (picked up by polling), then with SIGHUP, then with a
 //! bad file (logged, the old certificate kept): the terminal and the agent stay, new
-//! handshakes get the new certificate. The server is a real process (SIGHUP is process-wide).
+//! handshakes get the new certificate. A server with no certificate files takes SIGHUP too:
+//! nothing to reload, logged, and it keeps serving. The server is a real process (SIGHUP is
+//! process-wide).
 
 use std::time::Duration;
 
@@ -39,6 +41,53 @@ async fn echo(ws: &mut Terminal, keys: &str, needle: &str) {
         "the terminal did not show {needle:?}: {:?}",
         String::from_utf8_lossy(&seen)
     );
+}
+
+/// Sends SIGHUP to the server process.
+async fn hangup(server: &ServerProcess) {
+    let pid = server.child.id().unwrap().to_string();
+    let sent = tokio::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[tokio::test]
+async fn sighup_without_certificate_files_is_logged_once_and_the_server_keeps_serving() {
+    // Plain HTTP, and HTTPS with the self-signed certificate (not reloaded: it is the server's).
+    for args in [&[][..], &["--https"]] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = ServerProcess::start(&dir.path().join("server"), args).await;
+        let http = match server.tls_fingerprint {
+            Some(_) => reqwest_trusting(
+                &std::fs::read_to_string(
+                    server.data_dir.join(postern_server::tls::SELF_SIGNED_CERT),
+                )
+                .unwrap(),
+            ),
+            None => reqwest::Client::new(),
+        };
+        for _ in 0..2 {
+            hangup(&server).await;
+            server.wait_log("nothing to reload").await;
+            let health = http
+                .get(format!("{}/api/v1/health", server.client_url()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(health.status(), 200, "{args:?}");
+        }
+        assert!(server.child.try_wait().unwrap().is_none(), "{args:?}");
+        // Everything it logged, to the end: one line per signal.
+        server.child.kill().await.unwrap();
+        let mut told = 2;
+        while let Ok(Some(line)) = server.log.next_line().await {
+            told += usize::from(line.contains("nothing to reload"));
+        }
+        assert_eq!(told, 2, "{args:?}");
+    }
 }
 
 #[tokio::test]
@@ -162,13 +211,7 @@ async fn a_renewed_certificate_keeps_terminals_and_agents_and_new_handshakes_get
     // SIGHUP loads them at once.
     let third = ca.issue();
     third.install(&cert, &key);
-    let pid = server.child.id().unwrap().to_string();
-    let hup = tokio::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(hup.success());
+    hangup(&server).await;
     eventually("the certificate loaded on SIGHUP", || async {
         (presented(server.http_addr).await.as_deref() == Some(&third.fingerprint)).then_some(())
     })
@@ -176,11 +219,7 @@ async fn a_renewed_certificate_keeps_terminals_and_agents_and_new_handshakes_get
 
     // A bad file is logged and the certificate in service kept.
     std::fs::write(&cert, "not a certificate\n").unwrap();
-    tokio::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .await
-        .unwrap();
+    hangup(&server).await;
     server.wait_log("do not load").await;
     assert_eq!(
         presented(server.http_addr).await,

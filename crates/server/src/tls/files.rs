@@ -1,6 +1,7 @@
 //! A certificate from PEM files (`--tls-cert`, full chain, and `--tls-key`), reloaded in place
-//! when either file changes (polled) or on SIGHUP. A pair that does not load — half-written,
-//! mismatched, unreadable — is logged and the certificate in use is kept.
+//! when either file changes (polled) or when asked (`Server::reload`, which `postern server`
+//! calls on SIGHUP). A pair that does not load — half-written, mismatched, unreadable — is
+//! logged and the certificate in use is kept.
 
 use std::fs;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{CertResolver, TlsError, io_error, leaf_fingerprint, read_private};
@@ -92,20 +93,15 @@ impl Pair {
     }
 }
 
-/// Reloads the pair when the files change or on SIGHUP, until `stop`.
+/// Reloads the pair when the files change or when `asked` is notified, until `stop`. A request
+/// made while a load runs is kept (`Notify` stores one permit) and served next.
 pub async fn watch(
     pair: Pair,
     provider: Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
+    asked: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP; certificate files are still polled");
-            None
-        }
-    };
     let mut seen = pair.stamp();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,10 +109,7 @@ pub async fn watch(
         let asked = tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => false,
-            Some(()) = async { match hangup.as_mut() {
-                Some(h) => h.recv().await,
-                None => std::future::pending().await,
-            } } => true,
+            _ = asked.notified() => true,
         };
         let now = pair.stamp();
         if !asked && now == seen {

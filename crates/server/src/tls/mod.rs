@@ -76,6 +76,9 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 pub struct Https {
     pub acceptor: TlsAcceptor,
     pub resolver: Arc<CertResolver>,
+    /// Asks for the certificate files to be read again; `None` without `--tls-cert` (the
+    /// self-signed certificate is the server's own, ACME renews on its schedule).
+    pub reload_files: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Https {
@@ -98,13 +101,17 @@ pub async fn start(
     let provider = provider();
     let mut tasks = Vec::new();
     let resolver;
+    let mut reload_files = None;
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         let pair = files::Pair::new(cert.clone(), key.clone());
         resolver = Arc::new(CertResolver::new(Arc::new(pair.load(&provider)?)));
+        let asked = Arc::new(tokio::sync::Notify::new());
+        reload_files = Some(asked.clone());
         tasks.push(tokio::spawn(files::watch(
             pair,
             provider.clone(),
             resolver.clone(),
+            asked,
             shutdown.clone(),
         )));
     } else if let Some(domain) = &config.acme_domain {
@@ -134,6 +141,7 @@ pub async fn start(
         Https {
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             resolver,
+            reload_files,
         },
         tasks,
     ))
