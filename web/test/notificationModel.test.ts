@@ -7,9 +7,9 @@ import type { EventKind, EventView } from '../src/api/types';
 import { addNotification, GROUP_WINDOW_MS, groupTitle, type Notification } from '../src/state/notificationModel';
 
 let id = 0;
-function event(kind: EventKind, time: number): EventView {
+function event(kind: EventKind, time: number, agent = id + 1): EventView {
   id += 1;
-  return { id, time, kind, actor: 'system', agent: { id: `a${id}`, name: `edge-${id}`, did: '' }, detail: '' };
+  return { id, time, kind, actor: 'system', agent: { id: `a${agent}`, name: `edge-${agent}`, did: '' }, detail: '' };
 }
 
 const rows = (list: Notification[]) => list.map((n) => [n.event.kind, n.count]);
@@ -51,22 +51,23 @@ test('a fleet enrolling is one row per kind however enrolled, approved and onlin
   // Each agent's three in order, the agents interleaved: round robin, then a shuffle (seeded).
   let seed = 7;
   const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  const orders: EventKind[][] = [
-    Array.from({ length: 1204 * 3 }, (_, i) => kinds[i % 3]),
-    Array.from({ length: 1204 * 3 }, (_, i) => kinds[Math.floor(i / 1204)]),
+  // [kind, agent] pairs.
+  const orders: [EventKind, number][][] = [
+    Array.from({ length: 1204 * 3 }, (_, i) => [kinds[i % 3], Math.floor(i / 3)]),
+    Array.from({ length: 1204 * 3 }, (_, i) => [kinds[Math.floor(i / 1204)], i % 1204]),
     (() => {
       const next = new Array(1204).fill(0);
-      const out: EventKind[] = [];
+      const out: [EventKind, number][] = [];
       while (out.length < 1204 * 3) {
         const agent = Math.floor(random() * 1204);
-        if (next[agent] < 3) out.push(kinds[next[agent]++]);
+        if (next[agent] < 3) out.push([kinds[next[agent]++], agent]);
       }
       return out;
     })(),
   ];
   for (const order of orders) {
     let list: Notification[] = [];
-    order.forEach((kind, i) => (list = addNotification(list, event(kind, 5000 + i))));
+    order.forEach(([kind, agent], i) => (list = addNotification(list, event(kind, 5000 + i, agent))));
     assert.equal(list.length, 3, rows(list).join(' | '));
     assert.deepEqual(list.map(groupTitle).sort(), [
       '1,204 agents approved',
@@ -94,4 +95,17 @@ test('a blip: presence kinds interleaved with each other and with sessions stay 
   );
   assert.equal(list.filter((n) => n.event.kind === 'session.state').length, 6, 'sessions stay one row each');
   assert.equal(groupTitle(list[1]), '100 agents not responding');
+});
+
+test('a storm counts agents, not events: one that comes back twice is one of them', () => {
+  let list: Notification[] = [];
+  for (let i = 0; i < 300; i++) list = addNotification(list, event('agent.online', i, i));
+  // The fleet drops and comes back within the window (the offline rows between).
+  for (let i = 0; i < 300; i++) list = addNotification(list, event('agent.offline', 300 + i, i));
+  for (let i = 0; i < 300; i++) list = addNotification(list, event('agent.online', 600 + i, i));
+  assert.deepEqual(rows(list), [
+    ['agent.online', 300],
+    ['agent.offline', 300],
+  ]);
+  assert.equal(groupTitle(list[0]), '300 agents back online');
 });

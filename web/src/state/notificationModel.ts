@@ -10,8 +10,12 @@ export interface Notification {
   /** The newest event's (ids increase): read when the user's marker reaches it. */
   id: number;
   event: EventView;
-  /** How many events the row stands for (1 for most). */
+  /** How many agents the row stands for (1 for most): an agent that comes back twice in a
+   *  storm is one of "300 agents back online", not two. */
   count: number;
+  /** The agents in a storm's row (their ids). Shared with the row it replaces, which the
+   *  caller drops: copying it for each of 10,000 events would cost their square. */
+  agents?: Set<string>;
 }
 
 /** The kinds a storm is made of, with what a row of many says. Each happens to one agent at a
@@ -45,10 +49,14 @@ export function addNotification(list: Notification[], event: EventView): Notific
     // and other events (a session) may fall in between. The row moves to the top with its
     // newest event, so that it is unread again.
     const at = list.findIndex((row) => row.event.kind === event.kind);
+    const agent = event.agent?.id ?? `event ${event.id}`;
     if (at >= 0 && event.time - list[at].event.time < GROUP_WINDOW_MS) {
-      const row = list[at];
-      return [{ id: event.id, event, count: row.count + 1 }, ...list.slice(0, at), ...list.slice(at + 1)];
+      const agents = list[at].agents ?? new Set<string>();
+      agents.add(agent);
+      const row = { id: event.id, event, count: agents.size, agents };
+      return [row, ...list.slice(0, at), ...list.slice(at + 1)];
     }
+    return [{ id: event.id, event, count: 1, agents: new Set([agent]) }, ...list].slice(0, KEEP);
   }
   return [{ id: event.id, event, count: 1 }, ...list].slice(0, KEEP);
 }
