@@ -15,7 +15,7 @@ use crate::enrollment_limits::{EnrollmentLimits, PendingCheck, Turn};
 use crate::events::EventBus;
 use crate::fleet::{AgentQuery, FleetCounts};
 use crate::links::{LinkCommand, LinkRegistry};
-use crate::store::{AgentPage, AgentRecord, Store, StoreError, TokenUse};
+use crate::store::{AgentPage, AgentRecord, PrefixMatch, Store, StoreError, TokenUse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -297,36 +297,22 @@ impl Agents {
         Ok(())
     }
 
-    /// Finds one agent by id, exact name or DID, or a unique prefix of a name or DID.
+    /// Finds one agent by id, exact name or DID, or a unique prefix of a name or DID (with or
+    /// without `did:key:`). The store reads only the rows the reference names.
     pub async fn resolve(&self, reference: &str) -> Result<AgentRecord, AgentError> {
         let reference = reference.trim();
-        let all = self.store.list_agents().await?;
-        if let Some(exact) = all
-            .iter()
-            .find(|a| a.id == reference || a.name == reference || a.did == reference)
-        {
-            return Ok(exact.clone());
+        if let Some(exact) = self.store.agent_by_exact(reference).await? {
+            return Ok(exact);
         }
-        let body = |did: &str| did.strip_prefix("did:key:").unwrap_or(did).to_owned();
-        let matches: Vec<&AgentRecord> = all
-            .iter()
-            .filter(|a| {
-                !reference.is_empty()
-                    && (a.name.starts_with(reference)
-                        || a.did.starts_with(reference)
-                        || body(&a.did).starts_with(reference))
-            })
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(AgentError::NotFound(reference.to_owned())),
-            many => Err(AgentError::Ambiguous {
+        if reference.is_empty() {
+            return Err(AgentError::NotFound(String::new()));
+        }
+        match self.store.agents_by_prefix(reference).await? {
+            PrefixMatch::One(one) => Ok(*one),
+            PrefixMatch::None => Err(AgentError::NotFound(reference.to_owned())),
+            PrefixMatch::Many(names) => Err(AgentError::Ambiguous {
                 reference: reference.to_owned(),
-                candidates: many
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                candidates: names.join(", "),
             }),
         }
     }
@@ -429,7 +415,128 @@ pub fn sanitize_name(wanted: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::sanitize_name;
+    use postern_protocol::AgentFacts;
+
+    use super::*;
+    use crate::enrollment_limits::EnrollmentConfig;
+    use crate::store::SqliteStore;
+
+    /// What `resolve` did when it read every agent, kept as the definition of its answers.
+    fn resolved_in_memory(all: &[AgentRecord], reference: &str) -> Result<String, String> {
+        let reference = reference.trim();
+        if let Some(exact) = all
+            .iter()
+            .find(|a| a.id == reference || a.name == reference || a.did == reference)
+        {
+            return Ok(exact.name.clone());
+        }
+        let body = |did: &str| did.strip_prefix("did:key:").unwrap_or(did).to_owned();
+        let matches: Vec<&AgentRecord> = all
+            .iter()
+            .filter(|a| {
+                !reference.is_empty()
+                    && (a.name.starts_with(reference)
+                        || a.did.starts_with(reference)
+                        || body(&a.did).starts_with(reference))
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.name.clone()),
+            [] => Err(AgentError::NotFound(reference.to_owned()).to_string()),
+            many => Err(AgentError::Ambiguous {
+                reference: reference.to_owned(),
+                candidates: many
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn resolving_in_the_store_answers_as_reading_every_agent_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        // Names that prefix each other, an id that is another agent's name, DIDs sharing a
+        // prefix past `did:key:`.
+        let names = [
+            "edge-1",
+            "edge-10",
+            "edge-11",
+            "pi",
+            "pi-kitchen",
+            "web",
+            "z6Mk",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let agent = AgentRecord {
+                id: if *name == "web" {
+                    "pi-kitchen2".into()
+                } else {
+                    format!("id-{i}")
+                },
+                did: format!("did:key:z6Mk{}{i}", if i < 3 { "A" } else { "B" }),
+                name: (*name).into(),
+                ssh_public_key: format!("ssh-ed25519 {name}"),
+                status: AgentStatus::Approved,
+                facts: AgentFacts::default(),
+                enrolled_at: 0,
+                last_seen: None,
+                remote_addr: None,
+            };
+            store.insert_agent(&agent).await.unwrap();
+        }
+        let all = store.list_agents().await.unwrap();
+        let agents = Agents::new(
+            store.clone(),
+            Arc::new(EventBus::new(store)),
+            Arc::new(LinkRegistry::default()),
+            String::new(),
+            EnrollmentLimits::new(EnrollmentConfig {
+                max_pending: 1,
+                per_source: 1,
+                window: std::time::Duration::from_secs(1),
+            }),
+        );
+        let references = [
+            "edge-1",
+            "edge-10",
+            "edge-",
+            "edge-1 ",
+            " pi",
+            "pi-",
+            "pi-k",
+            "pi-kitchen2",
+            "web",
+            "id-0",
+            "id-",
+            "z6Mk",
+            "z6MkA",
+            "z6MkB3",
+            "did:key:z6MkA1",
+            "did:key:",
+            "did:key:z6MkA",
+            "did:",
+            "d",
+            "Edge-1",
+            "edge_1",
+            "edge%",
+            "",
+            "   ",
+            "nothing",
+            "ü",
+        ];
+        for reference in references {
+            let got = agents
+                .resolve(reference)
+                .await
+                .map(|a| a.name)
+                .map_err(|e| e.to_string());
+            assert_eq!(got, resolved_in_memory(&all, reference), "{reference:?}");
+        }
+    }
 
     #[test]
     fn names_are_made_safe() {

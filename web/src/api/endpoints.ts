@@ -66,7 +66,7 @@ export async function listAgents(query: AgentsQuery = {}): Promise<AgentsPage> {
   return { agents, total: total ?? agents.length, next };
 }
 
-export const getAgentCounts = () => request<AgentCounts>('GET', '/agents/counts');
+export const getAgentCounts = () => request<AgentCounts>('GET', '/fleet/counts');
 
 /** What changed since `cursor` (everything online, without one). */
 export const getPresenceChanges = (cursor: string | null) =>

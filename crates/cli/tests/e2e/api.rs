@@ -200,8 +200,8 @@ async fn roles_are_checked_on_every_endpoint() {
         ),
         (
             "get",
-            "/api/v1/agents/counts",
-            "/api/v1/agents/counts".into(),
+            "/api/v1/fleet/counts",
+            "/api/v1/fleet/counts".into(),
             None,
             Some(Role::Viewer),
         ),

@@ -31,7 +31,7 @@ async fn counts(server: &TestServer) -> AgentCounts {
     let (status, body) = server
         .call(
             reqwest::Method::GET,
-            "/api/v1/agents/counts",
+            "/api/v1/fleet/counts",
             Some(&server.admin_token),
             None,
         )
@@ -109,4 +109,22 @@ async fn the_list_filters_and_pages_by_connection_and_the_counts_agree() {
             with_sessions: 1,
         }
     );
+}
+
+#[tokio::test]
+async fn an_agent_named_counts_is_found_by_its_name() {
+    let server = TestServer::start().await;
+    let _counts = approved_agent(&server, "counts").await;
+    let (status, body) = server
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/agents/counts",
+            Some(&server.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let agent: AgentView = serde_json::from_value(body).unwrap();
+    assert_eq!(agent.name, "counts");
+    assert_eq!(counts(&server).await.approved, 1);
 }

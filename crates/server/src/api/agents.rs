@@ -90,8 +90,8 @@ pub async fn list(
 }
 
 /// How many agents there are: by status, connected, not responding, and with a session
-/// open. An agent named `counts` is found by its id or DID instead.
-#[utoipa::path(get, path = "/api/v1/agents/counts", responses((status = 200, body = AgentCounts), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+/// open. Under `/fleet`, not `/agents`, where it would shadow an agent named `counts`.
+#[utoipa::path(get, path = "/api/v1/fleet/counts", responses((status = 200, body = AgentCounts), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn counts(
     State(state): State<AppState>,
     caller: Caller,

@@ -54,9 +54,24 @@ pub struct AgentTally {
     pub with_sessions: u64,
 }
 
+/// The agents a reference's prefix names (see `AgentSearch::agents_by_prefix`).
+#[derive(Debug)]
+pub enum PrefixMatch {
+    None,
+    One(Box<AgentRecord>),
+    /// The names of every match, in name order.
+    Many(Vec<String>),
+}
+
 #[async_trait]
 pub trait AgentSearch: Send + Sync {
     /// The page of agents matching `filter`, in name order.
     async fn find_agents(&self, filter: &AgentFilter) -> StoreResult<AgentPage>;
     async fn agent_tally(&self) -> StoreResult<AgentTally>;
+    /// The agent whose id, name or DID is exactly `reference` (the first by name when it is
+    /// one agent's id and another's name).
+    async fn agent_by_exact(&self, reference: &str) -> StoreResult<Option<AgentRecord>>;
+    /// The agents whose name or DID starts with `prefix` (case-sensitive), or whose DID does
+    /// after `did:key:`. `prefix` is not blank.
+    async fn agents_by_prefix(&self, prefix: &str) -> StoreResult<PrefixMatch>;
 }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use postern_protocol::api::EventKind;
 use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
 
-pub use agents::{AgentFilter, AgentPage, AgentSearch, AgentTally, IdSet};
+pub use agents::{AgentFilter, AgentPage, AgentSearch, AgentTally, IdSet, PrefixMatch};
 pub use sessions::{SessionFilter, SessionRecord, SessionStore, TransitionRecord};
 pub use sqlite::{SqliteStore, StorageFailure};
 pub use users::{UserRecord, UserStore};

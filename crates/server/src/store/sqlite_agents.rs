@@ -7,6 +7,11 @@
 //! milliseconds (the status filter) to about ten (a search, on a loaded machine), so no other
 //! index is kept: none would serve a search inside names.
 //!
+//! Resolving a reference (`agent_by_exact`, `agents_by_prefix`) reads the few rows it names
+//! through the unique indexes on id, name and DID, never the table: a prefix is a range of
+//! each index (`name >= p AND name < p || U+10FFFF`), which is exactly "starts with p" because
+//! names (see `sanitize_name`) and DIDs (`did:key:` and base58) are ASCII, below U+10FFFF.
+//!
 //! A set of ids (the connected agents, from memory) is bound as ONE JSON array and read with
 //! `json_each`: one parameter whatever the fleet's size (SQLite allows 32,766 at most).
 
@@ -14,9 +19,11 @@ use async_trait::async_trait;
 use postern_protocol::AgentStatus;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::agents::{AgentFilter, AgentPage, AgentSearch, AgentTally, IdSet, MAX_PAGE};
+use super::agents::{
+    AgentFilter, AgentPage, AgentSearch, AgentTally, IdSet, MAX_PAGE, PrefixMatch,
+};
 use super::sqlite::{AGENT_COLUMNS, agent_from_row, corrupt};
-use super::{SqliteStore, StoreResult};
+use super::{AgentRecord, SqliteStore, StoreResult};
 
 /// `text` as a LIKE pattern that matches it literally (`\` escapes).
 fn literal(text: &str) -> String {
@@ -28,6 +35,24 @@ fn literal(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// The agent a reference names exactly; at most three rows match (the columns are unique).
+const BY_EXACT: &str = "WHERE id = $1 OR name = $1 OR did = $1 ORDER BY name LIMIT 1";
+/// Three index ranges: names, DIDs, and DIDs after `did:key:` (`$1`, `$3`) up to their ends
+/// (`$2`, `$4`: the same with U+10FFFF appended).
+const BY_PREFIX: &str = "WHERE (name >= $1 AND name < $2) OR (did >= $1 AND did < $2) \
+                         OR (did >= $3 AND did < $4) ORDER BY name";
+
+/// The bounds `BY_PREFIX` binds for `prefix`.
+fn prefix_bounds(prefix: &str) -> [String; 4] {
+    let did = format!("did:key:{prefix}");
+    [
+        prefix.to_owned(),
+        format!("{prefix}\u{10FFFF}"),
+        did.clone(),
+        format!("{did}\u{10FFFF}"),
+    ]
 }
 
 fn push_where<'a>(qb: &mut QueryBuilder<'a, Sqlite>, filter: &'a AgentFilter) -> StoreResult<()> {
@@ -149,6 +174,43 @@ impl AgentSearch for SqliteStore {
         tally.with_sessions = u64::try_from(open).unwrap_or_default();
         Ok(tally)
     }
+
+    async fn agent_by_exact(&self, reference: &str) -> StoreResult<Option<AgentRecord>> {
+        sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents {BY_EXACT}"))
+            .bind(reference)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
+    }
+
+    async fn agents_by_prefix(&self, prefix: &str) -> StoreResult<PrefixMatch> {
+        let [low, high, did_low, did_high] = prefix_bounds(prefix);
+        // Two rows say whether it is ambiguous; only then are all the names read.
+        let rows = sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents {BY_PREFIX} LIMIT 2"
+        ))
+        .bind(&low)
+        .bind(&high)
+        .bind(&did_low)
+        .bind(&did_high)
+        .fetch_all(&self.pool)
+        .await?;
+        match rows.as_slice() {
+            [] => Ok(PrefixMatch::None),
+            [one] => Ok(PrefixMatch::One(Box::new(agent_from_row(one)?))),
+            _ => Ok(PrefixMatch::Many(
+                sqlx::query_scalar(&format!("SELECT name FROM agents {BY_PREFIX}"))
+                    .bind(&low)
+                    .bind(&high)
+                    .bind(&did_low)
+                    .bind(&did_high)
+                    .fetch_all(&self.pool)
+                    .await?,
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +218,7 @@ mod tests {
     use postern_protocol::{AgentFacts, SessionId, SessionState};
 
     use super::*;
-    use crate::store::{AgentRecord, SessionRecord, SessionStore, Store};
+    use crate::store::{SessionRecord, SessionStore, Store};
 
     fn agent(name: &str, status: AgentStatus, os: &str) -> AgentRecord {
         AgentRecord {
@@ -344,5 +406,50 @@ mod tests {
                 with_sessions: 1,
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_reference_reads_only_the_rows_it_names_through_the_indexes() {
+        let (_dir, store) = fleet().await;
+        for (query, binds) in [
+            (BY_EXACT, vec!["edge-03".to_owned()]),
+            (BY_PREFIX, prefix_bounds("edge-0").to_vec()),
+        ] {
+            let sql = format!("EXPLAIN QUERY PLAN SELECT {AGENT_COLUMNS} FROM agents {query}");
+            let mut plan = sqlx::query(&sql);
+            for bind in binds {
+                plan = plan.bind(bind);
+            }
+            let steps: Vec<String> = plan
+                .fetch_all(&store.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get("detail"))
+                .collect();
+            assert!(
+                steps.iter().all(|s| !s.starts_with("SCAN")),
+                "{query}: {steps:?}"
+            );
+        }
+        // A prefix's range ends where the prefix stops matching, in each index.
+        let found = |prefix: &str| {
+            let store = &store;
+            let prefix = prefix.to_owned();
+            async move {
+                match store.agents_by_prefix(&prefix).await.unwrap() {
+                    PrefixMatch::None => vec![],
+                    PrefixMatch::One(one) => vec![one.name],
+                    PrefixMatch::Many(names) => names,
+                }
+            }
+        };
+        assert_eq!(found("edge-1").await.len(), 10);
+        assert_eq!(found("edge-19").await, ["edge-19"]);
+        assert_eq!(found("edge-1~").await, Vec::<String>::new());
+        assert_eq!(found("z6Mkedge-2").await.len(), 5);
+        assert_eq!(found("did:key:z6Mkedge-24").await, ["edge-24"]);
+        assert_eq!(found("Edge").await, Vec::<String>::new(), "case-sensitive");
+        assert_eq!(found("edge_").await, Vec::<String>::new(), "no wildcards");
     }
 }
