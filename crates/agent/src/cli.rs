@@ -5,25 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::Args;
 
 use crate::{Agent, AgentError, AgentOptions};
-
-/// The `postern-agent` binary's command line; here rather than in its `main.rs` so that
-/// `postern man` and `postern completions` can document it too.
-#[derive(Parser, Debug)]
-#[command(
-    name = "postern-agent",
-    version = crate::VERSION,
-    about = "The Postern agent: dials out to the server and serves SSH sessions."
-)]
-pub struct AgentCli {
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "POSTERN_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
-    pub log_format: String,
-    #[command(flatten)]
-    pub agent: AgentArgs,
-}
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {

@@ -5,6 +5,7 @@
 //! (connected, status) is observable through a watch channel.
 
 pub mod backoff;
+pub mod binary;
 pub mod cli;
 pub mod facts;
 mod forwarding;

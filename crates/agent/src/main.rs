@@ -6,7 +6,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use postern_agent::cli::{self, AgentCli};
+use postern_agent::binary::AgentCli;
+use postern_agent::cli;
 
 fn main() -> ExitCode {
     let args = AgentCli::parse();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{CommandFactory, ValueEnum};
 use clap_complete::Shell;
-use postern_agent::cli::AgentCli;
+use postern_agent::binary::AgentCli;
 
 use crate::args::Cli;
 
