@@ -5,6 +5,7 @@
 //! (connected, status) is observable through a watch channel.
 
 pub mod backoff;
+pub mod binary;
 pub mod cli;
 pub mod facts;
 mod forwarding;
@@ -26,6 +27,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::identity::{Identity, IdentityError};
 use crate::state::AgentState;
+
+/// `--version` of both binaries: the package version and the commit built (`build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("POSTERN_COMMIT"),
+    ")"
+);
 
 /// Cipher preference for SSH connections whose both ends are Postern's (the link, and
 /// `postern ssh` to an agent): AES-GCM first, which runs on the CPU's AES instructions and

@@ -6,24 +6,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use postern_agent::cli::{self, AgentArgs};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "postern-agent",
-    version,
-    about = "The Postern agent: dials out to the server and serves SSH sessions."
-)]
-struct Cli {
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "POSTERN_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
-    log_format: String,
-    #[command(flatten)]
-    agent: AgentArgs,
-}
+use postern_agent::binary::AgentCli;
+use postern_agent::cli;
 
 fn main() -> ExitCode {
-    let args = Cli::parse();
+    let args = AgentCli::parse();
     cli::init_logging(args.log_format == "json", "info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

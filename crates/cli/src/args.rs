@@ -11,7 +11,7 @@ use postern_protocol::api::Role;
 #[derive(Parser, Debug)]
 #[command(
     name = "postern",
-    version,
+    version = postern_agent::VERSION,
     about = "A shell on your devices without exposing them to the internet."
 )]
 pub struct Cli {
@@ -71,6 +71,19 @@ pub enum Command {
     /// Refresh the certificate and known host for `ssh AGENT.postern` (run by the config).
     #[command(hide = true)]
     SshCert { host: String, login: String },
+    /// Print shell completions, e.g. `postern completions bash > /etc/bash_completion.d/postern`.
+    Completions {
+        shell: clap_complete::Shell,
+        /// The binary to complete.
+        #[arg(long, value_enum, default_value = "postern")]
+        binary: crate::commands::docs::Binary,
+    },
+    /// Write the man pages of postern and postern-agent into a directory (for packagers).
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -76,6 +76,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 Command::Proxy { host } => commands::proxy::proxy(&host).await,
                 Command::SshCert { host, login } => commands::proxy::refresh(&host, &login).await,
                 Command::SshConfig { write } => commands::ssh_config::run(write).await,
+                Command::Completions { shell, binary } => {
+                    commands::docs::completions(shell, binary);
+                    Ok(())
+                }
+                Command::Man { dir } => commands::docs::man_pages(&dir),
                 Command::Server(_) | Command::Agent(_) | Command::Quickstart(_) => Ok(()),
             };
             done.map(|()| 0)

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod docs;
 pub mod events;
 pub mod login;
 pub mod proxy;

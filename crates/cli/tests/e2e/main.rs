@@ -27,6 +27,7 @@ mod link;
 mod liveness;
 mod logins;
 mod openssh;
+mod packaging;
 mod paramiko;
 mod processes;
 mod raw;

@@ -1,0 +1,20 @@
+//! The `postern-agent` binary's command line; in the library rather than in its `main.rs`
+//! so that `postern man` and `postern completions` can document that binary too.
+
+use clap::Parser;
+
+use crate::cli::AgentArgs;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "postern-agent",
+    version = crate::VERSION,
+    about = "The Postern agent: dials out to the server and serves SSH sessions."
+)]
+pub struct AgentCli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "POSTERN_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
