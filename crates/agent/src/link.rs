@@ -12,7 +12,7 @@ use postern_protocol::{
     ServerMessage, SessionId,
 };
 use russh::client::{self, Msg};
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelStream, Disconnect};
 use tokio::sync::watch;
 use tokio_util::codec::Framed;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::forwarding::{self, Forwarding};
 use crate::link_end::{self, Timings};
+use crate::trust::{TrustedServer, fingerprint};
 use crate::{AgentError, AgentOptions, Context, LinkState};
 
 /// A link that stayed up this long resets the backoff.
@@ -76,46 +77,6 @@ struct LinkHandler {
     forwarding: Arc<Forwarding>,
     /// russh drops the handler when the connection's task ends: that marks the end.
     end: link_end::EndGuard,
-}
-
-/// Which host key the agent accepts from the server.
-#[derive(Clone)]
-enum TrustedServer {
-    /// The key pinned on the first connection: only it, ever after.
-    Pinned(PublicKey),
-    /// Not connected yet, with a token naming the server's fingerprint: only a key with it.
-    Fingerprint(String),
-    /// Not connected yet, with nothing to go by: the first key seen (then pinned).
-    FirstSeen,
-}
-
-impl TrustedServer {
-    fn accepts(&self, key: &PublicKey) -> bool {
-        match self {
-            Self::Pinned(pinned) => pinned.key_data() == key.key_data(),
-            Self::Fingerprint(expected) => fingerprint(key) == *expected,
-            Self::FirstSeen => true,
-        }
-    }
-
-    /// Why `offered` is refused, if it is.
-    fn refusal(&self, offered: &PublicKey) -> Option<String> {
-        if self.accepts(offered) {
-            return None;
-        }
-        let offered = fingerprint(offered);
-        match self {
-            Self::Pinned(pinned) => Some(format!(
-                "the server's host key changed (pinned {}, offered {offered}); refusing to connect",
-                fingerprint(pinned)
-            )),
-            Self::Fingerprint(expected) => Some(format!(
-                "the server's host key {offered} is not the one the enrollment token names \
-                 ({expected}); refusing to connect"
-            )),
-            Self::FirstSeen => None,
-        }
-    }
 }
 
 impl client::Handler for LinkHandler {
@@ -187,9 +148,6 @@ async fn dial(server: &str) -> std::io::Result<tokio::net::TcpStream> {
     Ok(tcp)
 }
 
-fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
-}
 
 async fn run_link(
     ctx: &Context,
