@@ -108,7 +108,10 @@ impl client::Handler for LinkHandler {
         match self.forwarding.route(connected_address) {
             Some((target, session, stop)) => {
                 reply.accept().await;
-                tokio::spawn(forwarding::serve_channel(channel, target, session, stop));
+                let forwarding = self.forwarding.clone();
+                tokio::spawn(forwarding::serve_channel(
+                    channel, target, session, stop, forwarding,
+                ));
             }
             None => {
                 tracing::warn!(
@@ -147,7 +150,6 @@ async fn dial(server: &str) -> std::io::Result<tokio::net::TcpStream> {
         .map_err(std::io::Error::from)?;
     Ok(tcp)
 }
-
 
 async fn run_link(
     ctx: &Context,
@@ -378,6 +380,14 @@ async fn converse(
                     })
                 }
             },
+            () = lc.forwarding.changed() => {
+                for (session, count) in lc.forwarding.changes() {
+                    if let Err(e) = send(link, &AgentMessage::Logins { session, count }).await {
+                        return LinkEnd::Dropped(e);
+                    }
+                }
+                None
+            }
             _ = heartbeat.tick() => {
                 let now = lc.ctx.facts();
                 let changed = (now != last_facts).then(|| now.clone());
@@ -452,11 +462,20 @@ async fn handshake(
             heartbeat_ms: Some(
                 u64::try_from(ctx.options.sync_rate.as_millis()).unwrap_or(u64::MAX),
             ),
+            // Only logged-in connections should keep a session from going idle.
+            reports_logins: true,
         },
     )
     .await?;
     let nonce = match receive(link).await? {
-        ServerMessage::Welcome { nonce, .. } => nonce,
+        ServerMessage::Welcome {
+            nonce,
+            wants_logins,
+            ..
+        } => {
+            lc.forwarding.report_logins(wants_logins);
+            nonce
+        }
         other => return Err(format!("expected welcome, got {other:?}")),
     };
     let ssh_public_key = ctx

@@ -41,7 +41,18 @@ struct Fixture {
     did: String,
     /// The session every connection to this server arrives for.
     session: SessionId,
+    /// Connections logged in now, as the agent counts them (the `log_in` hook of `serve`).
+    logged_in: tokio::sync::watch::Receiver<usize>,
     _stop: tokio_util::sync::DropGuard,
+}
+
+/// One connection counted as logged in until dropped.
+struct Counted(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 const SESSION: &str = "0123456789abcdef0123456789abcdef";
@@ -71,9 +82,22 @@ impl Fixture {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let id = session.clone();
+        let (count, logged_in) = tokio::sync::watch::channel(0);
+        let count = Arc::new(count);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve(config.clone(), id.clone(), tcp, token.clone()));
+                let count = count.clone();
+                let log_in = move || {
+                    count.send_modify(|n| *n += 1);
+                    Counted(count)
+                };
+                tokio::spawn(serve(
+                    config.clone(),
+                    id.clone(),
+                    tcp,
+                    token.clone(),
+                    log_in,
+                ));
             }
         });
         let fixture = Self {
@@ -84,6 +108,7 @@ impl Fixture {
             login: logins[0].clone(),
             did: did.as_str().to_owned(),
             session,
+            logged_in,
             _stop: stop.drop_guard(),
         };
         write_key(&fixture.path("ca"), &fixture.ca);
@@ -527,4 +552,53 @@ async fn a_connection_that_does_not_log_in_is_closed_at_the_login_grace() {
         .await
         .unwrap();
     assert_eq!((out.as_slice(), status), (&b"still-here\n"[..], Some(0)));
+}
+
+#[tokio::test]
+async fn a_connection_counts_as_logged_in_from_its_login_to_its_end() {
+    use tokio::io::AsyncWriteExt;
+    let f = Fixture::start(&[]).await;
+    let mut logged_in = f.logged_in.clone();
+    // Connections that never log in: they are never counted.
+    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", f.port))
+        .await
+        .unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", f.port))
+        .await
+        .unwrap();
+    stalled.write_all(b"SSH-2.0-Stalled\r\n").await.unwrap();
+
+    let user = key(5);
+    let cert = russh_certificate(&f, &user);
+    let client = Client {
+        host_key: f.host_key.public_key().clone(),
+    };
+    let mut handle = russh::client::connect(
+        Arc::new(russh::client::Config::default()),
+        ("127.0.0.1", f.port),
+        client,
+    )
+    .await
+    .unwrap();
+    assert_eq!(*logged_in.borrow(), 0, "counted before logging in");
+    let auth = handle
+        .authenticate_openssh_cert(&f.login, Arc::new(user), cert)
+        .await
+        .unwrap();
+    assert!(auth.success());
+    tokio::time::timeout(DEADLINE, logged_in.wait_for(|n| *n == 1))
+        .await
+        .expect("the login was not counted")
+        .unwrap();
+
+    // The client leaves: it is no longer counted.
+    handle
+        .disconnect(russh::Disconnect::ByApplication, "bye", "en")
+        .await
+        .unwrap();
+    drop(handle);
+    tokio::time::timeout(DEADLINE, logged_in.wait_for(|n| *n == 0))
+        .await
+        .expect("a connection that ended still counts as logged in")
+        .unwrap();
 }
