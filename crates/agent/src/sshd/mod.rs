@@ -15,13 +15,13 @@ mod auth;
 mod channel;
 mod process;
 mod reaper;
-mod severable;
 mod spawner;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use postern_protocol::sever::Severable;
 use postern_protocol::{AgentDid, SessionId};
 use russh::keys::{Certificate, PrivateKey, PublicKey};
 use russh::server::{self, Auth, Msg, Session};
@@ -33,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 use account::Account;
 use process::{Process, Program, PtyRequest};
 pub use reaper::{GROUPS_FILE, SessionProcesses};
-use severable::Severable;
 
 /// How long a connection may take from its channel's opening to a successful login. It holds
 /// one of the session's forwarded channels meanwhile (and so keeps the session from going
