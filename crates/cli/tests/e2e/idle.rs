@@ -1,6 +1,6 @@
-//! What keeps a session from going idle: a connection logged in through it, as the agent
-//! reports — not connections to its tunnel port that never log in, however many or however
-//! often they come back.
+//! What keeps a session from going idle: a connection logged in through it (OpenSSH on the
+//! tunnel port, `postern ssh` on the data path), as the agent reports — not connections to its
+//! tunnel port that never log in, however many or however often they come back.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use reqwest::Method;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::harness::{TestAgent, TestServer, approved, cli_home, read_until, run_cli};
+use crate::harness::{TestAgent, TestServer, approved, cli_home, postern, read_until, run_cli};
 
 /// An approved agent whose SSH server gives a handshake an hour to log in: long past the
 /// test, so that only the server's idle rule can end a session held by stalled handshakes.
@@ -77,6 +77,7 @@ async fn handshakes_that_never_log_in_do_not_keep_a_session_from_going_idle_a_lo
     let server = TestServer::start_with(|c| c.idle_timeout = Duration::from_secs(3)).await;
     let admin = server.admin_token.clone();
     let _busy = patient_agent(&server, "busy").await;
+    let _cli = patient_agent(&server, "cli").await;
     let _quiet = patient_agent(&server, "quiet").await;
     let home = cli_home(&server, "admin", &server.admin_password).await;
     let login = postern_agent::facts::own_login();
@@ -129,6 +130,25 @@ async fn handshakes_that_never_log_in_do_not_keep_a_session_from_going_idle_a_lo
     read_until(&mut out, "logged-in").await;
     let _stalled_on_busy = stalled_handshakes(busy.port.unwrap(), 10).await;
 
+    // "cli": `postern ssh`, logged in through the data path, running a long command.
+    let mut cli = postern()
+        .env("POSTERN_HOME", home.path())
+        .args([
+            "ssh",
+            "-q",
+            "cli",
+            "--",
+            "echo",
+            "logged-in;",
+            "sleep",
+            "1000",
+        ])
+        .spawn()
+        .unwrap();
+    let mut cli_out = BufReader::new(cli.stdout.take().unwrap()).lines();
+    read_until(&mut cli_out, "logged-in").await;
+    let cli_session = running_session(&server, "cli").await;
+
     // "quiet", started after "busy" was logged in: 50 stalled handshakes and a client that
     // reconnects in a loop, all through its tunnel port.
     let (status, body) = server.start_session("quiet", &admin).await;
@@ -147,9 +167,13 @@ async fn handshakes_that_never_log_in_do_not_keep_a_session_from_going_idle_a_lo
     assert_eq!(quiet.reason.as_deref(), Some("idle timeout"), "{quiet:?}");
     looping.abort();
 
-    // "busy" ran longer than "quiet" without its login's help: the login is what kept it.
-    let now = server.session(busy.id.as_str(), &admin).await;
-    assert_eq!(now.state, SessionState::Running, "{now:?}");
+    // "busy" and "cli" ran longer than "quiet" without their logins' help: the logins are
+    // what kept them.
+    for held in [&busy, &cli_session] {
+        let now = server.session(held.id.as_str(), &admin).await;
+        assert_eq!(now.state, SessionState::Running, "{now:?}");
+    }
+    cli.kill().await.unwrap();
 
     // The client leaves: with only stalled handshakes left, "busy" goes idle too.
     drop(ssh.stdin.take());
