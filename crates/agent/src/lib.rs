@@ -14,6 +14,7 @@ mod link;
 mod link_end;
 pub mod sshd;
 pub mod state;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

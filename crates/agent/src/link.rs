@@ -12,7 +12,7 @@ use postern_protocol::{
     ServerMessage, SessionId,
 };
 use russh::client::{self, Msg};
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelStream, Disconnect};
 use tokio::sync::watch;
 use tokio_util::codec::Framed;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::forwarding::{self, Forwarding};
 use crate::link_end::{self, Timings};
+use crate::trust::{TrustedServer, fingerprint};
 use crate::{AgentError, AgentOptions, Context, LinkState};
 
 /// A link that stayed up this long resets the backoff.
@@ -78,46 +79,6 @@ struct LinkHandler {
     end: link_end::EndGuard,
 }
 
-/// Which host key the agent accepts from the server.
-#[derive(Clone)]
-enum TrustedServer {
-    /// The key pinned on the first connection: only it, ever after.
-    Pinned(PublicKey),
-    /// Not connected yet, with a token naming the server's fingerprint: only a key with it.
-    Fingerprint(String),
-    /// Not connected yet, with nothing to go by: the first key seen (then pinned).
-    FirstSeen,
-}
-
-impl TrustedServer {
-    fn accepts(&self, key: &PublicKey) -> bool {
-        match self {
-            Self::Pinned(pinned) => pinned.key_data() == key.key_data(),
-            Self::Fingerprint(expected) => fingerprint(key) == *expected,
-            Self::FirstSeen => true,
-        }
-    }
-
-    /// Why `offered` is refused, if it is.
-    fn refusal(&self, offered: &PublicKey) -> Option<String> {
-        if self.accepts(offered) {
-            return None;
-        }
-        let offered = fingerprint(offered);
-        match self {
-            Self::Pinned(pinned) => Some(format!(
-                "the server's host key changed (pinned {}, offered {offered}); refusing to connect",
-                fingerprint(pinned)
-            )),
-            Self::Fingerprint(expected) => Some(format!(
-                "the server's host key {offered} is not the one the enrollment token names \
-                 ({expected}); refusing to connect"
-            )),
-            Self::FirstSeen => None,
-        }
-    }
-}
-
 impl client::Handler for LinkHandler {
     type Error = russh::Error;
 
@@ -147,7 +108,10 @@ impl client::Handler for LinkHandler {
         match self.forwarding.route(connected_address) {
             Some((target, session, stop)) => {
                 reply.accept().await;
-                tokio::spawn(forwarding::serve_channel(channel, target, session, stop));
+                let forwarding = self.forwarding.clone();
+                tokio::spawn(forwarding::serve_channel(
+                    channel, target, session, stop, forwarding,
+                ));
             }
             None => {
                 tracing::warn!(
@@ -185,10 +149,6 @@ async fn dial(server: &str) -> std::io::Result<tokio::net::TcpStream> {
     nix::sys::socket::setsockopt(&tcp, nix::sys::socket::sockopt::TcpUserTimeout, &millis)
         .map_err(std::io::Error::from)?;
     Ok(tcp)
-}
-
-fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
 }
 
 async fn run_link(
@@ -420,6 +380,14 @@ async fn converse(
                     })
                 }
             },
+            () = lc.forwarding.changed() => {
+                for (session, count) in lc.forwarding.changes() {
+                    if let Err(e) = send(link, &AgentMessage::Logins { session, count }).await {
+                        return LinkEnd::Dropped(e);
+                    }
+                }
+                None
+            }
             _ = heartbeat.tick() => {
                 let now = lc.ctx.facts();
                 let changed = (now != last_facts).then(|| now.clone());
@@ -494,11 +462,20 @@ async fn handshake(
             heartbeat_ms: Some(
                 u64::try_from(ctx.options.sync_rate.as_millis()).unwrap_or(u64::MAX),
             ),
+            // Only logged-in connections should keep a session from going idle.
+            reports_logins: true,
         },
     )
     .await?;
     let nonce = match receive(link).await? {
-        ServerMessage::Welcome { nonce, .. } => nonce,
+        ServerMessage::Welcome {
+            nonce,
+            wants_logins,
+            ..
+        } => {
+            lc.forwarding.report_logins(wants_logins);
+            nonce
+        }
         other => return Err(format!("expected welcome, got {other:?}")),
     };
     let ssh_public_key = ctx

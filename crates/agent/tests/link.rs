@@ -1,7 +1,8 @@
 //! The agent's link against a scripted server: messages a real server sends only in races
 //! that a test cannot bring about on demand (a `StartSsh` repeated for one session, when a
-//! request meets the link coming up). The server side is real SSH (russh) speaking the real
-//! control protocol; only its decisions are scripted.
+//! request meets the link coming up), and a server older than the agent (one that does not
+//! ask for login counts). The server side is real SSH (russh) speaking the real control
+//! protocol; only its decisions are scripted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -121,11 +122,18 @@ struct Fixture {
     control: Control,
     forwards: mpsc::UnboundedReceiver<Forward>,
     agent: Agent,
+    /// The agent's DID, from its enrollment.
+    did: String,
     _dir: tempfile::TempDir,
 }
 
 impl Fixture {
     async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// A scripted server that asks for login counts, or (as older servers) does not.
+    async fn start_with(wants_logins: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (control_tx, mut control_rx) = mpsc::unbounded_channel();
@@ -163,12 +171,12 @@ impl Fixture {
         let welcome = ServerMessage::Welcome {
             version: PROTOCOL_VERSION,
             nonce: "scripted".into(),
+            wants_logins,
         };
         control.send(&welcome).await.unwrap();
-        assert!(matches!(
-            next_message(&mut control).await,
-            AgentMessage::Enroll(_)
-        ));
+        let AgentMessage::Enroll(enrollment) = next_message(&mut control).await else {
+            panic!("expected the agent's enrollment");
+        };
         let user_ca: PublicKey = key(2).public_key().clone();
         let approved = ServerMessage::Status(StatusUpdate {
             status: AgentStatus::Approved,
@@ -181,21 +189,26 @@ impl Fixture {
             control,
             forwards,
             agent,
+            did: enrollment.did.to_string(),
             _dir: dir,
         }
     }
 
     /// Waits until the agent has handled everything sent before: it answers messages in
-    /// order, so its answer to a stray `Welcome` comes after all of them.
-    async fn settle(&mut self) {
+    /// order, so its answer to a stray `Welcome` comes after all of them. Returns what it
+    /// said meanwhile.
+    async fn settle(&mut self) -> Vec<AgentMessage> {
         let stray = ServerMessage::Welcome {
             version: PROTOCOL_VERSION,
             nonce: "stray".into(),
+            wants_logins: false,
         };
         self.control.send(&stray).await.unwrap();
+        let mut said = Vec::new();
         loop {
-            if let AgentMessage::Error { .. } = next_message(&mut self.control).await {
-                return;
+            match next_message(&mut self.control).await {
+                AgentMessage::Error { .. } => return said,
+                other => said.push(other),
             }
         }
     }
@@ -246,5 +259,140 @@ async fn a_repeated_start_is_answered_again_and_leaves_the_running_session_alone
         .unwrap()
         .unwrap();
     assert_eq!(&banner, b"SSH-2.0-");
+    fixture.agent.shutdown().await.unwrap();
+}
+
+/// Accepts the agent's host key, whatever it is: these tests are about what follows a login.
+struct AnyHost;
+
+impl russh::client::Handler for AnyHost {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// Starts `session` on the fixture's agent and logs in through one channel of its forward,
+/// as a user with a certificate from the server's CA; returns the logged-in connection.
+async fn log_in_through(
+    fixture: &mut Fixture,
+    session: &SessionId,
+) -> russh::client::Handle<AnyHost> {
+    use postern_protocol::session::{CERT_AGENT_EXTENSION, CERT_SESSION_EXTENSION};
+    use russh::keys::ssh_key::certificate::{Builder, CertType};
+    fixture
+        .control
+        .send(&ServerMessage::StartSsh {
+            session: session.clone(),
+        })
+        .await
+        .unwrap();
+    let forward = tokio::time::timeout(DEADLINE, fixture.forwards.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let channel = forward
+        .handle
+        .channel_open_forwarded_tcpip(
+            session.forward_address(),
+            FORWARDED_PORT,
+            "127.0.0.1",
+            50_000,
+        )
+        .await
+        .unwrap();
+    let login = postern_agent::facts::own_login();
+    let user = key(5);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut cert = Builder::new(
+        vec![1; 16],
+        user.public_key().key_data().clone(),
+        now - 60,
+        now + 300,
+    )
+    .unwrap();
+    cert.cert_type(CertType::User).unwrap();
+    cert.valid_principal(&login).unwrap();
+    cert.extension(CERT_AGENT_EXTENSION, fixture.did.as_str())
+        .unwrap();
+    cert.extension(CERT_SESSION_EXTENSION, session.as_str())
+        .unwrap();
+    let cert = cert.sign(&key(2)).unwrap();
+    let config = Arc::new(russh::client::Config::default());
+    let mut handle = russh::client::connect_stream(config, channel.into_stream(), AnyHost)
+        .await
+        .unwrap();
+    let auth = handle
+        .authenticate_openssh_cert(&login, Arc::new(user), cert)
+        .await
+        .unwrap();
+    assert!(auth.success());
+    handle
+}
+
+#[tokio::test]
+async fn a_server_that_asks_is_told_how_many_are_logged_in_through_each_session() {
+    let mut fixture = Fixture::start_with(true).await;
+    let session = SessionId::parse("00000000000000000000000000000001").unwrap();
+    let handle = log_in_through(&mut fixture, &session).await;
+    let logins = |count| AgentMessage::Logins {
+        session: session.clone(),
+        count,
+    };
+    let mut said = Vec::new();
+    while !said.contains(&logins(1)) {
+        said.push(next_message(&mut fixture.control).await);
+    }
+    // A message the scripted server may or may not have read yet is the agent's acceptance.
+    assert!(
+        said.iter()
+            .all(|m| *m == logins(1) || matches!(m, AgentMessage::Session { .. })),
+        "{said:?}"
+    );
+    handle
+        .disconnect(russh::Disconnect::ByApplication, "bye", "en")
+        .await
+        .unwrap();
+    drop(handle);
+    assert_eq!(next_message(&mut fixture.control).await, logins(0));
+    fixture.agent.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_ask_for_login_counts_is_never_sent_one() {
+    // An older server would answer each with an error.
+    let mut fixture = Fixture::start_with(false).await;
+    let session = SessionId::parse("00000000000000000000000000000002").unwrap();
+    let handle = log_in_through(&mut fixture, &session).await;
+    // The login is in effect: a command runs.
+    let mut channel = handle.channel_open_session().await.unwrap();
+    channel.exec(true, "echo in").await.unwrap();
+    loop {
+        match tokio::time::timeout(DEADLINE, channel.wait())
+            .await
+            .unwrap()
+        {
+            Some(russh::ChannelMsg::Data { data }) => break assert_eq!(&data[..], b"in\n"),
+            Some(_) => continue,
+            None => panic!("the command did not run"),
+        }
+    }
+    handle
+        .disconnect(russh::Disconnect::ByApplication, "bye", "en")
+        .await
+        .unwrap();
+    drop(handle);
+    let said = fixture.settle().await;
+    assert!(
+        said.iter()
+            .all(|m| matches!(m, AgentMessage::Session { .. })),
+        "{said:?}"
+    );
     fixture.agent.shutdown().await.unwrap();
 }

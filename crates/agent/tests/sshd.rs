@@ -41,7 +41,18 @@ struct Fixture {
     did: String,
     /// The session every connection to this server arrives for.
     session: SessionId,
+    /// Connections logged in now, as the agent counts them (the `log_in` hook of `serve`).
+    logged_in: tokio::sync::watch::Receiver<usize>,
     _stop: tokio_util::sync::DropGuard,
+}
+
+/// One connection counted as logged in until dropped.
+struct Counted(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 const SESSION: &str = "0123456789abcdef0123456789abcdef";
@@ -71,9 +82,22 @@ impl Fixture {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let id = session.clone();
+        let (count, logged_in) = tokio::sync::watch::channel(0);
+        let count = Arc::new(count);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve(config.clone(), id.clone(), tcp, token.clone()));
+                let count = count.clone();
+                let log_in = move || {
+                    count.send_modify(|n| *n += 1);
+                    Counted(count)
+                };
+                tokio::spawn(serve(
+                    config.clone(),
+                    id.clone(),
+                    tcp,
+                    token.clone(),
+                    log_in,
+                ));
             }
         });
         let fixture = Self {
@@ -84,6 +108,7 @@ impl Fixture {
             login: logins[0].clone(),
             did: did.as_str().to_owned(),
             session,
+            logged_in,
             _stop: stop.drop_guard(),
         };
         write_key(&fixture.path("ca"), &fixture.ca);
@@ -479,10 +504,13 @@ async fn several_channels_share_a_connection_and_signals_reach_the_program() {
         .expect("timed out");
 }
 
+/// Also: a connection counts as logged in (the agent's `log_in` hook) from its login to its
+/// end, and one that never logs in never counts.
 #[tokio::test]
 async fn a_connection_that_does_not_log_in_is_closed_at_the_login_grace() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let f = Fixture::start_with(&[], |c| c.login_grace = Duration::from_millis(300)).await;
+    let mut logged_in = f.logged_in.clone();
     // A client that logs in first: its grace ends before the stalled ones' below.
     let user = key(5);
     let cert = russh_certificate(&f, &user);
@@ -496,11 +524,17 @@ async fn a_connection_that_does_not_log_in_is_closed_at_the_login_grace() {
     )
     .await
     .unwrap();
+    assert_eq!(*logged_in.borrow(), 0, "counted before logging in");
     let auth = handle
         .authenticate_openssh_cert(&f.login, Arc::new(user), cert)
         .await
         .unwrap();
     assert!(auth.success());
+    let counted = tokio::time::timeout(DEADLINE, logged_in.wait_for(|n| *n == 1)).await;
+    assert!(
+        counted.is_ok_and(|r| r.is_ok()),
+        "the login was not counted"
+    );
 
     // One client never sends its banner; another sends it and stalls in the key exchange.
     let silent = tokio::net::TcpStream::connect(("127.0.0.1", f.port))
@@ -527,4 +561,19 @@ async fn a_connection_that_does_not_log_in_is_closed_at_the_login_grace() {
         .await
         .unwrap();
     assert_eq!((out.as_slice(), status), (&b"still-here\n"[..], Some(0)));
+    assert_eq!(
+        *logged_in.borrow(),
+        1,
+        "the stalled connections were counted"
+    );
+
+    // The client leaves: it no longer counts.
+    let bye = handle.disconnect(russh::Disconnect::ByApplication, "bye", "en");
+    bye.await.unwrap();
+    drop(handle);
+    let gone = tokio::time::timeout(DEADLINE, logged_in.wait_for(|n| *n == 0)).await;
+    assert!(
+        gone.is_ok(),
+        "a connection that ended still counts as logged in"
+    );
 }

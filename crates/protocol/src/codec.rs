@@ -135,6 +135,7 @@ mod tests {
                 version: 1,
                 agent_version: "0.1.0".into(),
                 heartbeat_ms: None,
+                reports_logins: false,
             },
             AgentMessage::Heartbeat { facts: None },
         ];

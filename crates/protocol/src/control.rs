@@ -3,8 +3,14 @@
 //! Conversation: the agent opens the `postern-control` subsystem and sends `Hello` with its
 //! protocol version; the server answers `Welcome` with a fresh nonce; the agent sends `Enroll`
 //! signed over that nonce; the server answers `Status`, and sends `Status` again whenever an
-//! administrator decides. An approved agent then sends `Heartbeat` at its sync rate.
+//! administrator decides. An approved agent then sends `Heartbeat` at its sync rate, and
+//! `Logins` whenever the number of connections logged in through one of its sessions changes.
 //! Either side answers a message it cannot use with `Error` and goes on.
+//!
+//! Compatibility: a message gains only optional fields, which older peers ignore; a new
+//! message is sent only to a peer that said in its first message that it understands it
+//! (`Hello::reports_logins`, `Welcome::wants_logins`), since an older peer would answer it
+//! with `Error`. `PROTOCOL_VERSION` changes only for what an older peer cannot ignore.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +34,11 @@ pub enum AgentMessage {
         /// its configured interval (and older servers ignore the field).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         heartbeat_ms: Option<u64>,
+        /// This agent sends `Logins` when the server's `Welcome` asks for them; the server
+        /// then counts a session as in use only while someone is logged in through it. Absent
+        /// (false) from older agents: the server then counts the session's open channels.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reports_logins: bool,
     },
     Enroll(Enrollment),
     /// Liveness at the sync rate, with the facts when they changed.
@@ -39,6 +50,13 @@ pub enum AgentMessage {
     Session {
         session: SessionId,
         reply: SessionReply,
+    },
+    /// How many connections through this session's tunnel are logged in now, sent whenever
+    /// it changes (only to a server whose `Welcome` asked for it). A connection that never
+    /// logs in is never counted, so it cannot keep the session from going idle.
+    Logins {
+        session: SessionId,
+        count: u32,
     },
     Error {
         code: ErrorCode,
@@ -81,6 +99,10 @@ pub enum ServerMessage {
         /// Random, single-use; the enrollment signature covers it, so a captured enrollment
         /// cannot be replayed.
         nonce: String,
+        /// The server wants `Logins` from an agent that offered them. Absent (false) from
+        /// older servers, which would answer each with `Error`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wants_logins: bool,
     },
     Status(StatusUpdate),
     /// Open a reverse tunnel for this session: answer, then `tcpip-forward` it. May arrive
@@ -146,9 +168,68 @@ mod tests {
             back,
             ServerMessage::Welcome {
                 version: 1,
-                nonce: "n".into()
+                nonce: "n".into(),
+                wants_logins: false,
             }
         );
+    }
+
+    #[test]
+    fn login_reports_are_offered_and_asked_for_and_old_peers_parse_without_them() {
+        let old: AgentMessage =
+            serde_json::from_str(r#"{"type":"hello","version":1,"agent_version":"0.1.0"}"#)
+                .unwrap();
+        assert!(matches!(
+            old,
+            AgentMessage::Hello {
+                reports_logins: false,
+                ..
+            }
+        ));
+        let new = AgentMessage::Hello {
+            version: 1,
+            agent_version: "0.2.0".into(),
+            heartbeat_ms: None,
+            reports_logins: true,
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""reports_logins":true"#), "{text}");
+        assert_eq!(serde_json::from_str::<AgentMessage>(&text).unwrap(), new);
+        // What makes an optional field safe: a peer that does not know it ignores it.
+        let newer: AgentMessage = serde_json::from_str(
+            r#"{"type":"hello","version":1,"agent_version":"9.0.0","field_of_the_future":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(newer, AgentMessage::Hello { .. }));
+
+        let welcome = ServerMessage::Welcome {
+            version: 1,
+            nonce: "n".into(),
+            wants_logins: true,
+        };
+        let text = serde_json::to_string(&welcome).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"welcome","version":1,"nonce":"n","wants_logins":true}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&text).unwrap(),
+            welcome
+        );
+
+        let logins = AgentMessage::Logins {
+            session: SessionId::parse(&"ab".repeat(16)).unwrap(),
+            count: 2,
+        };
+        let text = serde_json::to_string(&logins).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"type":"logins","session":"{}","count":2}}"#,
+                "ab".repeat(16)
+            )
+        );
+        assert_eq!(serde_json::from_str::<AgentMessage>(&text).unwrap(), logins);
     }
 
     #[test]
@@ -167,6 +248,7 @@ mod tests {
             version: 1,
             agent_version: "0.2.0".into(),
             heartbeat_ms: Some(10_000),
+            reports_logins: false,
         };
         let text = serde_json::to_string(&new).unwrap();
         assert!(text.contains(r#""heartbeat_ms":10000"#), "{text}");

@@ -1,6 +1,7 @@
 //! Postern's shared language: identifiers, the agent ↔ server control messages and their
 //! framing, and the facts an agent reports. Pure data and pure functions — no I/O — so the
-//! server, the agent and the CLI agree on one definition of every message.
+//! server, the agent and the CLI agree on one definition of every message. One stream
+//! adapter both SSH ends use (`sever`) lives here too; it passes I/O through and does none.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ pub mod enrollment;
 pub mod facts;
 pub mod integer;
 pub mod session;
+pub mod sever;
 pub mod sse;
 pub mod status;
 pub mod text;

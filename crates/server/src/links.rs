@@ -38,6 +38,17 @@ impl LinkCommand {
     }
 }
 
+/// What shows that one of an agent's sessions is in use, and so not idle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionUse {
+    /// An open channel through the session's tunnel, logged in or not: all the server knows
+    /// of an agent that does not report logins (older agents).
+    #[default]
+    Channels,
+    /// A connection logged in through the session, as the agent reports (`logins`).
+    Logins,
+}
+
 /// When silence means trouble: set by the server's configuration, scaled by the heartbeat
 /// interval each agent states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +99,7 @@ struct Link {
     responding: bool,
     lost: bool,
     cut: Cut,
+    session_use: SessionUse,
     /// The presence version of this link's last change: coming up, or its liveness (see
     /// `presence.rs`).
     changed: u64,
@@ -144,14 +156,15 @@ impl LinkRegistry {
         self.presence.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a live link that heartbeats every `heartbeat` (or the configured interval)
-    /// and is ended by `cut`. Returns its id and the previous link's command sender (if any)
-    /// so the caller can close it.
+    /// Registers a live link that heartbeats every `heartbeat` (or the configured interval),
+    /// shows its sessions' use by `session_use` and is ended by `cut`. Returns its id and the
+    /// previous link's command sender (if any) so the caller can close it.
     pub fn register(
         &self,
         agent_id: &str,
         commands: mpsc::Sender<LinkCommand>,
         heartbeat: Option<Duration>,
+        session_use: SessionUse,
         cut: Cut,
     ) -> (LinkId, Option<mpsc::Sender<LinkCommand>>) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
@@ -169,6 +182,7 @@ impl LinkRegistry {
                 responding: true,
                 lost: false,
                 cut,
+                session_use,
                 changed,
             },
         );
@@ -215,6 +229,13 @@ impl LinkRegistry {
         self.lock()
             .get(agent_id)
             .map_or(Liveness::Offline, Link::liveness)
+    }
+
+    /// How the agent's link shows that its sessions are in use (channels when offline).
+    pub fn session_use(&self, agent_id: &str) -> SessionUse {
+        self.lock()
+            .get(agent_id)
+            .map_or(SessionUse::default(), |l| l.session_use)
     }
 
     pub fn last_seen(&self, agent_id: &str) -> Option<i64> {
@@ -327,7 +348,7 @@ mod tests {
         let links = registry();
         let (commands, _inbox) = mpsc::channel(1);
         let cut = Cut::default();
-        let (id, _) = links.register("a", commands, None, cut.clone());
+        let (id, _) = links.register("a", commands, None, SessionUse::Channels, cut.clone());
         let seen = links.last_seen("a").unwrap();
         assert_eq!(links.sweep(seen + 30_000), Swept::default());
         assert_eq!(links.liveness("a"), Liveness::Online);
@@ -354,7 +375,7 @@ mod tests {
     fn liveness_changes_are_presence_changes() {
         let links = registry();
         let (commands, _inbox) = mpsc::channel(1);
-        links.register("a", commands, None, Cut::default());
+        links.register("a", commands, None, SessionUse::Channels, Cut::default());
         let start = links.presence_since(None).cursor;
         let seen = links.last_seen("a").unwrap();
         let only = |cursor: &str| {
@@ -396,10 +417,20 @@ mod tests {
     fn an_old_link_closing_does_not_unregister_the_new_one() {
         let links = registry();
         let (commands, _inbox) = mpsc::channel(1);
-        let (old, _) = links.register("a", commands.clone(), None, Cut::default());
-        let (new, previous) = links.register("a", commands, None, Cut::default());
+        let (old, _) = links.register(
+            "a",
+            commands.clone(),
+            None,
+            SessionUse::Channels,
+            Cut::default(),
+        );
+        let (new, previous) =
+            links.register("a", commands, None, SessionUse::Logins, Cut::default());
         assert!(previous.is_some());
         assert_eq!(links.unregister("a", old), None);
+        // The link that stays is the one whose word counts.
+        assert_eq!(links.session_use("a"), SessionUse::Logins);
         assert!(links.unregister("a", new).is_some());
+        assert_eq!(links.session_use("a"), SessionUse::Channels);
     }
 }

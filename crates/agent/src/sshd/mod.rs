@@ -15,13 +15,13 @@ mod auth;
 mod channel;
 mod process;
 mod reaper;
-mod severable;
 mod spawner;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use postern_protocol::sever::Severable;
 use postern_protocol::{AgentDid, SessionId};
 use russh::keys::{Certificate, PrivateKey, PublicKey};
 use russh::server::{self, Auth, Msg, Session};
@@ -33,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 use account::Account;
 use process::{Process, Program, PtyRequest};
 pub use reaper::{GROUPS_FILE, SessionProcesses};
-use severable::Severable;
 
 /// How long a connection may take from its channel's opening to a successful login. It holds
 /// one of the session's forwarded channels meanwhile (and so keeps the session from going
@@ -101,15 +100,18 @@ impl SshdConfig {
 const GOODBYE: Duration = Duration::from_secs(1);
 
 /// Serves one SSH connection for `session` on `stream` until the client leaves, `stop` fires,
-/// or it has not logged in within the login grace.
-pub async fn serve<S>(
+/// or it has not logged in within the login grace. `log_in` is called when the client logs
+/// in; what it returns is held until the connection ends (the agent counts logins with it).
+pub async fn serve<S, L, G>(
     config: Arc<SshdConfig>,
     session: SessionId,
     stream: S,
     stop: CancellationToken,
+    log_in: L,
 ) -> Result<(), russh::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    L: FnOnce() -> G,
 {
     let (logged_in, mut login) = oneshot::channel();
     let handler = Connection {
@@ -139,21 +141,23 @@ where
     };
     let handle = running.handle();
     tokio::pin!(running);
-    let mut authenticated = false;
+    let mut log_in = Some(log_in);
+    // Held until this returns: the connection counts as logged in until it ends.
+    let mut _logged_in = None;
     loop {
         tokio::select! {
             ended = &mut running => return ended,
             _ = stop.cancelled() => break,
-            _ = &mut grace, if !authenticated => {
+            _ = &mut grace, if log_in.is_some() => {
                 late();
                 return Ok(());
             }
-            done = &mut login, if !authenticated => {
+            done = &mut login, if log_in.is_some() => {
                 // An error means the handler is gone: the connection is ending anyway.
-                authenticated = done.is_ok();
-                if !authenticated {
+                if done.is_err() {
                     return running.await;
                 }
+                _logged_in = log_in.take().map(|log_in| log_in());
             }
         }
     }

@@ -118,7 +118,7 @@ async fn handshakes_that_never_log_in_are_closed_and_the_session_then_goes_idle(
     let mut stalled = Vec::new();
     for i in 0..6 {
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        // The agent's server answers: its channel is open and counts as activity.
+        // The agent's server answers: its channel is open (but, not logged in, no activity).
         let mut banner = [0u8; 8];
         tcp.read_exact(&mut banner).await.unwrap();
         assert_eq!(&banner, b"SSH-2.0-");

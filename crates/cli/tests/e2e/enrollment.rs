@@ -290,6 +290,7 @@ async fn an_enrollment_with_a_forged_signature_is_refused_and_nothing_is_stored(
             version: PROTOCOL_VERSION,
             agent_version: "t".into(),
             heartbeat_ms: None,
+            reports_logins: false,
         },
     )
     .await;
@@ -329,6 +330,7 @@ async fn an_enrollment_naming_another_ssh_key_is_refused() {
             version: PROTOCOL_VERSION,
             agent_version: "t".into(),
             heartbeat_ms: None,
+            reports_logins: false,
         },
     )
     .await;

@@ -11,6 +11,7 @@ fn hello() -> AgentMessage {
         version: PROTOCOL_VERSION,
         agent_version: "test".into(),
         heartbeat_ms: None,
+        reports_logins: false,
     }
 }
 
@@ -132,6 +133,7 @@ async fn a_peer_speaking_another_protocol_version_is_told_so() {
             version: PROTOCOL_VERSION + 1,
             agent_version: "future".into(),
             heartbeat_ms: None,
+            reports_logins: false,
         },
     )
     .await;

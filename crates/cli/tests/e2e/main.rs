@@ -23,6 +23,7 @@ mod hostile_agent;
 mod http_limits;
 mod https;
 mod https_reload;
+mod idle;
 mod link;
 mod liveness;
 mod logins;

@@ -125,6 +125,7 @@ pub async fn enroll(
             version: PROTOCOL_VERSION,
             agent_version: "test".into(),
             heartbeat_ms: None,
+            reports_logins: false,
         },
     )
     .await;

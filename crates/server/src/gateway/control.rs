@@ -23,7 +23,7 @@ use super::sever::Cut;
 use super::{Gateway, key_text};
 use crate::agents::AgentError;
 use crate::auth::secret;
-use crate::links::{Gone, LinkCommand};
+use crate::links::{Gone, LinkCommand, SessionUse};
 use crate::store::AgentRecord;
 
 /// Commands queued for one link before senders are told it is backed up.
@@ -45,6 +45,7 @@ enum End {
 /// What the agent said of itself in its hello.
 struct Hello {
     heartbeat: Option<Duration>,
+    session_use: SessionUse,
 }
 
 pub async fn run(
@@ -186,6 +187,7 @@ async fn enroll(
             AgentMessage::Hello {
                 version,
                 heartbeat_ms,
+                reports_logins,
                 ..
             } if version == PROTOCOL_VERSION => {
                 break Hello {
@@ -194,6 +196,13 @@ async fn enroll(
                             ms.clamp(*HEARTBEAT_RANGE.start(), *HEARTBEAT_RANGE.end()),
                         )
                     }),
+                    // An agent that reports logins is asked to (`wants_logins` below); an
+                    // older one is judged by its open channels, as before.
+                    session_use: if reports_logins {
+                        SessionUse::Logins
+                    } else {
+                        SessionUse::Channels
+                    },
                 };
             }
             AgentMessage::Hello { version, .. } => {
@@ -211,6 +220,7 @@ async fn enroll(
     link.queue(&ServerMessage::Welcome {
         version: PROTOCOL_VERSION,
         nonce: nonce.clone(),
+        wants_logins: hello.session_use == SessionUse::Logins,
     })
     .map_err(|_| End::Closed)?;
 
@@ -290,7 +300,13 @@ fn reply_unexpected(link: &mut Link, got: &AgentMessage, wanted: &str) -> Result
 async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: Hello) -> End {
     let links = gateway.agents.links();
     let (commands, mut inbox) = mpsc::channel(COMMAND_QUEUE);
-    let (id, previous) = links.register(&agent.id, commands, hello.heartbeat, link.cut.clone());
+    let (id, previous) = links.register(
+        &agent.id,
+        commands,
+        hello.heartbeat,
+        hello.session_use,
+        link.cut.clone(),
+    );
     match previous {
         // A newer connection of the same agent wins; the old one is closed.
         Some(old) => {
@@ -341,6 +357,11 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
                     }
                     AgentMessage::Session { session, reply } if status == AgentStatus::Approved => {
                         Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply.sanitized())).await;
+                    }
+                    AgentMessage::Logins { session, count } if status == AgentStatus::Approved => {
+                        if !gateway.sessions.logins(&agent.id, &session, count) && link.complaints.allow() {
+                            tracing::warn!(%session, "an agent reported logins of another agent's session");
+                        }
                     }
                     other => {
                         let reply = if status == AgentStatus::Approved {

@@ -151,7 +151,7 @@ async fn connection(
     // The deadline below, and the control task for a peer it drops, cut the socket (see
     // `sever`): russh itself never times out a stalled handshake.
     let cut = handler.cut().clone();
-    let stream = sever::Severable::new(socket, &cut);
+    let stream = cut.sever(socket);
     // A peer that never sends its banner: dropping the setup closes the socket.
     let setup = russh::server::run_stream(config, stream, handler);
     let session = match tokio::time::timeout_at(pre_control.deadline, setup).await {

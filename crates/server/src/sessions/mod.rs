@@ -364,10 +364,11 @@ impl Sessions {
         };
         let tunnel = Tunnel {
             session: id.clone(),
+            agent: agent_id.into(),
             port,
             handle,
             stop: CancellationToken::new(),
-            activity: Activity::new(),
+            activity: Activity::new(self.links.session_use(agent_id)),
         };
         // Registered (and accepting) before the transition, so that a stop racing with it
         // finds the tunnel.
@@ -384,6 +385,21 @@ impl Sessions {
         Ok(port)
     }
 
+    /// The agent counted the connections logged in through its session: what keeps the
+    /// session from going idle (see `tunnel::Activity`). False if the session is another
+    /// agent's; one that has stopped meanwhile has nothing left to keep alive.
+    pub fn logins(&self, agent_id: &str, id: &SessionId, count: u32) -> bool {
+        match self.tunnels().get(id) {
+            Some(open) if *open.tunnel.agent != *agent_id => false,
+            Some(open) => {
+                open.tunnel.activity.logins(count);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Stops the session once nothing has used it for the idle timeout.
     async fn watch_idle(self: Arc<Self>, tunnel: Tunnel) {
         let mut open = tunnel.activity.subscribe();
         loop {

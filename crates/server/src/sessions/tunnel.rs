@@ -1,5 +1,10 @@
 //! A running session's tunnel: the bound port's accept loop, each connection and each data
 //! path stream carried as a `forwarded-tcpip` channel to the agent, and idle tracking.
+//!
+//! A session is in use while someone is logged in through it, as its agent reports: a
+//! connection that never logs in (a port scan, a stalled handshake, a client reconnecting in
+//! a loop) does not keep it from going idle. Older agents report nothing; for them every open
+//! channel counts, as before.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,30 +17,55 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Counts the channels open on a session; the idle timer runs only while it is zero.
-#[derive(Clone)]
-pub struct Activity(Arc<watch::Sender<usize>>);
+use crate::links::SessionUse;
 
-pub struct ActivityGuard(Activity);
+/// How much a session is in use — logged-in connections or open channels, by `SessionUse` —
+/// which the idle timer watches: it runs only while this is zero.
+#[derive(Clone)]
+pub struct Activity {
+    in_use: Arc<watch::Sender<usize>>,
+    counts: SessionUse,
+}
+
+/// One open channel, counted while held when channels are what counts.
+pub struct ActivityGuard(Option<Activity>);
 
 impl Activity {
-    pub fn new() -> Self {
-        Self(Arc::new(watch::channel(0).0))
+    pub fn new(counts: SessionUse) -> Self {
+        Self {
+            in_use: Arc::new(watch::channel(0).0),
+            counts,
+        }
     }
 
     pub fn enter(&self) -> ActivityGuard {
-        self.0.send_modify(|n| *n += 1);
-        ActivityGuard(self.clone())
+        if self.counts != SessionUse::Channels {
+            return ActivityGuard(None);
+        }
+        self.in_use.send_modify(|n| *n += 1);
+        ActivityGuard(Some(self.clone()))
+    }
+
+    /// The agent's count of connections logged in through the session; ignored when channels
+    /// are what counts (the agent did not offer logins).
+    pub fn logins(&self, count: u32) {
+        if self.counts == SessionUse::Logins {
+            let count = usize::try_from(count).unwrap_or(usize::MAX);
+            self.in_use
+                .send_if_modified(|n| std::mem::replace(n, count) != count);
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<usize> {
-        self.0.subscribe()
+        self.in_use.subscribe()
     }
 }
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        self.0.0.send_modify(|n| *n = n.saturating_sub(1));
+        if let Some(activity) = &self.0 {
+            activity.in_use.send_modify(|n| *n = n.saturating_sub(1));
+        }
     }
 }
 
@@ -64,6 +94,8 @@ impl OpenTunnel {
 #[derive(Clone)]
 pub struct Tunnel {
     pub session: SessionId,
+    /// The agent whose link carries it: only it may report its logins.
+    pub agent: Arc<str>,
     pub port: u16,
     pub handle: Handle,
     pub stop: CancellationToken,
@@ -122,5 +154,37 @@ impl Tunnel {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_agents_session_is_in_use_while_a_channel_is_open() {
+        let activity = Activity::new(SessionUse::Channels);
+        let in_use = activity.subscribe();
+        let first = activity.enter();
+        let second = activity.enter();
+        assert_eq!(*in_use.borrow(), 2);
+        // Reports are not trusted from an agent that did not offer them.
+        activity.logins(0);
+        assert_eq!(*in_use.borrow(), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(*in_use.borrow(), 0);
+    }
+
+    #[test]
+    fn a_reporting_agents_session_is_in_use_only_while_someone_is_logged_in() {
+        let activity = Activity::new(SessionUse::Logins);
+        let in_use = activity.subscribe();
+        let _channel = activity.enter();
+        assert_eq!(*in_use.borrow(), 0, "an open channel is not a login");
+        activity.logins(1);
+        assert_eq!(*in_use.borrow(), 1);
+        activity.logins(0);
+        assert_eq!(*in_use.borrow(), 0);
     }
 }
