@@ -26,6 +26,7 @@ mod https_reload;
 mod link;
 mod liveness;
 mod logins;
+mod metrics;
 mod openssh;
 mod paramiko;
 mod processes;

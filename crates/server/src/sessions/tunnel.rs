@@ -1,16 +1,23 @@
 //! A running session's tunnel: the bound port's accept loop, each connection and each data
 //! path stream carried as a `forwarded-tcpip` channel to the agent, and idle tracking.
+//! Every channel's bytes are counted for the metrics as they pass.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use postern_protocol::SessionId;
 use russh::ChannelStream;
 use russh::server::{Handle, Msg};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Direction, Metrics};
 
 /// Counts the channels open on a session; the idle timer runs only while it is zero.
 #[derive(Clone)]
@@ -68,6 +75,7 @@ pub struct Tunnel {
     pub handle: Handle,
     pub stop: CancellationToken,
     pub activity: Activity,
+    pub metrics: Metrics,
 }
 
 impl Tunnel {
@@ -75,7 +83,7 @@ impl Tunnel {
     pub async fn open(
         &self,
         originator: SocketAddr,
-    ) -> Result<(ChannelStream<Msg>, ActivityGuard), russh::Error> {
+    ) -> Result<(TunnelStream, ActivityGuard), russh::Error> {
         let guard = self.activity.enter();
         let channel = self
             .handle
@@ -86,7 +94,12 @@ impl Tunnel {
                 u32::from(originator.port()),
             )
             .await?;
-        Ok((channel.into_stream(), guard))
+        let stream = TunnelStream {
+            inner: channel.into_stream(),
+            to_agent: self.metrics.tunnel_bytes(Direction::ToAgent),
+            from_agent: self.metrics.tunnel_bytes(Direction::FromAgent),
+        };
+        Ok((stream, guard))
     }
 
     /// Accepts connections on the session's port until stopped.
@@ -122,5 +135,50 @@ impl Tunnel {
                 }
             });
         }
+    }
+}
+
+/// One channel to the agent's SSH server, its bytes counted each way as they pass.
+pub struct TunnelStream {
+    inner: ChannelStream<Msg>,
+    to_agent: metrics::Counter,
+    from_agent: metrics::Counter,
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        me.from_agent.increment(read as u64);
+        polled
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let polled = Pin::new(&mut me.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            me.to_agent.increment(n as u64);
+        }
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
