@@ -223,8 +223,8 @@ async fn readiness_follows_the_store_and_liveness_does_not() {
     // file (a second connection's checkpoint, which also tells the server's connections to
     // read the file again), then the file overwritten with zeros in place.
     let db = server.data_dir().join("postern.db");
+    let url = format!("sqlite://{}", db.display());
     {
-        let url = format!("sqlite://{}", db.display());
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&pool)
@@ -257,9 +257,24 @@ async fn readiness_follows_the_store_and_liveness_does_not() {
         0.0
     );
 
+    // Mended: the file written back, and one write through a second connection (the same
+    // header value again) so that the server's connections drop the pages they cached from
+    // the broken file, as after any other connection's commit.
     file.seek(SeekFrom::Start(0)).unwrap();
     file.write_all(&saved).unwrap();
     file.sync_all().unwrap();
+    {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        sqlx::query(&format!("PRAGMA user_version = {version}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
     eventually("readiness to come back with the store", || async {
         (health(&server).await.1.0 == 200).then_some(())
     })
