@@ -8,7 +8,9 @@ use std::io::{Seek, SeekFrom, Write};
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestServer, approved_agent, cli_home, eventually, run_cli};
+use crate::harness::{
+    TestServer, approved_agent, cli_home, eventually, free_port, postern, read_until, run_cli,
+};
 
 async fn metrics_server() -> TestServer {
     TestServer::start_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await
@@ -280,4 +282,52 @@ async fn readiness_follows_the_store_and_liveness_does_not() {
     })
     .await;
     assert_eq!(scrape(&server).await.get("postern_store_up"), 1.0);
+}
+
+#[tokio::test]
+async fn the_server_binary_serves_metrics_on_the_flag_s_address_only() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (http, agents, metrics) = (free_port(), free_port(), free_port());
+    let mut child = postern()
+        .args(["server", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .args(["--agent-listen", &format!("127.0.0.1:{agents}")])
+        .env("POSTERN_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let out = read_until(&mut stdout, "metrics:").await.join("\n");
+    assert!(
+        out.contains(&format!("http://127.0.0.1:{metrics}/metrics")),
+        "{out}"
+    );
+    let scraped = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(
+        scraped.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = scraped.text().await.unwrap();
+    assert!(text.contains("\npostern_store_up 1\n"), "{text}");
+    let ready = reqwest::get(format!("http://127.0.0.1:{metrics}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    // The main listener has no metrics (the path is one of the app's pages there).
+    let main = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!main.contains("postern_"), "{main}");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
 }
