@@ -289,26 +289,15 @@ impl Server {
         let mut tasks = Vec::new();
         let metrics_addr = match metrics_listener {
             Some(listener) => {
-                let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-                    what: "metrics",
-                    addr: config.metrics_listen.unwrap_or(config.http),
-                    source,
-                })?;
                 let gauges = GaugeSources {
                     store: store.clone(),
                     links: links.clone(),
                     sessions: sessions.clone(),
                     events: events.clone(),
                 };
-                let router = metrics::http::router(metrics.clone(), gauges, readiness.clone());
-                tasks.push(tokio::spawn(http::serve(
-                    listener,
-                    router,
-                    timeouts,
-                    None,
-                    shutdown.clone(),
-                )));
-                tasks.push(tokio::spawn(upkeep(metrics.clone(), shutdown.clone())));
+                let (addr, serving) =
+                    serve_metrics(listener, gauges, &services, timeouts, &shutdown)?;
+                tasks.extend(serving);
                 Some(addr)
             }
             None => None,
@@ -401,6 +390,37 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on the metrics listener, and keeps the
+/// histograms folded.
+fn serve_metrics(
+    listener: TcpListener,
+    gauges: GaugeSources,
+    services: &Services,
+    timeouts: http::HttpTimeouts,
+    shutdown: &CancellationToken,
+) -> Result<(SocketAddr, [JoinHandle<()>; 2]), ServerError> {
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        what: "metrics",
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    let metrics = services.metrics.clone();
+    let router = metrics::http::router(metrics.clone(), gauges, services.readiness.clone());
+    Ok((
+        addr,
+        [
+            tokio::spawn(http::serve(
+                listener,
+                router,
+                timeouts,
+                None,
+                shutdown.clone(),
+            )),
+            tokio::spawn(upkeep(metrics, shutdown.clone())),
+        ],
+    ))
 }
 
 /// Folds histogram samples into their buckets every few seconds (as the exporter's own
