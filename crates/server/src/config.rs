@@ -612,6 +612,37 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_listener_is_off_unless_set_and_keeps_clear_of_the_tunnel_ports() {
+        let file: ServerConfigFile =
+            toml::from_str("data_dir = \"/a\"\nmetrics_listen = \"127.0.0.1:9090\"").unwrap();
+        let from_file = ServerConfig::resolve(file.clone(), ServerConfigFile::default());
+        assert_eq!(
+            from_file.unwrap().metrics_listen.map(|a| a.port()),
+            Some(9090)
+        );
+        let flags = ServerConfigFile {
+            metrics_listen: Some("127.0.0.1:9091".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = ServerConfig::resolve(file, flags).unwrap();
+        assert_eq!(c.metrics_listen.map(|a| a.port()), Some(9091));
+        let off = ServerConfig::new("/a");
+        assert_eq!(off.metrics_listen, None);
+        let clash = ServerConfigFile {
+            data_dir: Some("/a".into()),
+            metrics_listen: Some("127.0.0.1:20001".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ServerConfig::resolve(ServerConfigFile::default(), clash),
+            Err(ConfigError::TunnelPortsOverlap {
+                what: "metrics",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn flags_beat_the_file_and_unknown_keys_are_refused() {
         let file: ServerConfigFile =
             toml::from_str("data_dir = \"/a\"\nhttp = \"127.0.0.1:9000\"\nkeepalive = \"5s\"")
