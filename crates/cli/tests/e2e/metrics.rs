@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Seek, SeekFrom, Write};
 
+use postern_protocol::SessionState;
 use serde_json::{Value, json};
 
 use crate::harness::{
@@ -75,7 +76,7 @@ async fn a_session_s_whole_life_moves_the_metrics_and_the_dashboard_queries_only
         )
         .await;
     assert_eq!(status, 401);
-    let _agent = approved_agent(&server, "metered-device").await;
+    let agent = approved_agent(&server, "metered-device").await;
     let home = cli_home(&server, "admin", &server.admin_password).await;
     let (ok, out, err) = run_cli(
         home.path(),
@@ -153,6 +154,19 @@ async fn a_session_s_whole_life_moves_the_metrics_and_the_dashboard_queries_only
     }
     assert!(!after.0.contains("metered-device"), "{}", after.0);
     assert!(!after.0.contains("admin"), "{}", after.0);
+
+    // The agent goes: its link is counted closed, and the gauge follows.
+    let mut agent = agent;
+    agent.stop().await;
+    let gone = eventually("the agent's link closed in the metrics", || async {
+        let s = scrape(&server).await;
+        (s.value("postern_links_closed_total{reason=\"closed\"}") == Some(1.0)).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        gone.get("postern_agents_connected{liveness=\"responding\"}"),
+        0.0
+    );
 
     // Every metric the dashboard queries is one of these.
     let exported = after.families();
@@ -330,4 +344,46 @@ async fn the_server_binary_serves_metrics_on_the_flag_s_address_only() {
     assert!(!main.contains("postern_"), "{main}");
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_exhausted_port_range_counts_a_refused_forward_and_a_failed_session() {
+    let port = crate::harness::tunnel_ports().first;
+    let server = TestServer::start_with(|c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.tunnel_ports = postern_server::config::PortRange {
+            first: port,
+            last: port,
+        };
+    })
+    .await;
+    let _a = approved_agent(&server, "first").await;
+    let _b = approved_agent(&server, "second").await;
+    let token = server.admin_token.clone();
+    let (_, one) = server.start_session("first", &token).await;
+    let one = one["id"].as_str().unwrap();
+    server
+        .wait_session(one, &token, SessionState::Running)
+        .await;
+    let (_, two) = server.start_session("second", &token).await;
+    let two = two["id"].as_str().unwrap();
+    server.wait_session(two, &token, SessionState::Failed).await;
+
+    let s = scrape(&server).await;
+    assert_eq!(
+        s.get("postern_tunnel_forwards_refused_total{reason=\"no_free_port\"}"),
+        1.0
+    );
+    assert_eq!(
+        s.get("postern_tunnel_forwards_refused_total{reason=\"not_allowed\"}"),
+        0.0
+    );
+    assert_eq!(
+        s.get("postern_sessions_ended_total{state=\"failed\",reason=\"no_free_port\"}"),
+        1.0
+    );
+    assert_eq!(s.get("postern_tunnel_ports_in_use"), 1.0);
+    assert_eq!(s.get("postern_tunnel_ports_capacity"), 1.0);
+    assert_eq!(s.get("postern_sessions{state=\"running\"}"), 1.0);
+    assert_eq!(s.get("postern_session_time_to_running_seconds_count"), 1.0);
 }
