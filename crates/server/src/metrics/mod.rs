@@ -51,7 +51,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         FORWARDS_REFUSED,
         Kind::Counter,
-        "Tunnel port requests refused: no free port in the range, or not allowed (not the agent's starting session).",
+        "Tunnel port requests refused: no free port in the range, not allowed (not the agent's starting session), or an error.",
     ),
     (
         TUNNEL_BYTES,
@@ -149,16 +149,24 @@ impl LinkEnd {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardRefusal {
     NoFreePort,
+    /// Not this agent's starting session.
     NotAllowed,
+    /// The store failed, or the session changed under the request.
+    Error,
 }
 
 impl ForwardRefusal {
-    const ALL: [ForwardRefusal; 2] = [ForwardRefusal::NoFreePort, ForwardRefusal::NotAllowed];
+    const ALL: [ForwardRefusal; 3] = [
+        ForwardRefusal::NoFreePort,
+        ForwardRefusal::NotAllowed,
+        ForwardRefusal::Error,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             ForwardRefusal::NoFreePort => "no_free_port",
             ForwardRefusal::NotAllowed => "not_allowed",
+            ForwardRefusal::Error => "error",
         }
     }
 }
@@ -216,7 +224,7 @@ struct Registry {
     /// By final state (stopped, failed) × reason.
     ended: Vec<((SessionState, &'static str), Counter)>,
     time_to_running: Histogram,
-    forwards_refused: [Counter; 2],
+    forwards_refused: [Counter; 3],
     tunnel_bytes: [Counter; 2],
     certificates: Counter,
     logins: [Counter; 5],

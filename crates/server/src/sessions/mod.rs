@@ -363,20 +363,21 @@ impl Sessions {
         handle: Handle,
     ) -> Result<u16, (ForwardRefusal, String)> {
         let refused = |message: String| (ForwardRefusal::NotAllowed, message);
+        let failed = |e: &dyn std::fmt::Display| (ForwardRefusal::Error, e.to_string());
         let id = SessionId::from_forward_address(address)
             .ok_or_else(|| refused(format!("{address:?} names no session")))?;
         let session = self
             .store
             .session(&id)
             .await
-            .map_err(|e| refused(e.to_string()))?
+            .map_err(|e| failed(&e))?
             .ok_or_else(|| refused(format!("no session {id}")))?;
         if session.agent_id != agent_id {
             return Err(refused(format!("session {id} belongs to another agent")));
         }
         // The agent's `accepted` may still be in flight on the control channel; this
         // forward request is its acceptance all the same.
-        let session = self.accept(&id).await.map_err(|e| refused(e.to_string()))?;
+        let session = self.accept(&id).await.map_err(|e| failed(&e))?;
         if session.state != SessionState::Starting {
             return Err(refused(format!(
                 "session {id} is {}, not starting",
@@ -405,7 +406,7 @@ impl Sessions {
             .await
         {
             self.close_tunnel(&id).await;
-            return Err(refused(e.to_string()));
+            return Err(failed(&e));
         }
         tokio::spawn(self.clone().watch_idle(tunnel));
         Ok(port)
