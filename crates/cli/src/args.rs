@@ -170,6 +170,10 @@ pub struct ServerArgs {
     /// The window of --enrollments-per-source [default: 10m].
     #[arg(long, env = "POSTERN_ENROLLMENT_WINDOW", value_parser = humantime::parse_duration)]
     pub enrollment_window: Option<Duration>,
+    // Metrics
+    /// Serve Prometheus metrics, /healthz and /readyz on this address [default: off].
+    #[arg(long, env = "POSTERN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// TOML config file; flags and variables win over it.
     #[arg(long, env = "POSTERN_CONFIG")]
     pub config: Option<PathBuf>,

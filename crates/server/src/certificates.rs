@@ -11,6 +11,7 @@ use russh::keys::{Certificate, HashAlg, PublicKey};
 
 use crate::ca::{CaError, CertificateFor, UserCa};
 use crate::events::EventBus;
+use crate::metrics::Metrics;
 use crate::store::{AgentRecord, SessionRecord, Store, StoreError, UserRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,7 @@ pub struct Certificates {
     store: Arc<dyn Store>,
     events: Arc<EventBus>,
     ca: UserCa,
+    metrics: Metrics,
 }
 
 fn now_secs() -> u64 {
@@ -57,8 +59,13 @@ fn now_secs() -> u64 {
 }
 
 impl Certificates {
-    pub fn new(store: Arc<dyn Store>, events: Arc<EventBus>, ca: UserCa) -> Self {
-        Self { store, events, ca }
+    pub fn new(store: Arc<dyn Store>, events: Arc<EventBus>, ca: UserCa, metrics: Metrics) -> Self {
+        Self {
+            store,
+            events,
+            ca,
+            metrics,
+        }
     }
 
     /// Certifies `subject` for `user` on `session`'s agent, as `login` or the agent's default.
@@ -115,6 +122,7 @@ impl Certificates {
             },
             now_secs(),
         )?;
+        self.metrics.certificate_issued();
         let detail = format!(
             "certificate for login {login}, session {}, key {}, valid until {}",
             session.id,

@@ -92,6 +92,10 @@ pub struct ServerConfig {
     pub acme_directory: String,
     /// Trust only this CA for the ACME directory's HTTPS (a private or test CA).
     pub acme_ca_cert: Option<PathBuf>,
+    // Metrics
+    /// Address of the metrics listener (`/metrics`, `/healthz`, `/readyz`); none: off.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// An inclusive range of ports, written `20000-29999`.
@@ -182,6 +186,8 @@ pub struct ServerConfigFile {
     pub acme_contact: Option<String>,
     pub acme_directory: Option<String>,
     pub acme_ca_cert: Option<PathBuf>,
+    // Metrics
+    pub metrics_listen: Option<SocketAddr>,
     /// Read by the binary before the server starts.
     pub log_format: Option<LogFormat>,
 }
@@ -386,6 +392,7 @@ impl ServerConfig {
             acme_contact: None,
             acme_directory: default_acme_directory(),
             acme_ca_cert: None,
+            metrics_listen: None,
         }
     }
 
@@ -492,6 +499,8 @@ impl ServerConfig {
             config.acme_directory = directory;
         }
         config.acme_ca_cert = overrides.acme_ca_cert.or(file.acme_ca_cert);
+        // Metrics
+        config.metrics_listen = overrides.metrics_listen.or(file.metrics_listen);
         config.validate()?;
         Ok(config)
     }
@@ -559,7 +568,12 @@ impl ServerConfig {
             }
         }
         let ports = self.tunnel_ports;
-        for (what, addr) in [("HTTP", self.http), ("agent gateway", self.agent_listen)] {
+        let listeners = [
+            Some(("HTTP", self.http)),
+            Some(("agent gateway", self.agent_listen)),
+            self.metrics_listen.map(|addr| ("metrics", addr)),
+        ];
+        for (what, addr) in listeners.into_iter().flatten() {
             let port = addr.port();
             if port != 0 && (ports.first..=ports.last).contains(&port) {
                 return Err(ConfigError::TunnelPortsOverlap { ports, what, port });
@@ -595,6 +609,37 @@ mod tests {
         let file = ServerConfigFile::load(&path).unwrap();
         let config = ServerConfig::resolve(file, ServerConfigFile::default()).unwrap();
         assert_eq!(config.agent_listen.port(), 2200);
+    }
+
+    #[test]
+    fn the_metrics_listener_is_off_unless_set_and_keeps_clear_of_the_tunnel_ports() {
+        let file: ServerConfigFile =
+            toml::from_str("data_dir = \"/a\"\nmetrics_listen = \"127.0.0.1:9090\"").unwrap();
+        let from_file = ServerConfig::resolve(file.clone(), ServerConfigFile::default());
+        assert_eq!(
+            from_file.unwrap().metrics_listen.map(|a| a.port()),
+            Some(9090)
+        );
+        let flags = ServerConfigFile {
+            metrics_listen: Some("127.0.0.1:9091".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = ServerConfig::resolve(file, flags).unwrap();
+        assert_eq!(c.metrics_listen.map(|a| a.port()), Some(9091));
+        let off = ServerConfig::new("/a");
+        assert_eq!(off.metrics_listen, None);
+        let clash = ServerConfigFile {
+            data_dir: Some("/a".into()),
+            metrics_listen: Some("127.0.0.1:20001".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ServerConfig::resolve(ServerConfigFile::default(), clash),
+            Err(ConfigError::TunnelPortsOverlap {
+                what: "metrics",
+                ..
+            })
+        ));
     }
 
     #[test]

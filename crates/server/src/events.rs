@@ -1,6 +1,7 @@
 //! The event bus: every audit-worthy change is stored, then published live, in id order.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use postern_protocol::api::{EventAgent, EventKind, EventSession, EventView, Role};
 use postern_protocol::{SessionId, SessionState};
@@ -16,6 +17,8 @@ pub struct EventBus {
     live: broadcast::Sender<EventView>,
     /// Held across insert + send so that subscribers see ids in increasing order.
     order: Mutex<()>,
+    /// Open event streams (see `follow`).
+    followers: Arc<AtomicUsize>,
 }
 
 impl EventBus {
@@ -24,11 +27,26 @@ impl EventBus {
             store,
             live: broadcast::channel(LIVE_BUFFER).0,
             order: Mutex::new(()),
+            followers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<EventView> {
         self.live.subscribe()
+    }
+
+    /// A subscription for an event stream, counted as one follower for as long as it lives.
+    pub fn follow(&self) -> Follower {
+        self.followers.fetch_add(1, Ordering::Relaxed);
+        Follower {
+            live: self.live.subscribe(),
+            count: self.followers.clone(),
+        }
+    }
+
+    /// Event streams open now.
+    pub fn followers(&self) -> usize {
+        self.followers.load(Ordering::Relaxed)
     }
 
     /// Stores and publishes an event. A store failure is logged, not returned: the action the
@@ -72,6 +90,24 @@ impl EventBus {
             }
             Err(e) => tracing::error!(error = %e, kind = %kind, "could not store event"),
         }
+    }
+}
+
+/// An event stream's subscription; dropping it ends the count.
+pub struct Follower {
+    live: broadcast::Receiver<EventView>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Follower {
+    pub async fn recv(&mut self) -> Result<EventView, broadcast::error::RecvError> {
+        self.live.recv().await
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -16,12 +16,14 @@ mod enrollment_limits;
 pub mod events;
 pub mod fleet;
 pub mod gateway;
+pub mod health;
 mod http;
 pub mod keys;
 pub mod limits;
 pub mod links;
 mod liveness;
 pub mod lock;
+pub mod metrics;
 pub mod presence;
 pub mod sessions;
 pub mod store;
@@ -49,7 +51,9 @@ use crate::auth::UserError;
 use crate::ca::UserCa;
 use crate::certificates::Certificates;
 use crate::events::EventBus;
+use crate::health::{Listener, Readiness};
 use crate::links::{LinkRegistry, LivenessPolicy};
+use crate::metrics::{GaugeSources, Metrics};
 use crate::sessions::{SessionConfig, Sessions};
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::terminal::Terminals;
@@ -101,6 +105,8 @@ pub enum Reload {
 pub struct Server {
     pub http_addr: SocketAddr,
     pub agent_addr: SocketAddr,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
     /// SHA-256 fingerprint of the gateway's host key, for pinning.
     pub host_key_fingerprint: String,
     /// With HTTPS, the fingerprint (`SHA256:…`) of the certificate served at start; `None`
@@ -155,6 +161,15 @@ impl Server {
         // Ports first: a server that cannot listen fails before it changes anything.
         let http = bind("HTTP", config.http).await?;
         let agent_listener = bind("agents", config.agent_listen).await?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(bind("metrics", addr).await?),
+            None => None,
+        };
+        let metrics = if metrics_listener.is_some() {
+            Metrics::enabled()
+        } else {
+            Metrics::default()
+        };
         ensure_data_dir(&config.data_dir)?;
         let lock = lock::DataDirLock::acquire(&config.data_dir)?;
         let store = open_store(&config.data_dir).await?;
@@ -191,11 +206,14 @@ impl Server {
             None
         };
 
-        let links = Arc::new(LinkRegistry::new(LivenessPolicy {
-            interval: config.heartbeat_interval,
-            misses: config.heartbeat_misses,
-            timeout: config.heartbeat_timeout,
-        }));
+        let links = Arc::new(LinkRegistry::new(
+            LivenessPolicy {
+                interval: config.heartbeat_interval,
+                misses: config.heartbeat_misses,
+                timeout: config.heartbeat_timeout,
+            },
+            metrics.clone(),
+        ));
         let agents = Arc::new(Agents::new(
             store.clone(),
             events.clone(),
@@ -217,6 +235,7 @@ impl Server {
                 start_timeout: config.session_timeout,
                 idle_timeout: config.idle_timeout,
             },
+            metrics.clone(),
         );
         sessions
             .recover()
@@ -226,7 +245,9 @@ impl Server {
             store.clone(),
             events.clone(),
             UserCa::new(user_ca.clone()),
+            metrics.clone(),
         ));
+        let readiness = Arc::new(Readiness::new(store.clone()));
         let services = Arc::new(Services {
             store: store.clone(),
             agents: agents.clone(),
@@ -243,7 +264,10 @@ impl Server {
                 store.clone(),
                 events.clone(),
                 config.login_ttl,
+                metrics.clone(),
             )),
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
             shutdown: shutdown.clone(),
         });
 
@@ -260,16 +284,36 @@ impl Server {
                 source,
             })?;
 
-        let http_task = tokio::spawn(http::serve(
-            http,
-            api::router(services.clone(), https.is_some()),
-            http::HttpTimeouts {
-                header: config.http_header_timeout,
-                idle: config.http_idle_timeout,
-            },
-            https.map(|h| h.acceptor),
-            shutdown.clone(),
+        let timeouts = http::HttpTimeouts {
+            header: config.http_header_timeout,
+            idle: config.http_idle_timeout,
+        };
+        let http_task = tokio::spawn(readiness.track(
+            Listener::Http,
+            http::serve(
+                http,
+                api::router(services.clone(), https.is_some()),
+                timeouts,
+                https.map(|h| h.acceptor),
+                shutdown.clone(),
+            ),
         ));
+        let mut tasks = Vec::new();
+        let metrics_addr = match metrics_listener {
+            Some(listener) => {
+                let gauges = GaugeSources {
+                    store: store.clone(),
+                    links: links.clone(),
+                    sessions: sessions.clone(),
+                    events: events.clone(),
+                };
+                let (addr, serving) =
+                    serve_metrics(listener, gauges, &services, timeouts, &shutdown)?;
+                tasks.extend(serving);
+                Some(addr)
+            }
+            None => None,
+        };
         let liveness_task = tokio::spawn(liveness::sweep(
             links.clone(),
             store.clone(),
@@ -291,22 +335,26 @@ impl Server {
             }
             .within(files),
         );
-        let gateway_task = tokio::spawn(gateway::serve(
-            agent_listener,
-            host_key,
-            config.keepalive,
-            handshakes,
-            gateway,
-            shutdown.clone(),
+        let gateway_task = tokio::spawn(readiness.track(
+            Listener::Agents,
+            gateway::serve(
+                agent_listener,
+                host_key,
+                config.keepalive,
+                handshakes,
+                gateway,
+                shutdown.clone(),
+            ),
         ));
-        tracing::info!(%http_addr, %agent_addr, fingerprint = %host_key_fingerprint, tls = tls_fingerprint.as_deref().unwrap_or("off (plain HTTP)"), "postern server started");
-        let mut tasks = vec![http_task, gateway_task, liveness_task];
+        tracing::info!(%http_addr, %agent_addr, ?metrics_addr, fingerprint = %host_key_fingerprint, tls = tls_fingerprint.as_deref().unwrap_or("off (plain HTTP)"), "postern server started");
+        tasks.extend([http_task, gateway_task, liveness_task]);
         tasks.extend(tls_tasks);
         stop_on_error.disarm();
 
         Ok(Self {
             http_addr,
             agent_addr,
+            metrics_addr,
             host_key_fingerprint,
             tls_fingerprint,
             initial_admin_password,
@@ -357,12 +405,57 @@ impl Server {
 
     /// Stops accepting, closes agent links and event streams, and waits for the tasks.
     pub async fn shutdown(self) {
+        // Load balancers see it first, while everything still answers.
+        self.services.readiness.stopping();
         // Closing the links must not read as link loss: open sessions end at the next start,
         // with `server restarted`, as after a crash.
         self.services.sessions.close().await;
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on the metrics listener, and keeps the
+/// histograms folded.
+fn serve_metrics(
+    listener: TcpListener,
+    gauges: GaugeSources,
+    services: &Services,
+    timeouts: http::HttpTimeouts,
+    shutdown: &CancellationToken,
+) -> Result<(SocketAddr, [JoinHandle<()>; 2]), ServerError> {
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        what: "metrics",
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    let metrics = services.metrics.clone();
+    let router = metrics::http::router(metrics.clone(), gauges, services.readiness.clone());
+    Ok((
+        addr,
+        [
+            tokio::spawn(http::serve(
+                listener,
+                router,
+                timeouts,
+                None,
+                shutdown.clone(),
+            )),
+            tokio::spawn(upkeep(metrics, shutdown.clone())),
+        ],
+    ))
+}
+
+/// Folds histogram samples into their buckets every few seconds (as the exporter's own
+/// listener would), so that they do not pile up when nobody scrapes.
+async fn upkeep(metrics: Metrics, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = every.tick() => metrics.upkeep(),
+            _ = stop.cancelled() => return,
         }
     }
 }

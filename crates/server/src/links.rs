@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
 use crate::gateway::Cut;
+use crate::metrics::{LinkEnd, Metrics};
 use crate::presence::{PresenceDelta, PresenceLog};
 
 /// What other parts of the server may ask of a link's control task. Boxed: every idle link
@@ -112,6 +113,7 @@ pub struct LinkRegistry {
     policy: LivenessPolicy,
     /// Taken only while `links` is held, so the map and the log change together.
     presence: Mutex<PresenceLog>,
+    metrics: Metrics,
 }
 
 /// Proof of registration; `LinkRegistry::unregister` only removes the link it names, so an
@@ -137,9 +139,10 @@ pub struct Swept {
 }
 
 impl LinkRegistry {
-    pub fn new(policy: LivenessPolicy) -> Self {
+    pub fn new(policy: LivenessPolicy, metrics: Metrics) -> Self {
         Self {
             policy,
+            metrics,
             ..Self::default()
         }
     }
@@ -186,6 +189,10 @@ impl LinkRegistry {
                 changed,
             },
         );
+        self.metrics.link_opened();
+        if previous.is_some() {
+            self.metrics.link_closed(LinkEnd::Replaced);
+        }
         (LinkId(generation), previous.map(|l| l.commands))
     }
 
@@ -195,6 +202,11 @@ impl LinkRegistry {
         if links.get(agent_id).is_some_and(|l| l.generation == id.0) {
             links.remove(agent_id).map(|l| {
                 self.log().down(agent_id, l.last_seen);
+                self.metrics.link_closed(if l.lost {
+                    LinkEnd::Lost
+                } else {
+                    LinkEnd::Closed
+                });
                 Gone {
                     last_seen: l.last_seen,
                     lost_after: l.lost.then_some(l.lost_after),
@@ -292,6 +304,16 @@ impl LinkRegistry {
         self.lock().len()
     }
 
+    /// Connected agents: how many answer, how many do not.
+    pub fn liveness_counts(&self) -> (usize, usize) {
+        let links = self.lock();
+        let responding = links
+            .values()
+            .filter(|l| l.liveness() == Liveness::Online)
+            .count();
+        (responding, links.len() - responding)
+    }
+
     /// Marks the links silent for too long as of `now`: not responding, or lost — those are
     /// cut, and their control tasks take them offline.
     pub fn sweep(&self, now: i64) -> Swept {
@@ -336,11 +358,14 @@ mod tests {
     use super::*;
 
     fn registry() -> LinkRegistry {
-        LinkRegistry::new(LivenessPolicy {
-            interval: Duration::from_secs(10),
-            misses: 3,
-            timeout: Duration::from_secs(40),
-        })
+        LinkRegistry::new(
+            LivenessPolicy {
+                interval: Duration::from_secs(10),
+                misses: 3,
+                timeout: Duration::from_secs(40),
+            },
+            Metrics::default(),
+        )
     }
 
     #[test]

@@ -149,6 +149,12 @@ export type EventView = {
   time: number;
 };
 
+/** What a health probe answers when all is well. */
+export type Health = {
+  /** `alive` or `ready`. */
+  status: string;
+};
+
 /** Whether an agent answers, from its heartbeats. */
 export type Liveness = "online" | "not_responding" | "offline";
 

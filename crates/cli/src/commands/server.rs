@@ -40,6 +40,8 @@ pub fn config(args: &ServerArgs) -> Result<(ServerConfig, Option<LogFormat>)> {
         acme_contact: args.acme_contact.clone(),
         acme_directory: args.acme_directory.clone(),
         acme_ca_cert: args.acme_ca_cert.clone(),
+        // Metrics
+        metrics_listen: args.metrics_listen,
         ..Default::default()
     };
     Ok((ServerConfig::resolve(file, overrides)?, log_format))
@@ -68,6 +70,9 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             "                 (postern login --server {} --fingerprint {fingerprint}, for a self-signed one)",
             server.url()
         );
+    }
+    if let Some(addr) = server.metrics_addr {
+        println!("  metrics:       http://{addr}/metrics");
     }
     serve_until_stopped(&server, hangups).await;
     tracing::info!("stopping");

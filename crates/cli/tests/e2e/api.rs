@@ -170,6 +170,8 @@ async fn roles_are_checked_on_every_endpoint() {
     // (method, path template, concrete path, body, minimum role or None for public)
     let table: Vec<RoleCase> = vec![
         ("get", "/api/v1/health", "/api/v1/health".into(), None, None),
+        ("get", "/healthz", "/healthz".into(), None, None),
+        ("get", "/readyz", "/readyz".into(), None, None),
         (
             "get",
             "/api/v1/openapi.json",

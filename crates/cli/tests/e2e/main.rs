@@ -27,6 +27,7 @@ mod idle;
 mod link;
 mod liveness;
 mod logins;
+mod metrics;
 mod openssh;
 mod packaging;
 mod paramiko;

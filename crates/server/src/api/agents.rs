@@ -16,6 +16,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Caller};
 use crate::fleet::AgentQuery;
+use crate::sessions::EndReason;
 use crate::store::AgentRecord;
 
 fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
@@ -231,7 +232,7 @@ pub async fn revoke(
         state
             .services
             .sessions
-            .end_for_agent(&record.id, "agent revoked", caller.name())
+            .end_for_agent(&record.id, EndReason::AgentRevoked, caller.name())
             .await;
     }
     decide(state, caller, record.id, AgentStatus::Revoked).await

@@ -84,7 +84,7 @@ pub async fn stream(
         .or(query.after);
     let s = state.services.clone();
     // Subscribe before reading the backlog so nothing falls between the two.
-    let mut live = s.events.subscribe();
+    let mut live = s.events.follow();
     let backlog = match resume {
         Some(after) => s.store.events_after(after, PAGE).await?,
         None => {

@@ -7,6 +7,7 @@ mod document;
 mod error;
 mod events;
 mod extract;
+mod health;
 mod layers;
 mod openapi_copy;
 mod sessions;
@@ -26,11 +27,14 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use extract::{CSRF_HEADER, SESSION_COOKIE};
+pub use health::{alive as health_alive, ready as health_ready};
 
 use crate::agents::Agents;
 use crate::auth::login::Logins;
 use crate::certificates::Certificates;
 use crate::events::EventBus;
+use crate::health::Readiness;
+use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::terminal::Terminals;
@@ -48,6 +52,8 @@ pub struct Services {
     pub terminals: Arc<Terminals>,
     pub events: Arc<EventBus>,
     pub logins: Arc<Logins>,
+    pub readiness: Arc<Readiness>,
+    pub metrics: Metrics,
     /// Ends long-lived responses (event streams) when the server stops.
     pub shutdown: CancellationToken,
 }
@@ -75,6 +81,8 @@ struct ApiDoc;
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
         .routes(routes!(openapi_json))
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
@@ -154,6 +162,12 @@ pub fn router(services: Arc<Services>, https: bool) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             layers::security_headers,
+        ))
+        // Counts what the client got, headers and all; sees the matched route, as axum
+        // applies `layer` to each route.
+        .layer(middleware::from_fn_with_state(
+            state.services.metrics.clone(),
+            crate::metrics::http::count,
         ))
         .with_state(state)
 }

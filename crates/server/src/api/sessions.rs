@@ -22,7 +22,7 @@ use utoipa::IntoParams;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, same_origin};
-use crate::sessions::{ActivityGuard, SessionError};
+use crate::sessions::{ActivityGuard, EndReason, SessionError, TunnelStream};
 use crate::store::{SessionFilter, SessionRecord};
 
 impl From<SessionError> for ApiError {
@@ -160,9 +160,9 @@ pub async fn stop(
 ) -> Result<Json<SessionView>, ApiError> {
     caller.require(Role::Operator)?;
     let session = visible(&state, &caller, &id).await?;
-    let reason = format!("stopped by {}", caller.name());
+    let reason = EndReason::StoppedBy(caller.name().to_owned());
     let s = &state.services;
-    let stopped = s.sessions.stop(&session.id, &reason, caller.name()).await?;
+    let stopped = s.sessions.stop(&session.id, reason, caller.name()).await?;
     Ok(Json(s.sessions.view(stopped, true).await?))
 }
 
@@ -252,11 +252,7 @@ pub async fn stream(
         .on_upgrade(move |socket| pump(socket, channel, guard)))
 }
 
-async fn pump(
-    socket: WebSocket,
-    channel: russh::ChannelStream<russh::server::Msg>,
-    _open: ActivityGuard,
-) {
+async fn pump(socket: WebSocket, channel: TunnelStream, _open: ActivityGuard) {
     let (mut ws_tx, mut ws_rx) = socket.split();
     let (mut from_agent, mut to_agent) = tokio::io::split(channel);
     let upload = async {

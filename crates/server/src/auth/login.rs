@@ -12,6 +12,7 @@ use super::secret;
 use super::throttle::LoginThrottle;
 use crate::clock::now_ms;
 use crate::events::EventBus;
+use crate::metrics::{LoginResult, Metrics};
 use crate::store::{Store, StoreError, UserRecord};
 
 /// How long a client refused for lack of a verifier slot is told to wait: a check takes
@@ -44,16 +45,23 @@ pub struct Logins {
     throttle: LoginThrottle,
     verifiers: Verifiers,
     ttl: Duration,
+    metrics: Metrics,
 }
 
 impl Logins {
-    pub fn new(store: Arc<dyn Store>, events: Arc<EventBus>, ttl: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        events: Arc<EventBus>,
+        ttl: Duration,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             store,
             events,
             throttle: LoginThrottle::default(),
             verifiers: Verifiers::new(),
             ttl,
+            metrics,
         }
     }
 
@@ -64,6 +72,23 @@ impl Logins {
 
     /// Logs `name` in with `password`, from `source`.
     pub async fn login(
+        &self,
+        name: &str,
+        password: String,
+        source: Option<IpAddr>,
+    ) -> Result<LoggedIn, LoginError> {
+        let attempt = self.attempt(name, password, source).await;
+        self.metrics.login(match &attempt {
+            Ok(_) => LoginResult::Success,
+            Err(LoginError::BadCredentials) => LoginResult::Failure,
+            Err(LoginError::Throttled(_)) => LoginResult::Throttled,
+            Err(LoginError::Busy) => LoginResult::Busy,
+            Err(LoginError::Store(_)) => LoginResult::Error,
+        });
+        attempt
+    }
+
+    async fn attempt(
         &self,
         name: &str,
         password: String,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use postern_protocol::api::Role;
 
 use crate::clock::now_ms;
-use crate::sessions::Sessions;
+use crate::sessions::{EndReason, Sessions};
 use crate::store::{Store, StoreError, UserRecord};
 
 /// Why a user's sessions end without their asking: they lost the right to have them.
@@ -24,10 +24,10 @@ pub enum AccessLost {
 
 impl AccessLost {
     /// The reason the sessions record.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> EndReason {
         match self {
-            Self::Deleted => "user deleted",
-            Self::Demoted => "user demoted",
+            Self::Deleted => EndReason::UserDeleted,
+            Self::Demoted => EndReason::UserDemoted,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! with its time and reason, and is published on the event bus.
 
 mod ports;
+mod reason;
 mod tunnel;
 
 use std::collections::HashMap;
@@ -15,8 +16,7 @@ use postern_protocol::api::{EventAgent, EventKind, SessionStep, SessionView};
 use postern_protocol::control::SessionReply;
 use postern_protocol::session::{InvalidTransition, transition};
 use postern_protocol::{AgentStatus, ServerMessage, SessionEvent, SessionId, SessionState};
-use russh::ChannelStream;
-use russh::server::{Handle, Msg};
+use russh::server::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::secret;
@@ -24,11 +24,13 @@ use crate::clock::now_ms;
 use crate::config::PortRange;
 use crate::events::EventBus;
 use crate::links::{LinkCommand, LinkRegistry};
+use crate::metrics::{ForwardRefusal, Metrics};
 use crate::store::{AgentRecord, SessionFilter, SessionRecord, Store, StoreError, UserRecord};
 
 pub use ports::PortPool;
-pub use tunnel::ActivityGuard;
+pub use reason::EndReason;
 use tunnel::{Activity, OpenTunnel, Tunnel};
+pub use tunnel::{ActivityGuard, TunnelStream};
 
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -70,6 +72,7 @@ pub struct Sessions {
     transitions: tokio::sync::Mutex<()>,
     /// Set when the server stops (see `close`).
     closing: AtomicBool,
+    metrics: Metrics,
 }
 
 impl Sessions {
@@ -78,6 +81,7 @@ impl Sessions {
         events: Arc<EventBus>,
         links: Arc<LinkRegistry>,
         config: SessionConfig,
+        metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             ports: PortPool::new(config.bind, config.ports),
@@ -88,6 +92,7 @@ impl Sessions {
             tunnels: Mutex::new(HashMap::new()),
             transitions: tokio::sync::Mutex::new(()),
             closing: AtomicBool::new(false),
+            metrics,
         })
     }
 
@@ -209,6 +214,8 @@ impl Sessions {
                 ended_at: None,
             };
             self.store.insert_session(&session).await?;
+            self.metrics
+                .session_entered(SessionState::Requested, None, now, now);
             self.publish(&session, Some(agent), &user.name, "requested")
                 .await;
             session
@@ -235,9 +242,11 @@ impl Sessions {
             return;
         };
         let reason = match session.state {
-            SessionState::Requested if !self.links.is_online(&session.agent_id) => "agent offline",
-            SessionState::Requested => "the agent did not answer in time",
-            SessionState::Starting => "the agent did not open its tunnel in time",
+            SessionState::Requested if !self.links.is_online(&session.agent_id) => {
+                EndReason::AgentOffline
+            }
+            SessionState::Requested => EndReason::NoAnswer,
+            SessionState::Starting => EndReason::NoTunnel,
             _ => return,
         };
         self.fail(id, reason).await;
@@ -278,13 +287,13 @@ impl Sessions {
         };
         for s in sessions {
             if matches!(s.state, SessionState::Starting | SessionState::Running) {
-                let _ = self.stop(&s.id, "agent link lost", "system").await;
+                let _ = self.stop(&s.id, EndReason::LinkLost, "system").await;
             }
         }
     }
 
     /// Ends every unfinished session of an agent (revocation).
-    pub async fn end_for_agent(&self, agent_id: &str, reason: &str, actor: &str) {
+    pub async fn end_for_agent(&self, agent_id: &str, reason: EndReason, actor: &str) {
         let filter = SessionFilter {
             agent_id: Some(agent_id.to_owned()),
             ..Default::default()
@@ -293,13 +302,13 @@ impl Sessions {
             return;
         };
         for s in sessions.into_iter().filter(|s| s.state.is_open()) {
-            let _ = self.stop(&s.id, reason, actor).await;
+            let _ = self.stop(&s.id, reason.clone(), actor).await;
         }
     }
 
     /// Ends every unfinished session of a user (who was deleted, or may no longer start
     /// sessions).
-    pub async fn end_for_user(&self, user_id: &str, reason: &str, actor: &str) {
+    pub async fn end_for_user(&self, user_id: &str, reason: EndReason, actor: &str) {
         let filter = SessionFilter {
             user_id: Some(user_id.to_owned()),
             ..Default::default()
@@ -308,7 +317,7 @@ impl Sessions {
             return;
         };
         for s in sessions.into_iter().filter(|s| s.state.is_open()) {
-            let _ = self.stop(&s.id, reason, actor).await;
+            let _ = self.stop(&s.id, reason.clone(), actor).await;
         }
     }
 
@@ -326,7 +335,7 @@ impl Sessions {
                 let _ = self.accept(id).await;
             }
             SessionReply::Refused { reason } => {
-                self.fail(id, &format!("the agent refused: {reason}")).await;
+                self.fail(id, EndReason::Refused(reason)).await;
             }
         }
     }
@@ -339,28 +348,46 @@ impl Sessions {
         address: &str,
         handle: Handle,
     ) -> Result<u16, String> {
+        self.grant_forward(agent_id, address, handle)
+            .await
+            .map_err(|(why, message)| {
+                self.metrics.forward_refused(why);
+                message
+            })
+    }
+
+    async fn grant_forward(
+        self: &Arc<Self>,
+        agent_id: &str,
+        address: &str,
+        handle: Handle,
+    ) -> Result<u16, (ForwardRefusal, String)> {
+        let refused = |message: String| (ForwardRefusal::NotAllowed, message);
+        let failed = |e: &dyn std::fmt::Display| (ForwardRefusal::Error, e.to_string());
         let id = SessionId::from_forward_address(address)
-            .ok_or_else(|| format!("{address:?} names no session"))?;
+            .ok_or_else(|| refused(format!("{address:?} names no session")))?;
         let session = self
             .store
             .session(&id)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no session {id}"))?;
+            .map_err(|e| failed(&e))?
+            .ok_or_else(|| refused(format!("no session {id}")))?;
         if session.agent_id != agent_id {
-            return Err(format!("session {id} belongs to another agent"));
+            return Err(refused(format!("session {id} belongs to another agent")));
         }
         // The agent's `accepted` may still be in flight on the control channel; this
         // forward request is its acceptance all the same.
-        let session = self.accept(&id).await.map_err(|e| e.to_string())?;
+        let session = self.accept(&id).await.map_err(|e| failed(&e))?;
         if session.state != SessionState::Starting {
-            return Err(format!("session {id} is {}, not starting", session.state));
+            return Err(refused(format!(
+                "session {id} is {}, not starting",
+                session.state
+            )));
         }
         let Some((port, listener)) = self.ports.bind().await else {
-            let range = self.ports.range();
-            self.fail(&id, &format!("no free tunnel port in {range}"))
+            self.fail(&id, EndReason::NoFreePort(self.ports.range()))
                 .await;
-            return Err("no free tunnel port".into());
+            return Err((ForwardRefusal::NoFreePort, "no free tunnel port".into()));
         };
         let tunnel = Tunnel {
             session: id.clone(),
@@ -369,6 +396,7 @@ impl Sessions {
             handle,
             stop: CancellationToken::new(),
             activity: Activity::new(self.links.session_use(agent_id)),
+            metrics: self.metrics.clone(),
         };
         // Registered (and accepting) before the transition, so that a stop racing with it
         // finds the tunnel.
@@ -379,7 +407,7 @@ impl Sessions {
             .await
         {
             self.close_tunnel(&id).await;
-            return Err(e.to_string());
+            return Err(failed(&e));
         }
         tokio::spawn(self.clone().watch_idle(tunnel));
         Ok(port)
@@ -411,7 +439,7 @@ impl Sessions {
                 _ = tunnel.stop.cancelled() => return,
                 _ = wait_count(&mut open, |n| n > 0) => continue,
                 _ = tokio::time::sleep(self.config.idle_timeout) => {
-                    let _ = self.stop(&tunnel.session, "idle timeout", "system").await;
+                    let _ = self.stop(&tunnel.session, EndReason::IdleTimeout, "system").await;
                     return;
                 }
             }
@@ -432,7 +460,7 @@ impl Sessions {
         &self,
         id: &SessionId,
         originator: SocketAddr,
-    ) -> Result<(ChannelStream<Msg>, ActivityGuard), SessionError> {
+    ) -> Result<(TunnelStream, ActivityGuard), SessionError> {
         let tunnel = self.tunnels().get(id).map(|open| open.tunnel.clone());
         let Some(tunnel) = tunnel else {
             let state = self
@@ -457,19 +485,19 @@ impl Sessions {
     pub async fn stop(
         &self,
         id: &SessionId,
-        reason: &str,
+        reason: EndReason,
         actor: &str,
     ) -> Result<SessionRecord, SessionError> {
         let session = self
-            .apply(id, SessionEvent::Stop(reason.to_owned()), actor)
+            .apply(id, SessionEvent::Stop(reason.to_string()), actor)
             .await?;
         self.release(&session).await;
         self.apply(id, SessionEvent::Released, actor).await
     }
 
-    async fn fail(&self, id: &SessionId, reason: &str) {
+    async fn fail(&self, id: &SessionId, reason: EndReason) {
         if let Ok(session) = self
-            .apply(id, SessionEvent::Fail(reason.to_owned()), "system")
+            .apply(id, SessionEvent::Fail(reason.to_string()), "system")
             .await
         {
             self.release(&session).await;
@@ -555,6 +583,8 @@ impl Sessions {
         if step.reason.is_some() {
             session.reason = step.reason.clone();
         }
+        self.metrics
+            .session_entered(step.to, session.reason.as_deref(), session.created_at, now);
         let detail = match (&step.reason, port) {
             (Some(reason), _) => format!("{}: {reason}", step.to),
             (None, Some(port)) => format!("{} on port {port}", step.to),
@@ -564,6 +594,11 @@ impl Sessions {
         self.publish(&session, agent.as_ref(), actor, &detail).await;
         tracing::info!(session = %id, state = %step.to, reason = ?step.reason, "session");
         Ok(session)
+    }
+
+    /// Tunnel ports held now, and how many the range has.
+    pub fn tunnel_ports(&self) -> (usize, usize) {
+        (self.ports.in_use(), self.ports.range().len())
     }
 
     async fn publish(

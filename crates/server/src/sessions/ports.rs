@@ -54,6 +54,11 @@ impl PortPool {
         None
     }
 
+    /// Ports taken (bound, or being bound) now.
+    pub fn in_use(&self) -> usize {
+        self.in_use.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     pub fn release(&self, port: u16) {
         self.in_use
             .lock()

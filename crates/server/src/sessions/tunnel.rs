@@ -4,20 +4,25 @@
 //! A session is in use while someone is logged in through it, as its agent reports: a
 //! connection that never logs in (a port scan, a stalled handshake, a client reconnecting in
 //! a loop) does not keep it from going idle. Older agents report nothing; for them every open
-//! channel counts, as before.
+//! channel counts, as before. Every channel's bytes are counted for the metrics as they pass.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use postern_protocol::SessionId;
 use russh::ChannelStream;
 use russh::server::{Handle, Msg};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::links::SessionUse;
+use crate::metrics::{Direction, Metrics};
 
 /// How much a session is in use — logged-in connections or open channels, by `SessionUse` —
 /// which the idle timer watches: it runs only while this is zero.
@@ -100,6 +105,7 @@ pub struct Tunnel {
     pub handle: Handle,
     pub stop: CancellationToken,
     pub activity: Activity,
+    pub metrics: Metrics,
 }
 
 impl Tunnel {
@@ -107,7 +113,7 @@ impl Tunnel {
     pub async fn open(
         &self,
         originator: SocketAddr,
-    ) -> Result<(ChannelStream<Msg>, ActivityGuard), russh::Error> {
+    ) -> Result<(TunnelStream, ActivityGuard), russh::Error> {
         let guard = self.activity.enter();
         let channel = self
             .handle
@@ -118,7 +124,12 @@ impl Tunnel {
                 u32::from(originator.port()),
             )
             .await?;
-        Ok((channel.into_stream(), guard))
+        let stream = TunnelStream {
+            inner: channel.into_stream(),
+            to_agent: self.metrics.tunnel_bytes(Direction::ToAgent),
+            from_agent: self.metrics.tunnel_bytes(Direction::FromAgent),
+        };
+        Ok((stream, guard))
     }
 
     /// Accepts connections on the session's port until stopped.
@@ -154,6 +165,51 @@ impl Tunnel {
                 }
             });
         }
+    }
+}
+
+/// One channel to the agent's SSH server, its bytes counted each way as they pass.
+pub struct TunnelStream {
+    inner: ChannelStream<Msg>,
+    to_agent: metrics::Counter,
+    from_agent: metrics::Counter,
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        me.from_agent.increment(read as u64);
+        polled
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let polled = Pin::new(&mut me.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            me.to_agent.increment(n as u64);
+        }
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
+use russh::Channel;
 use russh::client::{self, Msg};
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{Certificate, PrivateKey, PublicKey, PublicKeyOrCertificate};
-use russh::{Channel, ChannelStream};
 
 use super::TerminalError;
+use crate::sessions::TunnelStream;
 
 /// Accepts exactly the registered host key: no prompt, no trust on first use.
 pub struct RegisteredHost {
@@ -39,7 +40,7 @@ pub fn ephemeral_key() -> Result<PrivateKey, TerminalError> {
 
 /// Logs in to the agent's SSH server over `stream` and starts a login shell on a PTY.
 pub async fn open(
-    stream: ChannelStream<russh::server::Msg>,
+    stream: TunnelStream,
     host_key: &str,
     login: &str,
     key: PrivateKey,
