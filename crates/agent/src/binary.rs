@@ -12,9 +12,7 @@ use crate::cli::AgentArgs;
     about = "The Postern agent: dials out to the server and serves SSH sessions."
 )]
 pub struct AgentCli {
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "POSTERN_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
-    pub log_format: String,
+    /// Every agent setting as a flag (log_format among them), `--config` and `--print-config`.
     #[command(flatten)]
     pub agent: AgentArgs,
 }

@@ -1,79 +1,13 @@
 //! The agent's command line, shared by `postern agent` and the agent-only `postern-agent`
 //! binary (which leaves out the server, the store, the web app and the user commands).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use postern_settings::Flags;
 
-use clap::Args;
+use crate::config::AgentConfig;
+use crate::{Agent, AgentError};
 
-use crate::{Agent, AgentError, AgentOptions};
-
-#[derive(Args, Debug)]
-pub struct AgentArgs {
-    /// The server's agent gateway, HOST:PORT or [IPV6]:PORT (the gateway listens on port 2200
-    /// unless configured otherwise).
-    #[arg(long, env = "POSTERN_SERVER", value_parser = parse_server)]
-    pub server: String,
-    #[arg(long, env = "POSTERN_AGENT_DATA_DIR")]
-    pub data_dir: PathBuf,
-    /// Name to register as [default: the hostname].
-    #[arg(long, env = "POSTERN_AGENT_NAME")]
-    pub name: Option<String>,
-    /// Enrollment token (approves this agent on first enrollment; its `@SHA256:…` part is the
-    /// server's host key fingerprint, required on the first connection).
-    #[arg(long, env = "POSTERN_TOKEN", hide_env_values = true)]
-    pub token: Option<postern_protocol::EnrollmentToken>,
-    /// Heartbeat interval, 1s to 10m.
-    #[arg(long, env = "POSTERN_SYNC_RATE", default_value = "10s", value_parser = parse_sync_rate)]
-    pub sync_rate: Duration,
-    /// SSH keepalive interval on the link, 1s to 1h, for a server that is up but not
-    /// answering (a dead network is noticed within 45 s of an unacknowledged heartbeat anyway).
-    #[arg(long, env = "POSTERN_AGENT_KEEPALIVE", default_value = "60s", value_parser = parse_keepalive)]
-    pub keepalive: Duration,
-    /// Serve sessions with this SSH server (e.g. 127.0.0.1:22) instead of the built-in one.
-    #[arg(long, env = "POSTERN_LOCAL_SSH", value_parser = parse_local_ssh)]
-    pub local_ssh: Option<SocketAddr>,
-    /// Logins besides the agent's own user that sessions may use (only when running as root).
-    #[arg(long, env = "POSTERN_ALLOW_LOGINS", value_delimiter = ',')]
-    pub allow_logins: Vec<String>,
-}
-
-/// Heartbeats more often than every second cost the server CPU for every agent and tell it
-/// nothing more; rarer than every 10 minutes, a hung agent shows as up for far too long.
-const SYNC_RATE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(600));
-/// Keepalives: the same floor; an hour is already longer than any NAT keeps a quiet flow.
-const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
-
-fn duration_in(text: &str, (min, max): (Duration, Duration)) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 10s, 2m)"))?;
-    if d < min || d > max {
-        return Err(format!(
-            "must be between {} and {}",
-            humantime::format_duration(min),
-            humantime::format_duration(max)
-        ));
-    }
-    Ok(d)
-}
-
-fn parse_sync_rate(text: &str) -> Result<Duration, String> {
-    duration_in(text, SYNC_RATE)
-}
-
-fn parse_keepalive(text: &str) -> Result<Duration, String> {
-    duration_in(text, KEEPALIVE)
-}
-
-fn parse_local_ssh(text: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = text
-        .parse()
-        .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:22".to_owned())?;
-    if addr.port() == 0 {
-        return Err("port 0 is not a port to connect to".into());
-    }
-    Ok(addr)
-}
+/// The agent's flags: one per setting of [`AgentConfig`], `--config` and `--print-config`.
+pub type AgentArgs = Flags<AgentConfig>;
 
 /// Checks the gateway address: HOST:PORT or [IPV6]:PORT, with a port. There is no default
 /// port: the gateway's is configurable, and an agent dialling the wrong one would retry
@@ -112,22 +46,23 @@ pub fn parse_server(text: &str) -> Result<String, String> {
     }
 }
 
-impl AgentArgs {
-    pub fn options(self) -> AgentOptions {
-        let mut options = AgentOptions::new(self.server, self.data_dir);
-        options.name = self.name;
-        options.token = self.token;
-        options.sync_rate = self.sync_rate;
-        options.keepalive = self.keepalive;
-        options.local_ssh = self.local_ssh;
-        options.allowed_logins = self.allow_logins;
-        options
+/// The agent's configuration from its flags, file and variables; `None` once printed for
+/// `--print-config`. `known_variables` are read by other commands of the binary.
+pub fn config(
+    args: &AgentArgs,
+    known_variables: Vec<String>,
+) -> Result<Option<AgentConfig>, AgentError> {
+    let config = AgentConfig::load(&args.inputs(known_variables))?;
+    if args.print_config {
+        print!("{}", postern_settings::to_toml(&config)?);
+        return Ok(None);
     }
+    Ok(Some(config))
 }
 
 /// Runs an agent until it is revoked (an error) or the process is told to stop.
-pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
-    let mut agent = Agent::start(args.options())?;
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let mut agent = Agent::start(config.options())?;
     println!("agent {}", agent.did);
     tokio::select! {
         result = agent.wait() => result,
@@ -199,24 +134,5 @@ mod tests {
             assert!(err.contains(why), "{bad:?}: {err}");
             assert!(err.contains("HOST:PORT"), "{bad:?}: {err}");
         }
-    }
-
-    #[test]
-    fn durations_outside_their_range_are_refused() {
-        assert_eq!(parse_sync_rate("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_keepalive("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["0s", "500ms", "11m"] {
-            assert!(
-                parse_sync_rate(bad)
-                    .unwrap_err()
-                    .contains("between 1s and 10m")
-            );
-        }
-        assert!(
-            parse_keepalive("0s")
-                .unwrap_err()
-                .contains("between 1s and 1h")
-        );
-        assert!(parse_keepalive("soon").is_err());
     }
 }

@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod binary;
 pub mod cli;
+pub mod config;
 pub mod facts;
 mod forwarding;
 pub mod identity;
@@ -62,6 +63,12 @@ pub enum AgentError {
     Task(String),
     #[error("invalid agent option: {0}")]
     Option(String),
+    /// A setting that cannot work; the message names it, its flag and its variable.
+    #[error("{0}")]
+    Config(String),
+    /// Unknown keys or variables, a bad value, a missing setting: named with its source.
+    #[error(transparent)]
+    Settings(#[from] postern_settings::SettingsError),
 }
 
 #[derive(Clone, Debug)]

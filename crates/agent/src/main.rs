@@ -5,13 +5,23 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use postern_agent::binary::AgentCli;
 use postern_agent::cli;
+use postern_agent::config::LogFormat;
 
 fn main() -> ExitCode {
     let args = AgentCli::parse();
-    cli::init_logging(args.log_format == "json", "info");
+    let known = postern_settings::variables_of(&AgentCli::command());
+    let config = match cli::config(&args.agent, known) {
+        Ok(Some(config)) => config,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    cli::init_logging(config.log_format == LogFormat::Json, "info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -22,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args.agent)) {
+    match runtime.block_on(cli::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use postern_agent::cli::AgentArgs;
 use postern_protocol::api::Role;
+use postern_server::ServerConfig;
+use postern_settings::Flags;
+pub use postern_settings::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -15,20 +18,15 @@ use postern_protocol::api::Role;
     about = "A shell on your devices without exposing them to the internet."
 )]
 pub struct Cli {
-    /// Log format for long-running commands (server, agent, quickstart).
-    #[arg(long, global = true, env = "POSTERN_LOG_FORMAT", value_enum)]
+    /// Log format, also POSTERN_LOG_FORMAT (the server and the agent take it after their
+    /// command too, and in their config file).
+    #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Longest wait for the server to answer, or to send anything on a stream [default: 45s].
     #[arg(long, global = true, env = "POSTERN_TIMEOUT", value_parser = parse_wait)]
     pub timeout: Option<Duration>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,94 +113,8 @@ pub enum SessionAction {
     Stop { session: String },
 }
 
-#[derive(Args, Debug)]
-pub struct ServerArgs {
-    #[arg(long, env = "POSTERN_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// HTTP API address [default: 127.0.0.1:8080].
-    #[arg(long, env = "POSTERN_HTTP")]
-    pub http: Option<SocketAddr>,
-    /// Address agents dial [default: 0.0.0.0:2200].
-    #[arg(long, env = "POSTERN_AGENT_LISTEN")]
-    pub agent_listen: Option<SocketAddr>,
-    /// SSH keepalive on agent links [default: 15s].
-    #[arg(long, env = "POSTERN_KEEPALIVE", value_parser = humantime::parse_duration)]
-    pub keepalive: Option<Duration>,
-    /// Heartbeat interval assumed for agents that do not state theirs [default: 10s].
-    #[arg(long, env = "POSTERN_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
-    pub heartbeat_interval: Option<Duration>,
-    /// Missed heartbeats before an agent shows as not responding [default: 3].
-    #[arg(long, env = "POSTERN_HEARTBEAT_MISSES")]
-    pub heartbeat_misses: Option<u32>,
-    /// Silence after which an agent's link is dropped and its sessions end [default: 40s].
-    #[arg(long, env = "POSTERN_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub heartbeat_timeout: Option<Duration>,
-    /// Ports for session tunnels [default: 20000-29999].
-    #[arg(long, env = "POSTERN_TUNNEL_PORTS")]
-    pub tunnel_ports: Option<postern_server::config::PortRange>,
-    /// Address tunnel ports bind to [default: 127.0.0.1].
-    #[arg(long, env = "POSTERN_TUNNEL_BIND")]
-    pub tunnel_bind: Option<std::net::IpAddr>,
-    /// How long a session may be requested or starting before it fails [default: 60s].
-    #[arg(long, env = "POSTERN_SESSION_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub session_timeout: Option<Duration>,
-    /// Stop sessions with no open channel for this long [default: 30m].
-    #[arg(long, env = "POSTERN_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub idle_timeout: Option<Duration>,
-    /// Close agent connections whose control channel is not up this long after they
-    /// connected [default: 30s].
-    #[arg(long, env = "POSTERN_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub handshake_timeout: Option<Duration>,
-    /// Agent connections in their handshake at once; more are refused [default: 256].
-    #[arg(long, env = "POSTERN_MAX_HANDSHAKES")]
-    pub max_handshakes: Option<usize>,
-    /// The same, from one source address [default: 16].
-    #[arg(long, env = "POSTERN_MAX_HANDSHAKES_PER_SOURCE")]
-    pub max_handshakes_per_source: Option<usize>,
-    /// Agents waiting for approval; new agents without a token are refused beyond
-    /// [default: 100].
-    #[arg(long, env = "POSTERN_MAX_PENDING_AGENTS")]
-    pub max_pending_agents: Option<u32>,
-    /// New agents without a token one source address may enroll per enrollment window
-    /// [default: 10].
-    #[arg(long, env = "POSTERN_ENROLLMENTS_PER_SOURCE")]
-    pub enrollments_per_source: Option<u32>,
-    /// The window of --enrollments-per-source [default: 10m].
-    #[arg(long, env = "POSTERN_ENROLLMENT_WINDOW", value_parser = humantime::parse_duration)]
-    pub enrollment_window: Option<Duration>,
-    // Metrics
-    /// Serve Prometheus metrics, /healthz and /readyz on this address [default: off].
-    #[arg(long, env = "POSTERN_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// TOML config file; flags and variables win over it.
-    #[arg(long, env = "POSTERN_CONFIG")]
-    pub config: Option<PathBuf>,
-    // TLS
-    /// Serve plain HTTP even on a non-loopback address (behind a TLS-terminating proxy).
-    #[arg(long, env = "POSTERN_INSECURE_HTTP")]
-    pub insecure_http: bool,
-    /// Serve HTTPS on a loopback address too (other addresses always get it).
-    #[arg(long, env = "POSTERN_HTTPS")]
-    pub https: bool,
-    /// PEM certificate chain for HTTPS (else a self-signed one); reloaded when it changes.
-    #[arg(long, env = "POSTERN_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "POSTERN_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Get the HTTPS certificate for this name from an ACME CA (TLS-ALPN-01 on the HTTPS port).
-    #[arg(long, env = "POSTERN_ACME_DOMAIN")]
-    pub acme_domain: Option<String>,
-    /// E-mail for the ACME account.
-    #[arg(long, env = "POSTERN_ACME_CONTACT")]
-    pub acme_contact: Option<String>,
-    /// ACME directory URL [default: Let's Encrypt].
-    #[arg(long, env = "POSTERN_ACME_DIRECTORY")]
-    pub acme_directory: Option<String>,
-    /// Trust only this CA (PEM) for the ACME directory: a private or test CA.
-    #[arg(long, env = "POSTERN_ACME_CA_CERT")]
-    pub acme_ca_cert: Option<PathBuf>,
-}
+/// The server's flags: one per setting of [`ServerConfig`], `--config` and `--print-config`.
+pub type ServerArgs = Flags<ServerConfig>;
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {

@@ -14,47 +14,76 @@ mod tls;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use args::{Cli, Command, LogFormat};
-use postern_server::config::LogFormat as FileLogFormat;
 
 fn init_logging(format: LogFormat, default_level: &str) {
     postern_agent::cli::init_logging(format == LogFormat::Json, default_level);
 }
 
+/// `POSTERN_*` variables some command of this binary reads: the server and the agent refuse
+/// any other.
+fn known_variables() -> Vec<String> {
+    postern_settings::variables_of(&Cli::command())
+}
+
+/// `--log-format` given before the command, else POSTERN_LOG_FORMAT, for the commands
+/// without settings (the server's and the agent's own settings read both).
+fn log_format(flag: Option<LogFormat>) -> anyhow::Result<LogFormat> {
+    use clap::ValueEnum;
+    if let Some(format) = flag {
+        return Ok(format);
+    }
+    match std::env::var("POSTERN_LOG_FORMAT") {
+        Ok(text) => LogFormat::from_str(&text, true).map_err(|_| {
+            anyhow::anyhow!("POSTERN_LOG_FORMAT: {text:?} is neither \"text\" nor \"json\"")
+        }),
+        Err(_) => Ok(LogFormat::Text),
+    }
+}
+
 /// Runs the command; `Ok(code)` is the process's exit status (a remote command's, for ssh).
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let log_format = cli.log_format;
+    // Given before the command; the server and the agent take it as their flag.
+    let log_format_flag = cli.log_format;
     if let Some(wait) = cli.timeout {
         client::set_wait(wait);
     }
-    let long_running = |file_format: Option<FileLogFormat>| {
-        let format = log_format.unwrap_or(match file_format {
-            Some(FileLogFormat::Json) => LogFormat::Json,
-            Some(FileLogFormat::Text) | None => LogFormat::Text,
-        });
-        init_logging(format, "info");
+    let as_flag = |format: LogFormat| match format {
+        LogFormat::Text => "text".to_owned(),
+        LogFormat::Json => "json".to_owned(),
     };
     match cli.command {
-        Command::Server(args) => {
-            let (config, file_format) = commands::server::config(&args)?;
-            long_running(file_format);
+        Command::Server(mut args) => {
+            if let Some(format) = log_format_flag {
+                args.add_if_absent("log_format", as_flag(format));
+            }
+            let Some(config) = commands::server::config(&args, known_variables())? else {
+                return Ok(0);
+            };
+            init_logging(config.log_format, "info");
             commands::server::run(config).await.map(|()| 0)
         }
-        Command::Agent(args) => {
-            long_running(None);
-            postern_agent::cli::run(args)
+        Command::Agent(mut args) => {
+            if let Some(format) = log_format_flag {
+                args.add_if_absent("log_format", as_flag(format));
+            }
+            let Some(config) = postern_agent::cli::config(&args, known_variables())? else {
+                return Ok(0);
+            };
+            init_logging(config.log_format, "info");
+            postern_agent::cli::run(config)
                 .await
                 .map(|()| 0)
                 .map_err(Into::into)
         }
         Command::Quickstart(args) => {
-            long_running(None);
+            init_logging(log_format(log_format_flag)?, "info");
             commands::quickstart::run(args).await.map(|()| 0)
         }
         command => {
-            init_logging(log_format.unwrap_or(LogFormat::Text), "warn");
+            init_logging(log_format(log_format_flag)?, "warn");
             let done = match command {
                 Command::Ssh(a) => {
                     // Like OpenSSH: the remote command's status, or 255 for an error of ssh's own.

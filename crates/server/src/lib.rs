@@ -43,7 +43,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ServerConfig, ServerConfigFile};
+pub use config::ServerConfig;
 
 use crate::agents::Agents;
 use crate::api::Services;

@@ -89,14 +89,22 @@ impl<S: Settings> clap::Args for Flags<S> {
                     long_help.push_str(&format!(" [default: {shown}]"));
                 }
             }
-            Arg::new(spec.key)
+            let arg = Arg::new(spec.key)
                 .long(spec.flag())
                 .value_name(spec.key.to_ascii_uppercase())
                 .env(spec.variable(S::ENV_PREFIX))
                 .hide_env_values(spec.secret)
                 .help(short)
                 .long_help(long_help)
-                .action(ArgAction::Append)
+                .action(ArgAction::Append);
+            // A yes/no setting is a switch: `--https` alone says true, `--https=false` no.
+            match defaults.get(spec.key) {
+                Some(toml::Value::Boolean(_)) => arg
+                    .num_args(0..=1)
+                    .require_equals(true)
+                    .default_missing_value("true"),
+                _ => arg,
+            }
         });
         command
             .args(settings)

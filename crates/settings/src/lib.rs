@@ -16,6 +16,7 @@
 
 mod flags;
 mod macros;
+pub mod testing;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -415,3 +416,14 @@ pub use serde as __serde;
 
 #[cfg(test)]
 mod tests;
+
+/// How a long-running command writes its log; a setting of the server and of the agent.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}

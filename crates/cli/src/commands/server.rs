@@ -1,50 +1,20 @@
 //! `postern server`
 
 use anyhow::{Context, Result};
-use postern_server::config::LogFormat;
-use postern_server::{Reload, Server, ServerConfig, ServerConfigFile};
+use postern_server::{Reload, Server, ServerConfig};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::args::ServerArgs;
 
-pub fn config(args: &ServerArgs) -> Result<(ServerConfig, Option<LogFormat>)> {
-    let file = match &args.config {
-        Some(path) => ServerConfigFile::load(path)?,
-        None => ServerConfigFile::default(),
-    };
-    let log_format = file.log_format;
-    let overrides = ServerConfigFile {
-        data_dir: args.data_dir.clone(),
-        http: args.http,
-        agent_listen: args.agent_listen,
-        keepalive: args.keepalive,
-        heartbeat_interval: args.heartbeat_interval,
-        heartbeat_misses: args.heartbeat_misses,
-        heartbeat_timeout: args.heartbeat_timeout,
-        tunnel_ports: args.tunnel_ports,
-        tunnel_bind: args.tunnel_bind,
-        session_timeout: args.session_timeout,
-        idle_timeout: args.idle_timeout,
-        handshake_timeout: args.handshake_timeout,
-        max_handshakes: args.max_handshakes,
-        max_handshakes_per_source: args.max_handshakes_per_source,
-        max_pending_agents: args.max_pending_agents,
-        enrollments_per_source: args.enrollments_per_source,
-        enrollment_window: args.enrollment_window,
-        // TLS
-        insecure_http: args.insecure_http.then_some(true),
-        https: args.https.then_some(true),
-        tls_cert: args.tls_cert.clone(),
-        tls_key: args.tls_key.clone(),
-        acme_domain: args.acme_domain.clone(),
-        acme_contact: args.acme_contact.clone(),
-        acme_directory: args.acme_directory.clone(),
-        acme_ca_cert: args.acme_ca_cert.clone(),
-        // Metrics
-        metrics_listen: args.metrics_listen,
-        ..Default::default()
-    };
-    Ok((ServerConfig::resolve(file, overrides)?, log_format))
+/// The server's configuration from its flags, file and variables; `None` once printed for
+/// `--print-config`. `known_variables` are read by other commands of the binary.
+pub fn config(args: &ServerArgs, known_variables: Vec<String>) -> Result<Option<ServerConfig>> {
+    let config = ServerConfig::load(&args.inputs(known_variables))?;
+    if args.print_config {
+        print!("{}", postern_settings::to_toml(&config)?);
+        return Ok(None);
+    }
+    Ok(Some(config))
 }
 
 pub async fn run(config: ServerConfig) -> Result<()> {
@@ -95,6 +65,37 @@ async fn serve_until_stopped(server: &Server, mut hangups: Signal) {
                     "SIGHUP: nothing to reload (no certificate files are configured); still serving"
                 ),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use postern_agent::config::AgentConfig;
+    use postern_settings::Settings;
+
+    use super::ServerConfig;
+    use crate::args::{Cli, Command};
+
+    /// clap itself turns `--flag VALUE` into the setting for every setting of both commands.
+    #[test]
+    fn every_setting_is_a_flag_of_its_command() {
+        for (command, specs) in [
+            ("server", ServerConfig::SPECS),
+            ("agent", AgentConfig::SPECS),
+        ] {
+            for spec in specs {
+                // `=`: yes/no settings are switches and take a value only so.
+                let flag = format!("--{}=v", spec.flag());
+                let cli = Cli::try_parse_from(["postern", command, &flag]).unwrap();
+                let values = match cli.command {
+                    Command::Server(args) => args.values,
+                    Command::Agent(args) => args.values,
+                    _ => unreachable!(),
+                };
+                assert_eq!(values, [(spec.key, vec!["v".to_owned()])], "{flag}");
+            }
         }
     }
 }

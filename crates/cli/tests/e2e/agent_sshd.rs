@@ -242,7 +242,7 @@ async fn postern_agent_refuses_bad_durations_and_a_server_without_a_port_at_once
             .expect("the agent did not refuse at once")
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
     assert!(!std::path::Path::new(dir).exists(), "nothing was created");

@@ -323,7 +323,7 @@ async fn the_server_reads_its_config_file_and_environment_and_logs_json() {
     .await;
     assert!(!ok);
     assert!(
-        err.contains("unknown field") && err.contains("http_s"),
+        err.contains("unknown setting `http_s`; did you mean `https`?"),
         "{err}"
     );
 }

@@ -54,7 +54,7 @@ async fn server_with(dir: &Path, key: &str, value: &str, layer: Layer) -> (i32, 
 async fn settings_that_make_no_sense_are_refused_from_flag_variable_and_file() {
     let dir = tempfile::tempdir().unwrap();
     let every = [Layer::Flag, Layer::Variable, Layer::File];
-    let cases: [(&str, &str, &[Layer], &str); 6] = [
+    let cases: [(&str, &str, &[Layer], &str); 7] = [
         (
             "session_timeout",
             "0s",
@@ -70,14 +70,20 @@ async fn settings_that_make_no_sense_are_refused_from_flag_variable_and_file() {
         (
             "login_ttl",
             "0s",
-            &[Layer::File],
-            "error: login_ttl must be between 1m and 30days; got 0s",
+            &every,
+            "error: login_ttl (--login-ttl, POSTERN_LOGIN_TTL) must be between 1m and 30days; got 0s",
         ),
         (
             "log_format",
             "xml",
-            &[Layer::File],
+            &every,
             "unknown variant `xml`, expected `text` or `json`",
+        ),
+        (
+            "http_idle_timeout",
+            "2days",
+            &every,
+            "error: http_idle_timeout (--http-idle-timeout, POSTERN_HTTP_IDLE_TIMEOUT) must be between 1s and 1day; got 2days",
         ),
         (
             "tunnel_ports",
@@ -191,7 +197,7 @@ async fn a_huge_argument_is_cut_in_the_error_that_echoes_it() {
     let dir = tempfile::tempdir().unwrap();
     let huge = "x".repeat(100_000);
     for args in [
-        vec!["server", "--http", huge.as_str()],
+        vec!["server", "--heartbeat-misses", huge.as_str()],
         vec![
             "login",
             "--server",
@@ -335,4 +341,132 @@ async fn a_second_server_on_one_data_dir_refuses_to_start_and_names_the_first() 
     read_until(&mut stdout, "agent gateway").await;
     third.start_kill().unwrap();
     third.wait().await.unwrap();
+}
+
+/// Runs `postern ARGS` to completion with `env`, returning (exit code, stdout, stderr).
+async fn postern_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = postern();
+    cmd.args(args);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let out = tokio::time::timeout(DEADLINE, cmd.output())
+        .await
+        .expect("postern did not finish")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn print_config_shows_flag_over_variable_over_file_with_the_token_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"/srv/postern\"\nlogin_ttl = \"1h\"\nmax_handshakes = 10\nkeepalive = \"20s\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (code, out, err) = postern_with(
+        &[
+            "server",
+            "--config",
+            config,
+            "--max-handshakes",
+            "12",
+            "--print-config",
+        ],
+        &[
+            ("POSTERN_MAX_HANDSHAKES", "11"),
+            ("POSTERN_KEEPALIVE", "25s"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "data_dir = \"/srv/postern\"",
+        "login_ttl = \"1h\"",
+        "keepalive = \"25s\"",
+        "max_handshakes = 12",
+        "http = \"127.0.0.1:8080\"",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} not in:\n{out}");
+    }
+    assert!(!std::path::Path::new("/srv/postern").exists());
+
+    let agent = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent,
+        "server = \"gw.example:2200\"\ndata_dir = \"/srv/agent\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = postern_with(
+        &[
+            "agent",
+            "--config",
+            agent.to_str().unwrap(),
+            "--print-config",
+        ],
+        &[
+            ("POSTERN_TOKEN", "pet_s3cret"),
+            ("POSTERN_SYNC_RATE", "30s"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("server = \"gw.example:2200\"\n"), "{out}");
+    assert!(out.contains("sync_rate = \"30s\"\n"), "{out}");
+    assert!(out.contains("token = \"<secret>\"\n"), "{out}");
+    assert!(!out.contains("s3cret"), "{out}");
+}
+
+#[tokio::test]
+async fn unknown_keys_and_variables_and_bad_values_are_refused_by_name_and_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let server = ["server", "--data-dir", data, "--http", "127.0.0.1:0"];
+    let (code, _, err) = postern_with(&server, &[("POSTERN_IDLE_TIMOUT", "5m")]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: unknown variable POSTERN_IDLE_TIMOUT:")
+            && err
+                .trim_end()
+                .ends_with("did you mean `POSTERN_IDLE_TIMEOUT`?"),
+        "{err}"
+    );
+    let (code, _, err) = postern_with(&server, &[("POSTERN_HEARTBEAT_MISSES", "many")]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(
+            "error: heartbeat_misses (--heartbeat-misses, POSTERN_HEARTBEAT_MISSES) from the variable POSTERN_HEARTBEAT_MISSES: invalid type"
+        ),
+        "{err}"
+    );
+    let agent_file = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_file,
+        "server = \"gw:2200\"\ndata_dir = \"/x\"\nsync = \"1s\"\n",
+    )
+    .unwrap();
+    let (code, _, err) =
+        postern_with(&["agent", "--config", agent_file.to_str().unwrap()], &[]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains(": unknown setting `sync`"), "{err}");
+    // A variable of another command (the agent's, the CLI's) is not the server's business.
+    let (code, out, err) = postern_with(
+        &["server", "--data-dir", data, "--print-config"],
+        &[("POSTERN_SERVER", "gw:2200"), ("POSTERN_URL", "http://x")],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("data_dir"), "{out}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused start touched the data dir"
+    );
 }

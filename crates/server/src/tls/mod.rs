@@ -328,12 +328,11 @@ mod tests {
             c.acme_contact = Some("ops@example.com".into());
         });
         assert_eq!(check(&fine), Ok(()));
-        // The file layer reads them too, and flags win.
-        let file: crate::config::ServerConfigFile =
+        // A file's `insecure_http` holds off a non-loopback address.
+        let resolved: ServerConfig =
             toml::from_str("data_dir = \"/a\"\ninsecure_http = true\nhttp = \"0.0.0.0:80\"")
                 .unwrap();
-        let resolved =
-            ServerConfig::resolve(file, crate::config::ServerConfigFile::default()).unwrap();
+        resolved.validate().unwrap();
         assert!(!resolved.serves_https());
     }
 }
