@@ -179,6 +179,8 @@ pub enum ConfigError {
         what: &'static str,
         port: u16,
     },
+    #[error("{setting} is empty")]
+    Empty { setting: String },
     /// TLS settings that contradict each other or cannot work.
     #[error("{0}")]
     Tls(String),
@@ -242,6 +244,12 @@ impl ServerConfig {
     /// layered result.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let name = describe::<Self>;
+        // An empty path would be the working directory, whatever it happens to be.
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Empty {
+                setting: name("data_dir"),
+            });
+        }
         let values = [
             self.keepalive,
             self.login_ttl,

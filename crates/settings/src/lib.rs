@@ -16,6 +16,7 @@
 
 mod flags;
 mod macros;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::collections::HashSet;

@@ -176,6 +176,8 @@ fn settings_that_make_no_sense_are_refused_whichever_layer_they_come_from() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("HTTP port 20005"), "{err}");
+    let err = from_file("data_dir = \"\"").unwrap_err().to_string();
+    assert_eq!(err, "data_dir (--data-dir, POSTERN_DATA_DIR) is empty");
     let err = from_file("data_dir = \"/a\"\nlog_format = \"xml\"")
         .unwrap_err()
         .to_string();
