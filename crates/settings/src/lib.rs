@@ -32,8 +32,9 @@ pub use flags::{Flags, variables_of};
 /// Written instead of a secret's value, in the printed configuration and in `Debug`.
 pub const MASK: &str = "<secret>";
 
-/// `POSTERN_*` variables read outside any settings (logging, the CLI's home, the build and
-/// the tests); never refused as unknown.
+/// `POSTERN_*` variables read outside any settings and clap (logging, the CLI's home, the
+/// build, the tests and scripts/, whose servers inherit them); never refused as unknown.
+/// A new variable read with `std::env::var` belongs here.
 pub const OTHER_VARIABLES: &[&str] = &[
     "POSTERN_LOG",
     "POSTERN_HOME",
@@ -43,6 +44,8 @@ pub const OTHER_VARIABLES: &[&str] = &[
     "POSTERN_FLEET_AGENTS",
     "POSTERN_UPDATE_OPENAPI",
     "POSTERN_WEB_PREBUILT",
+    "POSTERN_FUZZ_EXAMPLES",
+    "POSTERN_FUZZ_LOGOUT_TOKEN",
 ];
 
 /// One setting as the definition states it.
