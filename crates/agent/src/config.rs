@@ -230,4 +230,29 @@ mod tests {
             "server is not set: pass --server, set POSTERN_SERVER or server in the config file"
         );
     }
+
+    /// The standalone `postern-agent` (which knows only these settings) runs in a shell or
+    /// with an environment file that also configures the server and the CLI.
+    #[test]
+    fn the_servers_and_the_clis_variables_pass_and_a_typo_is_named() {
+        let base = [("server", "localhost:2200"), ("data_dir", "/a")];
+        let shared = [
+            ("POSTERN_DATA_DIR", "/srv/postern"),
+            ("POSTERN_HTTPS", "true"),
+            ("POSTERN_URL", "https://gw.example"),
+        ];
+        assert!(with(&shared, &base).is_ok());
+        let err = with(&[("POSTERN_DATA_DIRR", "/srv")], &base)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("unknown variable POSTERN_DATA_DIRR:")
+                && err.ends_with("did you mean `POSTERN_DATA_DIR`?"),
+            "{err}"
+        );
+        let err = with(&[("POSTERN_SYNC_RAT", "5s")], &base)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("did you mean `POSTERN_SYNC_RATE`?"), "{err}");
+    }
 }

@@ -48,6 +48,64 @@ pub const OTHER_VARIABLES: &[&str] = &[
     "POSTERN_FUZZ_LOGOUT_TOKEN",
 ];
 
+/// Every `POSTERN_*` variable a setting or a flag of some Postern program reads: the
+/// server's and the agent's settings and the `postern` commands' flags. Each program accepts
+/// all of them, so that one shell or environment file can serve the server, the agent and
+/// the CLI (the standalone `postern-agent` knows nothing of the server's settings, yet must
+/// not refuse `POSTERN_DATA_DIR`). The test `every_variable_of_every_program_is_listed`
+/// (crates/cli) keeps this list equal to the definitions and names what to add.
+pub const PROGRAM_VARIABLES: &[&str] = &[
+    // The server's settings.
+    "POSTERN_CONFIG",
+    "POSTERN_DATA_DIR",
+    "POSTERN_HTTP",
+    "POSTERN_AGENT_LISTEN",
+    "POSTERN_KEEPALIVE",
+    "POSTERN_HEARTBEAT_INTERVAL",
+    "POSTERN_HEARTBEAT_MISSES",
+    "POSTERN_HEARTBEAT_TIMEOUT",
+    "POSTERN_LOGIN_TTL",
+    "POSTERN_TUNNEL_PORTS",
+    "POSTERN_TUNNEL_BIND",
+    "POSTERN_SESSION_TIMEOUT",
+    "POSTERN_IDLE_TIMEOUT",
+    "POSTERN_HTTP_HEADER_TIMEOUT",
+    "POSTERN_HTTP_IDLE_TIMEOUT",
+    "POSTERN_HANDSHAKE_TIMEOUT",
+    "POSTERN_MAX_HANDSHAKES",
+    "POSTERN_MAX_HANDSHAKES_PER_SOURCE",
+    "POSTERN_MAX_PENDING_AGENTS",
+    "POSTERN_ENROLLMENTS_PER_SOURCE",
+    "POSTERN_ENROLLMENT_WINDOW",
+    "POSTERN_INSECURE_HTTP",
+    "POSTERN_HTTPS",
+    "POSTERN_TLS_CERT",
+    "POSTERN_TLS_KEY",
+    "POSTERN_ACME_DOMAIN",
+    "POSTERN_ACME_CONTACT",
+    "POSTERN_ACME_DIRECTORY",
+    "POSTERN_ACME_CA_CERT",
+    "POSTERN_METRICS_LISTEN",
+    "POSTERN_LOG_FORMAT",
+    // The agent's settings.
+    "POSTERN_AGENT_CONFIG",
+    "POSTERN_SERVER",
+    "POSTERN_AGENT_DATA_DIR",
+    "POSTERN_AGENT_NAME",
+    "POSTERN_TOKEN",
+    "POSTERN_SYNC_RATE",
+    "POSTERN_AGENT_KEEPALIVE",
+    "POSTERN_LOCAL_SSH",
+    "POSTERN_ALLOW_LOGINS",
+    // The CLI's flags.
+    "POSTERN_URL",
+    "POSTERN_USER",
+    "POSTERN_TIMEOUT",
+    "POSTERN_FINGERPRINT",
+    "POSTERN_CA_CERT",
+    "POSTERN_QUICKSTART_DIR",
+];
+
 /// One setting as the definition states it.
 #[derive(Clone, Copy, Debug)]
 pub struct Spec {
@@ -226,12 +284,21 @@ pub fn load<S: Settings>(inputs: &Inputs) -> Result<S, SettingsError> {
         };
         let Some(index) = variables.iter().position(|v| v == name) else {
             let known = name == S::CONFIG_ENV
+                || PROGRAM_VARIABLES.contains(&name)
                 || OTHER_VARIABLES.contains(&name)
                 || inputs.known_variables.iter().any(|k| k == name);
             if known {
                 continue;
             }
-            let hint = suggest(name, variables.iter().cloned());
+            // The program's own variables first: on a tie, the nearer kin wins.
+            let all = PROGRAM_VARIABLES.iter().chain(OTHER_VARIABLES);
+            let hint = suggest(
+                name,
+                variables
+                    .iter()
+                    .cloned()
+                    .chain(all.map(|v| (*v).to_owned())),
+            );
             return Err(SettingsError::UnknownVariable {
                 name: name.to_owned(),
                 hint,

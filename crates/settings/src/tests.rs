@@ -184,6 +184,33 @@ fn unknown_keys_and_variables_are_refused_by_name() {
     assert!(load::<Demo>(&inputs).is_ok());
 }
 
+/// One environment serves every Postern program: a variable of another program (the
+/// server's POSTERN_DATA_DIR, to this `POSTERN_DEMO_` program) passes, a near miss of one is
+/// refused with the name it was likely meant to be.
+#[test]
+fn another_programs_variables_pass_and_their_typos_are_named() {
+    let mut inputs = with_data_dir();
+    inputs.env = env(&[
+        ("POSTERN_DATA_DIR", "/srv/postern"),
+        ("POSTERN_URL", "https://x"),
+    ]);
+    assert!(load::<Demo>(&inputs).is_ok());
+    inputs.env = env(&[("POSTERN_DATA_DIRR", "/srv/postern")]);
+    let err = load::<Demo>(&inputs).unwrap_err().to_string();
+    assert!(
+        err.starts_with("unknown variable POSTERN_DATA_DIRR:"),
+        "{err}"
+    );
+    assert!(err.ends_with("did you mean `POSTERN_DATA_DIR`?"), "{err}");
+    // The program's own name wins a tie with another program's.
+    inputs.env = env(&[("POSTERN_DEMO_COUNTS", "3")]);
+    let err = load::<Demo>(&inputs).unwrap_err().to_string();
+    assert!(err.ends_with("did you mean `POSTERN_DEMO_COUNT`?"), "{err}");
+    inputs.env = env(&[("POSTERN_NOTHING_LIKE_IT", "1")]);
+    let err = load::<Demo>(&inputs).unwrap_err().to_string();
+    assert!(!err.contains("did you mean"), "{err}");
+}
+
 #[test]
 fn a_bad_value_names_the_setting_and_its_source() {
     let dir = tempfile::tempdir().unwrap();

@@ -78,6 +78,26 @@ mod tests {
     use super::ServerConfig;
     use crate::args::{Cli, Command};
 
+    /// The list every program accepts is exactly what the programs read: the `postern`
+    /// binary's commands hold the server's and the agent's settings (the standalone agent's
+    /// are the agent command's) and the CLI's flags.
+    #[test]
+    fn every_variable_of_every_program_is_listed() {
+        let mut read = postern_settings::variables_of(&<Cli as clap::CommandFactory>::command());
+        read.sort();
+        read.dedup();
+        let mut listed = postern_settings::PROGRAM_VARIABLES.to_vec();
+        listed.sort();
+        assert_eq!(
+            listed, read,
+            "postern_settings::PROGRAM_VARIABLES must list exactly these"
+        );
+        for spec in AgentConfig::SPECS {
+            assert!(read.contains(&spec.variable(AgentConfig::ENV_PREFIX)));
+        }
+        assert!(read.iter().any(|v| v == AgentConfig::CONFIG_ENV));
+    }
+
     /// clap itself turns `--flag VALUE` into the setting for every setting of both commands.
     #[test]
     fn every_setting_is_a_flag_of_its_command() {
