@@ -156,6 +156,35 @@ mod tests {
         );
     }
 
+    /// The file the Debian package installs as /etc/postern/agent.toml: it loads once the
+    /// operator names the server, and every key it shows commented out is a setting.
+    #[test]
+    fn the_packaged_config_loads_and_names_only_settings() {
+        const PACKAGED: &str = include_str!("../../../packaging/postern-agent/agent.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, PACKAGED).unwrap();
+        let config = AgentConfig::load(&Inputs {
+            file: Some(path),
+            flags: vec![("server", vec!["postern.example.com:2200".into()])],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/postern-agent"));
+        let shown: Vec<&str> = PACKAGED
+            .lines()
+            .filter_map(|line| line.strip_prefix("# ")?.split_once(" = "))
+            .map(|(key, _)| key)
+            .collect();
+        assert!(!shown.is_empty());
+        for key in shown {
+            assert!(
+                AgentConfig::SPECS.iter().any(|s| s.key == key),
+                "{key} is not an agent setting"
+            );
+        }
+    }
+
     #[test]
     fn every_setting_is_default_then_file_then_variable_then_flag() {
         let fallback = |key: &str| match key {

@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 
-use postern_settings::{Inputs, missing_from_example, testing::check_precedence};
+use postern_settings::{Inputs, Settings, missing_from_example, testing::check_precedence};
 
 use super::*;
 
@@ -27,6 +27,22 @@ fn the_example_config_parses_and_lists_every_setting() {
         missing_from_example::<ServerConfig>(EXAMPLE),
         Vec::<&str>::new()
     );
+}
+
+/// The file the Debian package installs as /etc/postern/server.toml loads as it is.
+#[test]
+fn the_packaged_config_loads() {
+    let packaged = include_str!("../../../../packaging/postern/server.toml");
+    let config = from_file(packaged).unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/var/lib/postern"));
+    for line in packaged.lines() {
+        if let Some((key, _)) = line.strip_prefix("# ").and_then(|l| l.split_once(" = ")) {
+            assert!(
+                ServerConfig::SPECS.iter().any(|s| s.key == key),
+                "{key} is not a server setting"
+            );
+        }
+    }
 }
 
 #[test]
