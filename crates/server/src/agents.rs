@@ -491,7 +491,7 @@ mod tests {
         let all = store.list_agents().await.unwrap();
         let agents = Agents::new(
             store.clone(),
-            Arc::new(EventBus::new(store)),
+            Arc::new(EventBus::new(store).await.unwrap()),
             Arc::new(LinkRegistry::default()),
             String::new(),
             EnrollmentLimits::new(EnrollmentConfig {

@@ -1,4 +1,7 @@
 //! The event bus: every audit-worthy change is stored, then published live, in id order.
+//! Events are stored by whoever records the change (a session's transition stores its event
+//! in the same transaction); the bus sends them live strictly in id order, filling any gap
+//! from the store, so a subscriber that skips ids it has seen never loses one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,27 +11,30 @@ use postern_protocol::{SessionId, SessionState};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::clock::now_ms;
-use crate::store::{AgentRecord, EventAgentRef, EventRecord, NewEvent, Store};
+use crate::store::{AgentRecord, EventAgentRef, EventRecord, NewEvent, Store, StoreResult};
 
 const LIVE_BUFFER: usize = 1024;
 
 pub struct EventBus {
     store: Arc<dyn Store>,
     live: broadcast::Sender<EventView>,
-    /// Held across insert + send so that subscribers see ids in increasing order.
-    order: Mutex<()>,
+    /// The newest event id sent live. Only orders this node's live sends; what is stored,
+    /// and in which order, the store decides.
+    sent: Mutex<i64>,
     /// Open event streams (see `follow`).
     followers: Arc<AtomicUsize>,
 }
 
 impl EventBus {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
+    /// A bus that sends live the events stored from now on.
+    pub async fn new(store: Arc<dyn Store>) -> StoreResult<Self> {
+        let newest = store.latest_events(1).await?.last().map_or(0, |e| e.id);
+        Ok(Self {
             store,
             live: broadcast::channel(LIVE_BUFFER).0,
-            order: Mutex::new(()),
+            sent: Mutex::new(newest),
             followers: Arc::new(AtomicUsize::new(0)),
-        }
+        })
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<EventView> {
@@ -70,26 +76,59 @@ impl EventBus {
         session: Option<(SessionId, SessionState)>,
         detail: impl Into<String>,
     ) {
-        let event = NewEvent {
-            session,
-            time: now_ms(),
-            kind,
-            actor: actor.to_owned(),
-            agent: agent.map(|a| EventAgentRef {
-                id: a.id.clone(),
-                name: a.name.clone(),
-                did: a.did.clone(),
-            }),
-            detail: detail.into(),
-        };
-        let _order = self.order.lock().await;
+        let event = new_event(kind, actor, agent, session, detail);
         match self.store.insert_event(&event).await {
-            Ok(id) => {
-                // No subscribers is fine.
-                let _ = self.live.send(view(EventRecord { id, event }));
-            }
+            Ok(id) => self.announce(EventRecord { id, event }).await,
             Err(e) => tracing::error!(error = %e, kind = %kind, "could not store event"),
         }
+    }
+
+    /// Sends live an event already stored (by this bus or with the change it records), after
+    /// every event stored before it that was not sent yet.
+    pub async fn announce(&self, record: EventRecord) {
+        let mut sent = self.sent.lock().await;
+        if record.id <= *sent {
+            return;
+        }
+        if record.id > *sent + 1 {
+            // Events stored before this one are not out yet (their writers are on their way
+            // here): send them first, from the store.
+            let missing = u32::try_from(record.id - *sent - 1).unwrap_or(u32::MAX);
+            match self.store.events_after(*sent, missing).await {
+                Ok(earlier) => {
+                    for e in earlier.into_iter().filter(|e| e.id < record.id) {
+                        *sent = e.id;
+                        // No subscribers is fine.
+                        let _ = self.live.send(view(e));
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not read events to send live"),
+            }
+        }
+        *sent = record.id;
+        let _ = self.live.send(view(record));
+    }
+}
+
+/// An event as recorded now.
+pub fn new_event(
+    kind: EventKind,
+    actor: &str,
+    agent: Option<&AgentRecord>,
+    session: Option<(SessionId, SessionState)>,
+    detail: impl Into<String>,
+) -> NewEvent {
+    NewEvent {
+        session,
+        time: now_ms(),
+        kind,
+        actor: actor.to_owned(),
+        agent: agent.map(|a| EventAgentRef {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            did: a.did.clone(),
+        }),
+        detail: detail.into(),
     }
 }
 

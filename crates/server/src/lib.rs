@@ -24,6 +24,7 @@ pub mod links;
 mod liveness;
 pub mod lock;
 pub mod metrics;
+pub mod node;
 pub mod presence;
 pub mod sessions;
 pub mod store;
@@ -83,6 +84,8 @@ pub enum ServerError {
     User(#[from] UserError),
     #[error(transparent)]
     Locked(#[from] lock::LockError),
+    #[error(transparent)]
+    Node(#[from] node::NodeIdError),
     #[error(
         "no Postern store in {0} (no postern.db): check the path; `postern server` creates one on its first start, `--create` makes one here"
     )]
@@ -188,7 +191,8 @@ impl Server {
         };
         let tls_fingerprint = https.as_ref().map(tls::Https::fingerprint);
         let reload_files = https.as_ref().and_then(|h| h.reload_files.clone());
-        let events = Arc::new(EventBus::new(store.clone()));
+        let node = node::load_or_create(&config.data_dir)?;
+        let events = Arc::new(EventBus::new(store.clone()).await?);
 
         let initial_admin_password = if store.count_users().await? == 0 {
             let password = auth::secret::new_password();
@@ -235,6 +239,7 @@ impl Server {
                 start_timeout: config.session_timeout,
                 idle_timeout: config.idle_timeout,
             },
+            node,
             metrics.clone(),
         );
         sessions
@@ -476,6 +481,7 @@ pub async fn add_user(
     let store = open_store(data_dir).await?;
     auth::create_user(&store, name, role, password).await?;
     EventBus::new(store)
+        .await?
         .publish(
             EventKind::UserCreated,
             "admin-cli",

@@ -89,7 +89,9 @@ impl GaugeSources {
         for status in AgentStatus::ALL {
             agents.push((status, self.store.count_agents(status).await?));
         }
-        let open = self.store.unfinished_sessions().await?;
+        // This node's sessions (those it created or whose tunnel it holds): each session is
+        // one node's, so the gauges of every node add up to the whole.
+        let open = self.store.unfinished_sessions(self.sessions.node()).await?;
         let sessions = OPEN_STATES
             .into_iter()
             .map(|state| {

@@ -1,6 +1,8 @@
 //! SSH sessions: requests, the agent's answers, tunnel ports, stops, timeouts and restarts.
 //! Every state change goes through the pure state machine in the protocol crate, is stored
-//! with its time and reason, and is published on the event bus.
+//! with its time and reason, and is published on the event bus. The store decides each
+//! transition by compare-and-set on the stored state, and holds "one open session per user
+//! and agent": nothing here serialises writers, so any number of tasks (or nodes) may race.
 
 mod ports;
 mod reason;
@@ -22,10 +24,14 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::secret;
 use crate::clock::now_ms;
 use crate::config::PortRange;
-use crate::events::EventBus;
+use crate::events::{self, EventBus};
 use crate::links::{LinkCommand, LinkRegistry};
 use crate::metrics::{ForwardRefusal, Metrics};
-use crate::store::{AgentRecord, SessionFilter, SessionRecord, Store, StoreError, UserRecord};
+use crate::node::NodeId;
+use crate::store::{
+    AgentRecord, EventRecord, SessionChange, SessionFilter, SessionInsert, SessionRecord, Store,
+    StoreError, UserRecord,
+};
 
 pub use ports::PortPool;
 pub use reason::EndReason;
@@ -66,10 +72,10 @@ pub struct Sessions {
     links: Arc<LinkRegistry>,
     ports: PortPool,
     config: SessionConfig,
+    /// This node: recorded on the sessions whose tunnels it holds.
+    node: NodeId,
     /// Tunnels of running sessions.
     tunnels: Mutex<HashMap<SessionId, OpenTunnel>>,
-    /// Serialises transitions, so that every event sees the state the last one left.
-    transitions: tokio::sync::Mutex<()>,
     /// Set when the server stops (see `close`).
     closing: AtomicBool,
     metrics: Metrics,
@@ -81,6 +87,7 @@ impl Sessions {
         events: Arc<EventBus>,
         links: Arc<LinkRegistry>,
         config: SessionConfig,
+        node: NodeId,
         metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -89,8 +96,8 @@ impl Sessions {
             events,
             links,
             config,
+            node,
             tunnels: Mutex::new(HashMap::new()),
-            transitions: tokio::sync::Mutex::new(()),
             closing: AtomicBool::new(false),
             metrics,
         })
@@ -100,11 +107,12 @@ impl Sessions {
         self.tunnels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// After a start: nothing from before can still be running.
+    /// After a start: nothing this node held before can still be running. Only this node's
+    /// sessions: another node's are its own (or, once it is lost, its survivors').
     pub async fn recover(&self) -> Result<(), SessionError> {
         let decide =
             |state: SessionState| (!state.is_final()).then_some(SessionEvent::ServerRestarted);
-        for session in self.store.unfinished_sessions().await? {
+        for session in self.store.unfinished_sessions(&self.node).await? {
             self.apply_decided(&session.id, decide, "system", None)
                 .await?;
         }
@@ -182,23 +190,7 @@ impl Sessions {
         if agent.status != AgentStatus::Approved {
             return Err(SessionError::AgentNotApproved(agent.name.clone()));
         }
-        let session = {
-            let _serial = self.transitions.lock().await;
-            let filter = SessionFilter {
-                agent_id: Some(agent.id.clone()),
-                user_id: Some(user.id.clone()),
-                state: None,
-                limit: 20,
-            };
-            let open = self
-                .store
-                .list_sessions(&filter)
-                .await?
-                .into_iter()
-                .find(|s| s.state.is_open());
-            if let Some(open) = open {
-                return Ok((open, false));
-            }
+        let session = loop {
             let now = now_ms();
             let session = SessionRecord {
                 id: SessionId::parse(&secret::new_id())
@@ -212,13 +204,23 @@ impl Sessions {
                 created_at: now,
                 updated_at: now,
                 ended_at: None,
+                node: Some(self.node.clone()),
             };
-            self.store.insert_session(&session).await?;
-            self.metrics
-                .session_entered(SessionState::Requested, None, now, now);
-            self.publish(&session, Some(agent), &user.name, "requested")
-                .await;
-            session
+            let event = self.event(&session, Some(agent), &user.name, "requested");
+            match self.store.insert_session(&session, &event).await? {
+                SessionInsert::Inserted { event: id } => {
+                    self.metrics
+                        .session_entered(SessionState::Requested, None, now, now);
+                    self.events.announce(EventRecord { id, event }).await;
+                    break session;
+                }
+                SessionInsert::AlreadyOpen => {
+                    if let Some(open) = self.open_session(user, agent).await? {
+                        return Ok((open, false));
+                    }
+                    // It ended between the two reads: ask again.
+                }
+            }
         };
         // An offline agent gets the request when its link comes back (see `link_up`).
         self.links.command(
@@ -234,6 +236,26 @@ impl Sessions {
             me.expire(&id).await;
         });
         Ok((session, true))
+    }
+
+    /// The user's open session on the agent, if any.
+    async fn open_session(
+        &self,
+        user: &UserRecord,
+        agent: &AgentRecord,
+    ) -> Result<Option<SessionRecord>, SessionError> {
+        let filter = SessionFilter {
+            agent_id: Some(agent.id.clone()),
+            user_id: Some(user.id.clone()),
+            state: None,
+            limit: 20,
+        };
+        Ok(self
+            .store
+            .list_sessions(&filter)
+            .await?
+            .into_iter()
+            .find(|s| s.state.is_open()))
     }
 
     /// Fails a session still requested or starting when its time is up.
@@ -539,7 +561,8 @@ impl Sessions {
         actor: &str,
         port: Option<u16>,
     ) -> Result<SessionRecord, SessionError> {
-        self.apply_decided(id, |_| Some(event), actor, port).await
+        self.apply_decided(id, |_| Some(event.clone()), actor, port)
+            .await
     }
 
     /// The agent accepted, by its reply or by its forward request, whichever comes first:
@@ -549,51 +572,83 @@ impl Sessions {
         self.apply_decided(id, decide, "agent", None).await
     }
 
-    /// Applies the event `decide` picks for the session's current state (none: unchanged),
-    /// with the state read and written under one lock.
+    /// Applies the event `decide` picks for the session's current state (none: unchanged).
+    /// The store applies it only if the state is still the one decided on; when another
+    /// writer moved the session first, the decision is made again on the state it left.
+    /// This ends: every session takes a few transitions at most (the state machine has no
+    /// cycle), and each lost race means one of them happened.
     async fn apply_decided(
         &self,
         id: &SessionId,
-        decide: impl FnOnce(SessionState) -> Option<SessionEvent>,
+        decide: impl Fn(SessionState) -> Option<SessionEvent>,
         actor: &str,
         port: Option<u16>,
     ) -> Result<SessionRecord, SessionError> {
-        let _serial = self.transitions.lock().await;
-        let mut session = self
-            .store
-            .session(id)
-            .await?
-            .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
-        let Some(event) = decide(session.state) else {
+        loop {
+            let mut session = self
+                .store
+                .session(id)
+                .await?
+                .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
+            let Some(event) = decide(session.state) else {
+                return Ok(session);
+            };
+            let step = transition(session.state, &event)?;
+            let from = session.state;
+            let now = now_ms();
+            session.state = step.to;
+            session.updated_at = now;
+            if step.to.is_final() {
+                session.ended_at = Some(now);
+            }
+            if let Some(p) = port {
+                session.port = Some(p);
+                // Binding the tunnel makes this node the session's holder.
+                session.node = Some(self.node.clone());
+            }
+            if step.reason.is_some() {
+                session.reason = step.reason.clone();
+            }
+            let detail = match (&step.reason, port) {
+                (Some(reason), _) => format!("{}: {reason}", step.to),
+                (None, Some(port)) => format!("{} on port {port}", step.to),
+                (None, None) => step.to.to_string(),
+            };
+            let agent = self.store.agent_by_id(&session.agent_id).await?;
+            let event = self.event(&session, agent.as_ref(), actor, &detail);
+            let cas = SessionChange {
+                id,
+                from,
+                to: step.to,
+                reason: step.reason.as_deref(),
+                port,
+                node: port.map(|_| &self.node),
+                time: now,
+            };
+            let Some(event_id) = self.store.transition_session(&cas, &event).await? else {
+                continue;
+            };
+            // Counted once, by the writer whose change the store took.
+            self.metrics.session_entered(
+                step.to,
+                session.reason.as_deref(),
+                session.created_at,
+                now,
+            );
+            self.events
+                .announce(EventRecord {
+                    id: event_id,
+                    event,
+                })
+                .await;
+            tracing::info!(session = %id, state = %step.to, reason = ?step.reason, "session");
             return Ok(session);
-        };
-        let step = transition(session.state, &event)?;
-        let now = now_ms();
-        self.store
-            .record_transition(id, step.to, step.reason.as_deref(), port, now)
-            .await?;
-        session.state = step.to;
-        session.updated_at = now;
-        if step.to.is_final() {
-            session.ended_at = Some(now);
         }
-        if let Some(p) = port {
-            session.port = Some(p);
-        }
-        if step.reason.is_some() {
-            session.reason = step.reason.clone();
-        }
-        self.metrics
-            .session_entered(step.to, session.reason.as_deref(), session.created_at, now);
-        let detail = match (&step.reason, port) {
-            (Some(reason), _) => format!("{}: {reason}", step.to),
-            (None, Some(port)) => format!("{} on port {port}", step.to),
-            (None, None) => step.to.to_string(),
-        };
-        let agent = self.store.agent_by_id(&session.agent_id).await?;
-        self.publish(&session, agent.as_ref(), actor, &detail).await;
-        tracing::info!(session = %id, state = %step.to, reason = ?step.reason, "session");
-        Ok(session)
+    }
+
+    /// This node, recorded on the sessions it holds.
+    pub fn node(&self) -> &NodeId {
+        &self.node
     }
 
     /// Tunnel ports held now, and how many the range has.
@@ -601,21 +656,20 @@ impl Sessions {
         (self.ports.in_use(), self.ports.range().len())
     }
 
-    async fn publish(
+    /// The event that records a session's new state.
+    fn event(
         &self,
         session: &SessionRecord,
         agent: Option<&AgentRecord>,
         actor: &str,
         detail: &str,
-    ) {
-        self.events
-            .publish_with_session(
-                EventKind::SessionState,
-                actor,
-                agent,
-                Some((session.id.clone(), session.state)),
-                format!("SSH {detail} (user {})", session.user_name),
-            )
-            .await;
+    ) -> crate::store::NewEvent {
+        events::new_event(
+            EventKind::SessionState,
+            actor,
+            agent,
+            Some((session.id.clone(), session.state)),
+            format!("SSH {detail} (user {})", session.user_name),
+        )
     }
 }

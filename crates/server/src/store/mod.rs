@@ -3,11 +3,15 @@
 //! the same trait with the same SQL text (ids are text, times unix ms, `$N` placeholders).
 
 pub mod agents;
+#[cfg(test)]
+mod conformance;
 pub mod sessions;
 mod sqlite;
 mod sqlite_agents;
 #[cfg(test)]
 mod sqlite_concurrency;
+#[cfg(test)]
+mod sqlite_conformance;
 mod sqlite_sessions;
 mod sqlite_users;
 pub mod users;
@@ -17,7 +21,9 @@ use postern_protocol::api::EventKind;
 use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
 
 pub use agents::{AgentFilter, AgentPage, AgentSearch, AgentTally, IdSet, PrefixMatch};
-pub use sessions::{SessionFilter, SessionRecord, SessionStore, TransitionRecord};
+pub use sessions::{
+    SessionChange, SessionFilter, SessionInsert, SessionRecord, SessionStore, TransitionRecord,
+};
 pub use sqlite::{SqliteStore, StorageFailure};
 pub use users::{UserRecord, UserStore};
 

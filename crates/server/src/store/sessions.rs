@@ -1,9 +1,12 @@
-//! Stored SSH sessions and their history.
+//! Stored SSH sessions and their history. The store decides every transition by
+//! compare-and-set on the stored state, and "one open session per user and agent" is a unique
+//! index: both hold however many tasks or nodes write at once.
 
 use async_trait::async_trait;
 use postern_protocol::{SessionId, SessionState};
 
-use super::StoreResult;
+use super::{NewEvent, StoreResult};
+use crate::node::NodeId;
 
 #[derive(Clone, Debug)]
 pub struct SessionRecord {
@@ -17,6 +20,9 @@ pub struct SessionRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub ended_at: Option<i64>,
+    /// The node that holds the session: the one that created it, then the one that bound
+    /// its tunnel. `None` for sessions stored before nodes were recorded.
+    pub node: Option<NodeId>,
 }
 
 #[derive(Clone, Debug)]
@@ -35,22 +41,106 @@ pub struct SessionFilter {
     pub limit: u32,
 }
 
+/// One compare-and-set step: the session moves from `from` to `to` only if it is still in
+/// `from` when the write lands.
+#[derive(Clone, Debug)]
+pub struct SessionChange<'a> {
+    pub id: &'a SessionId,
+    pub from: SessionState,
+    pub to: SessionState,
+    pub reason: Option<&'a str>,
+    /// The tunnel port, once bound.
+    pub port: Option<u16>,
+    /// Set when a node takes the session over (binds its tunnel).
+    pub node: Option<&'a NodeId>,
+    pub time: i64,
+}
+
+/// The outcome of storing a new session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionInsert {
+    /// Stored with its first transition and its event (this id).
+    Inserted { event: i64 },
+    /// The user already has an open session on the agent; nothing was stored.
+    AlreadyOpen,
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Stores a new session with its first transition.
-    async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()>;
-    /// Moves a session to `state` (with reason and port) and appends the transition.
-    async fn record_transition(
+    /// Stores a new open session with its first transition and `event`, unless the user
+    /// already has an open session on the agent.
+    async fn insert_session(
         &self,
-        id: &SessionId,
-        state: SessionState,
-        reason: Option<&str>,
-        port: Option<u16>,
-        time: i64,
-    ) -> StoreResult<()>;
+        session: &SessionRecord,
+        event: &NewEvent,
+    ) -> StoreResult<SessionInsert>;
+    /// Applies `change` and appends its transition and `event`, all or nothing. `None` (and
+    /// nothing written) when the session is no longer in `change.from`: another writer moved it
+    /// first. Otherwise the id of the stored event.
+    async fn transition_session(
+        &self,
+        change: &SessionChange<'_>,
+        event: &NewEvent,
+    ) -> StoreResult<Option<i64>>;
     async fn session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
     async fn session_history(&self, id: &SessionId) -> StoreResult<Vec<TransitionRecord>>;
     async fn list_sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRecord>>;
-    /// Sessions in any state but stopped and failed.
-    async fn unfinished_sessions(&self) -> StoreResult<Vec<SessionRecord>>;
+    /// Sessions of `node` (and those stored before nodes were recorded) in any state but
+    /// stopped and failed, oldest first.
+    async fn unfinished_sessions(&self, node: &NodeId) -> StoreResult<Vec<SessionRecord>>;
+}
+
+/// A session row as any database returns it: the columns in plain types, turned into a
+/// record (and checked) here, once for every database.
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub id: String,
+    pub agent_id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub state: String,
+    pub port: Option<i64>,
+    pub reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub ended_at: Option<i64>,
+    pub node_id: Option<String>,
+}
+
+/// The columns of `SessionRow`, in its order.
+pub const SESSION_COLUMNS: &str = "id, agent_id, user_id, user_name, state, port, reason, \
+     created_at, updated_at, ended_at, node_id";
+
+pub fn parse_state(text: &str) -> StoreResult<SessionState> {
+    text.parse()
+        .map_err(|e| super::StoreError::Corrupt(format!("sessions.state: {e}")))
+}
+
+impl TryFrom<SessionRow> for SessionRecord {
+    type Error = super::StoreError;
+
+    fn try_from(row: SessionRow) -> StoreResult<Self> {
+        let corrupt = |what: &str, value: &dyn std::fmt::Debug| {
+            super::StoreError::Corrupt(format!("{what} {value:?}"))
+        };
+        Ok(SessionRecord {
+            id: SessionId::parse(&row.id).ok_or_else(|| corrupt("sessions.id", &row.id))?,
+            state: parse_state(&row.state)?,
+            port: row
+                .port
+                .map(|p| u16::try_from(p).map_err(|_| corrupt("sessions.port", &p)))
+                .transpose()?,
+            node: row
+                .node_id
+                .map(|n| NodeId::parse(&n).ok_or_else(|| corrupt("sessions.node_id", &n)))
+                .transpose()?,
+            agent_id: row.agent_id,
+            user_id: row.user_id,
+            user_name: row.user_name,
+            reason: row.reason,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            ended_at: row.ended_at,
+        })
+    }
 }

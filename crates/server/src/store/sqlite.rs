@@ -189,6 +189,31 @@ const TOKEN_COLUMNS: &str = "id, created_by, created_at, expires_at, max_uses, u
 const EVENT_COLUMNS: &str =
     "id, time, kind, actor, agent_id, agent_name, agent_did, session_id, session_state, detail";
 
+/// Stores an event on a connection or in a transaction (a session's transition stores its
+/// event with it, so that events of one session are in the order of its transitions).
+pub(super) async fn insert_event_on<'c, E>(executor: E, event: &NewEvent) -> StoreResult<i64>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    let agent = event.agent.as_ref();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO events (time, kind, actor, agent_id, agent_name, agent_did, session_id, session_state, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(event.time)
+    .bind(event.kind.as_str())
+    .bind(&event.actor)
+    .bind(agent.map(|a| a.id.as_str()))
+    .bind(agent.map(|a| a.name.as_str()))
+    .bind(agent.map(|a| a.did.as_str()))
+    .bind(event.session.as_ref().map(|(id, _)| id.as_str()))
+    .bind(event.session.as_ref().map(|(_, state)| state.as_str()))
+    .bind(&event.detail)
+    .fetch_one(executor)
+    .await?;
+    Ok(id)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
@@ -405,23 +430,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<i64> {
-        let agent = event.agent.as_ref();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO events (time, kind, actor, agent_id, agent_name, agent_did, session_id, session_state, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-        )
-        .bind(event.time)
-        .bind(event.kind.as_str())
-        .bind(&event.actor)
-        .bind(agent.map(|a| a.id.as_str()))
-        .bind(agent.map(|a| a.name.as_str()))
-        .bind(agent.map(|a| a.did.as_str()))
-        .bind(event.session.as_ref().map(|(id, _)| id.as_str()))
-        .bind(event.session.as_ref().map(|(_, state)| state.as_str()))
-        .bind(&event.detail)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(id)
+        insert_event_on(&self.pool, event).await
     }
 
     async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
@@ -455,38 +464,6 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        (dir, store)
-    }
-
-    fn token(id: &str, expires_at: i64, max_uses: u32) -> TokenRecord {
-        TokenRecord {
-            id: id.into(),
-            created_by: "admin".into(),
-            created_at: 0,
-            expires_at,
-            max_uses,
-            uses: 0,
-            revoked: false,
-        }
-    }
-
-    #[tokio::test]
-    async fn tokens_are_used_at_most_max_uses_times_and_say_why_not() {
-        let (_dir, s) = store().await;
-        s.insert_token(&token("t1", 1_000, 2), "h1").await.unwrap();
-        assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
-        assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
-        assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::UsedUp);
-        s.insert_token(&token("t2", 1_000, 5), "h2").await.unwrap();
-        assert_eq!(s.use_token("h2", 1_000).await.unwrap(), TokenUse::Expired);
-        s.revoke_token("t2", 20).await.unwrap();
-        assert_eq!(s.use_token("h2", 10).await.unwrap(), TokenUse::Revoked);
-        assert_eq!(s.use_token("nope", 10).await.unwrap(), TokenUse::Unknown);
-    }
 
     #[tokio::test]
     async fn events_page_in_order_and_survive_reopening() {

@@ -215,10 +215,11 @@ impl AgentSearch for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use postern_protocol::api::EventKind;
     use postern_protocol::{AgentFacts, SessionId, SessionState};
 
     use super::*;
-    use crate::store::{SessionRecord, SessionStore, Store};
+    use crate::store::{SessionInsert, SessionRecord, SessionStore, Store};
 
     fn agent(name: &str, status: AgentStatus, os: &str) -> AgentRecord {
         AgentRecord {
@@ -379,21 +380,29 @@ mod tests {
             (2, "id-edge-02", SessionState::Requested),
             (3, "id-edge-03", SessionState::Stopped),
         ] {
-            store
-                .insert_session(&SessionRecord {
-                    id: SessionId::parse(&format!("{i:032x}")).unwrap(),
-                    agent_id: agent.into(),
-                    user_id: "u".into(),
-                    user_name: "ann".into(),
-                    state,
-                    port: None,
-                    reason: None,
-                    created_at: 0,
-                    updated_at: 0,
-                    ended_at: None,
-                })
-                .await
-                .unwrap();
+            // One open session per user and agent: a user each.
+            let session = SessionRecord {
+                id: SessionId::parse(&format!("{i:032x}")).unwrap(),
+                agent_id: agent.into(),
+                user_id: format!("u{i}"),
+                user_name: "ann".into(),
+                state,
+                port: None,
+                reason: None,
+                created_at: 0,
+                updated_at: 0,
+                ended_at: None,
+                node: None,
+            };
+            let event = crate::events::new_event(
+                EventKind::SessionState,
+                "system",
+                None,
+                Some((session.id.clone(), state)),
+                "",
+            );
+            let inserted = store.insert_session(&session, &event).await.unwrap();
+            assert!(matches!(inserted, SessionInsert::Inserted { .. }));
         }
         let tally = store.agent_tally().await.unwrap();
         assert_eq!(

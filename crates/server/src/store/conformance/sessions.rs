@@ -1,0 +1,230 @@
+//! Sessions: one open per user and agent, compare-and-set transitions, recovery by node.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use postern_protocol::api::EventKind;
+use postern_protocol::{SessionId, SessionState};
+
+use super::{RACERS, agent};
+use crate::node::NodeId;
+use crate::store::{
+    NewEvent, SessionChange, SessionInsert, SessionRecord, Store, TransitionRecord,
+};
+
+fn session(n: usize, agent_id: &str, node: Option<&NodeId>) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::parse(&format!("{n:032x}")).unwrap(),
+        agent_id: agent_id.into(),
+        user_id: "u".into(),
+        user_name: "ann".into(),
+        state: SessionState::Requested,
+        port: None,
+        reason: None,
+        created_at: n as i64,
+        updated_at: n as i64,
+        ended_at: None,
+        node: node.cloned(),
+    }
+}
+
+fn event(session: &SessionRecord, state: SessionState) -> NewEvent {
+    NewEvent {
+        time: 0,
+        kind: EventKind::SessionState,
+        actor: "system".into(),
+        agent: None,
+        session: Some((session.id.clone(), state)),
+        detail: state.to_string(),
+    }
+}
+
+fn change<'a>(
+    id: &'a SessionId,
+    from: SessionState,
+    to: SessionState,
+    reason: Option<&'static str>,
+) -> SessionChange<'a> {
+    SessionChange {
+        id,
+        from,
+        to,
+        reason,
+        port: None,
+        node: None,
+        time: 1,
+    }
+}
+
+async fn events_of(store: &impl Store, id: &SessionId) -> Vec<SessionState> {
+    store
+        .events_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.event.session.filter(|(s, _)| s == id).map(|(_, st)| st))
+        .collect()
+}
+
+/// Many tasks ask at once for a session of the same user on the same agent: one is stored.
+pub async fn racing_starts_store_one_open_session<S: Store>(store: Arc<S>) {
+    agent(&*store, "a1").await;
+    let tries = (0..RACERS).map(|n| {
+        let store = store.clone();
+        async move {
+            let s = session(n, "a1", None);
+            store
+                .insert_session(&s, &event(&s, SessionState::Requested))
+                .await
+                .unwrap()
+        }
+    });
+    let outcomes = join_all(tries).await;
+    let inserted = outcomes
+        .iter()
+        .filter(|o| matches!(o, SessionInsert::Inserted { .. }))
+        .count();
+    assert_eq!(inserted, 1, "{outcomes:?}");
+    let open: Vec<_> = store
+        .list_sessions(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.state.is_open())
+        .collect();
+    assert_eq!(open.len(), 1);
+    // Only the stored one has its event.
+    assert_eq!(store.events_after(0, 100).await.unwrap().len(), 1);
+
+    // Once it has ended, the next one is stored.
+    let first = &open[0];
+    let fail = change(
+        &first.id,
+        SessionState::Requested,
+        SessionState::Failed,
+        Some("x"),
+    );
+    assert!(
+        store
+            .transition_session(&fail, &event(first, SessionState::Failed))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let next = session(RACERS, "a1", None);
+    assert!(matches!(
+        store
+            .insert_session(&next, &event(&next, SessionState::Requested))
+            .await
+            .unwrap(),
+        SessionInsert::Inserted { .. }
+    ));
+    // Another agent of the same user is another session.
+    agent(&*store, "a2").await;
+    let other = session(RACERS + 1, "a2", None);
+    assert!(matches!(
+        store
+            .insert_session(&other, &event(&other, SessionState::Requested))
+            .await
+            .unwrap(),
+        SessionInsert::Inserted { .. }
+    ));
+}
+
+/// A transition applies only from the state it was decided on; of racing ones, one wins,
+/// and history and events hold exactly the transitions that applied, in order.
+pub async fn transitions_are_compare_and_set<S: Store>(store: Arc<S>) {
+    agent(&*store, "a1").await;
+    let s = session(1, "a1", None);
+    store
+        .insert_session(&s, &event(&s, SessionState::Requested))
+        .await
+        .unwrap();
+    let stale = change(&s.id, SessionState::Starting, SessionState::Running, None);
+    assert_eq!(
+        store
+            .transition_session(&stale, &event(&s, SessionState::Running))
+            .await
+            .unwrap(),
+        None,
+        "the session is not starting"
+    );
+    let racers = (0..RACERS).map(|n| {
+        let store = store.clone();
+        let s = s.clone();
+        async move {
+            // Half accept, half fail it: both from `requested`.
+            let (to, reason) = if n % 2 == 0 {
+                (SessionState::Starting, None)
+            } else {
+                (SessionState::Failed, Some("refused"))
+            };
+            let c = change(&s.id, SessionState::Requested, to, reason);
+            store
+                .transition_session(&c, &event(&s, to))
+                .await
+                .unwrap()
+                .map(|_| to)
+        }
+    });
+    let won: Vec<SessionState> = join_all(racers).await.into_iter().flatten().collect();
+    assert_eq!(won.len(), 1, "{won:?}");
+    let stored = store.session(&s.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, won[0]);
+    let history: Vec<SessionState> = store
+        .session_history(&s.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t: TransitionRecord| t.state)
+        .collect();
+    assert_eq!(history, [SessionState::Requested, won[0]]);
+    assert_eq!(events_of(&*store, &s.id).await, history);
+}
+
+/// Recovery after a crash finds the node's own unfinished sessions (and those stored before
+/// nodes were recorded), never another node's.
+pub async fn unfinished_sessions_are_scoped_to_their_node<S: Store>(store: Arc<S>) {
+    let (mine, theirs) = (NodeId::random(), NodeId::random());
+    for (n, agent_id, node) in [
+        (1, "a1", Some(&mine)),
+        (2, "a2", Some(&theirs)),
+        (3, "a3", None),
+        (4, "a4", Some(&mine)),
+    ] {
+        agent(&*store, agent_id).await;
+        let s = session(n, agent_id, node);
+        store
+            .insert_session(&s, &event(&s, SessionState::Requested))
+            .await
+            .unwrap();
+    }
+    // A session taken over by `theirs` (its tunnel bound there) is no longer mine.
+    let moved = session(4, "a4", None).id;
+    let take = SessionChange {
+        node: Some(&theirs),
+        port: Some(20000),
+        ..change(
+            &moved,
+            SessionState::Requested,
+            SessionState::Starting,
+            None,
+        )
+    };
+    let s4 = session(4, "a4", None);
+    store
+        .transition_session(&take, &event(&s4, SessionState::Starting))
+        .await
+        .unwrap()
+        .unwrap();
+    let found: Vec<SessionId> = store
+        .unfinished_sessions(&mine)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(found, [session(1, "", None).id, session(3, "", None).id]);
+    let taken = store.session(&moved).await.unwrap().unwrap();
+    assert_eq!((taken.node, taken.port), (Some(theirs), Some(20000)));
+}

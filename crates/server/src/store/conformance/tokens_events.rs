@@ -1,0 +1,99 @@
+//! Enrollment tokens (uses never past the limit) and events (ids in store order, paged).
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use postern_protocol::api::EventKind;
+
+use super::RACERS;
+use crate::store::{NewEvent, Store, TokenRecord, TokenUse};
+
+fn token(id: &str, expires_at: i64, max_uses: u32) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        created_by: "admin".into(),
+        created_at: 0,
+        expires_at,
+        max_uses,
+        uses: 0,
+        revoked: false,
+    }
+}
+
+fn event(n: i64) -> NewEvent {
+    NewEvent {
+        time: n,
+        kind: EventKind::UserLogin,
+        actor: "ann".into(),
+        agent: None,
+        session: None,
+        detail: format!("e{n}"),
+    }
+}
+
+pub async fn tokens_say_why_they_are_refused<S: Store>(store: Arc<S>) {
+    let s = &*store;
+    s.insert_token(&token("t1", 1_000, 2), "h1").await.unwrap();
+    assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
+    assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
+    assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::UsedUp);
+    s.insert_token(&token("t2", 1_000, 5), "h2").await.unwrap();
+    assert_eq!(s.use_token("h2", 1_000).await.unwrap(), TokenUse::Expired);
+    s.revoke_token("t2", 20).await.unwrap();
+    assert_eq!(s.use_token("h2", 10).await.unwrap(), TokenUse::Revoked);
+    assert_eq!(s.use_token("nope", 10).await.unwrap(), TokenUse::Unknown);
+}
+
+/// Many enrollments present one token at once: exactly its uses are taken.
+pub async fn racing_token_uses_never_exceed_the_limit<S: Store>(store: Arc<S>) {
+    let limit = 3;
+    store
+        .insert_token(&token("t", i64::MAX, limit), "h")
+        .await
+        .unwrap();
+    let uses = (0..RACERS).map(|_| {
+        let store = store.clone();
+        async move { store.use_token("h", 1).await.unwrap() }
+    });
+    let outcomes = join_all(uses).await;
+    let consumed = outcomes
+        .iter()
+        .filter(|u| **u == TokenUse::Consumed)
+        .count();
+    assert_eq!(consumed, limit as usize, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|u| matches!(u, TokenUse::Consumed | TokenUse::UsedUp))
+    );
+    assert_eq!(store.list_tokens().await.unwrap()[0].uses, limit);
+}
+
+/// Events stored at once get distinct ids, and paging after any id finds each once.
+pub async fn racing_events_page_each_once_in_id_order<S: Store>(store: Arc<S>) {
+    let writes = (0..RACERS as i64).map(|n| {
+        let store = store.clone();
+        async move { store.insert_event(&event(n)).await.unwrap() }
+    });
+    let mut ids = join_all(writes).await;
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), RACERS);
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.events_after(after, 5).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        paged.extend(page.iter().map(|e| e.id));
+    }
+    assert_eq!(paged, ids);
+    let latest: Vec<i64> = store
+        .latest_events(2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(latest, ids[RACERS - 2..]);
+}
