@@ -419,6 +419,9 @@ impl Server {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+        // The sessions' tasks (timers, idle watches, web-terminal shells) were told to end at
+        // `close`; the same bound as the other tasks.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.services.sessions.wait()).await;
     }
 }
 

@@ -3,39 +3,40 @@
 //! with its time and reason, and is published on the event bus. The store decides each
 //! transition by compare-and-set on the stored state, and holds "one open session per user
 //! and agent": nothing here serialises writers, so any number of tasks (or nodes) may race.
+//!
+//! Two halves, joined here: `lifecycle` (the durable state, no transport) and `runtime` (what
+//! this node holds: links, tunnels, ports, tasks). `Sessions` runs each use case across both.
 
+mod lifecycle;
 mod ports;
 mod reason;
+mod runtime;
+#[cfg(test)]
+mod tests;
 mod tunnel;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use postern_protocol::api::{EventAgent, EventKind, SessionStep, SessionView};
+use postern_protocol::api::SessionView;
 use postern_protocol::control::SessionReply;
-use postern_protocol::session::{InvalidTransition, transition};
+use postern_protocol::session::InvalidTransition;
 use postern_protocol::{AgentStatus, ServerMessage, SessionEvent, SessionId, SessionState};
 use russh::server::Handle;
-use tokio_util::sync::CancellationToken;
 
-use crate::auth::secret;
-use crate::clock::now_ms;
 use crate::config::PortRange;
-use crate::events::{self, EventBus};
-use crate::links::{LinkCommand, LinkRegistry};
+use crate::events::EventBus;
+use crate::links::LinkRegistry;
 use crate::metrics::{ForwardRefusal, Metrics};
 use crate::node::NodeId;
-use crate::store::{
-    AgentRecord, EventRecord, SessionChange, SessionFilter, SessionInsert, SessionRecord, Store,
-    StoreError, UserRecord,
-};
+use crate::store::{AgentRecord, SessionFilter, SessionRecord, Store, StoreError, UserRecord};
 
+use lifecycle::Lifecycle;
 pub use ports::PortPool;
 pub use reason::EndReason;
-use tunnel::{Activity, OpenTunnel, Tunnel};
+use runtime::NodeRuntime;
+use tunnel::Tunnel;
 pub use tunnel::{ActivityGuard, TunnelStream};
 
 #[derive(Clone, Debug)]
@@ -67,18 +68,9 @@ pub enum SessionError {
 }
 
 pub struct Sessions {
-    store: Arc<dyn Store>,
-    events: Arc<EventBus>,
-    links: Arc<LinkRegistry>,
-    ports: PortPool,
+    lifecycle: Lifecycle,
+    runtime: NodeRuntime,
     config: SessionConfig,
-    /// This node: recorded on the sessions whose tunnels it holds.
-    node: NodeId,
-    /// Tunnels of running sessions.
-    tunnels: Mutex<HashMap<SessionId, OpenTunnel>>,
-    /// Set when the server stops (see `close`).
-    closing: AtomicBool,
-    metrics: Metrics,
 }
 
 impl Sessions {
@@ -91,54 +83,55 @@ impl Sessions {
         metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
-            ports: PortPool::new(config.bind, config.ports),
-            store,
-            events,
-            links,
+            lifecycle: Lifecycle::new(store, events, node, metrics.clone()),
+            runtime: NodeRuntime::new(links, PortPool::new(config.bind, config.ports), metrics),
             config,
-            node,
-            tunnels: Mutex::new(HashMap::new()),
-            closing: AtomicBool::new(false),
-            metrics,
         })
     }
 
-    fn tunnels(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, OpenTunnel>> {
-        self.tunnels.lock().unwrap_or_else(|e| e.into_inner())
+    /// This node, recorded on the sessions it holds.
+    pub fn node(&self) -> &NodeId {
+        self.lifecycle.node()
     }
 
-    /// After a start: nothing this node held before can still be running. Only this node's
-    /// sessions: another node's are its own (or, once it is lost, its survivors').
+    /// Tunnel ports held now, and how many the range has.
+    pub fn tunnel_ports(&self) -> (usize, usize) {
+        self.runtime.tunnel_ports()
+    }
+
+    /// After a start: nothing this node held before can still be running.
     pub async fn recover(&self) -> Result<(), SessionError> {
-        let decide =
-            |state: SessionState| (!state.is_final()).then_some(SessionEvent::ServerRestarted);
-        for session in self.store.unfinished_sessions(&self.node).await? {
-            self.apply_decided(&session.id, decide, "system", None)
-                .await?;
-        }
-        Ok(())
+        self.lifecycle.recover().await
     }
 
     /// Before the server stops: links closing from now on are not "link lost". The sessions
-    /// they carried end at the next start, as after a crash, with `server restarted`.
+    /// they carried end at the next start, as after a crash, with `server restarted`. Every
+    /// tunnel closes, and every task of the sessions is told to end (see `wait`).
     pub async fn close(&self) {
-        self.closing.store(true, Ordering::Relaxed);
-        let open: Vec<OpenTunnel> = self.tunnels().drain().map(|(_, t)| t).collect();
-        for tunnel in open {
-            self.ports.release(tunnel.close().await);
-        }
+        self.runtime.close().await;
+    }
+
+    /// Waits for the sessions' tasks to end, after `close` and once the links are closed.
+    pub async fn wait(&self) {
+        self.runtime.wait().await;
+    }
+
+    /// Runs a task of this node that ends when the server stops (`stopping` is cancelled).
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
+    }
+
+    /// Cancelled when the server stops.
+    pub fn stopping(&self) -> tokio_util::sync::CancellationToken {
+        self.runtime.stopping().clone()
     }
 
     pub async fn get(&self, id: &str) -> Result<SessionRecord, SessionError> {
-        let parsed = SessionId::parse(id).ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
-        self.store
-            .session(&parsed)
-            .await?
-            .ok_or_else(|| SessionError::NotFound(id.to_owned()))
+        self.lifecycle.get(id).await
     }
 
     pub async fn list(&self, filter: &SessionFilter) -> Result<Vec<SessionRecord>, SessionError> {
-        Ok(self.store.list_sessions(filter).await?)
+        self.lifecycle.list(filter).await
     }
 
     pub async fn view(
@@ -146,39 +139,7 @@ impl Sessions {
         session: SessionRecord,
         with_history: bool,
     ) -> Result<SessionView, SessionError> {
-        let agent = self.store.agent_by_id(&session.agent_id).await?;
-        let history = if with_history {
-            self.store
-                .session_history(&session.id)
-                .await?
-                .into_iter()
-                .map(|t| SessionStep {
-                    state: t.state,
-                    reason: t.reason,
-                    time: t.time,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Ok(SessionView {
-            agent: EventAgent {
-                id: session.agent_id.clone(),
-                name: agent.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
-                did: agent.map(|a| a.did).unwrap_or_default(),
-            },
-            port: session
-                .port
-                .filter(|_| session.state == SessionState::Running),
-            id: session.id,
-            user: session.user_name,
-            state: session.state,
-            reason: session.reason,
-            created_at: session.created_at,
-            updated_at: session.updated_at,
-            ended_at: session.ended_at,
-            history,
-        })
+        self.lifecycle.view(session, with_history).await
     }
 
     /// Starts a session for `user` on `agent`, or returns the one already open.
@@ -190,81 +151,37 @@ impl Sessions {
         if agent.status != AgentStatus::Approved {
             return Err(SessionError::AgentNotApproved(agent.name.clone()));
         }
-        let session = loop {
-            let now = now_ms();
-            let session = SessionRecord {
-                id: SessionId::parse(&secret::new_id())
-                    .ok_or_else(|| SessionError::NotFound("new session id".into()))?,
-                agent_id: agent.id.clone(),
-                user_id: user.id.clone(),
-                user_name: user.name.clone(),
-                state: SessionState::Requested,
-                port: None,
-                reason: None,
-                created_at: now,
-                updated_at: now,
-                ended_at: None,
-                node: Some(self.node.clone()),
-            };
-            let event = self.event(&session, Some(agent), &user.name, "requested");
-            match self.store.insert_session(&session, &event).await? {
-                SessionInsert::Inserted { event: id } => {
-                    self.metrics
-                        .session_entered(SessionState::Requested, None, now, now);
-                    self.events.announce(EventRecord { id, event }).await;
-                    break session;
-                }
-                SessionInsert::AlreadyOpen => {
-                    if let Some(open) = self.open_session(user, agent).await? {
-                        return Ok((open, false));
-                    }
-                    // It ended between the two reads: ask again.
-                }
-            }
-        };
+        let (session, created) = self.lifecycle.create(user, agent).await?;
+        if !created {
+            return Ok((session, false));
+        }
         // An offline agent gets the request when its link comes back (see `link_up`).
-        self.links.command(
+        self.runtime.send(
             &agent.id,
-            LinkCommand::send(ServerMessage::StartSsh {
+            ServerMessage::StartSsh {
                 session: session.id.clone(),
-            }),
+            },
         );
         let me = self.clone();
         let id = session.id.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(me.config.start_timeout).await;
-            me.expire(&id).await;
+        let stopping = self.runtime.stopping().clone();
+        self.runtime.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(me.config.start_timeout) => me.expire(&id).await,
+                // A request still open at a stop ends at the next start, as after a crash.
+                _ = stopping.cancelled() => {}
+            }
         });
         Ok((session, true))
     }
 
-    /// The user's open session on the agent, if any.
-    async fn open_session(
-        &self,
-        user: &UserRecord,
-        agent: &AgentRecord,
-    ) -> Result<Option<SessionRecord>, SessionError> {
-        let filter = SessionFilter {
-            agent_id: Some(agent.id.clone()),
-            user_id: Some(user.id.clone()),
-            state: None,
-            limit: 20,
-        };
-        Ok(self
-            .store
-            .list_sessions(&filter)
-            .await?
-            .into_iter()
-            .find(|s| s.state.is_open()))
-    }
-
     /// Fails a session still requested or starting when its time is up.
     async fn expire(&self, id: &SessionId) {
-        let Ok(Some(session)) = self.store.session(id).await else {
+        let Ok(Some(session)) = self.lifecycle.find(id).await else {
             return;
         };
         let reason = match session.state {
-            SessionState::Requested if !self.links.is_online(&session.agent_id) => {
+            SessionState::Requested if !self.runtime.is_online(&session.agent_id) => {
                 EndReason::AgentOffline
             }
             SessionState::Requested => EndReason::NoAnswer,
@@ -281,15 +198,15 @@ impl Sessions {
             state: Some(SessionState::Requested),
             ..Default::default()
         };
-        let Ok(waiting) = self.store.list_sessions(&filter).await else {
+        let Ok(waiting) = self.lifecycle.list(&filter).await else {
             return;
         };
         for session in waiting {
-            self.links.command(
+            self.runtime.send(
                 agent_id,
-                LinkCommand::send(ServerMessage::StartSsh {
+                ServerMessage::StartSsh {
                     session: session.id,
-                }),
+                },
             );
         }
     }
@@ -297,14 +214,14 @@ impl Sessions {
     /// The agent's link is gone: its starting and running sessions end (unless the server
     /// itself is stopping, see `close`).
     pub async fn link_down(&self, agent_id: &str) {
-        if self.closing.load(Ordering::Relaxed) {
+        if self.runtime.stopping().is_cancelled() {
             return;
         }
         let filter = SessionFilter {
             agent_id: Some(agent_id.to_owned()),
             ..Default::default()
         };
-        let Ok(sessions) = self.store.list_sessions(&filter).await else {
+        let Ok(sessions) = self.lifecycle.list(&filter).await else {
             return;
         };
         for s in sessions {
@@ -316,36 +233,43 @@ impl Sessions {
 
     /// Ends every unfinished session of an agent (revocation).
     pub async fn end_for_agent(&self, agent_id: &str, reason: EndReason, actor: &str) {
-        let filter = SessionFilter {
-            agent_id: Some(agent_id.to_owned()),
-            ..Default::default()
-        };
-        let Ok(sessions) = self.store.list_sessions(&filter).await else {
-            return;
-        };
-        for s in sessions.into_iter().filter(|s| s.state.is_open()) {
-            let _ = self.stop(&s.id, reason.clone(), actor).await;
-        }
+        self.end_open(
+            SessionFilter {
+                agent_id: Some(agent_id.to_owned()),
+                ..Default::default()
+            },
+            reason,
+            actor,
+        )
+        .await;
     }
 
     /// Ends every unfinished session of a user (who was deleted, or may no longer start
     /// sessions).
     pub async fn end_for_user(&self, user_id: &str, reason: EndReason, actor: &str) {
-        let filter = SessionFilter {
-            user_id: Some(user_id.to_owned()),
-            ..Default::default()
-        };
-        let Ok(sessions) = self.store.list_sessions(&filter).await else {
+        self.end_open(
+            SessionFilter {
+                user_id: Some(user_id.to_owned()),
+                ..Default::default()
+            },
+            reason,
+            actor,
+        )
+        .await;
+    }
+
+    async fn end_open(&self, filter: SessionFilter, reason: EndReason, actor: &str) {
+        let Ok(sessions) = self.lifecycle.open_sessions(filter).await else {
             return;
         };
-        for s in sessions.into_iter().filter(|s| s.state.is_open()) {
+        for s in sessions {
             let _ = self.stop(&s.id, reason.clone(), actor).await;
         }
     }
 
     /// The agent answered `StartSsh`.
     pub async fn agent_reply(&self, agent_id: &str, id: &SessionId, reply: SessionReply) {
-        let Ok(Some(session)) = self.store.session(id).await else {
+        let Ok(Some(session)) = self.lifecycle.find(id).await else {
             return;
         };
         if session.agent_id != agent_id {
@@ -354,7 +278,7 @@ impl Sessions {
         }
         match reply {
             SessionReply::Accepted => {
-                let _ = self.accept(id).await;
+                let _ = self.lifecycle.accept(id).await;
             }
             SessionReply::Refused { reason } => {
                 self.fail(id, EndReason::Refused(reason)).await;
@@ -373,7 +297,7 @@ impl Sessions {
         self.grant_forward(agent_id, address, handle)
             .await
             .map_err(|(why, message)| {
-                self.metrics.forward_refused(why);
+                self.runtime.metrics().forward_refused(why);
                 message
             })
     }
@@ -389,8 +313,8 @@ impl Sessions {
         let id = SessionId::from_forward_address(address)
             .ok_or_else(|| refused(format!("{address:?} names no session")))?;
         let session = self
-            .store
-            .session(&id)
+            .lifecycle
+            .find(&id)
             .await
             .map_err(|e| failed(&e))?
             .ok_or_else(|| refused(format!("no session {id}")))?;
@@ -399,39 +323,30 @@ impl Sessions {
         }
         // The agent's `accepted` may still be in flight on the control channel; this
         // forward request is its acceptance all the same.
-        let session = self.accept(&id).await.map_err(|e| failed(&e))?;
+        let session = self.lifecycle.accept(&id).await.map_err(|e| failed(&e))?;
         if session.state != SessionState::Starting {
             return Err(refused(format!(
                 "session {id} is {}, not starting",
                 session.state
             )));
         }
-        let Some((port, listener)) = self.ports.bind().await else {
-            self.fail(&id, EndReason::NoFreePort(self.ports.range()))
+        // Registered (and accepting) before the transition, so that a stop racing with it
+        // finds the tunnel.
+        let Some(tunnel) = self.runtime.open_tunnel(&id, agent_id, handle).await else {
+            self.fail(&id, EndReason::NoFreePort(self.runtime.port_range()))
                 .await;
             return Err((ForwardRefusal::NoFreePort, "no free tunnel port".into()));
         };
-        let tunnel = Tunnel {
-            session: id.clone(),
-            agent: agent_id.into(),
-            port,
-            handle,
-            stop: CancellationToken::new(),
-            activity: Activity::new(self.links.session_use(agent_id)),
-            metrics: self.metrics.clone(),
-        };
-        // Registered (and accepting) before the transition, so that a stop racing with it
-        // finds the tunnel.
-        let open = OpenTunnel::start(tunnel.clone(), listener);
-        self.tunnels().insert(id.clone(), open);
+        let port = tunnel.port;
         if let Err(e) = self
+            .lifecycle
             .apply_with_port(&id, SessionEvent::Forwarded, "agent", Some(port))
             .await
         {
-            self.close_tunnel(&id).await;
+            self.runtime.close_tunnel(&id).await;
             return Err(failed(&e));
         }
-        tokio::spawn(self.clone().watch_idle(tunnel));
+        self.runtime.spawn(self.clone().watch_idle(tunnel));
         Ok(port)
     }
 
@@ -439,14 +354,7 @@ impl Sessions {
     /// session from going idle (see `tunnel::Activity`). False if the session is another
     /// agent's; one that has stopped meanwhile has nothing left to keep alive.
     pub fn logins(&self, agent_id: &str, id: &SessionId, count: u32) -> bool {
-        match self.tunnels().get(id) {
-            Some(open) if *open.tunnel.agent != *agent_id => false,
-            Some(open) => {
-                open.tunnel.activity.logins(count);
-                true
-            }
-            None => true,
-        }
+        self.runtime.logins(agent_id, id, count)
     }
 
     /// Stops the session once nothing has used it for the idle timeout.
@@ -483,11 +391,10 @@ impl Sessions {
         id: &SessionId,
         originator: SocketAddr,
     ) -> Result<(TunnelStream, ActivityGuard), SessionError> {
-        let tunnel = self.tunnels().get(id).map(|open| open.tunnel.clone());
-        let Some(tunnel) = tunnel else {
+        let Some(tunnel) = self.runtime.tunnel(id) else {
             let state = self
-                .store
-                .session(id)
+                .lifecycle
+                .find(id)
                 .await?
                 .map(|s| s.state)
                 .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
@@ -510,166 +417,27 @@ impl Sessions {
         reason: EndReason,
         actor: &str,
     ) -> Result<SessionRecord, SessionError> {
-        let session = self
-            .apply(id, SessionEvent::Stop(reason.to_string()), actor)
-            .await?;
+        let session = self.lifecycle.stop(id, &reason, actor).await?;
         self.release(&session).await;
-        self.apply(id, SessionEvent::Released, actor).await
+        self.lifecycle
+            .apply(id, SessionEvent::Released, actor)
+            .await
     }
 
     async fn fail(&self, id: &SessionId, reason: EndReason) {
-        if let Ok(session) = self
-            .apply(id, SessionEvent::Fail(reason.to_string()), "system")
-            .await
-        {
+        if let Ok(session) = self.lifecycle.fail(id, &reason).await {
             self.release(&session).await;
         }
     }
 
     /// Frees what a session holds: the agent drops its forward, our tunnel and port go.
     async fn release(&self, session: &SessionRecord) {
-        self.links.command(
+        self.runtime.send(
             &session.agent_id,
-            LinkCommand::send(ServerMessage::StopSsh {
+            ServerMessage::StopSsh {
                 session: session.id.clone(),
-            }),
+            },
         );
-        self.close_tunnel(&session.id).await;
-    }
-
-    /// Closes a session's tunnel, if it has one, and only then hands its port back.
-    async fn close_tunnel(&self, id: &SessionId) {
-        let open = self.tunnels().remove(id);
-        if let Some(open) = open {
-            self.ports.release(open.close().await);
-        }
-    }
-
-    async fn apply(
-        &self,
-        id: &SessionId,
-        event: SessionEvent,
-        actor: &str,
-    ) -> Result<SessionRecord, SessionError> {
-        self.apply_with_port(id, event, actor, None).await
-    }
-
-    async fn apply_with_port(
-        &self,
-        id: &SessionId,
-        event: SessionEvent,
-        actor: &str,
-        port: Option<u16>,
-    ) -> Result<SessionRecord, SessionError> {
-        self.apply_decided(id, |_| Some(event.clone()), actor, port)
-            .await
-    }
-
-    /// The agent accepted, by its reply or by its forward request, whichever comes first:
-    /// a requested session starts; any other is left as it is.
-    async fn accept(&self, id: &SessionId) -> Result<SessionRecord, SessionError> {
-        let decide = |state| (state == SessionState::Requested).then_some(SessionEvent::Accepted);
-        self.apply_decided(id, decide, "agent", None).await
-    }
-
-    /// Applies the event `decide` picks for the session's current state (none: unchanged).
-    /// The store applies it only if the state is still the one decided on; when another
-    /// writer moved the session first, the decision is made again on the state it left.
-    /// This ends: every session takes a few transitions at most (the state machine has no
-    /// cycle), and each lost race means one of them happened.
-    async fn apply_decided(
-        &self,
-        id: &SessionId,
-        decide: impl Fn(SessionState) -> Option<SessionEvent>,
-        actor: &str,
-        port: Option<u16>,
-    ) -> Result<SessionRecord, SessionError> {
-        loop {
-            let mut session = self
-                .store
-                .session(id)
-                .await?
-                .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
-            let Some(event) = decide(session.state) else {
-                return Ok(session);
-            };
-            let step = transition(session.state, &event)?;
-            let from = session.state;
-            let now = now_ms();
-            session.state = step.to;
-            session.updated_at = now;
-            if step.to.is_final() {
-                session.ended_at = Some(now);
-            }
-            if let Some(p) = port {
-                session.port = Some(p);
-                // Binding the tunnel makes this node the session's holder.
-                session.node = Some(self.node.clone());
-            }
-            if step.reason.is_some() {
-                session.reason = step.reason.clone();
-            }
-            let detail = match (&step.reason, port) {
-                (Some(reason), _) => format!("{}: {reason}", step.to),
-                (None, Some(port)) => format!("{} on port {port}", step.to),
-                (None, None) => step.to.to_string(),
-            };
-            let agent = self.store.agent_by_id(&session.agent_id).await?;
-            let event = self.event(&session, agent.as_ref(), actor, &detail);
-            let cas = SessionChange {
-                id,
-                from,
-                to: step.to,
-                reason: step.reason.as_deref(),
-                port,
-                node: port.map(|_| &self.node),
-                time: now,
-            };
-            let Some(event_id) = self.store.transition_session(&cas, &event).await? else {
-                continue;
-            };
-            // Counted once, by the writer whose change the store took.
-            self.metrics.session_entered(
-                step.to,
-                session.reason.as_deref(),
-                session.created_at,
-                now,
-            );
-            self.events
-                .announce(EventRecord {
-                    id: event_id,
-                    event,
-                })
-                .await;
-            tracing::info!(session = %id, state = %step.to, reason = ?step.reason, "session");
-            return Ok(session);
-        }
-    }
-
-    /// This node, recorded on the sessions it holds.
-    pub fn node(&self) -> &NodeId {
-        &self.node
-    }
-
-    /// Tunnel ports held now, and how many the range has.
-    pub fn tunnel_ports(&self) -> (usize, usize) {
-        (self.ports.in_use(), self.ports.range().len())
-    }
-
-    /// The event that records a session's new state.
-    fn event(
-        &self,
-        session: &SessionRecord,
-        agent: Option<&AgentRecord>,
-        actor: &str,
-        detail: &str,
-    ) -> crate::store::NewEvent {
-        events::new_event(
-            EventKind::SessionState,
-            actor,
-            agent,
-            Some((session.id.clone(), session.state)),
-            format!("SSH {detail} (user {})", session.user_name),
-        )
+        self.runtime.close_tunnel(&session.id).await;
     }
 }

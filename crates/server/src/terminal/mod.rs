@@ -220,9 +220,19 @@ impl Terminals {
 
         // Input goes out on its own task: waiting for the device's window must never stop
         // the output from being read (that would stall the whole connection).
+        // Both tasks are the node's: they end when the server stops.
         let (mut output, writer) = channel.split();
-        tokio::spawn(async move {
-            while let Some(input) = input_rx.recv().await {
+        let stopping = self.sessions.stopping();
+        let input_stopping = stopping.clone();
+        self.sessions.spawn(async move {
+            loop {
+                let input = tokio::select! {
+                    input = input_rx.recv() => input,
+                    _ = input_stopping.cancelled() => None,
+                };
+                let Some(input) = input else {
+                    return;
+                };
                 let sent = match input {
                     Input::Data(data) => writer.data_bytes(data).await,
                     Input::Resize { cols, rows } => {
@@ -239,9 +249,16 @@ impl Terminals {
         let me = self.clone();
         let id = session.id.clone();
         let shell = terminal.clone();
-        tokio::spawn(async move {
+        self.sessions.spawn(async move {
             let mut end = ShellEnd::Lost;
-            while let Some(msg) = output.wait().await {
+            loop {
+                let msg = tokio::select! {
+                    msg = output.wait() => msg,
+                    _ = stopping.cancelled() => None,
+                };
+                let Some(msg) = msg else {
+                    break;
+                };
                 match msg {
                     ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
                         shell.record(&data);
