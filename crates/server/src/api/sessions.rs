@@ -106,13 +106,11 @@ pub async fn list(
     let s = &state.services;
     let user_id = if caller.user.role == Role::Admin {
         match &query.user {
-            Some(name) => Some(
-                s.store
-                    .user_by_name(name)
-                    .await?
-                    .map(|u| u.id)
-                    .unwrap_or_default(),
-            ),
+            Some(name) => match s.store.user_by_name(name).await? {
+                Some(user) => Some(user.id),
+                // No such user has no sessions.
+                None => return Ok(Json(Vec::new())),
+            },
             None => None,
         }
     } else {

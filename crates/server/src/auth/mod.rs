@@ -11,7 +11,7 @@ use postern_protocol::api::Role;
 
 use crate::clock::now_ms;
 use crate::sessions::{EndReason, Sessions};
-use crate::store::{Store, StoreError, UserRecord};
+use crate::store::{Store, StoreError, UserId, UserRecord};
 
 /// Why a user's sessions end without their asking: they lost the right to have them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +94,7 @@ pub async fn create_user(
     }
     let password_hash = hash_password(password).await?;
     let user = UserRecord {
-        id: secret::new_id(),
+        id: UserId::random(),
         name: name.to_owned(),
         role,
         password_hash,

@@ -30,7 +30,9 @@ use crate::events::EventBus;
 use crate::links::LinkRegistry;
 use crate::metrics::{ForwardRefusal, Metrics};
 use crate::node::NodeId;
-use crate::store::{AgentRecord, SessionFilter, SessionRecord, Store, StoreError, UserRecord};
+use crate::store::{
+    AgentRecord, SessionFilter, SessionRecord, Store, StoreError, UserId, UserRecord,
+};
 
 use lifecycle::Lifecycle;
 pub use ports::PortPool;
@@ -246,7 +248,7 @@ impl Sessions {
 
     /// Ends every unfinished session of a user (who was deleted, or may no longer start
     /// sessions).
-    pub async fn end_for_user(&self, user_id: &str, reason: EndReason, actor: &str) {
+    pub async fn end_for_user(&self, user_id: &UserId, reason: EndReason, actor: &str) {
         self.end_open(
             SessionFilter {
                 user_id: Some(user_id.to_owned()),

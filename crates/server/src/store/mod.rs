@@ -5,6 +5,7 @@
 pub mod agents;
 #[cfg(test)]
 mod conformance;
+pub mod events;
 pub mod sessions;
 mod sqlite;
 mod sqlite_agents;
@@ -12,20 +13,24 @@ mod sqlite_agents;
 mod sqlite_concurrency;
 #[cfg(test)]
 mod sqlite_conformance;
+mod sqlite_events;
 mod sqlite_sessions;
+mod sqlite_tokens;
 mod sqlite_users;
+pub mod tokens;
 pub mod users;
 
 use async_trait::async_trait;
-use postern_protocol::api::EventKind;
-use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
+use postern_protocol::{AgentFacts, AgentStatus};
 
 pub use agents::{AgentFilter, AgentPage, AgentSearch, AgentTally, IdSet, PrefixMatch};
+pub use events::{EventAgentRef, EventRecord, EventStore, NewEvent};
 pub use sessions::{
     SessionChange, SessionFilter, SessionInsert, SessionRecord, SessionStore, TransitionRecord,
 };
 pub use sqlite::{SqliteStore, StorageFailure};
-pub use users::{UserRecord, UserStore};
+pub use tokens::{TokenRecord, TokenStore, TokenUse};
+pub use users::{UserId, UserRecord, UserStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,53 +76,10 @@ pub struct AgentRecord {
     pub remote_addr: Option<String>,
 }
 
-#[derive(Clone, Debug)]
-pub struct TokenRecord {
-    pub id: String,
-    pub created_by: String,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub max_uses: u32,
-    pub uses: u32,
-    pub revoked: bool,
-}
-
-/// The outcome of presenting an enrollment token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenUse {
-    /// Valid: one use was taken.
-    Consumed,
-    Expired,
-    UsedUp,
-    Revoked,
-    Unknown,
-}
-
-#[derive(Clone, Debug)]
-pub struct NewEvent {
-    pub time: i64,
-    pub kind: EventKind,
-    pub actor: String,
-    pub agent: Option<EventAgentRef>,
-    pub session: Option<(SessionId, SessionState)>,
-    pub detail: String,
-}
-
-#[derive(Clone, Debug)]
-pub struct EventAgentRef {
-    pub id: String,
-    pub name: String,
-    pub did: String,
-}
-
-#[derive(Clone, Debug)]
-pub struct EventRecord {
-    pub id: i64,
-    pub event: NewEvent,
-}
-
 #[async_trait]
-pub trait Store: UserStore + SessionStore + AgentSearch + Send + Sync + 'static {
+pub trait Store:
+    UserStore + SessionStore + TokenStore + EventStore + AgentSearch + Send + Sync + 'static
+{
     // Agents
     async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
     async fn agent_by_ssh_key(&self, ssh_public_key: &str) -> StoreResult<Option<AgentRecord>>;
@@ -140,19 +102,4 @@ pub trait Store: UserStore + SessionStore + AgentSearch + Send + Sync + 'static 
         last_seen: i64,
         remote_addr: Option<&str>,
     ) -> StoreResult<()>;
-
-    // Enrollment tokens
-    async fn insert_token(&self, token: &TokenRecord, token_hash: &str) -> StoreResult<()>;
-    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
-    /// Revokes by id or unique id prefix; returns the revoked token.
-    async fn revoke_token(&self, id: &str, now: i64) -> StoreResult<Option<TokenRecord>>;
-    /// Takes one use of the token, atomically, if it is valid at `now`.
-    async fn use_token(&self, token_hash: &str, now: i64) -> StoreResult<TokenUse>;
-
-    // Events
-    async fn insert_event(&self, event: &NewEvent) -> StoreResult<i64>;
-    /// Events with id greater than `after`, oldest first.
-    async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<EventRecord>>;
-    /// The newest `limit` events, oldest first.
-    async fn latest_events(&self, limit: u32) -> StoreResult<Vec<EventRecord>>;
 }

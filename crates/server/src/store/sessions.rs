@@ -5,14 +5,14 @@
 use async_trait::async_trait;
 use postern_protocol::{SessionId, SessionState};
 
-use super::{NewEvent, StoreResult};
+use super::{NewEvent, StoreResult, UserId};
 use crate::node::NodeId;
 
 #[derive(Clone, Debug)]
 pub struct SessionRecord {
     pub id: SessionId,
     pub agent_id: String,
-    pub user_id: String,
+    pub user_id: UserId,
     pub user_name: String,
     pub state: SessionState,
     pub port: Option<u16>,
@@ -35,7 +35,7 @@ pub struct TransitionRecord {
 #[derive(Clone, Debug, Default)]
 pub struct SessionFilter {
     pub agent_id: Option<String>,
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     pub state: Option<SessionState>,
     /// Newest first, at most this many.
     pub limit: u32,
@@ -135,7 +135,7 @@ impl TryFrom<SessionRow> for SessionRecord {
                 .map(|n| NodeId::parse(&n).ok_or_else(|| corrupt("sessions.node_id", &n)))
                 .transpose()?,
             agent_id: row.agent_id,
-            user_id: row.user_id,
+            user_id: UserId::from(row.user_id),
             user_name: row.user_name,
             reason: row.reason,
             created_at: row.created_at,

@@ -5,7 +5,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use postern_protocol::api::EventKind;
 use postern_protocol::{AgentFacts, AgentStatus};
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -13,10 +12,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{
-    AgentRecord, EventAgentRef, EventRecord, NewEvent, Store, StoreError, StoreResult, TokenRecord,
-    TokenUse,
-};
+use super::{AgentRecord, Store, StoreError, StoreResult};
 
 pub struct SqliteStore {
     pub(super) pool: SqlitePool,
@@ -131,88 +127,8 @@ pub(super) fn agent_from_row(row: &SqliteRow) -> StoreResult<AgentRecord> {
     })
 }
 
-fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
-    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-    Ok(TokenRecord {
-        id: row.try_get("id")?,
-        created_by: row.try_get("created_by")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        max_uses: row.try_get::<i64, _>("max_uses")? as u32,
-        uses: row.try_get::<i64, _>("uses")? as u32,
-        revoked: revoked_at.is_some(),
-    })
-}
-
-fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
-    let kind: String = row.try_get("kind")?;
-    let agent_id: Option<String> = row.try_get("agent_id")?;
-    let agent = match agent_id {
-        Some(id) => Some(EventAgentRef {
-            id,
-            name: row
-                .try_get::<Option<String>, _>("agent_name")?
-                .unwrap_or_default(),
-            did: row
-                .try_get::<Option<String>, _>("agent_did")?
-                .unwrap_or_default(),
-        }),
-        None => None,
-    };
-    let session_id: Option<String> = row.try_get("session_id")?;
-    let session_state: Option<String> = row.try_get("session_state")?;
-    let session = match (session_id, session_state) {
-        (Some(id), Some(state)) => Some((
-            postern_protocol::SessionId::parse(&id)
-                .ok_or_else(|| corrupt("events.session_id", &id))?,
-            postern_protocol::SessionState::from_str(&state)
-                .map_err(|e| corrupt("events.session_state", e))?,
-        )),
-        _ => None,
-    };
-    Ok(EventRecord {
-        id: row.try_get("id")?,
-        event: NewEvent {
-            session,
-            time: row.try_get("time")?,
-            kind: EventKind::from_str(&kind).map_err(|e| corrupt("events.kind", e))?,
-            actor: row.try_get("actor")?,
-            agent,
-            detail: row.try_get("detail")?,
-        },
-    })
-}
-
 pub(super) const AGENT_COLUMNS: &str =
     "id, did, name, ssh_public_key, status, facts, enrolled_at, last_seen, remote_addr";
-const TOKEN_COLUMNS: &str = "id, created_by, created_at, expires_at, max_uses, uses, revoked_at";
-const EVENT_COLUMNS: &str =
-    "id, time, kind, actor, agent_id, agent_name, agent_did, session_id, session_state, detail";
-
-/// Stores an event on a connection or in a transaction (a session's transition stores its
-/// event with it, so that events of one session are in the order of its transitions).
-pub(super) async fn insert_event_on<'c, E>(executor: E, event: &NewEvent) -> StoreResult<i64>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
-{
-    let agent = event.agent.as_ref();
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO events (time, kind, actor, agent_id, agent_name, agent_did, session_id, session_state, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-    )
-    .bind(event.time)
-    .bind(event.kind.as_str())
-    .bind(&event.actor)
-    .bind(agent.map(|a| a.id.as_str()))
-    .bind(agent.map(|a| a.name.as_str()))
-    .bind(agent.map(|a| a.did.as_str()))
-    .bind(event.session.as_ref().map(|(id, _)| id.as_str()))
-    .bind(event.session.as_ref().map(|(_, state)| state.as_str()))
-    .bind(&event.detail)
-    .fetch_one(executor)
-    .await?;
-    Ok(id)
-}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -340,162 +256,5 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    async fn insert_token(&self, token: &TokenRecord, token_hash: &str) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO enrollment_tokens (id, token_hash, created_by, created_at, expires_at, max_uses, uses) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0)",
-        )
-        .bind(&token.id)
-        .bind(token_hash)
-        .bind(&token.created_by)
-        .bind(token.created_at)
-        .bind(token.expires_at)
-        .bind(i64::from(token.max_uses))
-        .execute(&self.pool)
-        .await
-        .map_err(conflict("enrollment token"))?;
-        Ok(())
-    }
-
-    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
-        sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens ORDER BY created_at DESC"
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(token_from_row)
-        .collect()
-    }
-
-    async fn revoke_token(&self, id: &str, now: i64) -> StoreResult<Option<TokenRecord>> {
-        let mut tx = self.write_tx().await?;
-        let prefix = format!("{}%", id.replace(['%', '_'], ""));
-        let rows = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE id LIKE $1 LIMIT 2"
-        ))
-        .bind(&prefix)
-        .fetch_all(&mut *tx)
-        .await?;
-        let [row] = rows.as_slice() else {
-            return Ok(None);
-        };
-        let mut token = token_from_row(row)?;
-        sqlx::query(
-            "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
-        )
-        .bind(now)
-        .bind(&token.id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        token.revoked = true;
-        Ok(Some(token))
-    }
-
-    async fn use_token(&self, token_hash: &str, now: i64) -> StoreResult<TokenUse> {
-        // One statement takes the use only if the token is valid, so concurrent enrollments
-        // can never exceed max_uses.
-        let taken = sqlx::query(
-            "UPDATE enrollment_tokens SET uses = uses + 1 \
-             WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND uses < max_uses",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if taken == 1 {
-            return Ok(TokenUse::Consumed);
-        }
-        let row = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE token_hash = $1"
-        ))
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(TokenUse::Unknown);
-        };
-        let token = token_from_row(&row)?;
-        Ok(if token.revoked {
-            TokenUse::Revoked
-        } else if token.expires_at <= now {
-            TokenUse::Expired
-        } else {
-            TokenUse::UsedUp
-        })
-    }
-
-    async fn insert_event(&self, event: &NewEvent) -> StoreResult<i64> {
-        insert_event_on(&self.pool, event).await
-    }
-
-    async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
-        sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"
-        ))
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(event_from_row)
-        .collect()
-    }
-
-    async fn latest_events(&self, limit: u32) -> StoreResult<Vec<EventRecord>> {
-        let mut events: Vec<EventRecord> = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events ORDER BY id DESC LIMIT $1"
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(event_from_row)
-        .collect::<StoreResult<_>>()?;
-        events.reverse();
-        Ok(events)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn events_page_in_order_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = SqliteStore::open(dir.path()).await.unwrap();
-            for i in 0..5 {
-                s.insert_event(&NewEvent {
-                    time: i,
-                    kind: EventKind::UserLogin,
-                    actor: "ann".into(),
-                    agent: None,
-                    session: None,
-                    detail: format!("e{i}"),
-                })
-                .await
-                .unwrap();
-            }
-        }
-        let s = SqliteStore::open(dir.path()).await.unwrap();
-        let after: Vec<_> = s.events_after(2, 10).await.unwrap();
-        assert_eq!(
-            after.iter().map(|e| e.id).collect::<Vec<_>>(),
-            vec![3, 4, 5]
-        );
-        let latest = s.latest_events(2).await.unwrap();
-        assert_eq!(
-            latest
-                .iter()
-                .map(|e| e.event.detail.as_str())
-                .collect::<Vec<_>>(),
-            vec!["e3", "e4"]
-        );
     }
 }

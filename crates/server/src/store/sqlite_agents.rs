@@ -384,7 +384,7 @@ mod tests {
             let session = SessionRecord {
                 id: SessionId::parse(&format!("{i:032x}")).unwrap(),
                 agent_id: agent.into(),
-                user_id: format!("u{i}"),
+                user_id: format!("u{i}").into(),
                 user_name: "ann".into(),
                 state,
                 port: None,

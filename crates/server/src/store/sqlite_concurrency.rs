@@ -12,7 +12,7 @@ use postern_protocol::api::EventKind;
 
 use super::{
     AgentRecord, NewEvent, SessionChange, SessionRecord, SessionStore, SqliteStore, Store,
-    StoreResult, TokenRecord, UserRecord, UserStore,
+    StoreResult, TokenRecord, TokenStore, UserRecord, UserStore,
 };
 
 const ROUNDS: usize = 60;
@@ -39,7 +39,7 @@ fn session(i: usize) -> SessionRecord {
     SessionRecord {
         id: SessionId::parse(&format!("{i:032x}")).unwrap(),
         agent_id: "agent".into(),
-        user_id: format!("u{i}"),
+        user_id: format!("u{i}").into(),
         user_name: "ann".into(),
         state: SessionState::Requested,
         port: None,
@@ -170,7 +170,7 @@ async fn user_writes_racing_logins_never_fail() {
     let (_dir, s) = store().await;
     for i in 0..ROUNDS {
         s.insert_user(&UserRecord {
-            id: format!("u{i}"),
+            id: format!("u{i}").into(),
             name: format!("user{i}"),
             role: Role::Operator,
             password_hash: "h".into(),
@@ -184,13 +184,13 @@ async fn user_writes_racing_logins_never_fail() {
     for i in 0..ROUNDS {
         let s1 = s.clone();
         work.push(Box::pin(async move {
-            s1.set_user_password(&format!("u{i}"), "new").await
+            s1.set_user_password(&format!("u{i}").into(), "new").await
         }));
         let s2 = s.clone();
         work.push(Box::pin(async move {
             s2.insert_login(
                 &format!("login{i}"),
-                &format!("u{}", (i + 1) % ROUNDS),
+                &format!("u{}", (i + 1) % ROUNDS).into(),
                 0,
                 10,
             )
@@ -198,7 +198,7 @@ async fn user_writes_racing_logins_never_fail() {
         }));
         let s3 = s.clone();
         work.push(Box::pin(async move {
-            s3.set_user_role(&format!("u{i}"), Role::Viewer)
+            s3.set_user_role(&format!("u{i}").into(), Role::Viewer)
                 .await
                 .map(|_| ())
         }));

@@ -9,8 +9,8 @@ use super::sessions::{
     SESSION_COLUMNS as COLUMNS, SessionChange, SessionFilter, SessionInsert, SessionRecord,
     SessionRow, SessionStore, TransitionRecord, parse_state,
 };
-use super::sqlite::insert_event_on;
-use super::{NewEvent, SqliteStore, StoreResult};
+use super::sqlite_events::insert_event_on;
+use super::{NewEvent, SqliteStore, StoreResult, UserId};
 use crate::node::NodeId;
 
 fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
@@ -42,7 +42,7 @@ impl SessionStore for SqliteStore {
         ))
         .bind(s.id.as_str())
         .bind(&s.agent_id)
-        .bind(&s.user_id)
+        .bind(s.user_id.as_str())
         .bind(&s.user_name)
         .bind(s.state.as_str())
         .bind(s.port.map(i64::from))
@@ -151,7 +151,7 @@ impl SessionStore for SqliteStore {
              ORDER BY created_at DESC, id LIMIT $4"
         ))
         .bind(&f.agent_id)
-        .bind(&f.user_id)
+        .bind(f.user_id.as_ref().map(UserId::as_str))
         .bind(f.state.map(|s| s.as_str()))
         .bind(i64::from(if f.limit == 0 { 500 } else { f.limit }))
         .fetch_all(&self.pool)

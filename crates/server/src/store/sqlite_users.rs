@@ -1,17 +1,14 @@
 //! UserStore on SQLite.
 
-use std::str::FromStr;
-
 use async_trait::async_trait;
 use postern_protocol::api::Role;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::sqlite::{conflict, corrupt};
-use super::users::{UserRecord, UserStore};
+use super::sqlite::conflict;
+use super::users::{USER_COLUMNS as COLUMNS, UserId, UserRecord, UserRow, UserStore};
 use super::{SqliteStore, StoreResult};
 
-const COLUMNS: &str = "id, name, role, password_hash, created_at, notifications_read_up_to";
 /// Holds for a user row that may stop being an administrator (or go) without leaving the
 /// server with none.
 const KEEPS_AN_ADMIN: &str =
@@ -30,11 +27,10 @@ async fn lock_admins(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>) -> Store
 }
 
 fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
-    let role: String = row.try_get("role")?;
-    Ok(UserRecord {
+    UserRecord::try_from(UserRow {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        role: Role::from_str(&role).map_err(|e| corrupt("users.role", e))?,
+        role: row.try_get("role")?,
         password_hash: row.try_get("password_hash")?,
         created_at: row.try_get("created_at")?,
         notifications_read_up_to: row.try_get("notifications_read_up_to")?,
@@ -47,7 +43,7 @@ impl UserStore for SqliteStore {
         sqlx::query(
             "INSERT INTO users (id, name, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&user.id)
+        .bind(user.id.as_str())
         .bind(&user.name)
         .bind(user.role.as_str())
         .bind(&user.password_hash)
@@ -83,56 +79,56 @@ impl UserStore for SqliteStore {
             .collect()
     }
 
-    async fn set_user_role(&self, id: &str, role: Role) -> StoreResult<bool> {
+    async fn set_user_role(&self, id: &UserId, role: Role) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
         lock_admins(&mut tx).await?;
         let done = sqlx::query(&format!(
             "UPDATE users SET role = $1 WHERE id = $2 AND ({KEEPS_AN_ADMIN} OR $1 = 'admin')"
         ))
         .bind(role.as_str())
-        .bind(id)
+        .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn set_user_password(&self, id: &str, password_hash: &str) -> StoreResult<()> {
+    async fn set_user_password(&self, id: &UserId, password_hash: &str) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
-            .bind(id)
+            .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM logins WHERE user_id = $1")
-            .bind(id)
+            .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
         lock_admins(&mut tx).await?;
         // Logins go with the user (ON DELETE CASCADE).
         let done = sqlx::query(&format!(
             "DELETE FROM users WHERE id = $1 AND {KEEPS_AN_ADMIN}"
         ))
-        .bind(id)
+        .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn set_notifications_read(&self, id: &str, up_to: i64) -> StoreResult<()> {
+    async fn set_notifications_read(&self, id: &UserId, up_to: i64) -> StoreResult<()> {
         // Only forward: a stale tab cannot unread what another marked.
         sqlx::query(
             "UPDATE users SET notifications_read_up_to = $1 WHERE id = $2 AND notifications_read_up_to < $1",
         )
         .bind(up_to)
-        .bind(id)
+        .bind(id.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -141,7 +137,7 @@ impl UserStore for SqliteStore {
     async fn insert_login(
         &self,
         token_hash: &str,
-        user_id: &str,
+        user_id: &UserId,
         now: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
@@ -154,7 +150,7 @@ impl UserStore for SqliteStore {
             "INSERT INTO logins (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(token_hash)
-        .bind(user_id)
+        .bind(user_id.as_str())
         .bind(now)
         .bind(expires_at)
         .execute(&self.pool)

@@ -6,7 +6,7 @@ use futures::future::join_all;
 use postern_protocol::api::Role;
 
 use super::{RACERS, user};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, UserId};
 
 async fn admins(store: &impl Store) -> usize {
     store
@@ -33,11 +33,21 @@ pub async fn the_last_administrator_stays<S: Store>(store: Arc<S>) {
     user(&*store, "a", Role::Admin).await;
     user(&*store, "b", Role::Admin).await;
     user(&*store, "v", Role::Viewer).await;
-    assert!(store.set_user_role("a", Role::Operator).await.unwrap());
-    assert!(!store.set_user_role("b", Role::Viewer).await.unwrap());
-    assert!(!store.delete_user("b").await.unwrap());
-    assert!(store.set_user_role("b", Role::Admin).await.unwrap());
-    assert!(store.delete_user("v").await.unwrap());
+    assert!(
+        store
+            .set_user_role(&"a".into(), Role::Operator)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_user_role(&"b".into(), Role::Viewer)
+            .await
+            .unwrap()
+    );
+    assert!(!store.delete_user(&"b".into()).await.unwrap());
+    assert!(store.set_user_role(&"b".into(), Role::Admin).await.unwrap());
+    assert!(store.delete_user(&"v".into()).await.unwrap());
     assert_eq!(admins(&*store).await, 1);
 }
 
@@ -45,9 +55,11 @@ pub async fn the_last_administrator_stays<S: Store>(store: Arc<S>) {
 /// refusal is one that was needed.
 pub async fn racing_demotions_leave_an_administrator<S: Store>(store: Arc<S>) {
     for round in 0..4 {
-        let ids: Vec<String> = (0..RACERS).map(|n| format!("r{round}-{n}")).collect();
+        let ids: Vec<UserId> = (0..RACERS)
+            .map(|n| UserId::from(format!("r{round}-{n}")))
+            .collect();
         for id in &ids {
-            user(&*store, id, Role::Admin).await;
+            user(&*store, id.as_str(), Role::Admin).await;
         }
         // Whoever was admin before this round (the survivor of the last) goes first.
         for u in store.list_users().await.unwrap() {
@@ -73,9 +85,18 @@ pub async fn racing_demotions_leave_an_administrator<S: Store>(store: Arc<S>) {
 
 pub async fn a_new_password_ends_every_login<S: Store>(store: Arc<S>) {
     user(&*store, "a", Role::Admin).await;
-    store.insert_login("h1", "a", 0, i64::MAX).await.unwrap();
-    store.insert_login("h2", "a", 0, i64::MAX).await.unwrap();
-    store.set_user_password("a", "new-hash").await.unwrap();
+    store
+        .insert_login("h1", &"a".into(), 0, i64::MAX)
+        .await
+        .unwrap();
+    store
+        .insert_login("h2", &"a".into(), 0, i64::MAX)
+        .await
+        .unwrap();
+    store
+        .set_user_password(&"a".into(), "new-hash")
+        .await
+        .unwrap();
     assert!(store.login("h1").await.unwrap().is_none());
     assert!(store.login("h2").await.unwrap().is_none());
     assert_eq!(

@@ -1,0 +1,74 @@
+//! Enrollment tokens: only their hash is stored, and each use is taken by one conditional
+//! write, so concurrent enrollments never take more than `max_uses`.
+
+use async_trait::async_trait;
+
+use super::{StoreError, StoreResult};
+
+#[derive(Clone, Debug)]
+pub struct TokenRecord {
+    pub id: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_uses: u32,
+    pub uses: u32,
+    pub revoked: bool,
+}
+
+/// The outcome of presenting an enrollment token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenUse {
+    /// Valid: one use was taken.
+    Consumed,
+    Expired,
+    UsedUp,
+    Revoked,
+    Unknown,
+}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    async fn insert_token(&self, token: &TokenRecord, token_hash: &str) -> StoreResult<()>;
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+    /// Revokes by id or unique id prefix; returns the revoked token.
+    async fn revoke_token(&self, id: &str, now: i64) -> StoreResult<Option<TokenRecord>>;
+    /// Takes one use of the token, atomically, if it is valid at `now`.
+    async fn use_token(&self, token_hash: &str, now: i64) -> StoreResult<TokenUse>;
+}
+
+/// A token row as any database returns it.
+#[derive(Clone, Debug)]
+pub struct TokenRow {
+    pub id: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_uses: i64,
+    pub uses: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// The columns of `TokenRow`, in its order.
+pub const TOKEN_COLUMNS: &str =
+    "id, created_by, created_at, expires_at, max_uses, uses, revoked_at";
+
+impl TryFrom<TokenRow> for TokenRecord {
+    type Error = StoreError;
+
+    fn try_from(row: TokenRow) -> StoreResult<Self> {
+        let count = |what: &str, n: i64| {
+            u32::try_from(n)
+                .map_err(|_| StoreError::Corrupt(format!("enrollment_tokens.{what} {n}")))
+        };
+        Ok(TokenRecord {
+            max_uses: count("max_uses", row.max_uses)?,
+            uses: count("uses", row.uses)?,
+            revoked: row.revoked_at.is_some(),
+            id: row.id,
+            created_by: row.created_by,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        })
+    }
+}
