@@ -15,7 +15,7 @@ use crate::enrollment_limits::{EnrollmentLimits, PendingCheck, Turn};
 use crate::events::EventBus;
 use crate::fleet::{AgentQuery, FleetCounts};
 use crate::links::{LinkCommand, LinkRegistry};
-use crate::store::{AgentPage, AgentRecord, PrefixMatch, Store, StoreError, TokenUse};
+use crate::store::{Actor, AgentPage, AgentRecord, PrefixMatch, Store, StoreError, TokenUse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -210,13 +210,13 @@ impl Agents {
             "enrolled; waiting for approval"
         };
         self.events
-            .publish(EventKind::AgentEnrolled, "system", Some(&agent), how)
+            .publish(EventKind::AgentEnrolled, &Actor::System, Some(&agent), how)
             .await;
         if status == AgentStatus::Approved {
             self.events
                 .publish(
                     EventKind::AgentApproved,
-                    "enrollment-token",
+                    &Actor::EnrollmentToken,
                     Some(&agent),
                     "approved by an enrollment token",
                 )
@@ -249,7 +249,7 @@ impl Agents {
                     config.max_pending
                 );
                 self.events
-                    .publish(EventKind::AgentPendingLimit, "system", None, detail)
+                    .publish(EventKind::AgentPendingLimit, &Actor::System, None, detail)
                     .await;
             }
             return Err(AgentError::TooManyPending {
@@ -289,7 +289,7 @@ impl Agents {
         self.events
             .publish(
                 EventKind::AgentApproved,
-                "enrollment-token",
+                &Actor::EnrollmentToken,
                 Some(agent),
                 "approved by an enrollment token",
             )
@@ -343,7 +343,7 @@ impl Agents {
     /// also closes the link.
     pub async fn decide(
         &self,
-        actor: &str,
+        actor: &Actor,
         reference: &str,
         to: AgentStatus,
     ) -> Result<AgentRecord, AgentError> {
@@ -356,7 +356,7 @@ impl Agents {
             });
         }
         self.store
-            .set_agent_status(&agent.id, to, actor, now_ms())
+            .set_agent_status(&agent.id, to, actor.as_str(), now_ms())
             .await?;
         agent.status = to;
         let (kind, detail) = match to {

@@ -12,7 +12,7 @@ use russh::keys::{Certificate, HashAlg, PublicKey};
 use crate::ca::{CaError, CertificateFor, UserCa};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
-use crate::store::{AgentRecord, SessionRecord, Store, StoreError, UserRecord};
+use crate::store::{Actor, AgentRecord, SessionRecord, Store, StoreError, UserRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertifyError {
@@ -132,7 +132,7 @@ impl Certificates {
         self.events
             .publish(
                 EventKind::CertificateIssued,
-                &user.name,
+                &Actor::user(user),
                 Some(&agent),
                 detail,
             )

@@ -11,7 +11,7 @@ use postern_protocol::{SessionId, SessionState};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::clock::now_ms;
-use crate::store::{AgentRecord, EventAgentRef, EventRecord, NewEvent, Store, StoreResult};
+use crate::store::{Actor, AgentRecord, EventAgentRef, EventRecord, NewEvent, Store, StoreResult};
 
 const LIVE_BUFFER: usize = 1024;
 
@@ -60,7 +60,7 @@ impl EventBus {
     pub async fn publish(
         &self,
         kind: EventKind,
-        actor: &str,
+        actor: &Actor,
         agent: Option<&AgentRecord>,
         detail: impl Into<String>,
     ) {
@@ -71,7 +71,7 @@ impl EventBus {
     pub async fn publish_with_session(
         &self,
         kind: EventKind,
-        actor: &str,
+        actor: &Actor,
         agent: Option<&AgentRecord>,
         session: Option<(SessionId, SessionState)>,
         detail: impl Into<String>,
@@ -113,7 +113,7 @@ impl EventBus {
 /// An event as recorded now.
 pub fn new_event(
     kind: EventKind,
-    actor: &str,
+    actor: &Actor,
     agent: Option<&AgentRecord>,
     session: Option<(SessionId, SessionState)>,
     detail: impl Into<String>,
@@ -122,7 +122,7 @@ pub fn new_event(
         session,
         time: now_ms(),
         kind,
-        actor: actor.to_owned(),
+        actor: actor.clone(),
         agent: agent.map(|a| EventAgentRef {
             id: a.id.clone(),
             name: a.name.clone(),
@@ -156,7 +156,7 @@ pub fn view(record: EventRecord) -> EventView {
         id: record.id,
         time: e.time,
         kind: e.kind,
-        actor: e.actor,
+        actor: e.actor.to_string(),
         agent: e.agent.map(|a| EventAgent {
             id: a.id,
             name: a.name,

@@ -56,7 +56,7 @@ use crate::health::{Listener, Readiness};
 use crate::links::{LinkRegistry, LivenessPolicy};
 use crate::metrics::{GaugeSources, Metrics};
 use crate::sessions::{SessionConfig, Sessions};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Actor, SqliteStore, Store, StoreError};
 use crate::terminal::Terminals;
 use crate::tokens::{EnrollmentTokens, TokenError};
 
@@ -200,7 +200,7 @@ impl Server {
             events
                 .publish(
                     EventKind::UserCreated,
-                    "system",
+                    &Actor::System,
                     None,
                     "created user admin (admin)",
                 )
@@ -384,7 +384,7 @@ impl Server {
     /// Creates an enrollment token on behalf of `actor` (used by quickstart for its agent).
     pub async fn create_enrollment_token(
         &self,
-        actor: &str,
+        actor: &Actor,
         ttl: Duration,
         uses: u32,
     ) -> Result<CreatedToken, TokenError> {
@@ -487,7 +487,7 @@ pub async fn add_user(
         .await?
         .publish(
             EventKind::UserCreated,
-            "admin-cli",
+            &Actor::AdminCli,
             None,
             format!("created user {name} ({role})"),
         )

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::events::EventBus;
 use crate::links::LinkRegistry;
-use crate::store::Store;
+use crate::store::{Actor, Store};
 
 pub async fn sweep(
     links: Arc<LinkRegistry>,
@@ -48,7 +48,7 @@ pub async fn sweep(
             events
                 .publish(
                     EventKind::AgentNotResponding,
-                    "system",
+                    &Actor::System,
                     Some(&agent),
                     format!("missed {} heartbeats", policy.misses),
                 )

@@ -9,7 +9,7 @@ use postern_protocol::api::{CreatedToken, EventKind, TokenView};
 use crate::auth::secret;
 use crate::clock::now_ms;
 use crate::events::EventBus;
-use crate::store::{Store, StoreError, TokenRecord};
+use crate::store::{Actor, Store, StoreError, TokenRecord};
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -59,7 +59,7 @@ impl EnrollmentTokens {
 
     pub async fn create(
         &self,
-        actor: &str,
+        actor: &Actor,
         ttl: Duration,
         uses: u32,
     ) -> Result<CreatedToken, TokenError> {
@@ -73,7 +73,7 @@ impl EnrollmentTokens {
         let now = now_ms();
         let record = TokenRecord {
             id: secret::new_id()[..12].to_owned(),
-            created_by: actor.to_owned(),
+            created_by: actor.to_string(),
             created_at: now,
             expires_at: now + ttl.as_millis() as i64,
             max_uses: uses,
@@ -108,7 +108,7 @@ impl EnrollmentTokens {
             .collect())
     }
 
-    pub async fn revoke(&self, actor: &str, id: &str) -> Result<TokenView, TokenError> {
+    pub async fn revoke(&self, actor: &Actor, id: &str) -> Result<TokenView, TokenError> {
         let token = self
             .store
             .revoke_token(id, now_ms())

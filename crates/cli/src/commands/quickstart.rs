@@ -72,7 +72,11 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
     options.name = Some(postern_agent::facts::hostname());
     if !approved_before {
         let token = server
-            .create_enrollment_token("quickstart", Duration::from_secs(600), 1)
+            .create_enrollment_token(
+                &postern_server::store::Actor::Quickstart,
+                Duration::from_secs(600),
+                1,
+            )
             .await?;
         options.token = Some(token.token.parse()?);
     }

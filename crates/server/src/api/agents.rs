@@ -193,7 +193,7 @@ async fn decide(
     let agent = state
         .services
         .agents
-        .decide(caller.name(), &agent, to)
+        .decide(&caller.actor(), &agent, to)
         .await?;
     Ok(Json(view(&state, &caller, agent)))
 }
@@ -232,7 +232,7 @@ pub async fn revoke(
         state
             .services
             .sessions
-            .end_for_agent(&record.id, EndReason::AgentRevoked, caller.name())
+            .end_for_agent(&record.id, EndReason::AgentRevoked, &caller.actor())
             .await;
     }
     decide(state, caller, record.id, AgentStatus::Revoked).await

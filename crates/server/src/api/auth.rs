@@ -60,7 +60,7 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
     let s = &state.services;
     s.store.delete_login(&caller.token_hash).await?;
     s.events
-        .publish(EventKind::UserLogout, caller.name(), None, "logged out")
+        .publish(EventKind::UserLogout, &caller.actor(), None, "logged out")
         .await;
     let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
     response

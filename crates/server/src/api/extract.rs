@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::{AppState, Services};
 use crate::auth::secret;
 use crate::clock::now_ms;
-use crate::store::UserRecord;
+use crate::store::{Actor, UserRecord};
 
 pub const SESSION_COOKIE: &str = "postern_session";
 /// Browsers must send this header on state-changing requests that rely on the cookie; a
@@ -41,6 +41,11 @@ impl Caller {
 
     pub fn name(&self) -> &str {
         &self.user.name
+    }
+
+    /// The caller as the actor of what they do.
+    pub fn actor(&self) -> Actor {
+        Actor::user(&self.user)
     }
 }
 

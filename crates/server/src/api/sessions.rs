@@ -160,7 +160,10 @@ pub async fn stop(
     let session = visible(&state, &caller, &id).await?;
     let reason = EndReason::StoppedBy(caller.name().to_owned());
     let s = &state.services;
-    let stopped = s.sessions.stop(&session.id, reason, caller.name()).await?;
+    let stopped = s
+        .sessions
+        .stop(&session.id, reason, &caller.actor())
+        .await?;
     Ok(Json(s.sessions.view(stopped, true).await?))
 }
 

@@ -40,7 +40,7 @@ pub async fn create(
         state
             .services
             .tokens
-            .create(caller.name(), ttl, uses)
+            .create(&caller.actor(), ttl, uses)
             .await?,
     ))
 }
@@ -54,6 +54,6 @@ pub async fn revoke(
 ) -> Result<Json<TokenView>, ApiError> {
     caller.require(Role::Admin)?;
     Ok(Json(
-        state.services.tokens.revoke(caller.name(), &id).await?,
+        state.services.tokens.revoke(&caller.actor(), &id).await?,
     ))
 }

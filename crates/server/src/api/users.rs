@@ -49,7 +49,7 @@ pub async fn create(
     let user = auth::create_user(&s.store, &request.name, request.role, &request.password).await?;
     let detail = format!("created user {} ({})", user.name, user.role);
     s.events
-        .publish(EventKind::UserCreated, caller.name(), None, detail)
+        .publish(EventKind::UserCreated, &caller.actor(), None, detail)
         .await;
     Ok((StatusCode::CREATED, Json(view(user))).into_response())
 }
@@ -70,7 +70,7 @@ pub async fn update(
     let user = auth::set_role(&s.store, &s.sessions, &caller.user, &name, request.role).await?;
     let detail = format!("{} is now {}", user.name, user.role);
     s.events
-        .publish(EventKind::UserUpdated, caller.name(), None, detail)
+        .publish(EventKind::UserUpdated, &caller.actor(), None, detail)
         .await;
     Ok(Json(view(user)))
 }
@@ -91,7 +91,7 @@ pub async fn reset_password(
     let user = auth::reset_password(&s.store, &name, &request.password).await?;
     let detail = format!("reset the password of {}", user.name);
     s.events
-        .publish(EventKind::UserUpdated, caller.name(), None, detail)
+        .publish(EventKind::UserUpdated, &caller.actor(), None, detail)
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -112,7 +112,7 @@ pub async fn delete(
     let user = auth::delete_user(&s.store, &s.sessions, &caller.user, &name).await?;
     let detail = format!("deleted user {}", user.name);
     s.events
-        .publish(EventKind::UserDeleted, caller.name(), None, detail)
+        .publish(EventKind::UserDeleted, &caller.actor(), None, detail)
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,7 +13,7 @@ use super::throttle::LoginThrottle;
 use crate::clock::now_ms;
 use crate::events::EventBus;
 use crate::metrics::{LoginResult, Metrics};
-use crate::store::{Store, StoreError, UserRecord};
+use crate::store::{Actor, Store, StoreError, UserRecord};
 
 /// How long a client refused for lack of a verifier slot is told to wait: a check takes
 /// tens of milliseconds, so a slot is free again well within it.
@@ -121,7 +121,7 @@ impl Logins {
             self.events
                 .publish(
                     EventKind::UserLoginFailed,
-                    "system",
+                    &Actor::System,
                     None,
                     format!("failed login as {name:?}"),
                 )
@@ -137,7 +137,7 @@ impl Logins {
             .insert_login(&secret::hash_secret(&token), &user.id, now, expires_at)
             .await?;
         self.events
-            .publish(EventKind::UserLogin, &user.name, None, "logged in")
+            .publish(EventKind::UserLogin, &Actor::user(&user), None, "logged in")
             .await;
         Ok(LoggedIn {
             user,

@@ -11,7 +11,7 @@ use postern_protocol::api::Role;
 
 use crate::clock::now_ms;
 use crate::sessions::{EndReason, Sessions};
-use crate::store::{Store, StoreError, UserId, UserRecord};
+use crate::store::{Actor, Store, StoreError, UserId, UserRecord};
 
 /// Why a user's sessions end without their asking: they lost the right to have them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub async fn set_role(
     user.role = role;
     if role < SESSION_ROLE {
         sessions
-            .end_for_user(&user.id, AccessLost::Demoted.reason(), &actor.name)
+            .end_for_user(&user.id, AccessLost::Demoted.reason(), &Actor::user(actor))
             .await;
     }
     Ok(user)
@@ -155,7 +155,7 @@ pub async fn delete_user(
         return Err(UserError::LastAdmin(user.name));
     }
     sessions
-        .end_for_user(&user.id, AccessLost::Deleted.reason(), &actor.name)
+        .end_for_user(&user.id, AccessLost::Deleted.reason(), &Actor::user(actor))
         .await;
     Ok(user)
 }

@@ -24,7 +24,7 @@ use super::{Gateway, key_text};
 use crate::agents::AgentError;
 use crate::auth::secret;
 use crate::links::{Gone, LinkCommand, SessionUse};
-use crate::store::AgentRecord;
+use crate::store::{Actor, AgentRecord};
 
 /// Commands queued for one link before senders are told it is backed up.
 const COMMAND_QUEUE: usize = 32;
@@ -280,7 +280,7 @@ async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone) {
     };
     gateway
         .events
-        .publish(EventKind::AgentOffline, "system", Some(agent), detail)
+        .publish(EventKind::AgentOffline, &Actor::System, Some(agent), detail)
         .await;
     gateway.sessions.link_down(&agent.id).await;
 }
@@ -316,10 +316,12 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
             )));
         }
         None => {
-            let online =
-                gateway
-                    .events
-                    .publish(EventKind::AgentOnline, "system", Some(agent), "link up");
+            let online = gateway.events.publish(
+                EventKind::AgentOnline,
+                &Actor::System,
+                Some(agent),
+                "link up",
+            );
             Box::pin(online).await
         }
     }
@@ -338,7 +340,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
                 if links.touch(&agent.id) {
                     tracing::info!("agent responding again");
                     let online = gateway.events.publish(
-                        EventKind::AgentOnline, "system", Some(agent), "responding again",
+                        EventKind::AgentOnline, &Actor::System, Some(agent), "responding again",
                     );
                     Box::pin(online).await;
                 }

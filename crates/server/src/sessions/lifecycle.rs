@@ -15,8 +15,8 @@ use crate::events::{self, EventBus};
 use crate::metrics::Metrics;
 use crate::node::NodeId;
 use crate::store::{
-    AgentRecord, EventRecord, NewEvent, SessionChange, SessionFilter, SessionInsert, SessionRecord,
-    Store, UserRecord,
+    Actor, AgentRecord, EventRecord, NewEvent, SessionChange, SessionFilter, SessionInsert,
+    SessionRecord, Store, UserRecord,
 };
 
 pub struct Lifecycle {
@@ -53,7 +53,7 @@ impl Lifecycle {
         let decide =
             |state: SessionState| (!state.is_final()).then_some(SessionEvent::ServerRestarted);
         for session in self.store.unfinished_sessions(&self.node).await? {
-            self.apply_decided(&session.id, decide, "system", None)
+            self.apply_decided(&session.id, decide, &Actor::System, None)
                 .await?;
         }
         Ok(())
@@ -138,7 +138,7 @@ impl Lifecycle {
                 ended_at: None,
                 node: Some(self.node.clone()),
             };
-            let event = self.event(&session, Some(agent), &user.name, "requested");
+            let event = self.event(&session, Some(agent), &Actor::user(user), "requested");
             match self.store.insert_session(&session, &event).await? {
                 SessionInsert::Inserted { event: id } => {
                     self.metrics
@@ -193,7 +193,7 @@ impl Lifecycle {
         &self,
         id: &SessionId,
         event: SessionEvent,
-        actor: &str,
+        actor: &Actor,
     ) -> Result<SessionRecord, SessionError> {
         self.apply_with_port(id, event, actor, None).await
     }
@@ -203,7 +203,7 @@ impl Lifecycle {
         &self,
         id: &SessionId,
         reason: &EndReason,
-        actor: &str,
+        actor: &Actor,
     ) -> Result<SessionRecord, SessionError> {
         self.apply(id, SessionEvent::Stop(reason.to_string()), actor)
             .await
@@ -215,7 +215,7 @@ impl Lifecycle {
         id: &SessionId,
         reason: &EndReason,
     ) -> Result<SessionRecord, SessionError> {
-        self.apply(id, SessionEvent::Fail(reason.to_string()), "system")
+        self.apply(id, SessionEvent::Fail(reason.to_string()), &Actor::System)
             .await
     }
 
@@ -223,7 +223,7 @@ impl Lifecycle {
         &self,
         id: &SessionId,
         event: SessionEvent,
-        actor: &str,
+        actor: &Actor,
         port: Option<u16>,
     ) -> Result<SessionRecord, SessionError> {
         self.apply_decided(id, |_| Some(event.clone()), actor, port)
@@ -234,7 +234,7 @@ impl Lifecycle {
     /// a requested session starts; any other is left as it is.
     pub(super) async fn accept(&self, id: &SessionId) -> Result<SessionRecord, SessionError> {
         let decide = |state| (state == SessionState::Requested).then_some(SessionEvent::Accepted);
-        self.apply_decided(id, decide, "agent", None).await
+        self.apply_decided(id, decide, &Actor::Agent, None).await
     }
 
     /// Applies the event `decide` picks for the session's current state (none: unchanged).
@@ -246,7 +246,7 @@ impl Lifecycle {
         &self,
         id: &SessionId,
         decide: impl Fn(SessionState) -> Option<SessionEvent>,
-        actor: &str,
+        actor: &Actor,
         port: Option<u16>,
     ) -> Result<SessionRecord, SessionError> {
         loop {
@@ -316,7 +316,7 @@ impl Lifecycle {
         &self,
         session: &SessionRecord,
         agent: Option<&AgentRecord>,
-        actor: &str,
+        actor: &Actor,
         detail: &str,
     ) -> NewEvent {
         events::new_event(

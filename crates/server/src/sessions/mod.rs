@@ -31,7 +31,7 @@ use crate::links::LinkRegistry;
 use crate::metrics::{ForwardRefusal, Metrics};
 use crate::node::NodeId;
 use crate::store::{
-    AgentRecord, SessionFilter, SessionRecord, Store, StoreError, UserId, UserRecord,
+    Actor, AgentRecord, SessionFilter, SessionRecord, Store, StoreError, UserId, UserRecord,
 };
 
 use lifecycle::Lifecycle;
@@ -228,13 +228,13 @@ impl Sessions {
         };
         for s in sessions {
             if matches!(s.state, SessionState::Starting | SessionState::Running) {
-                let _ = self.stop(&s.id, EndReason::LinkLost, "system").await;
+                let _ = self.stop(&s.id, EndReason::LinkLost, &Actor::System).await;
             }
         }
     }
 
     /// Ends every unfinished session of an agent (revocation).
-    pub async fn end_for_agent(&self, agent_id: &str, reason: EndReason, actor: &str) {
+    pub async fn end_for_agent(&self, agent_id: &str, reason: EndReason, actor: &Actor) {
         self.end_open(
             SessionFilter {
                 agent_id: Some(agent_id.to_owned()),
@@ -248,7 +248,7 @@ impl Sessions {
 
     /// Ends every unfinished session of a user (who was deleted, or may no longer start
     /// sessions).
-    pub async fn end_for_user(&self, user_id: &UserId, reason: EndReason, actor: &str) {
+    pub async fn end_for_user(&self, user_id: &UserId, reason: EndReason, actor: &Actor) {
         self.end_open(
             SessionFilter {
                 user_id: Some(user_id.to_owned()),
@@ -260,7 +260,7 @@ impl Sessions {
         .await;
     }
 
-    async fn end_open(&self, filter: SessionFilter, reason: EndReason, actor: &str) {
+    async fn end_open(&self, filter: SessionFilter, reason: EndReason, actor: &Actor) {
         let Ok(sessions) = self.lifecycle.open_sessions(filter).await else {
             return;
         };
@@ -342,7 +342,7 @@ impl Sessions {
         let port = tunnel.port;
         if let Err(e) = self
             .lifecycle
-            .apply_with_port(&id, SessionEvent::Forwarded, "agent", Some(port))
+            .apply_with_port(&id, SessionEvent::Forwarded, &Actor::Agent, Some(port))
             .await
         {
             self.runtime.close_tunnel(&id).await;
@@ -371,7 +371,7 @@ impl Sessions {
                 _ = tunnel.stop.cancelled() => return,
                 _ = wait_count(&mut open, |n| n > 0) => continue,
                 _ = tokio::time::sleep(self.config.idle_timeout) => {
-                    let _ = self.stop(&tunnel.session, EndReason::IdleTimeout, "system").await;
+                    let _ = self.stop(&tunnel.session, EndReason::IdleTimeout, &Actor::System).await;
                     return;
                 }
             }
@@ -417,7 +417,7 @@ impl Sessions {
         &self,
         id: &SessionId,
         reason: EndReason,
-        actor: &str,
+        actor: &Actor,
     ) -> Result<SessionRecord, SessionError> {
         let session = self.lifecycle.stop(id, &reason, actor).await?;
         self.release(&session).await;

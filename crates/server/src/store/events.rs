@@ -7,13 +7,66 @@ use async_trait::async_trait;
 use postern_protocol::api::EventKind;
 use postern_protocol::{SessionId, SessionState};
 
-use super::{StoreError, StoreResult};
+use super::{StoreError, StoreResult, UserRecord};
+
+/// Who did what an event records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// The server itself: timeouts, link loss, restarts, enrollment, liveness.
+    System,
+    /// The agent the event is about (its answers to session requests).
+    Agent,
+    /// `postern admin` on the server's host.
+    AdminCli,
+    /// `postern quickstart`, for the agent it starts.
+    Quickstart,
+    /// An enrollment token that approves its agent on enrollment.
+    EnrollmentToken,
+    /// A logged-in user, by name.
+    User(String),
+}
+
+impl Actor {
+    pub fn user(user: &UserRecord) -> Self {
+        Self::User(user.name.clone())
+    }
+
+    /// As stored and shown: a user by name, the others by a word no user name is confused
+    /// with in practice (a user named like one reads back as it; the text is the same).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::System => "system",
+            Self::Agent => "agent",
+            Self::AdminCli => "admin-cli",
+            Self::Quickstart => "quickstart",
+            Self::EnrollmentToken => "enrollment-token",
+            Self::User(name) => name,
+        }
+    }
+
+    pub fn from_stored(text: String) -> Self {
+        match text.as_str() {
+            "system" => Self::System,
+            "agent" => Self::Agent,
+            "admin-cli" => Self::AdminCli,
+            "quickstart" => Self::Quickstart,
+            "enrollment-token" => Self::EnrollmentToken,
+            _ => Self::User(text),
+        }
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct NewEvent {
     pub time: i64,
     pub kind: EventKind,
-    pub actor: String,
+    pub actor: Actor,
     pub agent: Option<EventAgentRef>,
     pub session: Option<(SessionId, SessionState)>,
     pub detail: String,
@@ -85,10 +138,29 @@ impl TryFrom<EventRow> for EventRecord {
                 session,
                 time: row.time,
                 kind: EventKind::from_str(&row.kind).map_err(|e| corrupt("kind", &e))?,
-                actor: row.actor,
+                actor: Actor::from_stored(row.actor),
                 agent,
                 detail: row.detail,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actors_read_back_as_they_were_stored() {
+        for actor in [
+            Actor::System,
+            Actor::Agent,
+            Actor::AdminCli,
+            Actor::Quickstart,
+            Actor::EnrollmentToken,
+            Actor::User("ann".into()),
+        ] {
+            assert_eq!(Actor::from_stored(actor.as_str().to_owned()), actor);
+        }
     }
 }

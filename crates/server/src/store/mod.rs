@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use postern_protocol::{AgentFacts, AgentStatus};
 
 pub use agents::{AgentFilter, AgentPage, AgentSearch, AgentTally, IdSet, PrefixMatch};
-pub use events::{EventAgentRef, EventRecord, EventStore, NewEvent};
+pub use events::{Actor, EventAgentRef, EventRecord, EventStore, NewEvent};
 pub use sessions::{
     SessionChange, SessionFilter, SessionInsert, SessionRecord, SessionStore, TransitionRecord,
 };

@@ -219,7 +219,7 @@ mod tests {
     use postern_protocol::{AgentFacts, SessionId, SessionState};
 
     use super::*;
-    use crate::store::{SessionInsert, SessionRecord, SessionStore, Store};
+    use crate::store::{Actor, SessionInsert, SessionRecord, SessionStore, Store};
 
     fn agent(name: &str, status: AgentStatus, os: &str) -> AgentRecord {
         AgentRecord {
@@ -396,7 +396,7 @@ mod tests {
             };
             let event = crate::events::new_event(
                 EventKind::SessionState,
-                "system",
+                &Actor::System,
                 None,
                 Some((session.id.clone(), state)),
                 "",

@@ -11,7 +11,7 @@ use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
 use postern_protocol::api::EventKind;
 
 use super::{
-    AgentRecord, NewEvent, SessionChange, SessionRecord, SessionStore, SqliteStore, Store,
+    Actor, AgentRecord, NewEvent, SessionChange, SessionRecord, SessionStore, SqliteStore, Store,
     StoreResult, TokenRecord, TokenStore, UserRecord, UserStore,
 };
 
@@ -55,7 +55,7 @@ fn event(id: &SessionId, state: SessionState) -> NewEvent {
     NewEvent {
         time: 0,
         kind: EventKind::SessionState,
-        actor: "system".into(),
+        actor: Actor::System,
         agent: None,
         session: Some((id.clone(), state)),
         detail: state.to_string(),

@@ -35,7 +35,7 @@ where
     )
     .bind(event.time)
     .bind(event.kind.as_str())
-    .bind(&event.actor)
+    .bind(event.actor.as_str())
     .bind(agent.map(|a| a.id.as_str()))
     .bind(agent.map(|a| a.name.as_str()))
     .bind(agent.map(|a| a.did.as_str()))
@@ -86,6 +86,7 @@ mod tests {
     use postern_protocol::api::EventKind;
 
     use super::*;
+    use crate::store::Actor;
 
     #[tokio::test]
     async fn events_page_in_order_and_survive_reopening() {
@@ -96,7 +97,7 @@ mod tests {
                 s.insert_event(&NewEvent {
                     time: i,
                     kind: EventKind::UserLogin,
-                    actor: "ann".into(),
+                    actor: Actor::User("ann".into()),
                     agent: None,
                     session: None,
                     detail: format!("e{i}"),

@@ -9,7 +9,7 @@ use postern_protocol::{SessionId, SessionState};
 use super::{RACERS, agent};
 use crate::node::NodeId;
 use crate::store::{
-    NewEvent, SessionChange, SessionInsert, SessionRecord, Store, TransitionRecord,
+    Actor, NewEvent, SessionChange, SessionInsert, SessionRecord, Store, TransitionRecord,
 };
 
 fn session(n: usize, agent_id: &str, node: Option<&NodeId>) -> SessionRecord {
@@ -32,7 +32,7 @@ fn event(session: &SessionRecord, state: SessionState) -> NewEvent {
     NewEvent {
         time: 0,
         kind: EventKind::SessionState,
-        actor: "system".into(),
+        actor: Actor::System,
         agent: None,
         session: Some((session.id.clone(), state)),
         detail: state.to_string(),

@@ -6,7 +6,7 @@ use futures::future::join_all;
 use postern_protocol::api::EventKind;
 
 use super::RACERS;
-use crate::store::{NewEvent, Store, TokenRecord, TokenUse};
+use crate::store::{Actor, NewEvent, Store, TokenRecord, TokenUse};
 
 fn token(id: &str, expires_at: i64, max_uses: u32) -> TokenRecord {
     TokenRecord {
@@ -24,7 +24,7 @@ fn event(n: i64) -> NewEvent {
     NewEvent {
         time: n,
         kind: EventKind::UserLogin,
-        actor: "ann".into(),
+        actor: Actor::User("ann".into()),
         agent: None,
         session: None,
         detail: format!("e{n}"),
@@ -96,4 +96,6 @@ pub async fn racing_events_page_each_once_in_id_order<S: Store>(store: Arc<S>) {
         .map(|e| e.id)
         .collect();
     assert_eq!(latest, ids[RACERS - 2..]);
+    let stored = store.latest_events(1).await.unwrap();
+    assert_eq!(stored[0].event.actor, Actor::User("ann".into()));
 }
