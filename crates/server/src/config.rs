@@ -24,6 +24,10 @@ postern_settings::settings! {
     pub struct ServerConfig (prefix "POSTERN_", config "POSTERN_CONFIG") {
         /// Where the server keeps its store, keys and lock (required).
         pub data_dir: PathBuf,
+        /// The database several nodes share: postgres://user:password@host/db (or
+        /// sqlite:///abs/path.db); unset: postern.db in the data dir, for this node alone.
+        #[setting(secret)]
+        pub database: Option<String> = None,
         /// HTTP API and app address.
         pub http: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
         /// Address of the SSH gateway agents dial.
@@ -184,6 +188,11 @@ pub enum ConfigError {
     /// TLS settings that contradict each other or cannot work.
     #[error("{0}")]
     Tls(String),
+    #[error("{setting}: {source}")]
+    Database {
+        setting: String,
+        source: crate::store::DatabaseUrlError,
+    },
     /// A count out of its range.
     #[error("{setting} must be between {min} and {max}; got {got}")]
     CountOutOfRange {
@@ -230,6 +239,16 @@ impl ServerConfig {
                 || self.tls_cert.is_some()
                 || self.acme_domain.is_some()
                 || !self.http.ip().is_loopback())
+    }
+
+    /// The store the `database` setting names.
+    pub fn store_database(&self) -> Result<crate::store::Database, ConfigError> {
+        crate::store::Database::from_setting(self.database.as_deref()).map_err(|source| {
+            ConfigError::Database {
+                setting: describe::<Self>("database"),
+                source,
+            }
+        })
     }
 
     /// Layers the file, the variables and the flags in `inputs` over the defaults, and
@@ -318,6 +337,7 @@ impl ServerConfig {
                 });
             }
         }
+        self.store_database()?;
         crate::tls::check(self).map_err(ConfigError::Tls)
     }
 }

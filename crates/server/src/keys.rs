@@ -18,6 +18,8 @@ pub enum KeyError {
     },
     #[error("{path} is readable by other users (mode {mode:o}); run: chmod 600 {path}")]
     Permissions { path: String, mode: u32 },
+    #[error("cannot make a new key: {reason}")]
+    Generate { reason: String },
     #[error(
         "{path} is not a valid OpenSSH private key ({reason}); restore it from a backup — it is never replaced automatically"
     )]
@@ -44,12 +46,7 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey, KeyError> {
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-            let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-            let text = key
-                .to_openssh(LineEnding::LF)
-                .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+            let (key, text) = generate().map_err(|e| io(std::io::Error::other(e.to_string())))?;
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -62,6 +59,36 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey, KeyError> {
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// A new Ed25519 key and its OpenSSH text.
+pub fn generate() -> Result<(PrivateKey, String), KeyError> {
+    let failed = |reason: String| KeyError::Generate { reason };
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| failed(e.to_string()))?;
+    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    let text = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| failed(e.to_string()))?;
+    Ok((key, text.to_string()))
+}
+
+/// The key stored in the database under `name` (see `ClusterKeyStore`), made by whichever node
+/// asks first: every node of one database holds the same.
+pub async fn shared(
+    store: &dyn crate::store::Store,
+    name: &str,
+) -> Result<PrivateKey, crate::ServerError> {
+    let (_, candidate) = generate()?;
+    let text = store
+        .cluster_key(name, &candidate, crate::clock::now_ms())
+        .await?;
+    Ok(
+        PrivateKey::from_openssh(text.trim()).map_err(|e| KeyError::Corrupt {
+            path: format!("the database's cluster key {name:?}"),
+            reason: e.to_string(),
+        })?,
+    )
 }
 
 pub fn fingerprint(key: &PrivateKey) -> String {

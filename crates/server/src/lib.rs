@@ -56,12 +56,15 @@ use crate::health::{Listener, Readiness};
 use crate::links::{LinkRegistry, LivenessPolicy};
 use crate::metrics::{GaugeSources, Metrics};
 use crate::sessions::{SessionConfig, Sessions};
-use crate::store::{Actor, SqliteStore, Store, StoreError};
+use crate::store::{Actor, Database, Store, StoreError};
 use crate::terminal::Terminals;
 use crate::tokens::{EnrollmentTokens, TokenError};
 
 pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
 pub const USER_CA_FILE: &str = "user_ca_ed25519_key";
+/// The same keys' names in a shared database.
+const HOST_KEY_NAME: &str = "ssh_host_ed25519_key";
+const USER_CA_NAME: &str = "user_ca_ed25519_key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -94,6 +97,8 @@ pub enum ServerError {
     Sessions(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 /// What [`Server::reload`] did.
@@ -148,9 +153,30 @@ fn ensure_data_dir(dir: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
-async fn open_store(data_dir: &Path) -> Result<Arc<dyn Store>, ServerError> {
+async fn open_store(database: &Database, data_dir: &Path) -> Result<Arc<dyn Store>, ServerError> {
     ensure_data_dir(data_dir)?;
-    Ok(Arc::new(SqliteStore::open(data_dir).await?))
+    Ok(store::open(database, data_dir).await?)
+}
+
+/// The gateway's host key and the user CA: in the data directory for a node alone; in the
+/// database when nodes share it, so that every node presents the same host key to agents and
+/// signs certificates with the same CA.
+async fn server_keys(
+    database: &Database,
+    store: &dyn Store,
+    data_dir: &Path,
+) -> Result<(russh::keys::PrivateKey, russh::keys::PrivateKey), ServerError> {
+    if database.is_shared() {
+        Ok((
+            keys::shared(store, HOST_KEY_NAME).await?,
+            keys::shared(store, USER_CA_NAME).await?,
+        ))
+    } else {
+        Ok((
+            keys::load_or_create(&data_dir.join(HOST_KEY_FILE))?,
+            keys::load_or_create(&data_dir.join(USER_CA_FILE))?,
+        ))
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -175,10 +201,10 @@ impl Server {
         };
         ensure_data_dir(&config.data_dir)?;
         let lock = lock::DataDirLock::acquire(&config.data_dir)?;
-        let store = open_store(&config.data_dir).await?;
+        let database = config.store_database()?;
+        let store = open_store(&database, &config.data_dir).await?;
         let files = limits::raise_file_limit();
-        let host_key = keys::load_or_create(&config.data_dir.join(HOST_KEY_FILE))?;
-        let user_ca = keys::load_or_create(&config.data_dir.join(USER_CA_FILE))?;
+        let (host_key, user_ca) = server_keys(&database, store.as_ref(), &config.data_dir).await?;
         let host_key_fingerprint = keys::fingerprint(&host_key);
         let shutdown = CancellationToken::new();
         // A start that fails past here stops what it spawned (certificate reloads, ACME).
@@ -468,20 +494,21 @@ async fn upkeep(metrics: Metrics, stop: CancellationToken) {
     }
 }
 
-/// Adds a user directly in the store of `data_dir` (works whether a server runs or not).
-/// A directory without a store is refused unless `create`: a mistyped path must not become
-/// a new, empty store.
+/// Adds a user directly in the store `database` names (`DataDir`: the one in `data_dir`);
+/// works whether a server runs or not. A data directory without a store is refused unless
+/// `create`: a mistyped path must not become a new, empty store.
 pub async fn add_user(
+    database: &Database,
     data_dir: &Path,
     name: &str,
     role: Role,
     password: &str,
     create: bool,
 ) -> Result<(), ServerError> {
-    if !create && !data_dir.join(store::STORE_FILE).is_file() {
+    if *database == Database::DataDir && !create && !data_dir.join(store::STORE_FILE).is_file() {
         return Err(ServerError::NoStore(data_dir.display().to_string()));
     }
-    let store = open_store(data_dir).await?;
+    let store = open_store(database, data_dir).await?;
     auth::create_user(&store, name, role, password).await?;
     EventBus::new(store)
         .await?

@@ -58,6 +58,7 @@ pub const PROGRAM_VARIABLES: &[&str] = &[
     // The server's settings.
     "POSTERN_CONFIG",
     "POSTERN_DATA_DIR",
+    "POSTERN_DATABASE",
     "POSTERN_HTTP",
     "POSTERN_AGENT_LISTEN",
     "POSTERN_KEEPALIVE",

@@ -13,7 +13,15 @@ pub async fn run(command: AdminCommand) -> Result<()> {
             create,
         } => {
             let password = super::read_password("Password: ", false)?;
-            postern_server::add_user(&data_dir, &name, role, &password, create).await?;
+            postern_server::add_user(
+                &postern_server::store::Database::DataDir,
+                &data_dir,
+                &name,
+                role,
+                &password,
+                create,
+            )
+            .await?;
             println!("added user {name} ({role})");
         }
     }

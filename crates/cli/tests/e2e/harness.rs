@@ -12,7 +12,7 @@ use std::time::Duration;
 use postern_agent::{Agent, AgentOptions, LinkState};
 use postern_protocol::api::{AgentView, EventView, LoginResponse, Role};
 use postern_server::config::PortRange;
-use postern_server::store::{SqliteStore, Store};
+use postern_server::store::Store;
 use postern_server::{Server, ServerConfig, ServerError};
 use russh::keys::PrivateKey;
 use russh::keys::ssh_key::private::Ed25519Keypair;
@@ -60,6 +60,14 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Self::test_config(&dir);
+        tweak(&mut config);
+        Self::launch(dir, config, None).await
+    }
+
+    /// A configuration on loopback port 0 with its data dir in `dir`.
+    pub fn test_config(dir: &TempDir) -> ServerConfig {
         // Warnings show with a failing test's output; RUST_LOG=postern_server=debug,
         // postern_agent=debug shows what the parts did.
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -68,14 +76,24 @@ impl TestServer {
             .with_env_filter(filter)
             .with_test_writer()
             .try_init();
-        let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path().join("server"));
         config.http = "127.0.0.1:0".parse().unwrap();
         config.agent_listen = "127.0.0.1:0".parse().unwrap();
         config.tunnel_ports = tunnel_ports();
-        tweak(&mut config);
+        config
+    }
+
+    /// Starts a server on `config` (in `dir`); `admin_password` is the administrator's when the
+    /// store already has one (another node of the same database made it).
+    pub async fn launch(
+        dir: TempDir,
+        mut config: ServerConfig,
+        admin_password: Option<String>,
+    ) -> Self {
         let server = Server::start(config.clone()).await.unwrap();
-        let admin_password = server.initial_admin_password.clone().unwrap();
+        let admin_password = admin_password
+            .or_else(|| server.initial_admin_password.clone())
+            .expect("a new store's first start makes the administrator");
         let (scheme, http) = crate::tls_support::harness_client(&server, &config);
         // Restarts must come back on the same ports for agents to find them.
         config.http = server.http_addr;
@@ -130,14 +148,18 @@ impl TestServer {
         }
     }
 
-    /// A second handle on the same SQLite store, for setting up states no API offers.
+    /// A second handle on the server's store, for setting up states no API offers.
     pub async fn store(&self) -> Arc<dyn Store> {
-        Arc::new(SqliteStore::open(self.data_dir()).await.unwrap())
+        let database = self.config.store_database().unwrap();
+        postern_server::store::open(&database, self.data_dir())
+            .await
+            .unwrap()
     }
 
     pub async fn add_user(&self, name: &str, role: Role) -> String {
         let password = format!("{name}-password-123");
-        postern_server::add_user(self.data_dir(), name, role, &password, false)
+        let database = self.config.store_database().unwrap();
+        postern_server::add_user(&database, self.data_dir(), name, role, &password, false)
             .await
             .unwrap();
         self.login(name, &password).await

@@ -49,6 +49,11 @@ fn the_packaged_config_loads() {
 fn every_setting_is_default_then_file_then_variable_then_flag() {
     let fallback = |key: &str| match key {
         "data_dir" => Some(["/srv/a", "/srv/b", "/srv/c"]),
+        "database" => Some([
+            "postgres://a@db/p",
+            "sqlite:///srv/b.db",
+            "postgresql://c@db/p",
+        ]),
         "log_format" => Some(["json", "text", "json"]),
         "insecure_http" | "https" => Some(["true", "false", "true"]),
         "tls_cert" | "tls_key" | "acme_ca_cert" => Some(["/etc/a.pem", "/etc/b.pem", "/etc/c.pem"]),
@@ -201,5 +206,21 @@ fn settings_that_make_no_sense_are_refused_whichever_layer_they_come_from() {
     assert!(
         err.starts_with("log_format (--log-format, POSTERN_LOG_FORMAT) from the config file"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_database_url_that_names_no_store_is_refused_with_its_setting() {
+    let err = from_file("data_dir = \"/srv/p\"\ndatabase = \"mysql://db/p\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("database (--database, POSTERN_DATABASE): unsupported database URL"),
+        "{err}"
+    );
+    let config = from_file("data_dir = \"/srv/p\"\ndatabase = \"sqlite:///srv/p.db\"\n").unwrap();
+    assert_eq!(
+        config.store_database().unwrap(),
+        crate::store::Database::Sqlite("/srv/p.db".into())
     );
 }

@@ -3,12 +3,14 @@
 //! the same trait with the same SQL text (ids are text, times unix ms, `$N` placeholders).
 
 pub mod agents;
+pub mod cluster;
 #[cfg(test)]
 mod conformance;
 pub mod events;
 pub mod sessions;
 mod sqlite;
 mod sqlite_agents;
+mod sqlite_cluster;
 #[cfg(test)]
 mod sqlite_concurrency;
 #[cfg(test)]
@@ -20,10 +22,16 @@ mod sqlite_users;
 pub mod tokens;
 pub mod users;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use postern_protocol::{AgentFacts, AgentStatus};
 
 pub use agents::{AgentFilter, AgentPage, AgentSearch, AgentTally, IdSet, PrefixMatch};
+pub use cluster::{
+    ClusterKeyStore, Database, DatabaseUrlError, NodeRecord, NodeStore, Topic, Wake, Wakeups,
+};
 pub use events::{Actor, EventAgentRef, EventRecord, EventStore, NewEvent};
 pub use sessions::{
     SessionChange, SessionFilter, SessionInsert, SessionRecord, SessionStore, TransitionRecord,
@@ -44,6 +52,9 @@ pub enum StoreError {
     Database(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
+    /// The database named by the `database` setting cannot be opened.
+    #[error("cannot open the database: {0}")]
+    Open(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -63,6 +74,18 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The store's file in the data directory.
 pub const STORE_FILE: &str = "postern.db";
 
+/// Opens (creating or migrating if needed) the store `database` names; `data_dir` holds the
+/// store when no database is set.
+pub async fn open(database: &Database, data_dir: &Path) -> StoreResult<Arc<dyn Store>> {
+    match database {
+        Database::DataDir => Ok(Arc::new(SqliteStore::open(data_dir).await?)),
+        Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open_file(path).await?)),
+        Database::Postgres(_) => Err(StoreError::Open(
+            "PostgreSQL is not supported by this build yet".into(),
+        )),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct AgentRecord {
     pub id: String,
@@ -78,7 +101,17 @@ pub struct AgentRecord {
 
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + TokenStore + EventStore + AgentSearch + Send + Sync + 'static
+    UserStore
+    + SessionStore
+    + TokenStore
+    + EventStore
+    + AgentSearch
+    + ClusterKeyStore
+    + NodeStore
+    + Wakeups
+    + Send
+    + Sync
+    + 'static
 {
     // Agents
     async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()>;

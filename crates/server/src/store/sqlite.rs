@@ -12,17 +12,27 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use tokio::sync::broadcast;
+
+use super::cluster::{WAKE_BUFFER, Wake};
 use super::{AgentRecord, Store, StoreError, StoreResult};
 
 pub struct SqliteStore {
     pub(super) pool: SqlitePool,
+    /// This process's wake-ups (see `Wakeups`).
+    pub(super) wakes: broadcast::Sender<Wake>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) `postern.db` in `data_dir` and applies migrations.
     pub async fn open(data_dir: &Path) -> StoreResult<Self> {
+        Self::open_file(&data_dir.join(super::STORE_FILE)).await
+    }
+
+    /// Opens (creating if needed) the SQLite file at `path` and applies migrations.
+    pub async fn open_file(path: &Path) -> StoreResult<Self> {
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join(super::STORE_FILE))
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -34,7 +44,10 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            wakes: broadcast::channel(WAKE_BUFFER).0,
+        })
     }
 }
 

@@ -23,6 +23,11 @@ conformance! { open();
         racing_demotions_leave_an_administrator,
         a_new_password_ends_every_login,
     }
+    cluster {
+        racing_nodes_get_one_cluster_key,
+        nodes_register_and_heartbeat,
+        wakeups_reach_this_node,
+    }
     tokens_events {
         tokens_say_why_they_are_refused,
         racing_token_uses_never_exceed_the_limit,

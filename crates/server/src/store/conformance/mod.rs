@@ -5,6 +5,7 @@
 //! the last administrator, token uses, event order) must hold because the database enforces
 //! them, not because one process happens to write one at a time.
 
+pub mod cluster;
 pub mod sessions;
 pub mod tokens_events;
 pub mod users;
