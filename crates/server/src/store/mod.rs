@@ -1,13 +1,26 @@
 //! Persistent state behind one trait, so callers never see a database driver.
-//! SQLite (embedded, in the data dir) is the implementation today; PostgreSQL will implement
-//! the same trait with the same SQL text (ids are text, times unix ms, `$N` placeholders).
+//! SQLite (embedded, in the data dir) and PostgreSQL implement it with the same SQL text
+//! (ids are text, times unix ms, `$N` placeholders) written once in `sql_*.rs`, and the same
+//! row mapping (`rows.rs`); each backend's file holds only what differs.
 
 pub mod agents;
 pub mod cluster;
 #[cfg(test)]
 mod conformance;
 pub mod events;
+mod failure;
+mod postgres;
+#[cfg(test)]
+mod postgres_conformance;
+mod postgres_wakeups;
+mod rows;
 pub mod sessions;
+mod sql_agents;
+mod sql_cluster;
+mod sql_events;
+mod sql_sessions;
+mod sql_tokens;
+mod sql_users;
 mod sqlite;
 mod sqlite_agents;
 mod sqlite_cluster;
@@ -15,10 +28,10 @@ mod sqlite_cluster;
 mod sqlite_concurrency;
 #[cfg(test)]
 mod sqlite_conformance;
+#[cfg(test)]
 mod sqlite_events;
+#[cfg(test)]
 mod sqlite_sessions;
-mod sqlite_tokens;
-mod sqlite_users;
 pub mod tokens;
 pub mod users;
 
@@ -33,10 +46,12 @@ pub use cluster::{
     ClusterKeyStore, Database, DatabaseUrlError, NodeRecord, NodeStore, Topic, Wake, Wakeups,
 };
 pub use events::{Actor, EventAgentRef, EventRecord, EventStore, NewEvent};
+pub use failure::StorageFailure;
+pub use postgres::{PgPoolSettings, PgStore, testing as postgres_testing};
 pub use sessions::{
     SessionChange, SessionFilter, SessionInsert, SessionRecord, SessionStore, TransitionRecord,
 };
-pub use sqlite::{SqliteStore, StorageFailure};
+pub use sqlite::SqliteStore;
 pub use tokens::{TokenRecord, TokenStore, TokenUse};
 pub use users::{UserId, UserRecord, UserStore};
 
@@ -75,14 +90,21 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub const STORE_FILE: &str = "postern.db";
 
 /// Opens (creating or migrating if needed) the store `database` names; `data_dir` holds the
-/// store when no database is set.
+/// store when no database is set. A PostgreSQL pool gets the default settings.
 pub async fn open(database: &Database, data_dir: &Path) -> StoreResult<Arc<dyn Store>> {
+    open_with(database, data_dir, PgPoolSettings::default()).await
+}
+
+/// `open`, with a PostgreSQL pool of these settings (the server's `database_*` settings).
+pub async fn open_with(
+    database: &Database,
+    data_dir: &Path,
+    pool: PgPoolSettings,
+) -> StoreResult<Arc<dyn Store>> {
     match database {
         Database::DataDir => Ok(Arc::new(SqliteStore::open(data_dir).await?)),
         Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open_file(path).await?)),
-        Database::Postgres(_) => Err(StoreError::Open(
-            "PostgreSQL is not supported by this build yet".into(),
-        )),
+        Database::Postgres(url) => Ok(Arc::new(PgStore::open(url, pool).await?)),
     }
 }
 

@@ -99,3 +99,68 @@ pub async fn racing_events_page_each_once_in_id_order<S: Store>(store: Arc<S>) {
     let stored = store.latest_events(1).await.unwrap();
     assert_eq!(stored[0].event.actor, Actor::User("ann".into()));
 }
+
+/// A reader that follows the log (`events_after(last)`, as the live stream does) while many
+/// writers store events sees every one of them: no event commits with an id below one a
+/// reader has already passed.
+pub async fn a_reader_following_racing_writers_misses_no_event<S: Store>(store: Arc<S>) {
+    const PER_WRITER: i64 = 40;
+    let writers: Vec<_> = (0..RACERS as i64)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..PER_WRITER {
+                    ids.push(
+                        store
+                            .insert_event(&event(w * PER_WRITER + n))
+                            .await
+                            .unwrap(),
+                    );
+                }
+                ids
+            })
+        })
+        .collect();
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (mut seen, mut last) = (Vec::new(), 0);
+            loop {
+                // Every write has committed before the read that follows; so once that read
+                // is empty, the reader has caught up for good.
+                let done = writers_done(&*store, RACERS * PER_WRITER as usize).await;
+                let page = store.events_after(last, 100).await.unwrap();
+                if let Some(newest) = page.last() {
+                    last = newest.id;
+                }
+                seen.extend(page.iter().map(|e| e.id));
+                if done && page.is_empty() {
+                    break;
+                }
+            }
+            seen
+        })
+    };
+    let mut written = Vec::new();
+    for writer in writers {
+        written.extend(writer.await.unwrap());
+    }
+    let seen = reader.await.unwrap();
+    written.sort_unstable();
+    let missed: Vec<i64> = written
+        .iter()
+        .filter(|id| !seen.contains(id))
+        .copied()
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "committed after the reader passed them: {missed:?}"
+    );
+    assert_eq!(seen, written);
+}
+
+/// Whether all `total` events are stored.
+async fn writers_done(store: &impl Store, total: usize) -> bool {
+    store.latest_events(u32::MAX).await.unwrap().len() >= total
+}

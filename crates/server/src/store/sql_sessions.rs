@@ -1,0 +1,173 @@
+//! `SessionStore` written once for both databases (`session_store!` expands it for a store
+//! type). Transitions are compare-and-set (`UPDATE … WHERE id = $1 AND state = $2`: on
+//! PostgreSQL a second writer waits for the first and re-checks the state it left), and "one
+//! open session per user and agent" is the unique index `sessions_one_open`.
+
+macro_rules! session_store {
+    ($store:ty) => {
+        const _: () = {
+            use async_trait::async_trait;
+            use postern_protocol::SessionId;
+            use $crate::node::NodeId;
+            use $crate::store::rows::{Columns, is_unique_violation, session_from_row};
+            use $crate::store::sessions::{
+                SESSION_COLUMNS as COLUMNS, SessionChange, SessionFilter, SessionInsert,
+                SessionRecord, SessionStore, TransitionRecord, parse_state,
+            };
+            use $crate::store::{NewEvent, StoreResult, UserId};
+
+            #[async_trait]
+            impl SessionStore for $store {
+                async fn insert_session(
+                    &self,
+                    s: &SessionRecord,
+                    event: &NewEvent,
+                ) -> StoreResult<SessionInsert> {
+                    let mut tx = self.write_tx().await?;
+                    let inserted = sqlx::query(&format!(
+                        "INSERT INTO sessions ({COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                    ))
+                    .bind(s.id.as_str())
+                    .bind(&s.agent_id)
+                    .bind(s.user_id.as_str())
+                    .bind(&s.user_name)
+                    .bind(s.state.as_str())
+                    .bind(s.port.map(i64::from))
+                    .bind(&s.reason)
+                    .bind(s.created_at)
+                    .bind(s.updated_at)
+                    .bind(s.ended_at)
+                    .bind(s.node.as_ref().map(NodeId::as_str))
+                    .execute(&mut *tx)
+                    .await;
+                    match inserted {
+                        // The unique index on open sessions per user and agent (session ids
+                        // are random).
+                        Err(e) if is_unique_violation(&e) => return Ok(SessionInsert::AlreadyOpen),
+                        other => other?,
+                    };
+                    sqlx::query(
+                        "INSERT INTO session_transitions (session_id, seq, state, reason, time) \
+                         VALUES ($1, 0, $2, $3, $4)",
+                    )
+                    .bind(s.id.as_str())
+                    .bind(s.state.as_str())
+                    .bind(&s.reason)
+                    .bind(s.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    let event = Self::insert_event_in(&mut tx, event).await?;
+                    tx.commit().await?;
+                    Ok(SessionInsert::Inserted { event })
+                }
+
+                async fn transition_session(
+                    &self,
+                    change: &SessionChange<'_>,
+                    event: &NewEvent,
+                ) -> StoreResult<Option<i64>> {
+                    let mut tx = self.write_tx().await?;
+                    let ended = change.to.is_final().then_some(change.time);
+                    let moved = sqlx::query(
+                        "UPDATE sessions SET state = $1, reason = COALESCE($2, reason), \
+                         port = COALESCE($3, port), updated_at = $4, \
+                         ended_at = COALESCE($5, ended_at), node_id = COALESCE($6, node_id) \
+                         WHERE id = $7 AND state = $8",
+                    )
+                    .bind(change.to.as_str())
+                    .bind(change.reason)
+                    .bind(change.port.map(i64::from))
+                    .bind(change.time)
+                    .bind(ended)
+                    .bind(change.node.map(NodeId::as_str))
+                    .bind(change.id.as_str())
+                    .bind(change.from.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if moved != 1 {
+                        return Ok(None);
+                    }
+                    // The row update above orders writers of one session (it holds the row
+                    // until commit), so the next seq is free.
+                    sqlx::query(
+                        "INSERT INTO session_transitions (session_id, seq, state, reason, time) \
+                         SELECT $1, COALESCE(MAX(seq), -1) + 1, $2, $3, $4 \
+                         FROM session_transitions WHERE session_id = $1",
+                    )
+                    .bind(change.id.as_str())
+                    .bind(change.to.as_str())
+                    .bind(change.reason)
+                    .bind(change.time)
+                    .execute(&mut *tx)
+                    .await?;
+                    let event = Self::insert_event_in(&mut tx, event).await?;
+                    tx.commit().await?;
+                    Ok(Some(event))
+                }
+
+                async fn session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+                    sqlx::query(&format!("SELECT {COLUMNS} FROM sessions WHERE id = $1"))
+                        .bind(id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .as_ref()
+                        .map(session_from_row)
+                        .transpose()
+                }
+
+                async fn session_history(&self, id: &SessionId) -> StoreResult<Vec<TransitionRecord>> {
+                    sqlx::query(
+                        "SELECT state, reason, time FROM session_transitions \
+                         WHERE session_id = $1 ORDER BY seq",
+                    )
+                    .bind(id.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        Ok(TransitionRecord {
+                            state: parse_state(&row.text("state")?)?,
+                            reason: row.opt_text("reason")?,
+                            time: row.int("time")?,
+                        })
+                    })
+                    .collect()
+                }
+
+                async fn list_sessions(&self, f: &SessionFilter) -> StoreResult<Vec<SessionRecord>> {
+                    sqlx::query(&format!(
+                        "SELECT {COLUMNS} FROM sessions \
+                         WHERE ($1 IS NULL OR agent_id = $1) AND ($2 IS NULL OR user_id = $2) \
+                         AND ($3 IS NULL OR state = $3) \
+                         ORDER BY created_at DESC, id LIMIT $4"
+                    ))
+                    .bind(&f.agent_id)
+                    .bind(f.user_id.as_ref().map(UserId::as_str))
+                    .bind(f.state.map(|s| s.as_str()))
+                    .bind(i64::from(if f.limit == 0 { 500 } else { f.limit }))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(session_from_row)
+                    .collect()
+                }
+
+                async fn unfinished_sessions(&self, node: &NodeId) -> StoreResult<Vec<SessionRecord>> {
+                    sqlx::query(&format!(
+                        "SELECT {COLUMNS} FROM sessions WHERE state NOT IN ('stopped', 'failed') \
+                         AND (node_id = $1 OR node_id IS NULL) ORDER BY created_at"
+                    ))
+                    .bind(node.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(session_from_row)
+                    .collect()
+                }
+            }
+        };
+    };
+}
+pub(crate) use session_store;

@@ -1,0 +1,108 @@
+//! `TokenStore` written once for both databases (`token_store!` expands it for a store type).
+//! A use is taken by one conditional `UPDATE`: on SQLite writers run one at a time; on
+//! PostgreSQL a second writer of the row waits for the first and re-checks the condition on
+//! the row the first left (read committed), so uses never pass the limit on either.
+
+macro_rules! token_store {
+    ($store:ty) => {
+        const _: () = {
+            use async_trait::async_trait;
+            use $crate::store::rows::{conflict, token_from_row};
+            use $crate::store::tokens::TOKEN_COLUMNS;
+            use $crate::store::{StoreResult, TokenRecord, TokenStore, TokenUse};
+
+            #[async_trait]
+            impl TokenStore for $store {
+                async fn insert_token(&self, token: &TokenRecord, token_hash: &str) -> StoreResult<()> {
+                    sqlx::query(
+                        "INSERT INTO enrollment_tokens \
+                         (id, token_hash, created_by, created_at, expires_at, max_uses, uses) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 0)",
+                    )
+                    .bind(&token.id)
+                    .bind(token_hash)
+                    .bind(&token.created_by)
+                    .bind(token.created_at)
+                    .bind(token.expires_at)
+                    .bind(i64::from(token.max_uses))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(conflict("enrollment token"))?;
+                    Ok(())
+                }
+
+                async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+                    sqlx::query(&format!(
+                        "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens ORDER BY created_at DESC"
+                    ))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(token_from_row)
+                    .collect()
+                }
+
+                async fn revoke_token(&self, id: &str, now: i64) -> StoreResult<Option<TokenRecord>> {
+                    let mut tx = self.write_tx().await?;
+                    let prefix = format!("{}%", id.replace(['%', '_'], ""));
+                    let rows = sqlx::query(&format!(
+                        "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE id LIKE $1 LIMIT 2"
+                    ))
+                    .bind(&prefix)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let [row] = rows.as_slice() else {
+                        return Ok(None);
+                    };
+                    let mut token = token_from_row(row)?;
+                    sqlx::query(
+                        "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
+                    )
+                    .bind(now)
+                    .bind(&token.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    token.revoked = true;
+                    Ok(Some(token))
+                }
+
+                async fn use_token(&self, token_hash: &str, now: i64) -> StoreResult<TokenUse> {
+                    // One statement takes the use only if the token is valid, so concurrent
+                    // enrollments can never exceed max_uses.
+                    let taken = sqlx::query(
+                        "UPDATE enrollment_tokens SET uses = uses + 1 \
+                         WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 \
+                         AND uses < max_uses",
+                    )
+                    .bind(token_hash)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    if taken == 1 {
+                        return Ok(TokenUse::Consumed);
+                    }
+                    let row = sqlx::query(&format!(
+                        "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE token_hash = $1"
+                    ))
+                    .bind(token_hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    let Some(row) = row else {
+                        return Ok(TokenUse::Unknown);
+                    };
+                    let token = token_from_row(&row)?;
+                    Ok(if token.revoked {
+                        TokenUse::Revoked
+                    } else if token.expires_at <= now {
+                        TokenUse::Expired
+                    } else {
+                        TokenUse::UsedUp
+                    })
+                }
+            }
+        };
+    };
+}
+pub(crate) use token_store;
