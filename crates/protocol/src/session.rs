@@ -129,16 +129,20 @@ pub enum SessionEvent {
     Fail(String),
     /// The server started and found the session open from before.
     ServerRestarted,
+    /// The node that held the session stopped heartbeating; another node ends it (nothing
+    /// of it is left to release: its tunnel died with the node).
+    NodeLost,
 }
 
 impl SessionEvent {
-    pub const SAMPLES: [fn() -> SessionEvent; 6] = [
+    pub const SAMPLES: [fn() -> SessionEvent; 7] = [
         || SessionEvent::Accepted,
         || SessionEvent::Forwarded,
         || SessionEvent::Stop("stopped by a user".into()),
         || SessionEvent::Released,
         || SessionEvent::Fail("agent offline".into()),
         || SessionEvent::ServerRestarted,
+        || SessionEvent::NodeLost,
     ];
 }
 
@@ -180,6 +184,9 @@ pub fn transition(
         (S::Requested | S::Starting | S::Running | S::Stopping, E::ServerRestarted) => {
             to(S::Stopped, Some("server restarted"))
         }
+        (S::Requested | S::Starting | S::Running | S::Stopping, E::NodeLost) => {
+            to(S::Stopped, Some("node lost"))
+        }
         (state, event) => Err(InvalidTransition {
             state,
             event: format!("{event:?}"),
@@ -204,7 +211,9 @@ mod tests {
                 }
                 (S::Stopping, SessionEvent::Released) => Some(S::Stopped),
                 (s, SessionEvent::Fail(_)) if !s.is_final() => Some(S::Failed),
-                (s, SessionEvent::ServerRestarted) if !s.is_final() => Some(S::Stopped),
+                (s, SessionEvent::ServerRestarted | SessionEvent::NodeLost) if !s.is_final() => {
+                    Some(S::Stopped)
+                }
                 _ => None,
             }
         };
@@ -217,7 +226,7 @@ mod tests {
                 decided += 1;
             }
         }
-        assert_eq!(decided, 36);
+        assert_eq!(decided, 42);
     }
 
     #[test]
@@ -234,6 +243,8 @@ mod tests {
             (t.to, t.reason.as_deref()),
             (S::Stopped, Some("server restarted"))
         );
+        let t = transition(S::Running, &SessionEvent::NodeLost).unwrap();
+        assert_eq!((t.to, t.reason.as_deref()), (S::Stopped, Some("node lost")));
     }
 
     #[test]

@@ -59,6 +59,24 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Another node was lost (its heartbeat went stale and this node took it over): its
+    /// sessions end with `node lost`. Only sessions that name it: those stored before nodes
+    /// were recorded are left to the node that adopts them at its start. Returns how many
+    /// it found open.
+    pub async fn end_lost_node(&self, lost: &NodeId) -> Result<usize, SessionError> {
+        let decide = |state: SessionState| (!state.is_final()).then_some(SessionEvent::NodeLost);
+        let mut ended = 0;
+        for session in self.store.unfinished_sessions(lost).await? {
+            if session.node.as_ref() != Some(lost) {
+                continue;
+            }
+            self.apply_decided(&session.id, decide, &Actor::System, None)
+                .await?;
+            ended += 1;
+        }
+        Ok(ended)
+    }
+
     pub async fn get(&self, id: &str) -> Result<SessionRecord, SessionError> {
         let parsed = SessionId::parse(id).ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
         self.store

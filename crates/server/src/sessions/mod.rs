@@ -106,6 +106,11 @@ impl Sessions {
         self.lifecycle.recover().await
     }
 
+    /// Ends the sessions of a node that was lost (see `Lifecycle::end_lost_node`).
+    pub async fn end_lost_node(&self, lost: &NodeId) -> Result<usize, SessionError> {
+        self.lifecycle.end_lost_node(lost).await
+    }
+
     /// Before the server stops: links closing from now on are not "link lost". The sessions
     /// they carried end at the next start, as after a crash, with `server restarted`. Every
     /// tunnel closes, and every task of the sessions is told to end (see `wait`).

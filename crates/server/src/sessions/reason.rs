@@ -27,6 +27,9 @@ pub enum EndReason {
     NoFreePort(PortRange),
     /// Written by the protocol's state machine, which owns this text.
     ServerRestarted,
+    /// The node holding the session stopped heartbeating and another node ended it (the
+    /// state machine's text, like `ServerRestarted`).
+    NodeLost,
 }
 
 const STOPPED_BY: &str = "stopped by ";
@@ -49,7 +52,7 @@ const SIMPLE: [(EndReason, &str); 8] = [
 impl EndReason {
     /// Every label, for registering the series up front; `other` is for a reason this list
     /// does not know (recorded by an older or newer server).
-    pub const LABELS: [&'static str; 13] = [
+    pub const LABELS: [&'static str; 14] = [
         "stopped_by_user",
         "agent_revoked",
         "link_lost",
@@ -62,6 +65,7 @@ impl EndReason {
         "agent_refused",
         "no_free_port",
         "server_restarted",
+        "node_lost",
         "other",
     ];
 
@@ -80,6 +84,7 @@ impl EndReason {
             EndReason::Refused(_) => "agent_refused",
             EndReason::NoFreePort(_) => "no_free_port",
             EndReason::ServerRestarted => "server_restarted",
+            EndReason::NodeLost => "node_lost",
         }
     }
 
@@ -94,6 +99,8 @@ impl EndReason {
         }
         if text == SERVER_RESTARTED {
             "server_restarted"
+        } else if text == NODE_LOST {
+            "node_lost"
         } else if text.starts_with(STOPPED_BY) {
             "stopped_by_user"
         } else if text.starts_with(REFUSED) {
@@ -108,6 +115,8 @@ impl EndReason {
 
 /// The protocol's text for `SessionEvent::ServerRestarted`.
 const SERVER_RESTARTED: &str = "server restarted";
+/// The protocol's text for `SessionEvent::NodeLost`.
+const NODE_LOST: &str = "node lost";
 
 impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,6 +125,7 @@ impl fmt::Display for EndReason {
             EndReason::Refused(reason) => write!(f, "{REFUSED}{reason}"),
             EndReason::NoFreePort(range) => write!(f, "{NO_FREE_PORT}{range}"),
             EndReason::ServerRestarted => f.write_str(SERVER_RESTARTED),
+            EndReason::NodeLost => f.write_str(NODE_LOST),
             simple => {
                 let text = SIMPLE
                     .iter()
@@ -153,6 +163,7 @@ mod tests {
                 last: 20001,
             }),
             EndReason::ServerRestarted,
+            EndReason::NodeLost,
         ];
         for reason in &all {
             let text = reason.to_string();
@@ -171,5 +182,7 @@ mod tests {
     fn the_restart_text_is_the_state_machines() {
         let step = transition(SessionState::Running, &SessionEvent::ServerRestarted).unwrap();
         assert_eq!(step.reason.as_deref(), Some(SERVER_RESTARTED));
+        let step = transition(SessionState::Running, &SessionEvent::NodeLost).unwrap();
+        assert_eq!(step.reason.as_deref(), Some(NODE_LOST));
     }
 }
