@@ -9,6 +9,7 @@ pub mod cluster;
 mod conformance;
 pub mod events;
 mod failure;
+pub mod links;
 mod postgres;
 #[cfg(test)]
 mod postgres_conformance;
@@ -18,6 +19,7 @@ pub mod sessions;
 mod sql_agents;
 mod sql_cluster;
 mod sql_events;
+mod sql_links;
 mod sql_sessions;
 mod sql_tokens;
 mod sql_users;
@@ -48,6 +50,7 @@ pub use cluster::{
 pub use events::{Actor, EventAgentRef, EventRecord, EventStore, NewEvent};
 pub use failure::StorageFailure;
 pub use postgres::{PgPoolSettings, PgStore, testing as postgres_testing};
+pub use links::{LinkRecord, LinkStore};
 pub use sessions::{
     SessionChange, SessionFilter, SessionInsert, SessionRecord, SessionStore, TransitionRecord,
 };
@@ -128,6 +131,7 @@ pub trait Store:
     + TokenStore
     + EventStore
     + AgentSearch
+    + LinkStore
     + ClusterKeyStore
     + NodeStore
     + Wakeups

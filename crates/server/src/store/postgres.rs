@@ -137,6 +137,7 @@ super::sql_events::event_store!(PgStore, Postgres);
 super::sql_sessions::session_store!(PgStore);
 super::sql_agents::agent_store!(PgStore);
 super::sql_cluster::cluster_store!(PgStore);
+super::sql_links::link_store!(PgStore);
 
 impl Wakeups for PgStore {
     fn wake(&self, topic: Topic) {

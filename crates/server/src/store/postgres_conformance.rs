@@ -38,6 +38,12 @@ conformance! { open();
         nodes_register_and_heartbeat,
         wakeups_reach_this_node,
     }
+    links {
+        a_link_is_its_latest_nodes_and_only_that_node_changes_it,
+        a_restarted_node_clears_only_its_own_links,
+        last_seen_is_stored_in_batches,
+        racing_survivors_take_a_dead_node_over_once,
+    }
     tokens_events {
         tokens_say_why_they_are_refused,
         racing_token_uses_never_exceed_the_limit,

@@ -76,3 +76,4 @@ super::sql_tokens::token_store!(SqliteStore);
 super::sql_events::event_store!(SqliteStore, sqlx::Sqlite);
 super::sql_sessions::session_store!(SqliteStore);
 super::sql_agents::agent_store!(SqliteStore);
+super::sql_links::link_store!(SqliteStore);

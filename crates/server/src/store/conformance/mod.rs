@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod cluster;
+pub mod links;
 pub mod sessions;
 pub mod tokens_events;
 pub mod users;
