@@ -46,6 +46,18 @@ postern_settings::settings! {
         /// with the sweep's 2.5 s on top).
         #[serde(with = "humantime_serde")]
         pub heartbeat_timeout: Duration = secs(40),
+        /// How often this node writes its heartbeat row and reads the other nodes' links (one
+        /// write per interval for the whole node, none per agent).
+        #[serde(with = "humantime_serde")]
+        pub node_heartbeat: Duration = secs(5),
+        /// A node whose heartbeat has not changed for this long is dead: another node ends
+        /// its sessions (`node lost`) and drops its links. At least two heartbeats.
+        #[serde(with = "humantime_serde")]
+        pub node_dead_after: Duration = secs(15),
+        /// How often the `last_seen` of this node's agents is stored (one statement per
+        /// thousand agents heard from since); also stored when a link ends.
+        #[serde(with = "humantime_serde")]
+        pub last_seen_every: Duration = secs(300),
         /// How long a login stays valid.
         #[serde(with = "humantime_serde")]
         pub login_ttl: Duration = secs(12 * 3600),
@@ -185,6 +197,14 @@ pub enum ConfigError {
     },
     #[error("{setting} is empty")]
     Empty { setting: String },
+    /// A node would be declared dead between two of its own heartbeats.
+    #[error(
+        "{dead_after} must be at least twice {heartbeat}: a node would be taken for dead between two heartbeats"
+    )]
+    NodeDeadTooSoon {
+        dead_after: String,
+        heartbeat: String,
+    },
     /// TLS settings that contradict each other or cannot work.
     #[error("{0}")]
     Tls(String),
@@ -206,13 +226,16 @@ pub enum ConfigError {
 /// Each duration setting's accepted range. Zero is never meaningful (a zero keepalive or
 /// timeout fires at once); the upper bounds keep deadlines far from `Instant` overflow and
 /// catch a unit typed wrong (`30d` for `30s`).
-const DURATION_LIMITS: [(&str, Duration, Duration); 10] = [
+const DURATION_LIMITS: [(&str, Duration, Duration); 13] = [
     ("keepalive", secs(1), secs(600)),
     ("login_ttl", secs(60), secs(30 * 86_400)),
     ("session_timeout", secs(1), secs(3600)),
     ("idle_timeout", secs(1), secs(30 * 86_400)),
     ("heartbeat_interval", Duration::from_millis(100), secs(3600)),
     ("heartbeat_timeout", Duration::from_millis(100), secs(3600)),
+    ("node_heartbeat", Duration::from_millis(100), secs(60)),
+    ("node_dead_after", Duration::from_millis(200), secs(600)),
+    ("last_seen_every", secs(1), secs(86_400)),
     ("http_header_timeout", secs(1), secs(3600)),
     ("http_idle_timeout", secs(1), secs(86_400)),
     ("handshake_timeout", secs(1), secs(600)),
@@ -276,6 +299,9 @@ impl ServerConfig {
             self.idle_timeout,
             self.heartbeat_interval,
             self.heartbeat_timeout,
+            self.node_heartbeat,
+            self.node_dead_after,
+            self.last_seen_every,
             self.http_header_timeout,
             self.http_idle_timeout,
             self.handshake_timeout,
@@ -319,6 +345,12 @@ impl ServerConfig {
                     got,
                 });
             }
+        }
+        if self.node_dead_after < self.node_heartbeat * 2 {
+            return Err(ConfigError::NodeDeadTooSoon {
+                dead_after: name("node_dead_after"),
+                heartbeat: name("node_heartbeat"),
+            });
         }
         let ports = self.tunnel_ports;
         let listeners = [

@@ -1,11 +1,14 @@
 //! Health for load balancers: alive (the process answers: nothing to check) and ready (the
-//! store answers a read, and the HTTP and agent listeners are accepting; not while stopping).
+//! store answers a read, this node's heartbeat is current — other nodes may take a node over
+//! whose heartbeat failed — and the HTTP and agent listeners are accepting; not while
+//! stopping).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::cluster::Cluster;
 use crate::store::{Store, StoreError};
 
 /// A readiness probe waits this long for the store: load balancers give a probe a few
@@ -40,19 +43,24 @@ pub enum NotReady {
     Store(#[source] StoreError),
     #[error("the store did not answer within {} s", STORE_DEADLINE.as_secs())]
     StoreTimeout,
+    #[error("this node's heartbeat has failed: other nodes may have taken it over")]
+    Heartbeat,
 }
 
 pub struct Readiness {
     store: Arc<dyn Store>,
+    /// This node among the others; `None` in tests of readiness alone.
+    cluster: Option<Arc<Cluster>>,
     http: Arc<AtomicBool>,
     agents: Arc<AtomicBool>,
     stopping: AtomicBool,
 }
 
 impl Readiness {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, cluster: Option<Arc<Cluster>>) -> Self {
         Self {
             store,
+            cluster,
             http: Arc::default(),
             agents: Arc::default(),
             stopping: AtomicBool::new(false),
@@ -93,6 +101,9 @@ impl Readiness {
                 return Err(NotReady::ListenerDown(listener));
             }
         }
+        if self.cluster.as_ref().is_some_and(|c| !c.healthy()) {
+            return Err(NotReady::Heartbeat);
+        }
         match tokio::time::timeout(STORE_DEADLINE, self.store.count_users()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(NotReady::Store(error)),
@@ -119,7 +130,7 @@ mod tests {
     async fn ready_only_while_both_listeners_run_and_not_once_stopping() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-        let ready = Readiness::new(store);
+        let ready = Readiness::new(store, None);
         assert!(matches!(
             ready.check().await,
             Err(NotReady::ListenerDown(Listener::Http))

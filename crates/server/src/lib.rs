@@ -11,6 +11,7 @@ pub mod auth;
 pub mod ca;
 pub mod certificates;
 mod clock;
+pub mod cluster;
 pub mod config;
 mod enrollment_limits;
 pub mod events;
@@ -272,13 +273,26 @@ impl Server {
             .recover()
             .await
             .map_err(|e| ServerError::Sessions(e.to_string()))?;
+        let cluster = Arc::new(cluster::Cluster::new(
+            sessions.node().clone(),
+            store.clone(),
+            links.clone(),
+            events.clone(),
+            sessions.clone(),
+            cluster::ClusterConfig {
+                heartbeat: config.node_heartbeat,
+                dead_after: config.node_dead_after,
+                last_seen_every: config.last_seen_every,
+            },
+        ));
+        cluster.register(None).await?;
         let certificates = Arc::new(Certificates::new(
             store.clone(),
             events.clone(),
             UserCa::new(user_ca.clone()),
             metrics.clone(),
         ));
-        let readiness = Arc::new(Readiness::new(store.clone()));
+        let readiness = Arc::new(Readiness::new(store.clone(), Some(cluster.clone())));
         let services = Arc::new(Services {
             store: store.clone(),
             agents: agents.clone(),
@@ -349,13 +363,16 @@ impl Server {
             links.clone(),
             store.clone(),
             events.clone(),
+            cluster.clone(),
             shutdown.clone(),
         ));
+        let cluster_task = tokio::spawn(cluster.clone().run(shutdown.clone()));
         let gateway = Arc::new(gateway::Gateway::new(
             store,
             agents,
             events,
             sessions,
+            cluster,
             host_key_fingerprint.clone(),
         ));
         let handshakes = gateway::limits::Handshakes::new(
@@ -378,7 +395,7 @@ impl Server {
             ),
         ));
         tracing::info!(%http_addr, %agent_addr, ?metrics_addr, fingerprint = %host_key_fingerprint, tls = tls_fingerprint.as_deref().unwrap_or("off (plain HTTP)"), "postern server started");
-        tasks.extend([http_task, gateway_task, liveness_task]);
+        tasks.extend([http_task, gateway_task, liveness_task, cluster_task]);
         tasks.extend(tls_tasks);
         stop_on_error.disarm();
 

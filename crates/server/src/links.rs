@@ -5,6 +5,11 @@
 //! the I/O. Online means "a link is registered". Whether the agent answers comes from its
 //! heartbeats: `sweep`, run by one task for all links, marks a link not responding after the
 //! agent's missed heartbeats and cuts it after the heartbeat timeout (see `liveness`).
+//!
+//! Beside this node's own links it keeps the links other live nodes hold, as the store last
+//! said (`fold_remote`, see `cluster.rs`), so that every view of the fleet (lists, counts,
+//! presence changes) is true whichever node an agent dialled. Commands and sessions reach
+//! this node's links only.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +24,7 @@ use crate::clock::now_ms;
 use crate::gateway::Cut;
 use crate::metrics::{LinkEnd, Metrics};
 use crate::presence::{PresenceDelta, PresenceLog};
+use crate::store::LinkRecord;
 
 /// What other parts of the server may ask of a link's control task. Boxed: every idle link
 /// holds a queue whose first block has room for 32 commands, so their size counts.
@@ -93,6 +99,7 @@ impl LivenessPolicy {
 struct Link {
     generation: u64,
     commands: mpsc::Sender<LinkCommand>,
+    connected_at: i64,
     last_seen: i64,
     /// Silence (ms) after which it is not responding, and lost.
     quiet_after: i64,
@@ -106,9 +113,20 @@ struct Link {
     changed: u64,
 }
 
+/// A link another live node holds, as the store says.
+struct Remote {
+    liveness: Liveness,
+    /// When it came up (the store keeps no fresher sign of life: see `cluster.rs`).
+    connected_at: i64,
+    /// The presence version of its last change seen here.
+    changed: u64,
+}
+
 #[derive(Default)]
 pub struct LinkRegistry {
     links: Mutex<HashMap<String, Link>>,
+    /// Links of other live nodes; taken only while `links` is held.
+    remote: Mutex<HashMap<String, Remote>>,
     generations: AtomicU64,
     policy: LivenessPolicy,
     /// Taken only while `links` is held, so the map and the log change together.
@@ -159,6 +177,44 @@ impl LinkRegistry {
         self.presence.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn remote(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remote>> {
+        self.remote.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the links other live nodes hold (`links`: the store's rows of live nodes other
+    /// than this one). Each change of what another node holds takes a presence version, as a
+    /// link of this node does; an agent linked here shows as this node's link whatever the
+    /// store says of it.
+    pub fn fold_remote(&self, links: Vec<LinkRecord>) {
+        let local = self.lock();
+        let mut remote = self.remote();
+        let mut log = self.log();
+        let mut next: HashMap<String, Remote> = HashMap::with_capacity(links.len());
+        for link in links {
+            let changed = match remote.get(&link.agent_id) {
+                Some(was) if was.liveness == link.liveness => was.changed,
+                // A link of this node hides the other node's row: nothing changes for readers.
+                _ if local.contains_key(&link.agent_id) => 0,
+                Some(_) => log.changed(),
+                None => log.up(&link.agent_id),
+            };
+            next.insert(
+                link.agent_id,
+                Remote {
+                    liveness: link.liveness,
+                    connected_at: link.connected_at,
+                    changed,
+                },
+            );
+        }
+        for (id, gone) in remote.iter() {
+            if !next.contains_key(id) && !local.contains_key(id) {
+                log.down(id, gone.connected_at);
+            }
+        }
+        *remote = next;
+    }
+
     /// Registers a live link that heartbeats every `heartbeat` (or the configured interval),
     /// shows its sessions' use by `session_use` and is ended by `cut`. Returns its id and the
     /// previous link's command sender (if any) so the caller can close it.
@@ -174,12 +230,14 @@ impl LinkRegistry {
         let (quiet_after, lost_after) = self.policy.limits(heartbeat);
         let mut links = self.lock();
         let changed = self.log().up(agent_id);
+        let now = now_ms();
         let previous = links.insert(
             agent_id.to_owned(),
             Link {
                 generation,
                 commands,
-                last_seen: now_ms(),
+                connected_at: now,
+                last_seen: now,
                 quiet_after,
                 lost_after,
                 responding: true,
@@ -201,7 +259,12 @@ impl LinkRegistry {
         let mut links = self.lock();
         if links.get(agent_id).is_some_and(|l| l.generation == id.0) {
             links.remove(agent_id).map(|l| {
-                self.log().down(agent_id, l.last_seen);
+                let mut log = self.log();
+                match self.remote().get_mut(agent_id) {
+                    // Another node holds it now: still online, as that node says.
+                    Some(remote) => remote.changed = log.up(agent_id),
+                    None => log.down(agent_id, l.last_seen),
+                }
                 self.metrics.link_closed(if l.lost {
                     LinkEnd::Lost
                 } else {
@@ -237,10 +300,38 @@ impl LinkRegistry {
         self.lock().contains_key(agent_id)
     }
 
+    /// Whether the agent answers, on whichever live node holds its link.
     pub fn liveness(&self, agent_id: &str) -> Liveness {
+        let links = self.lock();
+        match links.get(agent_id) {
+            Some(link) => link.liveness(),
+            None => self
+                .remote()
+                .get(agent_id)
+                .map_or(Liveness::Offline, |r| r.liveness),
+        }
+    }
+
+    /// The links this node holds, as its store rows say them (to write them again).
+    pub fn local_links(&self, node: &crate::node::NodeId) -> Vec<LinkRecord> {
         self.lock()
-            .get(agent_id)
-            .map_or(Liveness::Offline, Link::liveness)
+            .iter()
+            .map(|(id, link)| LinkRecord {
+                agent_id: id.clone(),
+                node: node.clone(),
+                connected_at: link.connected_at,
+                liveness: link.liveness(),
+            })
+            .collect()
+    }
+
+    /// This node's links heard from since `since` (ms): whose `last_seen` to store.
+    pub fn seen_since(&self, since: i64) -> Vec<(String, i64)> {
+        self.lock()
+            .iter()
+            .filter(|(_, link)| link.last_seen > since)
+            .map(|(id, link)| (id.clone(), link.last_seen))
+            .collect()
     }
 
     /// How the agent's link shows that its sessions are in use (channels when offline).
@@ -264,11 +355,20 @@ impl LinkRegistry {
         }
     }
 
-    /// Every connected agent with the time it was last heard from and whether it answers.
+    /// Every connected agent, on any live node, with the time it was last heard from (for
+    /// another node's link: when it came up) and whether it answers.
     pub fn presence(&self) -> Vec<(String, i64, Liveness)> {
-        self.lock()
+        let links = self.lock();
+        let remote = self.remote();
+        links
             .iter()
             .map(|(id, link)| (id.clone(), link.last_seen, link.liveness()))
+            .chain(
+                remote
+                    .iter()
+                    .filter(|(id, _)| !links.contains_key(*id))
+                    .map(|(id, r)| (id.clone(), r.connected_at, r.liveness)),
+            )
             .collect()
     }
 
@@ -276,30 +376,50 @@ impl LinkRegistry {
     /// the cursor cannot be answered with a delta.
     pub fn presence_since(&self, cursor: Option<&str>) -> PresenceDelta {
         let links = self.lock();
+        let remote = self.remote();
         let log = self.log();
         log.delta(
             cursor,
             links
                 .iter()
-                .map(|(id, link)| (id, link.changed, link.last_seen, link.liveness())),
+                .map(|(id, link)| (id, link.changed, link.last_seen, link.liveness()))
+                .chain(
+                    remote
+                        .iter()
+                        .filter(|(id, _)| !links.contains_key(*id))
+                        .map(|(id, r)| (id, r.changed, r.connected_at, r.liveness)),
+                ),
         )
     }
 
-    /// The ids of the connected agents.
+    /// The ids of the connected agents, on any live node.
     pub fn online_ids(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        let links = self.lock();
+        let remote = self.remote();
+        let mut ids: Vec<String> = links.keys().cloned().collect();
+        ids.extend(remote.keys().filter(|id| !links.contains_key(*id)).cloned());
+        ids
     }
 
-    /// How many agents are connected, and how many of those are not responding.
+    /// How many agents are connected to any live node, and how many of those are not
+    /// responding.
     pub fn connection_counts(&self) -> (u64, u64) {
         let links = self.lock();
-        let quiet = links
+        let remote = self.remote();
+        let elsewhere = remote.iter().filter(|(id, _)| !links.contains_key(*id));
+        let (mut all, mut quiet) = (links.len() as u64, 0u64);
+        quiet += links
             .values()
             .filter(|l| l.liveness() == Liveness::NotResponding)
-            .count();
-        (links.len() as u64, quiet as u64)
+            .count() as u64;
+        for (_, r) in elsewhere {
+            all += 1;
+            quiet += u64::from(r.liveness == Liveness::NotResponding);
+        }
+        (all, quiet)
     }
 
+    /// How many agents are connected to this node.
     pub fn online_count(&self) -> usize {
         self.lock().len()
     }
@@ -423,6 +543,84 @@ mod tests {
         assert!(links.touch("a"));
         let (entries, _) = only(&quiet);
         assert_eq!(entries, [("a".into(), true, Liveness::Online)]);
+    }
+
+    fn remote(agent: &str, liveness: Liveness) -> LinkRecord {
+        LinkRecord {
+            agent_id: agent.into(),
+            node: crate::node::NodeId::random(),
+            connected_at: 5,
+            liveness,
+        }
+    }
+
+    #[test]
+    fn other_nodes_links_count_everywhere_and_their_changes_are_presence_changes() {
+        let links = registry();
+        let start = links.presence_since(None).cursor;
+        links.fold_remote(vec![
+            remote("b", Liveness::Online),
+            remote("c", Liveness::NotResponding),
+        ]);
+        assert_eq!(links.liveness("b"), Liveness::Online);
+        assert_eq!(links.liveness("c"), Liveness::NotResponding);
+        assert!(
+            !links.is_online("b"),
+            "commands reach this node's links only"
+        );
+        assert_eq!(links.connection_counts(), (2, 1));
+        let mut ids = links.online_ids();
+        ids.sort();
+        assert_eq!(ids, ["b", "c"]);
+        let delta = links.presence_since(Some(&start));
+        assert_eq!(delta.entries.len(), 2);
+
+        // The same rows again: nothing changed.
+        let cursor = delta.cursor;
+        links.fold_remote(vec![
+            remote("b", Liveness::Online),
+            remote("c", Liveness::NotResponding),
+        ]);
+        assert!(links.presence_since(Some(&cursor)).entries.is_empty());
+
+        // c's node let it go (or died): a tombstone; b answers again elsewhere.
+        links.fold_remote(vec![remote("b", Liveness::NotResponding)]);
+        let delta = links.presence_since(Some(&cursor));
+        let mut got: Vec<(String, bool, Liveness)> = delta
+            .entries
+            .into_iter()
+            .map(|e| (e.id, e.online, e.liveness))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [
+                ("b".into(), true, Liveness::NotResponding),
+                ("c".into(), false, Liveness::Offline)
+            ]
+        );
+        assert_eq!(links.liveness("c"), Liveness::Offline);
+    }
+
+    #[test]
+    fn an_agent_that_moved_to_another_node_stays_online_when_its_old_link_here_ends() {
+        let links = registry();
+        let (commands, _inbox) = mpsc::channel(1);
+        let (id, _) = links.register("a", commands, None, SessionUse::Channels, Cut::default());
+        links.fold_remote(vec![remote("a", Liveness::Online)]);
+        assert_eq!(links.connection_counts(), (1, 0), "counted once");
+        let cursor = links.presence_since(None).cursor;
+        links.unregister("a", id).unwrap();
+        assert_eq!(links.liveness("a"), Liveness::Online);
+        let delta = links.presence_since(Some(&cursor));
+        assert_eq!(delta.entries.len(), 1);
+        assert!(
+            delta.entries[0].online,
+            "no tombstone for an agent online elsewhere"
+        );
+        // Its row gone from the other node too: now it is offline.
+        links.fold_remote(Vec::new());
+        assert_eq!(links.liveness("a"), Liveness::Offline);
     }
 
     #[test]

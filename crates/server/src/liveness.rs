@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 
-use postern_protocol::api::EventKind;
+use postern_protocol::api::{EventKind, Liveness};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
+use crate::cluster::Cluster;
 use crate::events::EventBus;
 use crate::links::LinkRegistry;
 use crate::store::{Actor, Store};
@@ -21,6 +22,7 @@ pub async fn sweep(
     links: Arc<LinkRegistry>,
     store: Arc<dyn Store>,
     events: Arc<EventBus>,
+    cluster: Arc<Cluster>,
     shutdown: CancellationToken,
 ) {
     let policy = links.policy();
@@ -36,6 +38,8 @@ pub async fn sweep(
             tracing::warn!(agent = %id, timeout = ?policy.timeout, "agent link silent for too long; dropping it");
         }
         for id in swept.quiet {
+            // Written for the other nodes: a liveness change, not a heartbeat.
+            cluster.link_liveness(&id, Liveness::NotResponding).await;
             let agent = match store.agent_by_id(&id).await {
                 Ok(Some(agent)) => agent,
                 Ok(None) => continue,

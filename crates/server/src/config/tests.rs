@@ -83,6 +83,8 @@ fn every_setting_is_default_then_file_then_variable_then_flag() {
             c.acme_contact
                 .get_or_insert_with(|| "ops@example.com".into());
         }
+        // A node's death needs two of its heartbeats.
+        c.node_dead_after = c.node_dead_after.max(c.node_heartbeat * 2);
         c.validate().map_err(|e| e.to_string())
     };
     check_precedence::<ServerConfig>(fallback, valid).unwrap();
@@ -197,6 +199,15 @@ fn settings_that_make_no_sense_are_refused_whichever_layer_they_come_from() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("HTTP port 20005"), "{err}");
+    let err = from_file("data_dir = \"/a\"\nnode_heartbeat = \"10s\"\nnode_dead_after = \"15s\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "node_dead_after (--node-dead-after, POSTERN_NODE_DEAD_AFTER) must be at least twice"
+        ),
+        "{err}"
+    );
     let err = from_file("data_dir = \"\"").unwrap_err().to_string();
     assert_eq!(err, "data_dir (--data-dir, POSTERN_DATA_DIR) is empty");
     let err = from_file("data_dir = \"/a\"\nlog_format = \"xml\"")

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_protocol::api::EventKind;
+use postern_protocol::api::{EventKind, Liveness};
 use postern_protocol::{
     AgentMessage, AgentStatus, CONTROL_SUBSYSTEM, ErrorCode, PROTOCOL_VERSION, ServerMessage,
 };
@@ -265,15 +265,10 @@ async fn enroll(
     }
 }
 
-/// The link is gone: remember when the agent was last heard from, say so, end its sessions.
+/// The link is gone: remember when the agent was last heard from (with the end of its link
+/// record, for the other nodes), say so, end its sessions.
 async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone) {
-    if let Err(e) = gateway
-        .store
-        .update_agent_seen(&agent.id, gone.last_seen, None)
-        .await
-    {
-        tracing::error!(error = %e, "could not store last_seen");
-    }
+    gateway.cluster.link_down(&agent.id, gone.last_seen).await;
     let detail = match gone.lost_after {
         Some(ms) => format!("link lost: no sign of life for {}s", ms / 1000),
         None => "link down".to_owned(),
@@ -325,6 +320,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
             Box::pin(online).await
         }
     }
+    Box::pin(gateway.cluster.link_up(&agent.id)).await;
     let mut status = agent.status;
     if status == AgentStatus::Approved {
         Box::pin(gateway.sessions.link_up(&agent.id)).await;
@@ -339,6 +335,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
                 // Any message is a sign of life; one after silence is a recovery.
                 if links.touch(&agent.id) {
                     tracing::info!("agent responding again");
+                    Box::pin(gateway.cluster.link_liveness(&agent.id, Liveness::Online)).await;
                     let online = gateway.events.publish(
                         EventKind::AgentOnline, &Actor::System, Some(agent), "responding again",
                     );

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::limits::{Admission, ControlUp, Handshakes};
 use crate::agents::Agents;
+use crate::cluster::Cluster;
 use crate::events::EventBus;
 use crate::sessions::Sessions;
 use crate::store::Store;
@@ -32,6 +33,8 @@ pub struct Gateway {
     pub(crate) agents: Arc<Agents>,
     pub(crate) events: Arc<EventBus>,
     pub(crate) sessions: Arc<Sessions>,
+    /// Records the links this node holds, for the other nodes.
+    pub(crate) cluster: Arc<Cluster>,
     /// SHA-256 fingerprint of our host key; agents sign over it at enrollment.
     pub(crate) host_key_fingerprint: String,
 }
@@ -42,6 +45,7 @@ impl Gateway {
         agents: Arc<Agents>,
         events: Arc<EventBus>,
         sessions: Arc<Sessions>,
+        cluster: Arc<Cluster>,
         host_key_fingerprint: String,
     ) -> Self {
         Self {
@@ -49,6 +53,7 @@ impl Gateway {
             agents,
             events,
             sessions,
+            cluster,
             host_key_fingerprint,
         }
     }

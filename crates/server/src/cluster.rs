@@ -1,0 +1,375 @@
+//! This node among the nodes of one database: it registers and heartbeats, records the
+//! links it holds, learns which links the other live nodes hold, and takes over a node whose
+//! heartbeat went stale.
+//!
+//! - **Heartbeat**: one row write per `heartbeat` per node (nothing per agent). A node whose
+//!   heartbeat has not changed for `dead_after` is dead. Staleness is judged by each observer
+//!   on its own monotonic clock (the value it last saw, and since when), so clock skew between
+//!   nodes cannot kill a live node; only a node seen for the first time is judged by the wall
+//!   clock.
+//! - **Links**: the node holding a link writes its row on link up and down and on liveness
+//!   changes (`LinkStore`). Other nodes read the rows of live nodes on a wake-up of `Links` or
+//!   `Nodes`, on `Resync`, and at every heartbeat (the backstop for lost wake-ups, and the
+//!   only way on a shared SQLite file), into their link registry; rows of a dead node are
+//!   not believed.
+//! - **Node loss**: every survivor that sees a node dead ends its sessions (`node lost`; each
+//!   session's compare-and-set makes that happen once), then tries to take it over: removing
+//!   its `nodes` row while its heartbeat is still the stale value (compare-and-set), with its
+//!   link rows. The one that wins publishes the agents' `agent.offline`.
+//! - **Own health**: when this node's heartbeat fails for `dead_after`, other nodes may take it
+//!   over, so it is not ready (readiness answers 503) until a heartbeat succeeds again; if it
+//!   was taken over meanwhile it registers again and writes its links again.
+//! - **last_seen**: kept in memory while linked; stored when a link ends and, for the links
+//!   heard from since, in one batched statement every `last_seen_every`. Idle agents cost the
+//!   database nothing between two batches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use postern_protocol::api::{EventKind, Liveness};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::events::EventBus;
+use crate::links::LinkRegistry;
+use crate::node::NodeId;
+use crate::sessions::Sessions;
+use crate::store::{Actor, LinkRecord, Store, StoreError, Topic, Wake};
+
+/// How a node keeps its place among the others (server settings `node_heartbeat`,
+/// `node_dead_after`, `last_seen_every`; see docs/ARCHITECTURE.md "Nodes").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub heartbeat: Duration,
+    pub dead_after: Duration,
+    pub last_seen_every: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            dead_after: Duration::from_secs(15),
+            last_seen_every: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct Cluster {
+    node: NodeId,
+    store: Arc<dyn Store>,
+    links: Arc<LinkRegistry>,
+    events: Arc<EventBus>,
+    sessions: Arc<Sessions>,
+    config: ClusterConfig,
+    /// Wall-clock ms of this node's last successful heartbeat.
+    last_beat: AtomicI64,
+    /// Set while the heartbeat has failed for longer than `dead_after`.
+    unhealthy: AtomicBool,
+}
+
+/// What this node saw of another: its heartbeat value, and since when it has not changed.
+struct Seen {
+    heartbeat_at: i64,
+    since: Instant,
+}
+
+impl Cluster {
+    pub fn new(
+        node: NodeId,
+        store: Arc<dyn Store>,
+        links: Arc<LinkRegistry>,
+        events: Arc<EventBus>,
+        sessions: Arc<Sessions>,
+        config: ClusterConfig,
+    ) -> Self {
+        Self {
+            node,
+            store,
+            links,
+            events,
+            sessions,
+            config,
+            last_beat: AtomicI64::new(now_ms()),
+            unhealthy: AtomicBool::new(false),
+        }
+    }
+
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// At start, before the node serves: registers it, and forgets the links its last run
+    /// held (they died with it; their agents are told offline).
+    pub async fn register(&self, address: Option<&str>) -> Result<(), StoreError> {
+        self.store
+            .register_node(self.node.as_str(), address, now_ms())
+            .await?;
+        self.last_beat.store(now_ms(), Ordering::Relaxed);
+        let gone = self.store.clear_node_links(&self.node).await?;
+        if !gone.is_empty() {
+            self.store.wake(Topic::Links);
+        }
+        for agent in gone {
+            self.offline(&agent, "link lost: its node restarted").await;
+        }
+        Ok(())
+    }
+
+    /// Whether this node may claim anything: false once its last heartbeat is `dead_after`
+    /// old (other nodes may have taken it over), whether writes fail or hang.
+    pub fn healthy(&self) -> bool {
+        now_ms().saturating_sub(self.last_beat.load(Ordering::Relaxed))
+            < millis(self.config.dead_after)
+    }
+
+    /// An agent's link came up on this node.
+    pub async fn link_up(&self, agent_id: &str) {
+        let link = LinkRecord {
+            agent_id: agent_id.to_owned(),
+            node: self.node.clone(),
+            connected_at: now_ms(),
+            liveness: Liveness::Online,
+        };
+        match self.store.link_up(&link).await {
+            Ok(()) => self.store.wake(Topic::Links),
+            Err(error) => {
+                tracing::error!(%error, agent = %agent_id, "could not record the agent's link")
+            }
+        }
+    }
+
+    /// An agent's link on this node answers again, or stopped answering.
+    pub async fn link_liveness(&self, agent_id: &str, liveness: Liveness) {
+        match self
+            .store
+            .link_liveness(agent_id, &self.node, liveness)
+            .await
+        {
+            Ok(true) => self.store.wake(Topic::Links),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, agent = %agent_id, "could not record the link's liveness")
+            }
+        }
+    }
+
+    /// An agent's link on this node ended, last heard from at `last_seen`.
+    pub async fn link_down(&self, agent_id: &str, last_seen: i64) {
+        match self.store.link_down(agent_id, &self.node, last_seen).await {
+            Ok(true) => self.store.wake(Topic::Links),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, agent = %agent_id, "could not record the end of the agent's link")
+            }
+        }
+    }
+
+    /// Runs until `shutdown`: heartbeats, reads the other nodes' links, takes over dead
+    /// nodes, stores `last_seen` in batches.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut wakeups = self.store.wakeups();
+        let mut beat = tokio::time::interval(self.config.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(self.config.last_seen_every);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush.tick().await;
+        let mut seen: HashMap<String, Seen> = HashMap::new();
+        let mut flushed_to = now_ms();
+        loop {
+            tokio::select! {
+                _ = beat.tick() => {
+                    self.heartbeat().await;
+                    self.refresh(&mut seen).await;
+                }
+                wake = wakeups.recv() => match wake {
+                    Ok(Wake::Changed(Topic::Links | Topic::Nodes)) | Ok(Wake::Resync)
+                    | Err(RecvError::Lagged(_)) => self.refresh(&mut seen).await,
+                    Ok(Wake::Changed(_)) => {}
+                    // The store is going away: the heartbeat keeps reading.
+                    Err(RecvError::Closed) => wakeups = self.store.wakeups(),
+                },
+                _ = flush.tick() => flushed_to = self.flush_last_seen(flushed_to).await,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        self.flush_last_seen(flushed_to).await;
+    }
+
+    async fn heartbeat(&self) {
+        let now = now_ms();
+        match self.store.node_heartbeat(self.node.as_str(), now).await {
+            Ok(true) => self.beat_at(now),
+            Ok(false) => {
+                // Taken over while it could not heartbeat: its links were removed and its
+                // sessions ended. Come back, and write the links it still holds.
+                tracing::warn!(node = %self.node, "this node was taken over by another; registering again");
+                if self.reregister().await.is_ok() {
+                    self.beat_at(now);
+                }
+            }
+            Err(error) => {
+                let silent = now.saturating_sub(self.last_beat.load(Ordering::Relaxed));
+                let dead_after = millis(self.config.dead_after);
+                if silent >= dead_after && !self.unhealthy.swap(true, Ordering::Relaxed) {
+                    tracing::error!(%error, "this node cannot heartbeat: not ready until the database answers");
+                } else {
+                    tracing::warn!(%error, "node heartbeat failed");
+                }
+            }
+        }
+    }
+
+    fn beat_at(&self, now: i64) {
+        self.last_beat.store(now, Ordering::Relaxed);
+        if self.unhealthy.swap(false, Ordering::Relaxed) {
+            tracing::info!("node heartbeat written again: ready");
+        }
+    }
+
+    async fn reregister(&self) -> Result<(), StoreError> {
+        self.store
+            .register_node(self.node.as_str(), None, now_ms())
+            .await?;
+        for link in self.links.local_links(&self.node) {
+            self.store.link_up(&link).await?;
+        }
+        self.store.wake(Topic::Links);
+        Ok(())
+    }
+
+    /// Reads the nodes and their links: folds the live nodes' links into the registry and
+    /// takes over the dead ones.
+    async fn refresh(&self, seen: &mut HashMap<String, Seen>) {
+        let (nodes, links) =
+            match tokio::try_join!(self.store.list_nodes(), self.store.list_links()) {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the other nodes' links");
+                    return;
+                }
+            };
+        let now = Instant::now();
+        let wall = now_ms();
+        let dead_after = self.config.dead_after;
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        seen.retain(|id, _| nodes.iter().any(|n| &n.id == id));
+        for node in &nodes {
+            if node.id == self.node.as_str() {
+                continue;
+            }
+            let entry = seen.entry(node.id.clone()).or_insert_with(|| {
+                // First sight: how long ago its wall clock says it beat, at most `dead_after`.
+                let age = Duration::from_millis(
+                    u64::try_from(wall.saturating_sub(node.heartbeat_at)).unwrap_or(0),
+                )
+                .min(dead_after);
+                Seen {
+                    heartbeat_at: node.heartbeat_at,
+                    since: now.checked_sub(age).unwrap_or(now),
+                }
+            });
+            if entry.heartbeat_at != node.heartbeat_at {
+                *entry = Seen {
+                    heartbeat_at: node.heartbeat_at,
+                    since: now,
+                };
+            }
+            if now.duration_since(entry.since) >= dead_after {
+                dead.push((node.id.clone(), node.heartbeat_at));
+            } else {
+                live.push(node.id.clone());
+            }
+        }
+        // A row of an unknown node (one taken over, whose rows are going) is not believed.
+        self.links.fold_remote(
+            links
+                .into_iter()
+                .filter(|l| live.iter().any(|n| n == l.node.as_str()))
+                .collect(),
+        );
+        if !self.healthy() {
+            // Others may be taking this node over: it takes nobody over.
+            return;
+        }
+        for (id, heartbeat_at) in dead {
+            if let Some(node) = NodeId::parse(&id) {
+                self.take_over(&node, heartbeat_at).await;
+            }
+        }
+    }
+
+    /// Ends a dead node's sessions, then removes it and its links if its heartbeat is still
+    /// `heartbeat_at`.
+    async fn take_over(&self, dead: &NodeId, heartbeat_at: i64) {
+        match self.sessions.end_lost_node(dead).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(node = %dead, sessions = n, "ended the sessions of a lost node")
+            }
+            Err(error) => {
+                tracing::error!(%error, node = %dead, "could not end a lost node's sessions");
+                return;
+            }
+        }
+        let agents = match self.store.take_over_node(dead, heartbeat_at).await {
+            Ok(Some(agents)) => agents,
+            // Another survivor took it over, or it came back.
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(%error, node = %dead, "could not take a lost node over");
+                return;
+            }
+        };
+        tracing::warn!(node = %dead, agents = agents.len(), "took over a node that stopped heartbeating");
+        self.store.wake(Topic::Nodes);
+        self.store.wake(Topic::Links);
+        self.store.wake(Topic::Sessions);
+        for agent in agents {
+            self.offline(&agent, "link lost: its node was lost").await;
+        }
+    }
+
+    async fn offline(&self, agent_id: &str, detail: &str) {
+        match self.store.agent_by_id(agent_id).await {
+            Ok(Some(agent)) => {
+                self.events
+                    .publish(
+                        EventKind::AgentOffline,
+                        &Actor::System,
+                        Some(&agent),
+                        detail,
+                    )
+                    .await;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "could not look up an agent whose link was lost"),
+        }
+    }
+
+    /// Stores the `last_seen` of this node's links heard from since `since`; returns the
+    /// time to count from next.
+    async fn flush_last_seen(&self, since: i64) -> i64 {
+        let now = now_ms();
+        let seen = self.links.seen_since(since);
+        if seen.is_empty() {
+            return now;
+        }
+        match self.store.store_last_seen(&seen).await {
+            Ok(()) => now,
+            Err(error) => {
+                tracing::warn!(%error, agents = seen.len(), "could not store last_seen; next time");
+                since
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
