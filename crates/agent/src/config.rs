@@ -10,7 +10,8 @@ use postern_protocol::EnrollmentToken;
 pub use postern_settings::LogFormat;
 use postern_settings::{Inputs, describe};
 
-use crate::{AgentError, AgentOptions, cli::parse_server};
+use crate::servers::ServerList;
+use crate::{AgentError, AgentOptions};
 
 postern_settings::settings! {
     /// Every agent setting.
@@ -22,9 +23,10 @@ postern_settings::settings! {
     /// variables). Then: a range in `validate`, the key in docs/postern-agent.example.toml.
     pub struct AgentConfig (prefix "POSTERN_AGENT_", config "POSTERN_AGENT_CONFIG") {
         /// The server's agent gateway, HOST:PORT or [IPV6]:PORT (the gateway listens on
-        /// port 2200 unless configured otherwise).
+        /// port 2200 unless configured otherwise); with several nodes, each node's (the flag
+        /// repeated, or comma-separated): every attempt tries them in random order.
         #[setting(env = "POSTERN_SERVER")]
-        pub server: String,
+        pub server: ServerList,
         /// Where the agent keeps its identity and state (required).
         pub data_dir: PathBuf,
         /// Name to register as (default: the hostname).
@@ -73,7 +75,7 @@ impl AgentConfig {
     /// Refuses what cannot work, whichever layer it came from.
     pub fn validate(&self) -> Result<(), AgentError> {
         let name = describe::<Self>;
-        parse_server(&self.server)
+        ServerList::check(self.server.as_slice())
             .map_err(|e| AgentError::Config(format!("{}: {e}", name("server"))))?;
         for (key, got, (min, max)) in [
             ("sync_rate", self.sync_rate, SYNC_RATE),
@@ -99,7 +101,8 @@ impl AgentConfig {
     }
 
     pub fn options(self) -> AgentOptions {
-        let mut options = AgentOptions::new(self.server, self.data_dir);
+        let mut options = AgentOptions::new(String::new(), self.data_dir);
+        options.servers = self.server.into_vec();
         options.name = self.name;
         options.token = self.token;
         options.sync_rate = self.sync_rate;
@@ -149,7 +152,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(config.server, "postern.example.com:2200");
+        assert_eq!(config.server.as_slice(), ["postern.example.com:2200"]);
         assert_eq!(
             missing_from_example::<AgentConfig>(EXAMPLE),
             Vec::<&str>::new()
@@ -235,7 +238,7 @@ mod tests {
             (
                 "server",
                 "localhost",
-                "server (--server, POSTERN_SERVER): no port",
+                "server (--server, POSTERN_SERVER): \"localhost\": no port",
             ),
             (
                 "local_ssh",

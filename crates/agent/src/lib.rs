@@ -13,6 +13,7 @@ mod forwarding;
 pub mod identity;
 mod link;
 mod link_end;
+pub mod servers;
 pub mod sshd;
 pub mod state;
 mod trust;
@@ -73,8 +74,9 @@ pub enum AgentError {
 
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
-    /// Address of the server's agent gateway, HOST:PORT.
-    pub server: String,
+    /// The server nodes' agent gateways, HOST:PORT each; every attempt tries them (and each
+    /// name's addresses) in random order until one answers (`servers.rs`).
+    pub servers: Vec<String>,
     pub data_dir: PathBuf,
     /// Name to ask for; the server uses the hostname when absent.
     pub name: Option<String>,
@@ -102,7 +104,7 @@ pub struct AgentOptions {
 impl AgentOptions {
     pub fn new(server: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
         Self {
-            server: server.into(),
+            servers: vec![server.into()],
             data_dir: data_dir.into(),
             name: None,
             token: None,
@@ -133,7 +135,7 @@ impl AgentOptions {
                 "reconnect_max must not be less than reconnect_min".into(),
             ));
         }
-        cli::parse_server(&self.server).map_err(AgentError::Option)?;
+        servers::ServerList::check(&self.servers).map_err(AgentError::Option)?;
         Ok(())
     }
 }
@@ -213,7 +215,7 @@ impl Agent {
             return Err(AgentError::Revoked);
         }
         let did = identity.did.clone();
-        tracing::info!(did = %did, server = %options.server, "agent starting");
+        tracing::info!(did = %did, servers = %options.servers.join(","), "agent starting");
         // Before any session starts: what the last run could not end (it was killed).
         let processes = Arc::new(sshd::SessionProcesses::new(&options.data_dir));
         let reaped = processes.reap_survivors();

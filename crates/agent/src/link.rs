@@ -142,8 +142,12 @@ const UNACKED_TIMEOUT: Duration = Duration::from_secs(45);
 /// Keepalives the server may leave unanswered before the link is dropped.
 const KEEPALIVE_MAX: usize = 3;
 
-async fn dial(server: &str) -> std::io::Result<tokio::net::TcpStream> {
-    let tcp = tokio::net::TcpStream::connect(server).await?;
+/// Connects to one of the server nodes (see `servers.rs`), set up for the link.
+async fn dial(servers: &[String]) -> std::io::Result<tokio::net::TcpStream> {
+    let (tcp, reached) = crate::servers::connect(servers, crate::servers::PER_ADDRESS)
+        .await
+        .map_err(std::io::Error::other)?;
+    tracing::debug!(server = %reached, "connected");
     tcp.set_nodelay(true)?;
     let millis = u32::try_from(UNACKED_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
     nix::sys::socket::setsockopt(&tcp, nix::sys::socket::sockopt::TcpUserTimeout, &millis)
@@ -190,8 +194,17 @@ async fn run_link(
         channel_buffer_size: 256,
         ..Default::default()
     };
+    let servers = opts.servers.join(",");
+    // Each address has its own connect deadline (`servers::PER_ADDRESS`); the SSH handshake
+    // then has `CONNECT_TIMEOUT` on the node that answered.
+    let tcp = tokio::select! {
+        dialed = dial(&opts.servers) => match dialed {
+            Ok(tcp) => tcp,
+            Err(e) => return LinkEnd::Lost(format!("cannot connect to {servers}: {e}")),
+        },
+        _ = shutdown.cancelled() => return LinkEnd::Shutdown,
+    };
     let connecting = async {
-        let tcp = dial(&opts.server).await.map_err(russh::Error::from)?;
         let tcp = link_end::Watched::new(tcp, ended.clone());
         client::connect_stream(Arc::new(config), tcp, handler).await
     };
@@ -203,9 +216,9 @@ async fn run_link(
                 if let Some(refusal) = offered.and_then(|o| trusted.refusal(&o)) {
                     return LinkEnd::Lost(refusal);
                 }
-                return LinkEnd::Lost(format!("cannot connect to {}: {e}", opts.server));
+                return LinkEnd::Lost(format!("cannot connect to {}: {e}", servers));
             }
-            Err(_) => return LinkEnd::Lost(format!("connecting to {} timed out", opts.server)),
+            Err(_) => return LinkEnd::Lost(format!("connecting to {servers} timed out")),
         },
         _ = shutdown.cancelled() => return LinkEnd::Shutdown,
     };
@@ -555,7 +568,7 @@ mod tests {
     async fn the_link_socket_gives_up_on_data_the_server_never_acknowledges() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let tcp = super::dial(&addr).await.unwrap();
+        let tcp = super::dial(&[addr]).await.unwrap();
         let timeout = getsockopt(&tcp, sockopt::TcpUserTimeout).unwrap();
         assert_eq!(
             u64::from(timeout),

@@ -99,7 +99,7 @@ async fn a_token_names_its_servers_key_and_the_agent_refuses_any_other_server() 
     agent.shutdown().await.unwrap();
 
     // The same agent and token, at the right server: approved, and that key pinned.
-    options.server = server.agent_addr().to_string();
+    options.servers = vec![server.agent_addr().to_string()];
     let agent = postern_agent::Agent::start(options).unwrap();
     wait_agent_state(&agent, "approved", approved).await;
     assert!(dir.join(postern_agent::state::SERVER_KEY_FILE).exists());

@@ -114,7 +114,7 @@ async fn a_silently_dead_link_shows_offline_after_missed_keepalives_and_a_live_o
     let token = server.create_token(3600, 1).await;
     let tmp = tempfile::tempdir().unwrap();
     let mut options = TestAgent::options(&server, "behind-nat", &tmp.path().join("a"));
-    options.server = relay.addr.to_string();
+    options.servers = vec![relay.addr.to_string()];
     options.token = Some(token.parse().unwrap());
     // Heartbeats far apart: only SSH keepalives keep the link alive in between.
     options.sync_rate = Duration::from_secs(3600);

@@ -14,7 +14,7 @@ async fn agent_behind_proxy(server: &TestServer, name: &str) -> (TestAgent, Prox
     let proxy = Proxy::start(server.agent_addr()).await;
     let token = server.create_token(600, 1).await;
     let agent = TestAgent::start_with(server, name, Some(token), |o| {
-        o.server = proxy.addr.to_string();
+        o.servers = vec![proxy.addr.to_string()];
         o.sync_rate = Duration::from_secs(1);
     });
     agent.wait_state("approved", approved).await;

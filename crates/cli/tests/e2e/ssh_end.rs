@@ -120,7 +120,7 @@ async fn a_lost_agent_link_is_named_and_exits_255() {
     let proxy = Proxy::start(server.agent_addr()).await;
     let token = server.create_token(600, 1).await;
     let agent = TestAgent::start_with(&server, "cut", Some(token), |o| {
-        o.server = proxy.addr.to_string();
+        o.servers = vec![proxy.addr.to_string()];
         o.sync_rate = Duration::from_secs(1);
     });
     agent.wait_state("approved", approved).await;
