@@ -434,7 +434,13 @@ impl Server {
         self.services.tokens.create(actor, ttl, uses).await
     }
 
-    /// Number of agents connected right now.
+    /// Rows this node wrote to its store since it started, by table (where the store counts
+    /// them: SQLite), for measuring what idle agents cost the database.
+    pub fn rows_written(&self) -> std::collections::BTreeMap<String, u64> {
+        self.services.store.rows_written()
+    }
+
+    /// Number of agents connected to this node right now.
     pub fn online_agents(&self) -> usize {
         self.services.agents.links().online_count()
     }

@@ -124,6 +124,13 @@ pub struct AgentRecord {
     pub remote_addr: Option<String>,
 }
 
+/// Rows written through a store since it opened, by table, where the database lets the store
+/// count them (SQLite, by its update hook); empty where it does not (PostgreSQL: its
+/// statistics count the whole database, not one node).
+pub trait WriteCount {
+    fn rows_written(&self) -> std::collections::BTreeMap<String, u64>;
+}
+
 #[async_trait]
 pub trait Store:
     UserStore
@@ -132,6 +139,7 @@ pub trait Store:
     + EventStore
     + AgentSearch
     + LinkStore
+    + WriteCount
     + ClusterKeyStore
     + NodeStore
     + Wakeups

@@ -139,6 +139,12 @@ super::sql_agents::agent_store!(PgStore);
 super::sql_cluster::cluster_store!(PgStore);
 super::sql_links::link_store!(PgStore);
 
+impl super::WriteCount for PgStore {
+    fn rows_written(&self) -> std::collections::BTreeMap<String, u64> {
+        std::collections::BTreeMap::new()
+    }
+}
+
 impl Wakeups for PgStore {
     fn wake(&self, topic: Topic) {
         self.wakes.wake(topic);

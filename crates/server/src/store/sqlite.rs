@@ -2,7 +2,9 @@
 //! shared ones (`sql_*.rs`); this file holds what is SQLite's own: opening, how a writing
 //! transaction starts, and the locks that SQLite does not need.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -11,13 +13,43 @@ use sqlx::sqlite::{
 
 use tokio::sync::broadcast;
 
-use super::StoreResult;
 use super::cluster::{WAKE_BUFFER, Wake};
+use super::{StoreResult, WriteCount};
 
 pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     /// This process's wake-ups (see `Wakeups`).
     pub(super) wakes: broadcast::Sender<Wake>,
+    /// Rows this store's connections wrote, by table (see `WriteCount`).
+    written: Arc<RowsWritten>,
+}
+
+/// Rows inserted, updated or deleted, by table: SQLite's update hook on every connection
+/// counts them (a counter bump per row), so that "idle agents write nothing" is measured,
+/// not assumed.
+#[derive(Default)]
+struct RowsWritten(Mutex<BTreeMap<String, u64>>);
+
+impl RowsWritten {
+    fn add(&self, table: &str) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match counts.get_mut(table) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(table.to_owned(), 1);
+            }
+        }
+    }
+}
+
+impl WriteCount for SqliteStore {
+    fn rows_written(&self) -> BTreeMap<String, u64> {
+        self.written
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl SqliteStore {
@@ -36,14 +68,27 @@ impl SqliteStore {
             .foreign_keys(true)
             // The CLI's `admin add-user` may write while a server runs.
             .busy_timeout(Duration::from_secs(5));
+        let written = Arc::new(RowsWritten::default());
+        let counter = written.clone();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_connect(move |connection, _| {
+                let counter = counter.clone();
+                Box::pin(async move {
+                    connection
+                        .lock_handle()
+                        .await?
+                        .set_update_hook(move |change| counter.add(change.table));
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self {
             pool,
             wakes: broadcast::channel(WAKE_BUFFER).0,
+            written,
         })
     }
 
