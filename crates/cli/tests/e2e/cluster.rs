@@ -50,7 +50,7 @@ impl Cluster {
 }
 
 /// A new, empty database for one cluster.
-async fn shared_database(dir: &Path) -> String {
+pub async fn shared_database(dir: &Path) -> String {
     match std::env::var(POSTGRES_VAR) {
         // The PostgreSQL store lands with its own fresh-database helper; until then a cluster
         // runs on SQLite and says so.
