@@ -151,6 +151,8 @@ async fn every_node_shows_every_agent_truly_and_idle_agents_write_nothing() {
 /// administrator's password).
 struct NodeProcess {
     child: tokio::process::Child,
+    /// Kept open: the server prints to it, and a closed pipe would end it.
+    _stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
     url: String,
     gateway: String,
     password: Option<String>,
@@ -167,6 +169,8 @@ async fn spawn_node(dir: &std::path::Path, database: &str) -> NodeProcess {
         .args(["--agent-listen", &format!("127.0.0.1:{gateway}")])
         .args(["--tunnel-ports", &tunnel_ports().to_string()])
         .args(["--node-heartbeat", "250ms", "--node-dead-after", "2s"])
+        // Its log shows beside the test's (a pipe nobody reads would fill and stop it).
+        .stderr(std::process::Stdio::inherit())
         .spawn()
         .unwrap();
     let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -177,6 +181,7 @@ async fn spawn_node(dir: &std::path::Path, database: &str) -> NodeProcess {
         .map(|p| p.trim().to_owned());
     NodeProcess {
         child,
+        _stdout: stdout,
         url: format!("http://127.0.0.1:{http}"),
         gateway: format!("127.0.0.1:{gateway}"),
         password,
