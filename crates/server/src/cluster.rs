@@ -373,3 +373,111 @@ impl Cluster {
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::gateway::Cut;
+    use crate::links::SessionUse;
+    use crate::sessions::SessionConfig;
+    use crate::store::SqliteStore;
+
+    async fn node(store: Arc<dyn Store>) -> Arc<Cluster> {
+        let events = Arc::new(EventBus::new(store.clone()).await.unwrap());
+        let links = Arc::new(LinkRegistry::default());
+        let node = NodeId::random();
+        let sessions = Sessions::new(
+            store.clone(),
+            events.clone(),
+            links.clone(),
+            SessionConfig {
+                ports: crate::config::PortRange {
+                    first: 20000,
+                    last: 20001,
+                },
+                bind: "127.0.0.1".parse().unwrap(),
+                start_timeout: Duration::from_secs(600),
+                idle_timeout: Duration::from_secs(600),
+            },
+            node.clone(),
+            crate::metrics::Metrics::default(),
+        );
+        Arc::new(Cluster::new(
+            node,
+            store,
+            links,
+            events,
+            sessions,
+            ClusterConfig::default(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_node_taken_over_while_alive_comes_back_with_its_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        store
+            .insert_agent(&crate::store::AgentRecord {
+                id: "a1".into(),
+                did: "did:key:za1".into(),
+                name: "a1".into(),
+                ssh_public_key: "ssh-ed25519 a1".into(),
+                status: postern_protocol::AgentStatus::Approved,
+                facts: postern_protocol::AgentFacts::default(),
+                enrolled_at: 0,
+                last_seen: None,
+                remote_addr: None,
+            })
+            .await
+            .unwrap();
+        let me = node(store.clone()).await;
+        me.register(None).await.unwrap();
+        let (commands, _inbox) = mpsc::channel(1);
+        me.links
+            .register("a1", commands, None, SessionUse::Logins, Cut::default());
+        me.link_up("a1").await;
+
+        // Another node found this one stale and took it over: its row and links are gone.
+        let row = store.list_nodes().await.unwrap().remove(0);
+        let taken = store
+            .take_over_node(me.node(), row.heartbeat_at)
+            .await
+            .unwrap();
+        assert_eq!(taken, Some(vec!["a1".to_owned()]));
+
+        // Its next heartbeat finds that out: it registers again and writes its links again.
+        me.heartbeat().await;
+        assert_eq!(store.list_nodes().await.unwrap().len(), 1);
+        let links = store.list_links().await.unwrap();
+        assert_eq!(links.len(), 1);
+        assert_eq!(&links[0].node, me.node());
+        assert!(me.healthy());
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_heartbeat_is_stale_is_not_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        let me = node(store.clone()).await;
+        me.register(None).await.unwrap();
+        assert!(me.healthy());
+        // As if the last heartbeat that got through was `dead_after` ago.
+        me.last_beat
+            .store(now_ms() - millis(me.config.dead_after), Ordering::Relaxed);
+        assert!(!me.healthy());
+        let readiness = crate::health::Readiness::new(store, Some(me.clone()));
+        assert!(matches!(
+            readiness.check().await,
+            Err(crate::health::NotReady::Heartbeat)
+        ));
+        me.heartbeat().await;
+        assert!(
+            me.healthy(),
+            "a heartbeat that gets through makes it healthy again"
+        );
+    }
+}

@@ -93,6 +93,9 @@ impl Readiness {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(NotReady::Stopping);
         }
+        if self.cluster.as_ref().is_some_and(|c| !c.healthy()) {
+            return Err(NotReady::Heartbeat);
+        }
         for (listener, up) in [
             (Listener::Http, &self.http),
             (Listener::Agents, &self.agents),
@@ -100,9 +103,6 @@ impl Readiness {
             if !up.load(Ordering::Relaxed) {
                 return Err(NotReady::ListenerDown(listener));
             }
-        }
-        if self.cluster.as_ref().is_some_and(|c| !c.healthy()) {
-            return Err(NotReady::Heartbeat);
         }
         match tokio::time::timeout(STORE_DEADLINE, self.store.count_users()).await {
             Ok(Ok(_)) => Ok(()),
