@@ -49,12 +49,14 @@ impl Cluster {
     }
 }
 
-/// A new, empty database for one cluster.
+/// A new, empty database for one cluster: a fresh PostgreSQL database on the server
+/// `POSTERN_TEST_POSTGRES` names (scripts/test starts one), else a SQLite file in `dir`.
 pub async fn shared_database(dir: &Path) -> String {
-    match std::env::var(POSTGRES_VAR) {
-        // The PostgreSQL store lands with its own fresh-database helper; until then a cluster
-        // runs on SQLite and says so.
-        Ok(_) => panic!("{POSTGRES_VAR} is set but this build has no PostgreSQL store yet"),
-        Err(_) => format!("sqlite://{}", dir.join("cluster.db").display()),
+    if std::env::var_os(POSTGRES_VAR).is_some() {
+        postern_server::store::postgres_testing::fresh_database()
+            .await
+            .expect("a fresh PostgreSQL database")
+    } else {
+        format!("sqlite://{}", dir.join("cluster.db").display())
     }
 }
