@@ -116,12 +116,23 @@ async fn every_node_shows_every_agent_truly_and_idle_agents_write_nothing() {
     }
 
     // Idle: the agents heartbeat, the nodes heartbeat; nothing but the nodes' own rows is
-    // written. The window is five heartbeats of each node (counted, not slept).
-    let before: Vec<BTreeMap<String, u64>> = cluster
-        .nodes
-        .iter()
-        .map(|n| n.server().rows_written())
-        .collect();
+    // written. The window is five heartbeats of each node (counted, not slept). Measured where
+    // the store counts its writes (SQLite; the writes come from the same code on PostgreSQL).
+    if a.server().rows_written().is_empty() {
+        eprintln!("idle writes not measured: this store does not count its writes");
+    } else {
+        idle_agents_write_nothing(&cluster.nodes).await;
+    }
+
+    // A link going down is seen on the other node too.
+    on_b.stop().await;
+    a.wait_agent("on-b", "offline", |v| !v.online).await;
+    assert_eq!(listed(a, true).await, names(&["on-a"]));
+}
+
+async fn idle_agents_write_nothing(nodes: &[TestServer]) {
+    let before: Vec<BTreeMap<String, u64>> =
+        nodes.iter().map(|n| n.server().rows_written()).collect();
     let beats = |node: &TestServer| {
         node.server()
             .rows_written()
@@ -129,22 +140,16 @@ async fn every_node_shows_every_agent_truly_and_idle_agents_write_nothing() {
             .copied()
             .unwrap_or(0)
     };
-    let targets: Vec<u64> = cluster.nodes.iter().map(|n| beats(n) + 5).collect();
+    let targets: Vec<u64> = nodes.iter().map(|n| beats(n) + 5).collect();
     eventually("five heartbeats of every node", || async {
-        cluster
-            .nodes
+        nodes
             .iter()
             .zip(&targets)
             .all(|(n, t)| beats(n) >= *t)
             .then_some(())
     })
     .await;
-    assert_eq!(written_since(&before, &cluster.nodes), Vec::<String>::new());
-
-    // A link going down is seen on the other node too.
-    on_b.stop().await;
-    a.wait_agent("on-b", "offline", |v| !v.online).await;
-    assert_eq!(listed(a, true).await, names(&["on-a"]));
+    assert_eq!(written_since(&before, nodes), Vec::<String>::new());
 }
 
 /// A `postern server` process on `database`, the first of its database (it prints the
