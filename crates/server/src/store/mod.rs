@@ -49,8 +49,8 @@ pub use cluster::{
 };
 pub use events::{Actor, EventAgentRef, EventRecord, EventStore, NewEvent};
 pub use failure::StorageFailure;
-pub use postgres::{PgPoolSettings, PgStore, testing as postgres_testing};
 pub use links::{LinkRecord, LinkStore};
+pub use postgres::{PgPoolSettings, PgStore, testing as postgres_testing};
 pub use sessions::{
     SessionChange, SessionFilter, SessionInsert, SessionRecord, SessionStore, TransitionRecord,
 };

@@ -51,18 +51,24 @@ macro_rules! link_store {
                     Ok(done.rows_affected() == 1)
                 }
 
-                async fn link_down(&self, agent_id: &str, node: &NodeId, last_seen: i64) -> StoreResult<bool> {
+                async fn link_down(
+                    &self,
+                    agent_id: &str,
+                    node: &NodeId,
+                    last_seen: i64,
+                ) -> StoreResult<bool> {
                     let mut tx = self.write_tx().await?;
                     sqlx::query("UPDATE agents SET last_seen = $2 WHERE id = $1")
                         .bind(agent_id)
                         .bind(last_seen)
                         .execute(&mut *tx)
                         .await?;
-                    let done = sqlx::query("DELETE FROM agent_links WHERE agent_id = $1 AND node_id = $2")
-                        .bind(agent_id)
-                        .bind(node.as_str())
-                        .execute(&mut *tx)
-                        .await?;
+                    let done =
+                        sqlx::query("DELETE FROM agent_links WHERE agent_id = $1 AND node_id = $2")
+                            .bind(agent_id)
+                            .bind(node.as_str())
+                            .execute(&mut *tx)
+                            .await?;
                     tx.commit().await?;
                     Ok(done.rows_affected() == 1)
                 }
@@ -84,12 +90,12 @@ macro_rules! link_store {
                 }
 
                 async fn clear_node_links(&self, node: &NodeId) -> StoreResult<Vec<String>> {
-                    Ok(
-                        sqlx::query_scalar("DELETE FROM agent_links WHERE node_id = $1 RETURNING agent_id")
-                            .bind(node.as_str())
-                            .fetch_all(&self.pool)
-                            .await?,
+                    Ok(sqlx::query_scalar(
+                        "DELETE FROM agent_links WHERE node_id = $1 RETURNING agent_id",
                     )
+                    .bind(node.as_str())
+                    .fetch_all(&self.pool)
+                    .await?)
                 }
 
                 async fn take_over_node(
@@ -108,11 +114,12 @@ macro_rules! link_store {
                     if !won {
                         return Ok(None);
                     }
-                    let agents: Vec<String> =
-                        sqlx::query_scalar("DELETE FROM agent_links WHERE node_id = $1 RETURNING agent_id")
-                            .bind(node.as_str())
-                            .fetch_all(&mut *tx)
-                            .await?;
+                    let agents: Vec<String> = sqlx::query_scalar(
+                        "DELETE FROM agent_links WHERE node_id = $1 RETURNING agent_id",
+                    )
+                    .bind(node.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
                     tx.commit().await?;
                     Ok(Some(agents))
                 }
