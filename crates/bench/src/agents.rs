@@ -6,122 +6,24 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 use serde_json::json;
-use tokio::process::Command;
-use tokio::sync::mpsc;
 
 use crate::baseline::{Baseline, Tunnel};
 use crate::load::now_us;
+use crate::load_child::{Load, LoadEvent, LoadSpec};
 use crate::postern::{Binaries, Deployment};
-use crate::proc::{self, Proc};
+use crate::proc;
 use crate::procfs::{self, CpuWindow};
 use crate::report::{Bound, Figure};
 use crate::stats;
 
 /// How long connecting (or reconnecting) all agents may take before the bench gives up.
-const WAVE_LIMIT: Duration = Duration::from_secs(600);
+pub const WAVE_LIMIT: Duration = Duration::from_secs(600);
 /// The load agents' heartbeat interval: the agent's default, which the load mode keeps.
-const IDLE_SYNC_RATE: Duration = Duration::from_secs(10);
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum LoadEvent {
-    Ready { count: usize },
-    Start { t_us: u64 },
-    Up { i: usize, t_us: u64 },
-    Down { i: usize },
-}
-
-/// The load child and what it has said so far.
-struct Load {
-    proc: Proc,
-    events: mpsc::UnboundedReceiver<proc::Line>,
-    online: Vec<bool>,
-    up: usize,
-    downs: usize,
-}
-
-impl Load {
-    async fn next(&mut self, deadline: tokio::time::Instant) -> Result<LoadEvent> {
-        loop {
-            let line = match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Err(_) => bail!("the load process went quiet (deadline passed)"),
-                Ok(None) => bail!("the load process ended"),
-                Ok(Some(line)) => line,
-            };
-            let Ok(event) = serde_json::from_str::<LoadEvent>(&line.text) else {
-                continue;
-            };
-            match &event {
-                LoadEvent::Up { i, .. } => {
-                    if let Some(slot) = self.online.get_mut(*i)
-                        && !std::mem::replace(slot, true)
-                    {
-                        self.up += 1;
-                    }
-                }
-                LoadEvent::Down { i, .. } => {
-                    if let Some(slot) = self.online.get_mut(*i)
-                        && std::mem::replace(slot, false)
-                    {
-                        self.up -= 1;
-                        self.downs += 1;
-                    }
-                }
-                _ => {}
-            }
-            return Ok(event);
-        }
-    }
-
-    /// Reads events until all are online; returns the "up" times (µs) seen on the way, per
-    /// agent the last one.
-    async fn until_all_up(&mut self, limit: Duration) -> Result<HashMap<usize, u64>> {
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut ups = HashMap::new();
-        while self.up < self.online.len() {
-            let event = self
-                .next(deadline)
-                .await
-                .with_context(|| format!("{}/{} agents online", self.up, self.online.len()))?;
-            if let LoadEvent::Up { i, t_us } = event {
-                ups.insert(i, t_us);
-            }
-        }
-        Ok(ups)
-    }
-
-    /// Applies whatever arrived meanwhile without waiting.
-    fn drain(&mut self) {
-        while let Ok(line) = self.events.try_recv() {
-            if let Ok(event) = serde_json::from_str::<LoadEvent>(&line.text) {
-                match event {
-                    LoadEvent::Up { i, .. } => {
-                        if let Some(slot) = self.online.get_mut(i)
-                            && !std::mem::replace(slot, true)
-                        {
-                            self.up += 1;
-                        }
-                    }
-                    LoadEvent::Down { i, .. } => {
-                        if let Some(slot) = self.online.get_mut(i)
-                            && std::mem::replace(slot, false)
-                        {
-                            self.up -= 1;
-                            self.downs += 1;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-}
+pub const IDLE_SYNC_RATE: Duration = Duration::from_secs(10);
 
 /// Waits until the server itself lists `n` connected agents.
 async fn server_sees(d: &Deployment, n: usize, limit: Duration) -> Result<Duration> {
@@ -158,40 +60,19 @@ pub async fn measure(
     let rss_before = procfs::rss_kib(d.server.pid())?;
     eprintln!("  server RSS before any agent: {rss_before} KiB; starting {n} agents");
 
-    let log = std::fs::File::create(dir.join("load.log"))?;
-    let mut command = Command::new(&bins.bench);
-    command
-        .arg("agents")
-        .arg("--server")
-        .arg(d.server.gateway.to_string())
-        .arg("--count")
-        .arg(n.to_string())
-        .arg("--data-dir")
-        .arg(dir.join("load-agents"))
-        .arg("--events")
-        .env("POSTERN_TOKEN", &token)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
-    let mut child = Proc::spawn("postern-bench agents", command)?;
-    let events = child.stdout_lines()?;
-    let mut load = Load {
-        proc: child,
-        events,
-        online: vec![false; n],
-        up: 0,
-        downs: 0,
-    };
-    let deadline = tokio::time::Instant::now() + WAVE_LIMIT;
-    let start_us = loop {
-        match load.next(deadline).await? {
-            LoadEvent::Ready { count } => {
-                eprintln!("  {count} agent identities ready");
-            }
-            LoadEvent::Start { t_us } => break t_us,
-            _ => {}
-        }
-    };
+    let servers = [d.server.gateway.to_string()];
+    let mut load = Load::spawn(
+        &bins.bench,
+        &LoadSpec {
+            servers: &servers,
+            count: n,
+            name_prefix: "load",
+            data_dir: dir.join("load-agents"),
+            token: &token,
+            log: dir.join("load.log"),
+        },
+    )?;
+    let start_us = load.started(WAVE_LIMIT).await?;
     let cpu = |pid: i32| procfs::cpu_seconds(pid, ticks);
     let (server_cpu0, load_cpu0) = (cpu(d.server.pid()), cpu(load.proc.pid()));
     let ups = load.until_all_up(WAVE_LIMIT).await?;
@@ -232,7 +113,7 @@ pub async fn measure(
     let (cpu_percent, window_secs) = window.percent(&[d.server.pid()], ticks)?;
     let (load_cpu_percent, _) = load_window.percent(&[load.proc.pid()], ticks)?;
     let rss_idle = procfs::rss_kib(d.server.pid())?;
-    load.drain();
+    let _ = load.drain();
     let drops_during_idle = load.downs - downs_before;
     let rss_with_agents = rss_connected.max(rss_idle);
     let per_agent_kib = rss_with_agents.saturating_sub(rss_before) as f64 / n as f64;

@@ -91,6 +91,27 @@ impl Api {
         Ok(presence.len())
     }
 
+    /// How many agents match `query` (`GET /agents?QUERY&limit=1`, its `X-Total-Count`).
+    pub async fn agents_total(&self, query: &str) -> Result<u64> {
+        let path = format!("/agents?{query}&limit=1");
+        let response = self
+            .http
+            .get(self.url(&path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        if !response.status().is_success() {
+            bail!("GET {path}: HTTP {}", response.status());
+        }
+        response
+            .headers()
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("GET {path}: no X-Total-Count"))
+    }
+
     pub async fn start_session(&self, agent: &str) -> Result<SessionView> {
         self.post(&format!("/agents/{agent}/sessions"), &serde_json::json!({}))
             .await

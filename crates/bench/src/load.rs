@@ -24,9 +24,11 @@ use crate::stats;
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
-    /// The server's agent gateway, HOST:PORT.
-    #[arg(long)]
-    pub server: String,
+    /// The server's agent gateway, HOST:PORT; several (repeated, or a comma list) for several
+    /// nodes: every agent gets them all and dials them the way the real agent does (the agent
+    /// library's order, reconnection backoff and jitter).
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub server: Vec<String>,
     /// One enrollment token with at least COUNT uses.
     #[arg(long, env = "POSTERN_TOKEN", hide_env_values = true)]
     pub token: postern_protocol::EnrollmentToken,
@@ -123,7 +125,8 @@ pub async fn run(args: LoadArgs) -> Result<()> {
     }
     let mut agents = Vec::with_capacity(args.count);
     for (index, dir) in dirs.into_iter().enumerate() {
-        let mut options = AgentOptions::new(args.server.clone(), dir);
+        let mut options = AgentOptions::new(String::new(), dir);
+        options.servers = args.server.clone();
         options.name = Some(format!("{}-{index:05}", args.name_prefix));
         options.token = Some(args.token.clone());
         options.sync_rate = args.sync_rate;

@@ -62,6 +62,8 @@ pub struct Server {
     pub password: Option<String>,
     bin: PathBuf,
     log: PathBuf,
+    /// Further command-line arguments (`--database URL`), kept for a restart.
+    args: Vec<String>,
 }
 
 impl Server {
@@ -72,6 +74,18 @@ impl Server {
         http: SocketAddr,
         gateway: SocketAddr,
         log: &Path,
+    ) -> Result<Self> {
+        Self::start_with(bin, data_dir, http, gateway, log, &[]).await
+    }
+
+    /// [`Server::start`] with further arguments (`--database URL`, say).
+    pub async fn start_with(
+        bin: &Path,
+        data_dir: &Path,
+        http: SocketAddr,
+        gateway: SocketAddr,
+        log: &Path,
+        args: &[String],
     ) -> Result<Self> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -95,7 +109,9 @@ impl Server {
                 "--max-handshakes-per-source",
                 "65536",
             ])
+            .args(args)
             .env_remove("POSTERN_CONFIG")
+            .env_remove("POSTERN_DATABASE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file));
@@ -136,6 +152,7 @@ impl Server {
             password,
             bin: bin.to_owned(),
             log: log.to_owned(),
+            args: args.to_vec(),
         })
     }
 
@@ -160,12 +177,13 @@ impl Server {
     /// Stops this server and starts it again on the same data dir and ports.
     pub async fn restart(&mut self) -> Result<Duration> {
         let took = self.stop().await?;
-        let next = Self::start(
+        let next = Self::start_with(
             &self.bin,
             &self.data_dir,
             self.http,
             self.gateway,
             &self.log,
+            &self.args,
         )
         .await?;
         *self = next;

@@ -129,6 +129,41 @@ pub fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// How many established TCP connections this machine has on local port `port` (IPv4 and
+/// IPv6), from the kernel's socket tables: the links a server really holds, whatever its
+/// API says.
+pub fn established_on_port(port: u16) -> Result<usize> {
+    let mut total = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = match std::fs::read_to_string(table) {
+            Ok(text) => text,
+            // No IPv6 in this kernel: nothing there to count.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {table}")),
+        };
+        total += count_established(&text, port);
+    }
+    Ok(total)
+}
+
+/// `sl local_address rem_address st …` rows whose local port is `port` and state is 01
+/// (ESTABLISHED); addresses are `HEXADDR:HEXPORT`.
+fn count_established(table: &str, port: u16) -> usize {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let local_port = fields
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            let state = fields.nth(1);
+            local_port == Some(port) && state == Some("01")
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -138,5 +173,26 @@ mod tests {
         assert!(super::pss_kib(pid).unwrap() > 0);
         super::cpu_ticks(pid).unwrap();
         assert!(super::open_files_limit().unwrap() > 0);
+    }
+
+    #[test]
+    fn counts_established_sockets_by_local_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000\n\
+   1: 0100007F:1F90 0100007F:9C40 01 00000000:00000000\n\
+   2: 0100007F:9C40 0100007F:1F90 01 00000000:00000000\n\
+   3: 0100007F:1F90 0100007F:9C41 06 00000000:00000000\n";
+        assert_eq!(super::count_established(table, 0x1F90), 1);
+        assert_eq!(super::count_established(table, 0x9C40), 1);
+        assert_eq!(super::count_established(table, 1), 0);
+    }
+
+    #[test]
+    fn sees_a_real_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _server = listener.accept().unwrap();
+        assert_eq!(super::established_on_port(port).unwrap(), 1);
     }
 }

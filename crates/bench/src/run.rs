@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::agents::{self, AgentsPlan};
 use crate::baseline::Baseline;
+use crate::nodes::{self, NodesPlan};
 use crate::postern::{AgentProc, Binaries, Deployment};
 use crate::report::{self, Figure};
 use crate::{footprint, latency, login_burst, machine, procfs, sessions, throughput};
@@ -26,6 +27,8 @@ pub enum Section {
     /// `login-burst`: concurrent wrong passwords against a server of its own.
     #[serde(rename = "login-burst")]
     LoginBurst,
+    /// Three nodes on one database: idle agents spread over them, then one node killed.
+    Nodes,
 }
 
 #[derive(Args, Debug)]
@@ -39,6 +42,14 @@ pub struct RunArgs {
     /// Number of idle agents [default: 10000; 500 with --quick].
     #[arg(long)]
     pub agents: Option<usize>,
+    /// Idle agents across the three nodes [default: 30000; 600 with --quick]; a hundredth
+    /// more (at least 10) know only the node that is killed.
+    #[arg(long)]
+    pub node_agents: Option<usize>,
+    /// The PostgreSQL database the nodes share (`postgres://…`; bench/run starts a throwaway
+    /// cluster). Without one they share a SQLite file and the database figures are left out.
+    #[arg(long, env = "POSTERN_BENCH_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
     /// The JSON report.
     #[arg(long, default_value = "bench/results/latest.json")]
     pub out: PathBuf,
@@ -61,6 +72,8 @@ pub struct Plan {
     pub throughput_repeats: usize,
     pub keystrokes: usize,
     pub agents: usize,
+    pub node_agents: usize,
+    pub node_pinned: usize,
     pub idle_s: u64,
     pub footprint_idle_s: u64,
     pub baseline_tunnels: usize,
@@ -75,6 +88,8 @@ impl Plan {
                 throughput_repeats: 1,
                 keystrokes: 200,
                 agents: 500,
+                node_agents: 600,
+                node_pinned: 0,
                 idle_s: 10,
                 footprint_idle_s: 10,
                 baseline_tunnels: 20,
@@ -86,6 +101,8 @@ impl Plan {
                 throughput_repeats: 3,
                 keystrokes: 2000,
                 agents: 10_000,
+                node_agents: 30_000,
+                node_pinned: 0,
                 idle_s: 60,
                 // Three heartbeats of the agent's default 10 s sync rate.
                 footprint_idle_s: 30,
@@ -96,6 +113,10 @@ impl Plan {
             plan.agents = n;
             plan.baseline_tunnels = plan.baseline_tunnels.min(n.max(1));
         }
+        if let Some(n) = args.node_agents {
+            plan.node_agents = n;
+        }
+        plan.node_pinned = (plan.node_agents / 100).max(10);
         plan
     }
 }
@@ -141,15 +162,25 @@ async fn start_main(bins: &Binaries, dir: &Path, login: &str) -> Result<Main> {
 pub async fn run(args: RunArgs) -> Result<bool> {
     let plan = Plan::new(&args);
     let bins = Binaries::find(args.bin_dir.as_deref())?;
-    if wants(&args, Section::Agents) {
+    let most_agents = [
+        (wants(&args, Section::Agents), plan.agents),
+        (
+            wants(&args, Section::Nodes),
+            plan.node_agents + plan.node_pinned,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(wanted, n)| wanted.then_some(n))
+    .max();
+    if let Some(agents) = most_agents {
         // One descriptor per link in the load process and in the server, plus headroom.
-        let needed = plan.agents as u64 + 2048;
+        let needed = agents as u64 + 2048;
         let limit = procfs::open_files_limit().unwrap_or(0);
         if limit < needed {
             bail!(
                 "the open-files limit is {limit}; {} agents need about {needed} in the server and in the load process: raise it \
                  (`ulimit -n 1048576` as root; bench/run does)",
-                plan.agents
+                agents
             );
         }
     }
@@ -168,13 +199,6 @@ pub async fn run(args: RunArgs) -> Result<bool> {
 
     let mut figures: Vec<Figure> = Vec::new();
     let mut errors: Vec<serde_json::Value> = Vec::new();
-    let mut record = |section: Section, result: Result<Vec<Figure>>| match result {
-        Ok(f) => figures.extend(f),
-        Err(e) => {
-            eprintln!("postern-bench: {section:?} failed: {e:#}");
-            errors.push(json!({ "section": section, "error": format!("{e:#}") }));
-        }
-    };
 
     let login = match &args.login {
         Some(login) => login.clone(),
@@ -200,6 +224,8 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             eprintln!("footprint");
             let idle = Duration::from_secs(plan.footprint_idle_s);
             record(
+                &mut figures,
+                &mut errors,
                 Section::Footprint,
                 footprint::measure(&bins, &dir, &main.agent, &baseline, idle).await,
             );
@@ -207,6 +233,8 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         if wants(&args, Section::Sessions) {
             eprintln!("time to running: {} sessions each", plan.sessions);
             record(
+                &mut figures,
+                &mut errors,
                 Section::Sessions,
                 sessions::measure(d, agent, &baseline, &login, plan.sessions).await,
             );
@@ -214,6 +242,8 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         if wants(&args, Section::Latency) {
             eprintln!("keystroke latency: {} round trips each", plan.keystrokes);
             record(
+                &mut figures,
+                &mut errors,
                 Section::Latency,
                 latency::measure(d, agent, &baseline, plan.keystrokes).await,
             );
@@ -224,6 +254,8 @@ pub async fn run(args: RunArgs) -> Result<bool> {
                 plan.bytes, plan.throughput_repeats
             );
             record(
+                &mut figures,
+                &mut errors,
                 Section::Throughput,
                 throughput::measure(
                     d,
@@ -242,7 +274,12 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             "login burst: {} wrong passwords at once",
             login_burst::ATTEMPTS
         );
-        record(Section::LoginBurst, login_burst::measure(&bins, &dir).await);
+        record(
+            &mut figures,
+            &mut errors,
+            Section::LoginBurst,
+            login_burst::measure(&bins, &dir).await,
+        );
     }
     if wants(&args, Section::Agents) {
         eprintln!("idle agents: {}", plan.agents);
@@ -252,11 +289,34 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             baseline_tunnels: plan.baseline_tunnels,
         };
         record(
+            &mut figures,
+            &mut errors,
             Section::Agents,
             agents::measure(&bins, &dir, &baseline, &agents_plan, ticks).await,
         );
     }
     drop(baseline);
+    if wants(&args, Section::Nodes) {
+        eprintln!(
+            "{} nodes: {} idle agents, {} more on the node that is killed",
+            nodes::NODES,
+            plan.node_agents,
+            plan.node_pinned
+        );
+        let nodes_plan = NodesPlan {
+            count: plan.node_agents,
+            pinned: plan.node_pinned,
+            idle: Duration::from_secs(plan.idle_s),
+            database: args.database.clone(),
+            one_node: one_node_figures(&figures),
+        };
+        record(
+            &mut figures,
+            &mut errors,
+            Section::Nodes,
+            nodes::measure(&bins, &dir, &nodes_plan, ticks).await,
+        );
+    }
 
     println!("{}", report::table(&figures));
     let missed: Vec<&str> = figures
@@ -267,7 +327,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     let report = json!({
         "harness": "postern-bench",
         "mode": if args.quick { "quick" } else { "full" },
-        "sections": if args.only.is_empty() { vec![Section::Footprint, Section::Sessions, Section::Latency, Section::Throughput, Section::LoginBurst, Section::Agents] } else { args.only.clone() },
+        "sections": if args.only.is_empty() { vec![Section::Footprint, Section::Sessions, Section::Latency, Section::Throughput, Section::LoginBurst, Section::Agents, Section::Nodes] } else { args.only.clone() },
         "plan": plan,
         "login": {
             "name": login,
@@ -284,4 +344,30 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         eprintln!("kept {}", dir.display());
     }
     Ok(errors.is_empty())
+}
+
+/// The one-node idle-agent figures of this run, for the nodes figures' details.
+fn one_node_figures(figures: &[Figure]) -> serde_json::Value {
+    let value = |id: &str| figures.iter().find(|f| f.id == id).and_then(|f| f.postern);
+    json!({
+        "server_rss_per_agent_kib": value("agents.server_rss_per_agent"),
+        "server_cpu_idle_percent": value("agents.server_cpu_idle"),
+        "restart_back_online_s": value("agents.restart_back_online"),
+    })
+}
+
+/// Keeps a section's figures, or its error.
+fn record(
+    figures: &mut Vec<Figure>,
+    errors: &mut Vec<serde_json::Value>,
+    section: Section,
+    result: Result<Vec<Figure>>,
+) {
+    match result {
+        Ok(f) => figures.extend(f),
+        Err(e) => {
+            eprintln!("postern-bench: {section:?} failed: {e:#}");
+            errors.push(json!({ "section": section, "error": format!("{e:#}") }));
+        }
+    }
 }
