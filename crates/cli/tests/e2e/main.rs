@@ -29,6 +29,7 @@ mod link;
 mod liveness;
 mod logins;
 mod metrics;
+mod node_kill;
 mod nodes;
 mod openssh;
 mod packaging;
