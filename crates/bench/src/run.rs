@@ -46,9 +46,10 @@ pub struct RunArgs {
     /// more (at least 10) know only the node that is killed.
     #[arg(long)]
     pub node_agents: Option<usize>,
-    /// The PostgreSQL database the nodes share (`postgres://…`; bench/run starts a throwaway
-    /// cluster). Without one they share a SQLite file and the database figures are left out.
-    #[arg(long, env = "POSTERN_BENCH_DATABASE", hide_env_values = true)]
+    /// The PostgreSQL database the nodes share (`postgres://…`, an empty database; bench/run
+    /// starts a throwaway cluster). Without one they share a SQLite file and the database
+    /// figures are left out.
+    #[arg(long)]
     pub database: Option<String>,
     /// The JSON report.
     #[arg(long, default_value = "bench/results/latest.json")]
