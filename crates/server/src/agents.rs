@@ -365,15 +365,22 @@ impl Agents {
             AgentStatus::Revoked => (EventKind::AgentRevoked, "revoked; link closed"),
             AgentStatus::Pending => (EventKind::AgentEnrolled, "pending"),
         };
-        let message = ServerMessage::Status(self.status_update(&agent, None));
-        let command = if to == AgentStatus::Revoked {
+        self.tell_link(&agent);
+        // Other nodes tell the link if they hold it, on this event (`decisions`).
+        self.events.publish(kind, actor, Some(&agent), detail).await;
+        Ok(agent)
+    }
+
+    /// Tells the agent's link on this node, if it holds one, the agent's status as `agent`
+    /// records it; a revoked agent's link is closed after. True if this node holds the link.
+    pub fn tell_link(&self, agent: &AgentRecord) -> bool {
+        let message = ServerMessage::Status(self.status_update(agent, None));
+        let command = if agent.status == AgentStatus::Revoked {
             LinkCommand::close(message)
         } else {
             LinkCommand::send(message)
         };
-        self.links.command(&agent.id, command);
-        self.events.publish(kind, actor, Some(&agent), detail).await;
-        Ok(agent)
+        self.links.command(&agent.id, command)
     }
 }
 

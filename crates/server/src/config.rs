@@ -96,6 +96,10 @@ postern_settings::settings! {
         /// The window of enrollments_per_source.
         #[serde(with = "humantime_serde")]
         pub enrollment_window: Duration = secs(10 * 60),
+        /// How often a node reads the events other nodes stored without waiting to be woken:
+        /// the backstop for a lost wake-up (the only cross-node path on a shared SQLite file).
+        #[serde(with = "humantime_serde")]
+        pub event_poll: Duration = secs(2),
         // TLS (docs/ARCHITECTURE.md, "HTTPS"): HTTPS whenever `http` is not loopback, or a
         // certificate is configured, or `https` asks for it; `insecure_http` turns it off.
         /// Serve plain HTTP even on a non-loopback address (behind a TLS-terminating proxy).
@@ -226,7 +230,7 @@ pub enum ConfigError {
 /// Each duration setting's accepted range. Zero is never meaningful (a zero keepalive or
 /// timeout fires at once); the upper bounds keep deadlines far from `Instant` overflow and
 /// catch a unit typed wrong (`30d` for `30s`).
-const DURATION_LIMITS: [(&str, Duration, Duration); 13] = [
+const DURATION_LIMITS: [(&str, Duration, Duration); 14] = [
     ("keepalive", secs(1), secs(600)),
     ("login_ttl", secs(60), secs(30 * 86_400)),
     ("session_timeout", secs(1), secs(3600)),
@@ -240,6 +244,7 @@ const DURATION_LIMITS: [(&str, Duration, Duration); 13] = [
     ("http_idle_timeout", secs(1), secs(86_400)),
     ("handshake_timeout", secs(1), secs(600)),
     ("enrollment_window", secs(1), secs(86_400)),
+    ("event_poll", Duration::from_millis(100), secs(600)),
 ];
 
 const fn secs(n: u64) -> Duration {
@@ -306,6 +311,7 @@ impl ServerConfig {
             self.http_idle_timeout,
             self.handshake_timeout,
             self.enrollment_window,
+            self.event_poll,
         ];
         for ((key, min, max), got) in DURATION_LIMITS.into_iter().zip(values) {
             if got < min || got > max {

@@ -2,18 +2,30 @@
 //! Events are stored by whoever records the change (a session's transition stores its event
 //! in the same transaction); the bus sends them live strictly in id order, filling any gap
 //! from the store, so a subscriber that skips ids it has seen never loses one.
+//!
+//! Several nodes share one store: the bus sends every event stored by any node. Its own
+//! writes it sends at once; the others' it reads from the store (`catch_up`) when the store
+//! wakes it, after a missed wake-up (`Wake::Resync`), and on a slow poll that backstops a
+//! wake-up lost without notice (`follow_store`). Wake-ups carry nothing: the table is the
+//! truth.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use postern_protocol::api::{EventAgent, EventKind, EventSession, EventView, Role};
 use postern_protocol::{SessionId, SessionState};
 use tokio::sync::{Mutex, broadcast};
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
-use crate::store::{Actor, AgentRecord, EventAgentRef, EventRecord, NewEvent, Store, StoreResult};
+use crate::store::{
+    Actor, AgentRecord, EventAgentRef, EventRecord, NewEvent, Store, StoreResult, Topic, Wake,
+};
 
 const LIVE_BUFFER: usize = 1024;
+/// Stored events one read takes, while catching up.
+const PAGE: u32 = 500;
 
 pub struct EventBus {
     store: Arc<dyn Store>,
@@ -86,27 +98,76 @@ impl EventBus {
     /// Sends live an event already stored (by this bus or with the change it records), after
     /// every event stored before it that was not sent yet.
     pub async fn announce(&self, record: EventRecord) {
+        // Every node's bus reads it now, this one's too (it finds it sent already).
+        self.store.wake(Topic::Events);
         let mut sent = self.sent.lock().await;
         if record.id <= *sent {
             return;
         }
         if record.id > *sent + 1 {
             // Events stored before this one are not out yet (their writers are on their way
-            // here): send them first, from the store.
-            let missing = u32::try_from(record.id - *sent - 1).unwrap_or(u32::MAX);
-            match self.store.events_after(*sent, missing).await {
-                Ok(earlier) => {
-                    for e in earlier.into_iter().filter(|e| e.id < record.id) {
-                        *sent = e.id;
-                        // No subscribers is fine.
-                        let _ = self.live.send(view(e));
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "could not read events to send live"),
+            // here, or on other nodes): send them first, from the store.
+            if let Err(e) = self.send_stored(&mut sent, Some(record.id)).await {
+                tracing::error!(error = %e, "could not read events to send live");
             }
         }
         *sent = record.id;
+        // No subscribers is fine.
         let _ = self.live.send(view(record));
+    }
+
+    /// Sends live every stored event not sent yet, in id order: those of other nodes.
+    pub async fn catch_up(&self) -> StoreResult<()> {
+        let mut sent = self.sent.lock().await;
+        self.send_stored(&mut sent, None).await
+    }
+
+    /// Sends the stored events after `sent` (and before `before`), page by page.
+    async fn send_stored(&self, sent: &mut i64, before: Option<i64>) -> StoreResult<()> {
+        loop {
+            let page = self.store.events_after(*sent, PAGE).await?;
+            let full = page.len() == PAGE as usize;
+            for e in page {
+                if before.is_some_and(|before| e.id >= before) {
+                    return Ok(());
+                }
+                *sent = e.id;
+                let _ = self.live.send(view(e));
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends live what other nodes store, until `stop`: when the store wakes it for events,
+    /// when wake-ups may have been missed (`Wake::Resync`, or this receiver lagged), and on
+    /// every `poll` tick, the backstop for a wake-up lost without notice. A read that fails is
+    /// logged and made up for by the next wake-up or tick.
+    pub async fn follow_store(self: Arc<Self>, poll: Duration, stop: CancellationToken) {
+        let mut wakeups = self.store.wakeups();
+        let mut hearing = true;
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let read = tokio::select! {
+                _ = tick.tick() => true,
+                woken = wakeups.recv(), if hearing => match woken {
+                    Ok(Wake::Changed(Topic::Events) | Wake::Resync)
+                    | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Ok(Wake::Changed(_)) => false,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        tracing::warn!("the store's wake-ups ended; other nodes' events come by the poll only");
+                        hearing = false;
+                        false
+                    }
+                },
+                () = stop.cancelled() => return,
+            };
+            if read && let Err(e) = self.catch_up().await {
+                tracing::warn!(error = %e, "could not read the events other nodes stored");
+            }
+        }
     }
 }
 
@@ -139,6 +200,15 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// A subscription of its own, counted nowhere (tests feed it).
+    #[cfg(test)]
+    pub fn detached(live: broadcast::Receiver<EventView>) -> Self {
+        Self {
+            live,
+            count: Arc::new(AtomicUsize::new(1)),
+        }
+    }
+
     pub async fn recv(&mut self) -> Result<EventView, broadcast::error::RecvError> {
         self.live.recv().await
     }

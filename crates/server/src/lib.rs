@@ -13,6 +13,7 @@ pub mod certificates;
 mod clock;
 pub mod cluster;
 pub mod config;
+mod decisions;
 mod enrollment_limits;
 pub mod events;
 pub mod fleet;
@@ -359,6 +360,19 @@ impl Server {
             }
             None => None,
         };
+        // Other nodes' events, live here too; and the decisions among them reach the links
+        // this node holds (subscribed before the bus reads anything).
+        let decisions_task = tokio::spawn(decisions::follow(
+            agents.clone(),
+            store.clone(),
+            events.subscribe(),
+            shutdown.clone(),
+        ));
+        let events_task = tokio::spawn(
+            events
+                .clone()
+                .follow_store(config.event_poll, shutdown.clone()),
+        );
         let liveness_task = tokio::spawn(liveness::sweep(
             links.clone(),
             store.clone(),
@@ -395,7 +409,14 @@ impl Server {
             ),
         ));
         tracing::info!(%http_addr, %agent_addr, ?metrics_addr, fingerprint = %host_key_fingerprint, tls = tls_fingerprint.as_deref().unwrap_or("off (plain HTTP)"), "postern server started");
-        tasks.extend([http_task, gateway_task, liveness_task, cluster_task]);
+        tasks.extend([
+            http_task,
+            gateway_task,
+            liveness_task,
+            cluster_task,
+            events_task,
+            decisions_task,
+        ]);
         tasks.extend(tls_tasks);
         stop_on_error.disarm();
 

@@ -11,6 +11,7 @@ mod cli;
 mod cli_config;
 mod cli_hostile;
 mod cluster;
+mod cluster_events;
 mod decisions;
 mod document;
 mod enrollment;

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use postern_protocol::api::EventKind;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use super::password::Verifiers;
 use super::secret;
+use super::shared_throttle::SharedThrottle;
 use super::throttle::LoginThrottle;
 use crate::clock::now_ms;
 use crate::events::EventBus;
@@ -18,6 +21,11 @@ use crate::store::{Actor, Store, StoreError, UserRecord};
 /// How long a client refused for lack of a verifier slot is told to wait: a check takes
 /// tens of milliseconds, so a slot is free again well within it.
 pub const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// How often a node clears the shared throttle's quiet records (on a login attempt, never
+/// while idle): they are forgotten after an hour anyway, so a tenth of that keeps the table
+/// near what the last hour's guessing left.
+const FORGET_EVERY_MS: i64 = 6 * 60 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -42,7 +50,12 @@ pub struct LoggedIn {
 pub struct Logins {
     store: Arc<dyn Store>,
     events: Arc<EventBus>,
+    /// This node's: refuses a burst here without asking the database.
     throttle: LoginThrottle,
+    /// Every node's: a guesser spreading attempts over nodes is held back the same.
+    shared: SharedThrottle,
+    /// When this node last cleared the shared throttle's quiet records (unix ms).
+    forgotten_at: AtomicI64,
     verifiers: Verifiers,
     ttl: Duration,
     metrics: Metrics,
@@ -56,6 +69,8 @@ impl Logins {
         metrics: Metrics,
     ) -> Self {
         Self {
+            shared: SharedThrottle::new(store.clone()),
+            forgotten_at: AtomicI64::new(0),
             store,
             events,
             throttle: LoginThrottle::default(),
@@ -98,10 +113,23 @@ impl Logins {
         self.throttle
             .begin(&name, source)
             .map_err(LoginError::Throttled)?;
+        let now = now_ms();
+        match self.shared.begin(&name, source, now).await {
+            Ok(Ok(())) => {}
+            Ok(Err(wait)) => {
+                self.throttle.cancel(&name, source);
+                return Err(LoginError::Throttled(wait));
+            }
+            Err(e) => {
+                self.throttle.cancel(&name, source);
+                return Err(e.into());
+            }
+        }
+        self.forget_quiet(now).await;
         let user = match self.store.user_by_name(&name).await {
             Ok(user) => user,
             Err(e) => {
-                self.throttle.cancel(&name, source);
+                self.cancel(&name, source).await;
                 return Err(e.into());
             }
         };
@@ -112,7 +140,7 @@ impl Logins {
         let ok = match checked {
             Ok(ok) => ok,
             Err(_busy) => {
-                self.throttle.cancel(&name, source);
+                self.cancel(&name, source).await;
                 return Err(LoginError::Busy);
             }
         };
@@ -129,6 +157,7 @@ impl Logins {
             return Err(LoginError::BadCredentials);
         };
         self.throttle.succeeded(&name, source);
+        self.shared.succeeded(&name, source).await;
         let token = secret::new_secret("pst");
         let now = now_ms();
         let expires_at =
@@ -144,5 +173,27 @@ impl Logins {
             token,
             expires_at,
         })
+    }
+
+    /// The attempt was not made: neither throttle counts it.
+    async fn cancel(&self, name: &str, source: Option<IpAddr>) {
+        self.throttle.cancel(name, source);
+        self.shared.cancel(name, source).await;
+    }
+
+    /// Clears the shared throttle's quiet records, at most every `FORGET_EVERY_MS` per node.
+    async fn forget_quiet(&self, now: i64) {
+        let last = self.forgotten_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < FORGET_EVERY_MS
+            || self
+                .forgotten_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        if let Err(e) = self.shared.forget_quiet(now).await {
+            tracing::warn!(error = %e, "could not clear the login throttle's quiet records");
+        }
     }
 }

@@ -3,6 +3,7 @@
 pub mod login;
 pub mod password;
 pub mod secret;
+pub mod shared_throttle;
 pub mod throttle;
 
 use std::sync::Arc;

@@ -1,5 +1,9 @@
 //! Slows down password guessing: after a few failures, a user name or a source address must
 //! wait before it may try again, doubling each time.
+//!
+//! This is the node's own, in-memory throttle: it refuses a burst on this node without asking
+//! the database. The counts every node shares (a guesser spreading attempts over nodes) are
+//! `shared_throttle`'s, by the same rules.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -7,12 +11,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Failures a user name gets for free before it must wait.
-const FREE_PER_USER: u32 = 3;
+pub(super) const FREE_PER_USER: u32 = 3;
 /// Failures a source address gets for free (it may try several user names).
-const FREE_PER_SOURCE: u32 = 10;
+pub(super) const FREE_PER_SOURCE: u32 = 10;
 const MAX_DELAY: Duration = Duration::from_secs(300);
 /// Entries quiet for this long are forgotten.
-const FORGET_AFTER: Duration = Duration::from_secs(3600);
+pub(super) const FORGET_AFTER: Duration = Duration::from_secs(3600);
 const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Default)]
@@ -72,9 +76,7 @@ impl LoginThrottle {
             }
             entry.failures += 1;
             entry.last_failure = now;
-            if entry.failures >= free {
-                let doublings = (entry.failures - free).min(16);
-                let delay = Duration::from_secs(1u64 << doublings).min(MAX_DELAY);
+            if let Some(delay) = delay_after(entry.failures, free) {
                 entry.blocked_until = Some(now + delay);
             }
         }
@@ -107,6 +109,13 @@ impl LoginThrottle {
             }
         }
     }
+}
+
+/// How long a key with `failures` counted must wait before its next attempt, if at all:
+/// nothing for the free ones, then 1 s doubling to `MAX_DELAY`.
+pub(super) fn delay_after(failures: u32, free: u32) -> Option<Duration> {
+    let doublings = failures.checked_sub(free)?.min(16);
+    Some(Duration::from_secs(1u64 << doublings).min(MAX_DELAY))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ mod sql_cluster;
 mod sql_events;
 mod sql_links;
 mod sql_sessions;
+mod sql_throttle;
 mod sql_tokens;
 mod sql_users;
 mod sqlite;
@@ -34,6 +35,7 @@ mod sqlite_conformance;
 mod sqlite_events;
 #[cfg(test)]
 mod sqlite_sessions;
+pub mod throttle;
 pub mod tokens;
 pub mod users;
 
@@ -55,6 +57,7 @@ pub use sessions::{
     SessionChange, SessionFilter, SessionInsert, SessionRecord, SessionStore, TransitionRecord,
 };
 pub use sqlite::SqliteStore;
+pub use throttle::{LoginAttempts, LoginThrottleStore, StoredAttempts};
 pub use tokens::{TokenRecord, TokenStore, TokenUse};
 pub use users::{UserId, UserRecord, UserStore};
 
@@ -137,6 +140,7 @@ pub trait Store:
     + SessionStore
     + TokenStore
     + EventStore
+    + LoginThrottleStore
     + AgentSearch
     + LinkStore
     + WriteCount

@@ -133,6 +133,7 @@ const POSTGRES: Dialect = Dialect {
 
 super::sql_users::user_store!(PgStore);
 super::sql_tokens::token_store!(PgStore);
+super::sql_throttle::throttle_store!(PgStore);
 super::sql_events::event_store!(PgStore, Postgres);
 super::sql_sessions::session_store!(PgStore);
 super::sql_agents::agent_store!(PgStore);

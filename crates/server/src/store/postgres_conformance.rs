@@ -50,6 +50,10 @@ conformance! { open();
         racing_events_page_each_once_in_id_order,
         a_reader_following_racing_writers_misses_no_event,
     }
+    throttle {
+        throttle_swaps_compare_the_version,
+        racing_throttle_counts_are_never_lost,
+    }
 }
 
 mod wakeups {

@@ -118,6 +118,7 @@ impl SqliteStore {
 
 super::sql_users::user_store!(SqliteStore);
 super::sql_tokens::token_store!(SqliteStore);
+super::sql_throttle::throttle_store!(SqliteStore);
 super::sql_events::event_store!(SqliteStore, sqlx::Sqlite);
 super::sql_sessions::session_store!(SqliteStore);
 super::sql_agents::agent_store!(SqliteStore);

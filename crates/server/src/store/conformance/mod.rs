@@ -2,13 +2,14 @@
 //! against the store traits only. `conformance!` runs each case on a fresh store of one
 //! implementation (`sqlite_conformance.rs`, `postgres_conformance.rs`).
 //! Races run on a multi-threaded runtime: the invariants (one open session per user and agent,
-//! the last administrator, token uses, event order) must hold because the database enforces
-//! them, not because one process happens to write one at a time.
+//! the last administrator, token uses, event order, login throttle counts) must hold because
+//! the database enforces them, not because one process happens to write one at a time.
 
 pub mod agents;
 pub mod cluster;
 pub mod links;
 pub mod sessions;
+pub mod throttle;
 pub mod tokens_events;
 pub mod users;
 
