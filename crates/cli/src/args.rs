@@ -120,8 +120,12 @@ pub type ServerArgs = Flags<ServerConfig>;
 pub enum AdminCommand {
     /// Add a user; the password is read from standard input.
     AddUser {
-        #[arg(long, env = "POSTERN_DATA_DIR")]
-        data_dir: PathBuf,
+        /// The server's data directory, whose store gets the user (without --database).
+        #[arg(long, env = "POSTERN_DATA_DIR", required_unless_present = "database")]
+        data_dir: Option<PathBuf>,
+        /// The server's database (postgres://… or sqlite:///…), as given to `postern server`.
+        #[arg(long, env = "POSTERN_DATABASE", hide_env_values = true)]
+        database: Option<String>,
         name: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,

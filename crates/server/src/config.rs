@@ -28,6 +28,13 @@ postern_settings::settings! {
         /// sqlite:///abs/path.db); unset: postern.db in the data dir, for this node alone.
         #[setting(secret)]
         pub database: Option<String> = None,
+        /// PostgreSQL: the most connections this node opens (one of them listens for other
+        /// nodes' wake-ups).
+        pub database_max_connections: u32 = 10,
+        /// PostgreSQL: how long a request waits for a free connection (or a new one to
+        /// connect) before it fails with "storage unavailable".
+        #[serde(with = "humantime_serde")]
+        pub database_acquire_timeout: Duration = secs(5),
         /// HTTP API and app address.
         pub http: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
         /// Address of the SSH gateway agents dial.
@@ -230,7 +237,7 @@ pub enum ConfigError {
 /// Each duration setting's accepted range. Zero is never meaningful (a zero keepalive or
 /// timeout fires at once); the upper bounds keep deadlines far from `Instant` overflow and
 /// catch a unit typed wrong (`30d` for `30s`).
-const DURATION_LIMITS: [(&str, Duration, Duration); 14] = [
+const DURATION_LIMITS: [(&str, Duration, Duration); 15] = [
     ("keepalive", secs(1), secs(600)),
     ("login_ttl", secs(60), secs(30 * 86_400)),
     ("session_timeout", secs(1), secs(3600)),
@@ -245,6 +252,11 @@ const DURATION_LIMITS: [(&str, Duration, Duration); 14] = [
     ("handshake_timeout", secs(1), secs(600)),
     ("enrollment_window", secs(1), secs(86_400)),
     ("event_poll", Duration::from_millis(100), secs(600)),
+    (
+        "database_acquire_timeout",
+        Duration::from_millis(100),
+        secs(600),
+    ),
 ];
 
 const fn secs(n: u64) -> Duration {
@@ -267,6 +279,14 @@ impl ServerConfig {
                 || self.tls_cert.is_some()
                 || self.acme_domain.is_some()
                 || !self.http.ip().is_loopback())
+    }
+
+    /// The PostgreSQL pool's settings.
+    pub fn database_pool(&self) -> crate::store::PgPoolSettings {
+        crate::store::PgPoolSettings {
+            max_connections: self.database_max_connections,
+            acquire_timeout: self.database_acquire_timeout,
+        }
     }
 
     /// The store the `database` setting names.
@@ -312,6 +332,7 @@ impl ServerConfig {
             self.handshake_timeout,
             self.enrollment_window,
             self.event_poll,
+            self.database_acquire_timeout,
         ];
         for ((key, min, max), got) in DURATION_LIMITS.into_iter().zip(values) {
             if got < min || got > max {
@@ -356,6 +377,16 @@ impl ServerConfig {
             return Err(ConfigError::NodeDeadTooSoon {
                 dead_after: name("node_dead_after"),
                 heartbeat: name("node_heartbeat"),
+            });
+        }
+        // One connection listens for wake-ups; requests need at least one more.
+        let connections = self.database_max_connections;
+        if !(2..=10_000).contains(&connections) {
+            return Err(ConfigError::CountOutOfRange {
+                setting: name("database_max_connections"),
+                min: 2,
+                max: 10_000,
+                got: u64::from(connections),
             });
         }
         let ports = self.tunnel_ports;

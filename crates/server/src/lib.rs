@@ -155,9 +155,15 @@ fn ensure_data_dir(dir: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
-async fn open_store(database: &Database, data_dir: &Path) -> Result<Arc<dyn Store>, ServerError> {
-    ensure_data_dir(data_dir)?;
-    Ok(store::open(database, data_dir).await?)
+async fn open_store(
+    database: &Database,
+    data_dir: &Path,
+    pool: store::PgPoolSettings,
+) -> Result<Arc<dyn Store>, ServerError> {
+    if *database == Database::DataDir {
+        ensure_data_dir(data_dir)?;
+    }
+    Ok(store::open_with(database, data_dir, pool).await?)
 }
 
 /// The gateway's host key and the user CA: in the data directory for a node alone; in the
@@ -204,7 +210,7 @@ impl Server {
         ensure_data_dir(&config.data_dir)?;
         let lock = lock::DataDirLock::acquire(&config.data_dir)?;
         let database = config.store_database()?;
-        let store = open_store(&database, &config.data_dir).await?;
+        let store = open_store(&database, &config.data_dir, config.database_pool()).await?;
         let files = limits::raise_file_limit();
         let (host_key, user_ca) = server_keys(&database, store.as_ref(), &config.data_dir).await?;
         let host_key_fingerprint = keys::fingerprint(&host_key);
@@ -552,7 +558,7 @@ pub async fn add_user(
     if *database == Database::DataDir && !create && !data_dir.join(store::STORE_FILE).is_file() {
         return Err(ServerError::NoStore(data_dir.display().to_string()));
     }
-    let store = open_store(database, data_dir).await?;
+    let store = open_store(database, data_dir, store::PgPoolSettings::default()).await?;
     auth::create_user(&store, name, role, password).await?;
     EventBus::new(store)
         .await?

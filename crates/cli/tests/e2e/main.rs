@@ -35,6 +35,7 @@ mod nodes;
 mod openssh;
 mod packaging;
 mod paramiko;
+mod postgres;
 mod processes;
 mod raw;
 mod sessions;

@@ -121,6 +121,7 @@ impl From<StoreError> for ApiError {
                 "conflict",
                 format!("{what} already exists"),
             ),
+            StoreError::Unstorable => Self::bad_request(e.to_string()),
             other => match other.storage_failure() {
                 Some(failure) => Self::storage(failure, &other),
                 None => Self::internal(other),

@@ -41,6 +41,16 @@ impl StoreError {
     }
 }
 
+/// Whether PostgreSQL refused text it cannot hold: a NUL character (SQLSTATE 22021,
+/// character_not_in_repertoire; 22P05, untranslatable_character).
+pub fn is_unstorable_text(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|pg| matches!(pg.code(), "22021" | "22P05"))
+}
+
 /// SQLite's extended result code: the primary code is its low byte.
 fn sqlite_failure(code: i32) -> Option<StorageFailure> {
     match code & 0xff {

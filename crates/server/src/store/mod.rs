@@ -73,6 +73,10 @@ pub enum StoreError {
     Database(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
+    /// Text the request gave holds a character the database cannot store or compare (NUL:
+    /// PostgreSQL refuses it in text, where SQLite keeps it): the request's fault.
+    #[error("text holding a NUL character cannot be stored or looked up")]
+    Unstorable,
     /// The database named by the `database` setting cannot be opened.
     #[error("cannot open the database: {0}")]
     Open(String),
@@ -80,6 +84,9 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        if failure::is_unstorable_text(&e) {
+            return Self::Unstorable;
+        }
         Self::Database(e)
     }
 }

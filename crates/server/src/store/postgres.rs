@@ -7,7 +7,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 
 use tokio::sync::broadcast;
@@ -60,6 +61,13 @@ impl PgStore {
             options.get_port(),
             options.get_database().unwrap_or(options.get_username()),
         );
+        // One connection first, alone: the pool retries a refused connection until its
+        // acquire timeout and then reports only "timed out", where this says why (refused,
+        // wrong password, no such database).
+        let probe = PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| StoreError::Open(format!("PostgreSQL at {target}: {e}")))?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
@@ -165,9 +173,9 @@ pub mod testing {
     /// The variable scripts/test sets to its throwaway server's URL.
     pub const VARIABLE: &str = "POSTERN_TEST_POSTGRES";
 
-    /// The URL of a new empty database on the test server; `None` (with a notice) when no
-    /// server is given outside CI. Under CI (`CI` set) a missing server fails the test.
-    pub async fn fresh_database() -> Option<String> {
+    /// The test server's URL; `None` (with a notice) when none is given outside CI. Under CI
+    /// (`CI` set) a missing server fails the test.
+    pub fn server() -> Option<String> {
         let Ok(server) = std::env::var(VARIABLE) else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -176,6 +184,13 @@ pub mod testing {
             eprintln!("skipped: {VARIABLE} is unset (scripts/test sets it)");
             return None;
         };
+        Some(server)
+    }
+
+    /// The URL of a new empty database on the test server; `None` (with a notice) when no
+    /// server is given outside CI. Under CI (`CI` set) a missing server fails the test.
+    pub async fn fresh_database() -> Option<String> {
+        let server = server()?;
         let name = format!("t_{}", crate::auth::secret::new_id());
         let mut admin = PgConnection::connect(&server)
             .await

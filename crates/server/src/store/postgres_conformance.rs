@@ -56,6 +56,31 @@ conformance! { open();
     }
 }
 
+/// PostgreSQL cannot hold a NUL character in text (SQLite can): a lookup or a write with one
+/// is the request's fault, said so, never a storage failure or a 500.
+#[tokio::test]
+async fn text_with_nul_is_refused_as_the_requests_fault() {
+    use crate::store::{AgentFilter, AgentSearch, StoreError, UserStore};
+    let Some((_, store)) = open().await else {
+        return;
+    };
+    let refused = |r: Result<(), StoreError>| match r {
+        Err(e @ StoreError::Unstorable) => assert!(e.storage_failure().is_none()),
+        other => panic!("{other:?}"),
+    };
+    refused(store.user_by_name("a\0b").await.map(|_| ()));
+    let search = AgentFilter {
+        search: Some("x\0".into()),
+        ..Default::default()
+    };
+    refused(store.find_agents(&search).await.map(|_| ()));
+    let mut user =
+        super::conformance::user(&*store, "u1", postern_protocol::api::Role::Viewer).await;
+    user.id = "u2".into();
+    user.name = "nul\0name".into();
+    refused(store.insert_user(&user).await);
+}
+
 mod wakeups {
     use std::time::Duration;
 

@@ -52,7 +52,7 @@ pub fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(what.to_owned())
         }
-        _ => StoreError::Database(e),
+        _ => e.into(),
     }
 }
 
