@@ -26,6 +26,7 @@ mod liveness;
 pub mod lock;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod presence;
 pub mod sessions;
 pub mod store;
@@ -268,6 +269,7 @@ impl Server {
             },
             node,
             metrics.clone(),
+            None,
         );
         sessions
             .recover()
