@@ -220,7 +220,9 @@ pub enum ConfigError {
         setting: String,
         source: crate::store::DatabaseUrlError,
     },
-    #[error("{setting} is needed when node_listen is 0.0.0.0 or :: (other nodes must know where to dial)")]
+    #[error(
+        "{setting} is needed when node_listen is 0.0.0.0 or :: (other nodes must know where to dial)"
+    )]
     NodeAddress { setting: String },
     /// A count out of its range.
     #[error("{setting} must be between {min} and {max}; got {got}")]

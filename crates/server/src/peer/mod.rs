@@ -104,7 +104,11 @@ impl Dialer {
 
     /// Sends `request` to `peer` and returns its reply and the stream (raw bytes follow an
     /// `Ok` to `connect`).
-    pub async fn ask(&self, peer: &Peer, request: Request) -> Result<(Reply, TcpStream), PeerError> {
+    pub async fn ask(
+        &self,
+        peer: &Peer,
+        request: Request,
+    ) -> Result<(Reply, TcpStream), PeerError> {
         let wire = |source| PeerError::Wire {
             node: peer.node.clone(),
             address: peer.address,
@@ -217,7 +221,9 @@ impl Dialer {
                 Ok((Reply::Error { message, .. }, _)) => {
                     tracing::warn!(node = %peer.node, %session, %message, "a node could not start a session");
                 }
-                Err(error) => tracing::warn!(%error, %session, "cannot ask a node to start a session"),
+                Err(error) => {
+                    tracing::warn!(%error, %session, "cannot ask a node to start a session")
+                }
             }
         }
         false

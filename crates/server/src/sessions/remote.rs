@@ -132,7 +132,10 @@ impl Sessions {
         let Some(tunnel) = self.runtime.tunnel(id) else {
             let _ = peer::reply(
                 &mut tcp,
-                error(ErrorCode::WrongState, format!("session {id} has no tunnel here")),
+                error(
+                    ErrorCode::WrongState,
+                    format!("session {id} has no tunnel here"),
+                ),
             )
             .await;
             return;
