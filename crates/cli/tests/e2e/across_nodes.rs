@@ -1,15 +1,18 @@
 //! A user on one node reaches an agent linked to another: `postern ssh`, stock OpenSSH
-//! through `postern ssh-config` (ssh, scp), sessions started through either node at once —
+//! through `postern ssh-config` (ssh, scp), the web terminal's shell, sessions started
+//! through either node at once —
 //! and the node-to-node stream that carries it refuses anyone without the nodes' secret.
 
 use std::net::SocketAddr;
 
+use postern_protocol::api::TerminalServerFrame;
 use postern_server::peer::wire::{self, Frame, Reply, Request, Side, Transcript, WireError};
 use tokio::net::TcpStream;
 
 use crate::cluster::Cluster;
 use crate::harness::{approved_agent, cli_home, postern, run_cli};
 use crate::openssh::{OpenSsh, random_bytes, run};
+use crate::terminal::{Attached, running_session};
 
 /// Two nodes that take node streams on loopback.
 async fn two_nodes() -> Cluster {
@@ -106,6 +109,30 @@ async fn stock_ssh_and_scp_through_another_node() {
     let (code, _, err) = run(down, None).await;
     assert_eq!(code, 0, "scp download: {err}");
     assert_eq!(std::fs::read(&back).unwrap(), payload);
+}
+
+#[tokio::test]
+async fn the_web_terminal_through_another_node() {
+    let cluster = two_nodes().await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let _agent = approved_agent(a, "far").await;
+    let token = b.login("admin", &b.admin_password).await;
+    let id = running_session(b, "far", &token).await;
+    let mut tab = Attached::open(b, &token, &id, "from=0&cols=100&rows=30").await;
+    tab.type_in("echo far-$((40+2)); stty size\n").await;
+    tab.read_until("far-42").await;
+    tab.read_until("30 100").await;
+    tab.type_in("exit 3\n").await;
+    loop {
+        match tab.next_frame().await {
+            TerminalServerFrame::Exit { status, signal } => {
+                assert_eq!((status, signal), (Some(3), None));
+                break;
+            }
+            TerminalServerFrame::Attached { .. } | TerminalServerFrame::State { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
