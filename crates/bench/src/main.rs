@@ -12,6 +12,7 @@ mod latency;
 mod load;
 mod login_burst;
 mod machine;
+mod nodes;
 mod postern;
 mod proc;
 mod procfs;

@@ -62,6 +62,8 @@ pub struct Server {
     pub password: Option<String>,
     bin: PathBuf,
     log: PathBuf,
+    /// Further flags it was started with (and restarts with).
+    extra: Vec<String>,
 }
 
 impl Server {
@@ -72,6 +74,18 @@ impl Server {
         http: SocketAddr,
         gateway: SocketAddr,
         log: &Path,
+    ) -> Result<Self> {
+        Self::start_with(bin, data_dir, http, gateway, log, &[]).await
+    }
+
+    /// The same, with further flags (`--database`, `--node-listen`).
+    pub async fn start_with(
+        bin: &Path,
+        data_dir: &Path,
+        http: SocketAddr,
+        gateway: SocketAddr,
+        log: &Path,
+        extra: &[String],
     ) -> Result<Self> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -95,6 +109,7 @@ impl Server {
                 "--max-handshakes-per-source",
                 "65536",
             ])
+            .args(extra)
             .env_remove("POSTERN_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -136,6 +151,7 @@ impl Server {
             password,
             bin: bin.to_owned(),
             log: log.to_owned(),
+            extra: extra.to_vec(),
         })
     }
 
@@ -160,12 +176,13 @@ impl Server {
     /// Stops this server and starts it again on the same data dir and ports.
     pub async fn restart(&mut self) -> Result<Duration> {
         let took = self.stop().await?;
-        let next = Self::start(
+        let next = Self::start_with(
             &self.bin,
             &self.data_dir,
             self.http,
             self.gateway,
             &self.log,
+            &self.extra,
         )
         .await?;
         *self = next;

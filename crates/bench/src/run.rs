@@ -26,6 +26,8 @@ pub enum Section {
     /// `login-burst`: concurrent wrong passwords against a server of its own.
     #[serde(rename = "login-burst")]
     LoginBurst,
+    /// Time to running and throughput through the agent's node and through another node.
+    Nodes,
 }
 
 #[derive(Args, Debug)]
@@ -237,6 +239,24 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             );
         }
     }
+    if wants(&args, Section::Nodes) {
+        eprintln!(
+            "across nodes: {} sessions and {} bytes each way per path",
+            plan.sessions, plan.bytes
+        );
+        record(
+            Section::Nodes,
+            crate::nodes::measure(
+                &bins,
+                &dir,
+                &login,
+                plan.sessions,
+                plan.bytes,
+                plan.throughput_repeats,
+            )
+            .await,
+        );
+    }
     if wants(&args, Section::LoginBurst) {
         eprintln!(
             "login burst: {} wrong passwords at once",
@@ -267,7 +287,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     let report = json!({
         "harness": "postern-bench",
         "mode": if args.quick { "quick" } else { "full" },
-        "sections": if args.only.is_empty() { vec![Section::Footprint, Section::Sessions, Section::Latency, Section::Throughput, Section::LoginBurst, Section::Agents] } else { args.only.clone() },
+        "sections": if args.only.is_empty() { vec![Section::Footprint, Section::Sessions, Section::Latency, Section::Throughput, Section::Nodes, Section::LoginBurst, Section::Agents] } else { args.only.clone() },
         "plan": plan,
         "login": {
             "name": login,
