@@ -414,6 +414,7 @@ mod tests {
             },
             node.clone(),
             crate::metrics::Metrics::default(),
+            None,
         );
         Arc::new(Cluster::new(
             node,
