@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod across_nodes;
 mod agents;
 mod api;
 mod baseline;

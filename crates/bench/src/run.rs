@@ -29,6 +29,9 @@ pub enum Section {
     LoginBurst,
     /// Three nodes on one database: idle agents spread over them, then one node killed.
     Nodes,
+    /// Time to running and throughput through the agent's node and through another node.
+    #[serde(rename = "across-nodes")]
+    AcrossNodes,
 }
 
 #[derive(Args, Debug)]
@@ -270,6 +273,26 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             );
         }
     }
+    if wants(&args, Section::AcrossNodes) {
+        eprintln!(
+            "across nodes: {} sessions and {} bytes each way per path",
+            plan.sessions, plan.bytes
+        );
+        record(
+            &mut figures,
+            &mut errors,
+            Section::AcrossNodes,
+            crate::across_nodes::measure(
+                &bins,
+                &dir,
+                &login,
+                plan.sessions,
+                plan.bytes,
+                plan.throughput_repeats,
+            )
+            .await,
+        );
+    }
     if wants(&args, Section::LoginBurst) {
         eprintln!(
             "login burst: {} wrong passwords at once",
@@ -328,7 +351,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     let report = json!({
         "harness": "postern-bench",
         "mode": if args.quick { "quick" } else { "full" },
-        "sections": if args.only.is_empty() { vec![Section::Footprint, Section::Sessions, Section::Latency, Section::Throughput, Section::LoginBurst, Section::Agents, Section::Nodes] } else { args.only.clone() },
+        "sections": if args.only.is_empty() { vec![Section::Footprint, Section::Sessions, Section::Latency, Section::Throughput, Section::AcrossNodes, Section::LoginBurst, Section::Agents, Section::Nodes] } else { args.only.clone() },
         "plan": plan,
         "login": {
             "name": login,

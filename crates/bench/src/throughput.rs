@@ -26,13 +26,13 @@ use crate::stats;
 const LIMIT: Duration = Duration::from_secs(900);
 
 #[derive(Clone, Copy, PartialEq)]
-enum Direction {
+pub enum Direction {
     Up,
     Down,
 }
 
 impl Direction {
-    fn command(self, bytes: u64) -> String {
+    pub fn command(self, bytes: u64) -> String {
         match self {
             Direction::Up => "cat > /dev/null".to_owned(),
             Direction::Down => format!("head -c {bytes} /dev/zero"),
@@ -205,7 +205,7 @@ async fn negotiated(path: &Path) -> Vec<String> {
 }
 
 /// Runs one transfer; returns the seconds from spawn to exit.
-async fn transfer(mut command: Command, direction: Direction, bytes: u64) -> Result<f64> {
+pub async fn transfer(mut command: Command, direction: Direction, bytes: u64) -> Result<f64> {
     command
         .stdin(if direction == Direction::Up {
             Stdio::piped()

@@ -70,6 +70,8 @@ pub struct Cluster {
     last_beat: AtomicI64,
     /// Set while the heartbeat has failed for longer than `dead_after`.
     unhealthy: AtomicBool,
+    /// The node address registered (`--node-listen`), kept for re-registering.
+    address: std::sync::Mutex<Option<String>>,
 }
 
 /// What this node saw of another: its heartbeat value, and since when it has not changed.
@@ -96,6 +98,7 @@ impl Cluster {
             config,
             last_beat: AtomicI64::new(now_ms()),
             unhealthy: AtomicBool::new(false),
+            address: std::sync::Mutex::new(None),
         }
     }
 
@@ -106,6 +109,7 @@ impl Cluster {
     /// At start, before the node serves: registers it, and forgets the links its last run
     /// held (they died with it; their agents are told offline).
     pub async fn register(&self, address: Option<&str>) -> Result<(), StoreError> {
+        *self.address.lock().unwrap_or_else(|e| e.into_inner()) = address.map(str::to_owned);
         self.store
             .register_node(self.node.as_str(), address, now_ms())
             .await?;
@@ -232,8 +236,13 @@ impl Cluster {
     }
 
     async fn reregister(&self) -> Result<(), StoreError> {
+        let address = self
+            .address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         self.store
-            .register_node(self.node.as_str(), None, now_ms())
+            .register_node(self.node.as_str(), address.as_deref(), now_ms())
             .await?;
         for link in self.links.local_links(&self.node) {
             self.store.link_up(&link).await?;
@@ -405,6 +414,7 @@ mod tests {
             },
             node.clone(),
             crate::metrics::Metrics::default(),
+            None,
         );
         Arc::new(Cluster::new(
             node,

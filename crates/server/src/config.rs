@@ -130,6 +130,13 @@ postern_settings::settings! {
         // Metrics (docs/ARCHITECTURE.md, "Metrics and health").
         /// Serve Prometheus metrics, /healthz and /readyz on this address (unset: off).
         pub metrics_listen: Option<SocketAddr> = None,
+        // Several nodes (docs/ARCHITECTURE.md, "Across nodes").
+        /// Take node-to-node streams on this address (unset: other nodes cannot reach this
+        /// one's agents and tunnels; it can still reach theirs).
+        pub node_listen: Option<SocketAddr> = None,
+        /// The address other nodes dial for node_listen, recorded in the store (default:
+        /// node_listen itself, which must then not be 0.0.0.0 or ::).
+        pub node_address: Option<SocketAddr> = None,
         /// Log format: text or json (read by the binary before the server starts).
         pub log_format: LogFormat = LogFormat::Text,
     }
@@ -224,6 +231,10 @@ pub enum ConfigError {
         setting: String,
         source: crate::store::DatabaseUrlError,
     },
+    #[error(
+        "{setting} is needed when node_listen is 0.0.0.0 or :: (other nodes must know where to dial)"
+    )]
+    NodeAddress { setting: String },
     /// A count out of its range.
     #[error("{setting} must be between {min} and {max}; got {got}")]
     CountOutOfRange {
@@ -394,6 +405,7 @@ impl ServerConfig {
             Some(("HTTP", self.http)),
             Some(("agent gateway", self.agent_listen)),
             self.metrics_listen.map(|addr| ("metrics", addr)),
+            self.node_listen.map(|addr| ("node", addr)),
         ];
         for (what, addr) in listeners.into_iter().flatten() {
             let port = addr.port();
@@ -407,6 +419,12 @@ impl ServerConfig {
             }
         }
         self.store_database()?;
+        if self.node_listen.is_some_and(|a| a.ip().is_unspecified()) && self.node_address.is_none()
+        {
+            return Err(ConfigError::NodeAddress {
+                setting: name("node_address"),
+            });
+        }
         crate::tls::check(self).map_err(ConfigError::Tls)
     }
 }

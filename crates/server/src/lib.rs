@@ -27,6 +27,7 @@ mod liveness;
 pub mod lock;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod presence;
 pub mod sessions;
 pub mod store;
@@ -117,6 +118,8 @@ pub struct Server {
     pub agent_addr: SocketAddr,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where other nodes reach this one (`--node-listen`), when they can.
+    pub node_addr: Option<SocketAddr>,
     /// SHA-256 fingerprint of the gateway's host key, for pinning.
     pub host_key_fingerprint: String,
     /// With HTTPS, the fingerprint (`SHA256:…`) of the certificate served at start; `None`
@@ -187,6 +190,55 @@ async fn server_keys(
     }
 }
 
+/// With a shared database: the dialer that reaches the other nodes, the secret they share
+/// (from the store) and, with `--node-listen`, the node address to record in this node's row.
+async fn join_nodes(
+    config: &ServerConfig,
+    database: &Database,
+    store: &Arc<dyn Store>,
+    node: &node::NodeId,
+    listener: Option<&TcpListener>,
+) -> Result<
+    (
+        Option<Arc<peer::Dialer>>,
+        Option<peer::NodeSecret>,
+        Option<SocketAddr>,
+    ),
+    ServerError,
+> {
+    if !database.is_shared() {
+        if listener.is_some() {
+            tracing::warn!("--node-listen without a shared --database: no other node can use it");
+        }
+        return Ok((None, None, None));
+    }
+    let now = clock::now_ms();
+    let secret = peer::NodeSecret::new(
+        &store
+            .cluster_key(peer::SECRET_KEY, &peer::NodeSecret::candidate(), now)
+            .await?,
+    );
+    let address = match listener {
+        Some(l) => Some(match config.node_address {
+            Some(a) => a,
+            None => l.local_addr().map_err(|source| ServerError::Bind {
+                what: "nodes",
+                addr: config
+                    .node_listen
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                source,
+            })?,
+        }),
+        None => None,
+    };
+    let dialer = peer::Dialer::new(
+        node.clone(),
+        secret.clone(),
+        peer::StoreDirectory::new(store.clone()),
+    );
+    Ok((Some(dialer), Some(secret), address))
+}
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
@@ -200,6 +252,10 @@ impl Server {
         let agent_listener = bind("agents", config.agent_listen).await?;
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(bind("metrics", addr).await?),
+            None => None,
+        };
+        let node_listener = match config.node_listen {
+            Some(addr) => Some(bind("nodes", addr).await?),
             None => None,
         };
         let metrics = if metrics_listener.is_some() {
@@ -226,6 +282,8 @@ impl Server {
         let tls_fingerprint = https.as_ref().map(tls::Https::fingerprint);
         let reload_files = https.as_ref().and_then(|h| h.reload_files.clone());
         let node = node::load_or_create(&config.data_dir)?;
+        let (peers, node_secret, node_addr) =
+            join_nodes(&config, &database, &store, &node, node_listener.as_ref()).await?;
         let events = Arc::new(EventBus::new(store.clone()).await?);
 
         let initial_admin_password = if store.count_users().await? == 0 {
@@ -273,8 +331,9 @@ impl Server {
                 start_timeout: config.session_timeout,
                 idle_timeout: config.idle_timeout,
             },
-            node,
+            node.clone(),
             metrics.clone(),
+            peers,
         );
         sessions
             .recover()
@@ -292,7 +351,9 @@ impl Server {
                 last_seen_every: config.last_seen_every,
             },
         ));
-        cluster.register(None).await?;
+        // With the node address other nodes dial (`--node-listen`), if any.
+        let shown = node_addr.map(|a| a.to_string());
+        cluster.register(shown.as_deref()).await?;
         let certificates = Arc::new(Certificates::new(
             store.clone(),
             events.clone(),
@@ -414,7 +475,19 @@ impl Server {
                 shutdown.clone(),
             ),
         ));
-        tracing::info!(%http_addr, %agent_addr, ?metrics_addr, fingerprint = %host_key_fingerprint, tls = tls_fingerprint.as_deref().unwrap_or("off (plain HTTP)"), "postern server started");
+        if let (Some(listener), Some(secret)) = (node_listener, node_secret) {
+            let listening = peer::Listening {
+                me: node.clone(),
+                secret,
+                sessions: services.sessions.clone(),
+            };
+            tasks.push(tokio::spawn(peer::serve(
+                listener,
+                listening,
+                shutdown.clone(),
+            )));
+        }
+        tracing::info!(%http_addr, %agent_addr, ?metrics_addr, ?node_addr, fingerprint = %host_key_fingerprint, tls = tls_fingerprint.as_deref().unwrap_or("off (plain HTTP)"), "postern server started");
         tasks.extend([
             http_task,
             gateway_task,
@@ -430,6 +503,7 @@ impl Server {
             http_addr,
             agent_addr,
             metrics_addr,
+            node_addr,
             host_key_fingerprint,
             tls_fingerprint,
             initial_admin_password,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod acme;
+mod across_nodes;
 mod admin;
 mod agent_sshd;
 mod api;

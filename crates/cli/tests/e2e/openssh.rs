@@ -10,13 +10,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::harness::{DEADLINE, TestServer, approved_agent, cli_home, postern, run_cli};
 
 /// A logged-in POSTERN_HOME with the OpenSSH config written into it.
-struct OpenSsh {
-    home: tempfile::TempDir,
-    config: PathBuf,
+pub struct OpenSsh {
+    pub home: tempfile::TempDir,
+    pub config: PathBuf,
 }
 
 impl OpenSsh {
-    async fn new(server: &TestServer) -> Self {
+    pub async fn new(server: &TestServer) -> Self {
         let home = cli_home(server, "admin", &server.admin_password).await;
         let (ok, out, err) = run_cli(home.path(), &["ssh-config"], None).await;
         assert!(ok, "{err}");
@@ -26,7 +26,7 @@ impl OpenSsh {
         Self { home, config }
     }
 
-    fn command(&self, program: &str) -> tokio::process::Command {
+    pub fn command(&self, program: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(program);
         cmd.env("POSTERN_HOME", self.home.path())
             .arg("-F")
@@ -39,7 +39,7 @@ impl OpenSsh {
         cmd
     }
 
-    async fn ssh(
+    pub async fn ssh(
         &self,
         host: &str,
         remote: &str,
@@ -51,7 +51,10 @@ impl OpenSsh {
     }
 }
 
-async fn run(mut cmd: tokio::process::Command, input: Option<Vec<u8>>) -> (i32, Vec<u8>, String) {
+pub async fn run(
+    mut cmd: tokio::process::Command,
+    input: Option<Vec<u8>>,
+) -> (i32, Vec<u8>, String) {
     if input.is_some() {
         cmd.stdin(Stdio::piped());
     }
@@ -73,7 +76,7 @@ async fn run(mut cmd: tokio::process::Command, input: Option<Vec<u8>>) -> (i32, 
     )
 }
 
-fn random_bytes(n: usize) -> Vec<u8> {
+pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
     getrandom::fill(&mut v).unwrap();
     v

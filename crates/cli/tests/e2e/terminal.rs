@@ -14,7 +14,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A browser-like attachment: everything read so far, and the offset it has reached.
-struct Attached {
+pub struct Attached {
     ws: Socket,
     offset: u64,
     output: Vec<u8>,
@@ -35,7 +35,7 @@ fn request(
 }
 
 impl Attached {
-    async fn open(server: &TestServer, token: &str, id: &str, query: &str) -> Self {
+    pub async fn open(server: &TestServer, token: &str, id: &str, query: &str) -> Self {
         let path = format!("/api/v1/sessions/{id}/terminal?{query}");
         let (ws, _) = tokio_tungstenite::connect_async(request(server, token, &path))
             .await
@@ -55,7 +55,7 @@ impl Attached {
     }
 
     /// Reads until a control frame arrives; output read on the way is kept.
-    async fn next_frame(&mut self) -> TerminalServerFrame {
+    pub async fn next_frame(&mut self) -> TerminalServerFrame {
         loop {
             let message = tokio::time::timeout(DEADLINE, self.ws.next())
                 .await
@@ -77,7 +77,7 @@ impl Attached {
         }
     }
 
-    async fn read_until(&mut self, needle: &str) {
+    pub async fn read_until(&mut self, needle: &str) {
         let found = tokio::time::timeout(DEADLINE, async {
             while !String::from_utf8_lossy(&self.output).contains(needle) {
                 match self.ws.next().await {
@@ -102,7 +102,7 @@ impl Attached {
         );
     }
 
-    async fn type_in(&mut self, keys: &str) {
+    pub async fn type_in(&mut self, keys: &str) {
         self.ws
             .send(Message::Binary(keys.as_bytes().to_vec().into()))
             .await
@@ -110,7 +110,7 @@ impl Attached {
     }
 }
 
-async fn running_session(server: &TestServer, agent: &str, token: &str) -> String {
+pub async fn running_session(server: &TestServer, agent: &str, token: &str) -> String {
     let (status, body) = server.start_session(agent, token).await;
     assert!(status == 201 || status == 200, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();

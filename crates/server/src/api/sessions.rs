@@ -38,6 +38,9 @@ impl From<SessionError> for ApiError {
             SessionError::Channel(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "agent_unreachable", e.to_string())
             }
+            SessionError::Node(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "node_unreachable", e.to_string())
+            }
             SessionError::Store(e) => e.into(),
         }
     }
@@ -233,7 +236,7 @@ pub(super) async fn own_session_socket(
     (status = 403, body = ErrorBody, description = "Not an operator, or a cross-origin page"),
     (status = 404, body = ErrorBody, description = "No such session of the caller's"),
     (status = 409, body = ErrorBody, description = "The session is not running"),
-    (status = 502, body = ErrorBody, description = "The agent did not open the channel")), security(("bearer" = [])))]
+    (status = 502, body = ErrorBody, description = "The agent did not open the channel, or the node holding the session cannot be reached")), security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,

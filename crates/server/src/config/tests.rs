@@ -59,6 +59,9 @@ fn every_setting_is_default_then_file_then_variable_then_flag() {
         "tls_cert" | "tls_key" | "acme_ca_cert" => Some(["/etc/a.pem", "/etc/b.pem", "/etc/c.pem"]),
         "acme_domain" => Some(["a.example", "b.example", "c.example"]),
         "metrics_listen" => Some(["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"]),
+        "node_listen" | "node_address" => {
+            Some(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"])
+        }
         "acme_contact" => Some(["a@example.com", "b@example.com", "c@example.com"]),
         "acme_directory" => Some([
             "https://a.example/d",

@@ -10,6 +10,7 @@
 mod lifecycle;
 mod ports;
 mod reason;
+mod remote;
 mod runtime;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ use crate::events::EventBus;
 use crate::links::LinkRegistry;
 use crate::metrics::{ForwardRefusal, Metrics};
 use crate::node::NodeId;
+use crate::peer::Dialer;
 use crate::store::{
     Actor, AgentRecord, SessionFilter, SessionRecord, Store, StoreError, UserId, UserRecord,
 };
@@ -67,12 +69,16 @@ pub enum SessionError {
     Channel(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the node holding the session cannot be reached: {0}")]
+    Node(String),
 }
 
 pub struct Sessions {
     lifecycle: Lifecycle,
     runtime: NodeRuntime,
     config: SessionConfig,
+    /// Reaches what other nodes hold (agents' links, tunnels); `None` with one node.
+    peers: Option<Arc<Dialer>>,
 }
 
 impl Sessions {
@@ -83,11 +89,13 @@ impl Sessions {
         config: SessionConfig,
         node: NodeId,
         metrics: Metrics,
+        peers: Option<Arc<Dialer>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             lifecycle: Lifecycle::new(store, events, node, metrics.clone()),
             runtime: NodeRuntime::new(links, PortPool::new(config.bind, config.ports), metrics),
             config,
+            peers,
         })
     }
 
@@ -162,9 +170,20 @@ impl Sessions {
         if !created {
             return Ok((session, false));
         }
-        // An offline agent gets the request when its link comes back (see `link_up`).
+        // The node holding the agent's link sends `start_ssh` and times the start; when no
+        // node does, the agent is offline here as everywhere: this node times it.
+        if self.runtime.is_online(&agent.id) || !self.start_elsewhere(&session).await {
+            self.start_here(&session);
+        }
+        Ok((session, true))
+    }
+
+    /// Sends `start_ssh` on the agent's link if this node holds it (else the agent gets it
+    /// when its link comes back, see `link_up`), and fails the session if it is not running
+    /// in time.
+    fn start_here(self: &Arc<Self>, session: &SessionRecord) {
         self.runtime.send(
-            &agent.id,
+            &session.agent_id,
             ServerMessage::StartSsh {
                 session: session.id.clone(),
             },
@@ -179,7 +198,6 @@ impl Sessions {
                 _ = stopping.cancelled() => {}
             }
         });
-        Ok((session, true))
     }
 
     /// Fails a session still requested or starting when its time is up.
@@ -392,29 +410,32 @@ async fn wait_count(
 }
 
 impl Sessions {
-    /// Opens a stream to the agent's SSH server through a running session (the data path).
+    /// Opens a stream to the agent's SSH server through a running session (the data path):
+    /// a channel of its tunnel here, or a node stream to the node that holds the tunnel.
     pub async fn open_stream(
         &self,
         id: &SessionId,
         originator: SocketAddr,
     ) -> Result<(TunnelStream, ActivityGuard), SessionError> {
-        let Some(tunnel) = self.runtime.tunnel(id) else {
-            let state = self
-                .lifecycle
-                .find(id)
-                .await?
-                .map(|s| s.state)
-                .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
-            return Err(SessionError::WrongState {
+        if let Some(tunnel) = self.runtime.tunnel(id) {
+            return tunnel
+                .open(originator)
+                .await
+                .map_err(|e| SessionError::Channel(e.to_string()));
+        }
+        let session = self
+            .lifecycle
+            .find(id)
+            .await?
+            .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
+        match self.tunnel_node(&session) {
+            Some((peers, node)) => self.connect_elsewhere(peers, node, id, originator).await,
+            None => Err(SessionError::WrongState {
                 id: id.clone(),
-                state,
+                state: session.state,
                 what: "only a running session carries data",
-            });
-        };
-        tunnel
-            .open(originator)
-            .await
-            .map_err(|e| SessionError::Channel(e.to_string()))
+            }),
+        }
     }
 
     /// Orderly end: stopping, tunnel and port freed, stopped.
@@ -437,14 +458,10 @@ impl Sessions {
         }
     }
 
-    /// Frees what a session holds: the agent drops its forward, our tunnel and port go.
+    /// Frees what a session holds: the agent drops its forward, the tunnel and port go —
+    /// here, and on the node holding them if that is another.
     async fn release(&self, session: &SessionRecord) {
-        self.runtime.send(
-            &session.agent_id,
-            ServerMessage::StopSsh {
-                session: session.id.clone(),
-            },
-        );
-        self.runtime.close_tunnel(&session.id).await;
+        self.release_here(session).await;
+        self.release_elsewhere(session).await;
     }
 }

@@ -63,6 +63,7 @@ impl Fixture {
             },
             node,
             crate::metrics::Metrics::default(),
+            None,
         )
     }
 }

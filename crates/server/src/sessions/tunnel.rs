@@ -16,7 +16,7 @@ use postern_protocol::SessionId;
 use russh::ChannelStream;
 use russh::server::{Handle, Msg};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,13 @@ pub struct Activity {
 
 /// One open channel, counted while held when channels are what counts.
 pub struct ActivityGuard(Option<Activity>);
+
+impl ActivityGuard {
+    /// Counts nothing: the node that holds the tunnel counts the channel.
+    pub fn elsewhere() -> Self {
+        Self(None)
+    }
+}
 
 impl Activity {
     pub fn new(counts: SessionUse) -> Self {
@@ -125,9 +132,9 @@ impl Tunnel {
             )
             .await?;
         let stream = TunnelStream {
-            inner: channel.into_stream(),
-            to_agent: self.metrics.tunnel_bytes(Direction::ToAgent),
-            from_agent: self.metrics.tunnel_bytes(Direction::FromAgent),
+            inner: Inner::Channel(channel.into_stream()),
+            to_agent: Some(self.metrics.tunnel_bytes(Direction::ToAgent)),
+            from_agent: Some(self.metrics.tunnel_bytes(Direction::FromAgent)),
         };
         Ok((stream, guard))
     }
@@ -168,11 +175,29 @@ impl Tunnel {
     }
 }
 
-/// One channel to the agent's SSH server, its bytes counted each way as they pass.
+/// One stream to the agent's SSH server: a channel of a tunnel this node holds, its bytes
+/// counted each way as they pass, or a node stream to the node that holds the tunnel (which
+/// counts them there).
 pub struct TunnelStream {
-    inner: ChannelStream<Msg>,
-    to_agent: metrics::Counter,
-    from_agent: metrics::Counter,
+    inner: Inner,
+    to_agent: Option<metrics::Counter>,
+    from_agent: Option<metrics::Counter>,
+}
+
+enum Inner {
+    Channel(ChannelStream<Msg>),
+    Node(TcpStream),
+}
+
+impl TunnelStream {
+    /// The bytes of a tunnel on another node, through a node stream to it.
+    pub fn through_node(stream: TcpStream) -> Self {
+        Self {
+            inner: Inner::Node(stream),
+            to_agent: None,
+            from_agent: None,
+        }
+    }
 }
 
 impl AsyncRead for TunnelStream {
@@ -183,9 +208,13 @@ impl AsyncRead for TunnelStream {
     ) -> Poll<io::Result<()>> {
         let me = self.get_mut();
         let before = buf.filled().len();
-        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
-        let read = buf.filled().len().saturating_sub(before);
-        me.from_agent.increment(read as u64);
+        let polled = match &mut me.inner {
+            Inner::Channel(c) => Pin::new(c).poll_read(cx, buf),
+            Inner::Node(t) => Pin::new(t).poll_read(cx, buf),
+        };
+        if let Some(counter) = &me.from_agent {
+            counter.increment(buf.filled().len().saturating_sub(before) as u64);
+        }
         polled
     }
 }
@@ -197,19 +226,28 @@ impl AsyncWrite for TunnelStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
-        let polled = Pin::new(&mut me.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            me.to_agent.increment(n as u64);
+        let polled = match &mut me.inner {
+            Inner::Channel(c) => Pin::new(c).poll_write(cx, buf),
+            Inner::Node(t) => Pin::new(t).poll_write(cx, buf),
+        };
+        if let (Poll::Ready(Ok(n)), Some(counter)) = (&polled, &me.to_agent) {
+            counter.increment(*n as u64);
         }
         polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        match &mut self.get_mut().inner {
+            Inner::Channel(c) => Pin::new(c).poll_flush(cx),
+            Inner::Node(t) => Pin::new(t).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        match &mut self.get_mut().inner {
+            Inner::Channel(c) => Pin::new(c).poll_shutdown(cx),
+            Inner::Node(t) => Pin::new(t).poll_shutdown(cx),
+        }
     }
 }
 
