@@ -349,11 +349,12 @@ async fn converse(
     server_fingerprint: &str,
     shutdown: &CancellationToken,
 ) -> LinkEnd {
-    match handshake(lc, link, server_fingerprint).await {
-        Ok(false) => {}
-        Ok(true) => return LinkEnd::Revoked,
+    // What the server knows of the kept shells' sessions; None: it does not want to.
+    let mut told = match handshake(lc, link, server_fingerprint).await {
+        Ok(Handshook::Revoked) => return LinkEnd::Revoked,
+        Ok(Handshook::Enrolled { told }) => told,
         Err(e) => return LinkEnd::Lost(e),
-    }
+    };
     let mut heartbeat = tokio::time::interval(lc.ctx.options.sync_rate);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
@@ -406,13 +407,13 @@ async fn converse(
                 }
             },
             () = lc.forwarding.changed() => {
-                if let Err(e) = report(lc, link).await {
+                if let Err(e) = report(lc, link, &mut told).await {
                     return LinkEnd::Dropped(e);
                 }
                 None
             }
             () = lc.ctx.shells.changed() => {
-                if let Err(e) = report(lc, link).await {
+                if let Err(e) = report(lc, link, &mut told).await {
                     return LinkEnd::Dropped(e);
                 }
                 None
@@ -433,15 +434,28 @@ async fn converse(
     }
 }
 
-/// Tells the server what changed: sessions whose kept shells all expired, login counts.
-async fn report(lc: &LinkContext<'_>, link: &mut Link) -> Result<(), String> {
+/// Tells the server what changed: the sessions with kept shells (`told` is what it knows),
+/// login counts, sessions whose kept shells all expired.
+async fn report(
+    lc: &LinkContext<'_>,
+    link: &mut Link,
+    told: &mut Option<Vec<SessionId>>,
+) -> Result<(), String> {
+    if let Some(told) = told {
+        let now = lc.ctx.shells.sessions();
+        if now != *told {
+            send(link, &AgentMessage::Kept { sessions: now.clone() }).await?;
+            *told = now;
+        }
+    }
+    // Counts first: the server ends a running session at its grace only if nobody is in it.
+    for (session, count) in lc.forwarding.changes(&lc.ctx.shells) {
+        send(link, &AgentMessage::Logins { session, count }).await?;
+    }
     if lc.ctx.options.shell_grace > Duration::ZERO {
         for session in lc.ctx.shells.take_expired() {
             send(link, &AgentMessage::GraceExpired { session }).await?;
         }
-    }
-    for (session, count) in lc.forwarding.changes(&lc.ctx.shells) {
-        send(link, &AgentMessage::Logins { session, count }).await?;
     }
     Ok(())
 }
@@ -514,12 +528,18 @@ async fn start_session(
     }
 }
 
-/// Hello → Welcome → Enroll → Status. Returns whether the agent turned out to be revoked.
+enum Handshook {
+    Revoked,
+    /// With the kept shells' sessions the server was told of, if it wants them.
+    Enrolled { told: Option<Vec<SessionId>> },
+}
+
+/// Hello → Welcome → Enroll → Status (→ Kept).
 async fn handshake(
     lc: &LinkContext<'_>,
     link: &mut Link,
     server_fingerprint: &str,
-) -> Result<bool, String> {
+) -> Result<Handshook, String> {
     let ctx = lc.ctx;
     send(
         link,
@@ -572,13 +592,22 @@ async fn handshake(
         s.connected = true;
         s.link_error = None;
     });
-    let revoked = apply_status(lc, update);
-    if resumes && !revoked && ctx.shells.enabled() {
-        let sessions = ctx.shells.sessions();
-        send(link, &AgentMessage::Kept { sessions }).await?;
-        // What expired while the link was down is reported with the next changes.
+    if apply_status(lc, update) {
+        return Ok(Handshook::Revoked);
     }
-    Ok(revoked)
+    let mut told = None;
+    if resumes && ctx.shells.enabled() {
+        // The first list decides what is resumed; later ones only keep the server informed.
+        // First what expired while the link was down, so that those sessions end with that
+        // reason, not as shells lost.
+        for session in ctx.shells.take_expired() {
+            send(link, &AgentMessage::GraceExpired { session }).await?;
+        }
+        let sessions = ctx.shells.sessions();
+        send(link, &AgentMessage::Kept { sessions: sessions.clone() }).await?;
+        told = Some(sessions);
+    }
+    Ok(Handshook::Enrolled { told })
 }
 
 /// Records and reports the server's word. Returns true when the agent is revoked.

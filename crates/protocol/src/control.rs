@@ -62,10 +62,12 @@ pub enum AgentMessage {
         session: SessionId,
         count: u32,
     },
-    /// Right after enrolling (only to a server whose `Welcome` asked): the sessions whose
-    /// shells this agent keeps, alive or waiting for their user. The server answers each with
-    /// `Resume` (the session goes on) or `StopSsh` (it has ended). Whichever node the agent
-    /// reached decides the same way: the sessions are in the shared store.
+    /// The sessions whose shells this agent keeps, alive or waiting for their user (only to
+    /// a server whose `Welcome` asked). Right after enrolling, the server answers each with
+    /// `Resume` (the session goes on) or `StopSsh` (it has ended); whichever node the agent
+    /// reached decides the same way, the sessions being in the shared store. Sent again
+    /// whenever the list changes: a session on it detaches when the link is lost, instead of
+    /// ending.
     Kept {
         sessions: Vec<SessionId>,
     },

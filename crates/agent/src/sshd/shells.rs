@@ -207,9 +207,11 @@ impl Shells {
         !self.grace.is_zero()
     }
 
-    /// The sessions with kept shells.
+    /// The sessions with kept shells, in order.
     pub fn sessions(&self) -> Vec<SessionId> {
-        self.map().keys().cloned().collect()
+        let mut sessions: Vec<SessionId> = self.map().keys().cloned().collect();
+        sessions.sort();
+        sessions
     }
 
     pub fn has(&self, session: &SessionId) -> bool {
@@ -268,6 +270,8 @@ impl Shells {
         if shells.is_empty() {
             map.remove(session);
         }
+        drop(map);
+        self.changed.notify_one();
         removed
     }
 
@@ -397,6 +401,8 @@ impl Shells {
             .entry(session.clone())
             .or_default()
             .insert(id, kept.clone());
+        // The server learns which sessions have kept shells (see `sessions`).
+        self.changed.notify_one();
         Ok(kept)
     }
 
