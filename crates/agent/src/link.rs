@@ -444,7 +444,13 @@ async fn report(
     if let Some(told) = told {
         let now = lc.ctx.shells.sessions();
         if now != *told {
-            send(link, &AgentMessage::Kept { sessions: now.clone() }).await?;
+            send(
+                link,
+                &AgentMessage::Kept {
+                    sessions: now.clone(),
+                },
+            )
+            .await?;
             *told = now;
         }
     }
@@ -531,7 +537,9 @@ async fn start_session(
 enum Handshook {
     Revoked,
     /// With the kept shells' sessions the server was told of, if it wants them.
-    Enrolled { told: Option<Vec<SessionId>> },
+    Enrolled {
+        told: Option<Vec<SessionId>>,
+    },
 }
 
 /// Hello → Welcome → Enroll → Status (→ Kept).
@@ -604,7 +612,13 @@ async fn handshake(
             send(link, &AgentMessage::GraceExpired { session }).await?;
         }
         let sessions = ctx.shells.sessions();
-        send(link, &AgentMessage::Kept { sessions: sessions.clone() }).await?;
+        send(
+            link,
+            &AgentMessage::Kept {
+                sessions: sessions.clone(),
+            },
+        )
+        .await?;
         told = Some(sessions);
     }
     Ok(Handshook::Enrolled { told })

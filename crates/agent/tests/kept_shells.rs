@@ -104,7 +104,8 @@ impl Fixture {
         b.cert_type(CertType::User).unwrap();
         b.key_id(key_id).unwrap();
         b.valid_principal(&self.login).unwrap();
-        b.extension(CERT_AGENT_EXTENSION, self.did.as_str()).unwrap();
+        b.extension(CERT_AGENT_EXTENSION, self.did.as_str())
+            .unwrap();
         b.extension(CERT_SESSION_EXTENSION, SESSION).unwrap();
         let cert = b.sign(&self.ca).unwrap();
         let client = Client {
@@ -270,7 +271,10 @@ async fn a_kept_shell_outlives_its_connection_and_resumes_with_exactly_the_misse
     channel.data(&b"\x03exit 7\n"[..]).await.unwrap();
     more.until(&mut channel, |r| r.closed).await;
     assert_eq!(more.status, Some(7));
-    assert!(f.shells.sessions().is_empty(), "a delivered end is forgotten");
+    assert!(
+        f.shells.sessions().is_empty(),
+        "a delivered end is forgotten"
+    );
 }
 
 #[tokio::test]
@@ -280,10 +284,7 @@ async fn only_its_user_attaches_and_a_shell_nobody_attached_to_ends_at_the_grace
     let ann = f.connect("ann session 1").await;
     let mut channel = shell(&ann, (SHELL_ENV, "shell-two")).await;
     let mut seen = Received::default();
-    channel
-        .data(&b"echo pid=$$ re\"\"ady\n"[..])
-        .await
-        .unwrap();
+    channel.data(&b"echo pid=$$ re\"\"ady\n"[..]).await.unwrap();
     seen.until(&mut channel, |r| r.has(" ready\r")).await;
     let text = String::from_utf8_lossy(&seen.output).into_owned();
     let pid: i32 = text
@@ -299,7 +300,10 @@ async fn only_its_user_attaches_and_a_shell_nobody_attached_to_ends_at_the_grace
     let mut refused = Received::default();
     refused.until(&mut other, |r| r.closed).await;
     assert_eq!(refused.notices, [ShellNotice::Gone(ShellEnd::NotYours)]);
-    assert!(refused.output.is_empty(), "scrollback leaked to another user");
+    assert!(
+        refused.output.is_empty(),
+        "scrollback leaked to another user"
+    );
     channel.data(&b"echo still-\"\"mine\n"[..]).await.unwrap();
     seen.until(&mut channel, |r| r.has("still-mine\r\n")).await;
 

@@ -84,7 +84,12 @@ pub async fn interactive(
         let mut stdin = tokio::io::stdin();
         let mut buf = vec![0u8; 16 * 1024];
         while let Ok(n) = stdin.read(&mut buf).await {
-            if n == 0 || typed_tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+            if n == 0
+                || typed_tx
+                    .send(Bytes::copy_from_slice(&buf[..n]))
+                    .await
+                    .is_err()
+            {
                 break;
             }
         }
@@ -105,7 +110,9 @@ pub async fn interactive(
                 return Err(anyhow!(session::end_reason(client, session).await));
             }
             Attached::Lost { kept: true } => {
-                notice("connection to the device lost; re-attaching (what you type is sent once it is back)");
+                notice(
+                    "connection to the device lost; re-attaching (what you type is sent once it is back)",
+                );
                 drop(connection);
                 connection = reconnect(client, session, login.clone()).await?;
                 let resume = Resume {

@@ -307,12 +307,18 @@ mod tests {
             },
         ] {
             let text = serde_json::to_string(&message).unwrap();
-            assert_eq!(serde_json::from_str::<AgentMessage>(&text).unwrap(), message);
+            assert_eq!(
+                serde_json::from_str::<AgentMessage>(&text).unwrap(),
+                message
+            );
         }
         let resume = ServerMessage::Resume { session: id };
         let text = serde_json::to_string(&resume).unwrap();
         assert!(text.starts_with(r#"{"type":"resume""#), "{text}");
-        assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), resume);
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&text).unwrap(),
+            resume
+        );
     }
 
     #[test]

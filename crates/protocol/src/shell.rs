@@ -105,7 +105,10 @@ pub enum ShellNotice {
     /// The output that follows starts at `output`; the shell has taken the client's input up
     /// to byte `input` (the client sends what it typed after that, once). Sent on attach,
     /// and again whenever the stream skips ahead (the client fell behind the buffer).
-    From { output: u64, input: u64 },
+    From {
+        output: u64,
+        input: u64,
+    },
     Gone(ShellEnd),
 }
 
@@ -125,9 +128,13 @@ impl ShellNotice {
                 input: words.next()?.parse().ok()?,
             },
             ("gone", word) => ShellNotice::Gone(
-                [ShellEnd::GraceExpired, ShellEnd::Unknown, ShellEnd::NotYours]
-                    .into_iter()
-                    .find(|e| e.word() == word)?,
+                [
+                    ShellEnd::GraceExpired,
+                    ShellEnd::Unknown,
+                    ShellEnd::NotYours,
+                ]
+                .into_iter()
+                .find(|e| e.word() == word)?,
             ),
             _ => return None,
         };

@@ -237,7 +237,9 @@ impl Shells {
     /// The process groups of the kept shells, which outlive a lost link.
     pub fn groups(&self) -> Vec<Pid> {
         let map = self.map();
-        map.values().flat_map(|s| s.values().map(|k| k.group)).collect()
+        map.values()
+            .flat_map(|s| s.values().map(|k| k.group))
+            .collect()
     }
 
     /// Sessions whose last kept shell expired since the last call.
@@ -303,11 +305,7 @@ impl Shells {
         owner: Owner,
         process: Process,
     ) -> Result<Arc<Kept>, Box<Process>> {
-        if self
-            .map()
-            .get(session)
-            .is_some_and(|s| s.contains_key(&id))
-        {
+        if self.map().get(session).is_some_and(|s| s.contains_key(&id)) {
             return Err(Box::new(process));
         }
         let Process {

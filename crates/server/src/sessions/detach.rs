@@ -169,9 +169,7 @@ impl Sessions {
             _ => false,
         };
         if ends {
-            let _ = self
-                .stop(id, EndReason::GraceExpired, &Actor::Agent)
-                .await;
+            let _ = self.stop(id, EndReason::GraceExpired, &Actor::Agent).await;
         }
     }
 }
