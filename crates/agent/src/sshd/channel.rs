@@ -22,7 +22,7 @@ use std::sync::Arc;
 /// What the handler started on a channel.
 pub enum Started {
     /// A program of this channel's own, which ends with it.
-    Process(Process),
+    Process(Box<Process>),
     /// A kept shell, from this output offset (see `shells`).
     Kept(Arc<Kept>, u64),
     /// The kept shell asked for is gone.
@@ -78,7 +78,7 @@ pub async fn run(mut channel: Channel<Msg>, handle: Handle, started: oneshot::Re
             if early_eof {
                 early.push(Feed::Eof);
             }
-            carry(channel, handle, process, early).await;
+            carry(channel, handle, *process, early).await;
         }
         Started::Kept(kept, offset) => attach::run(channel, handle, kept, offset, early).await,
         Started::Gone(end) => attach::gone(channel, end).await,

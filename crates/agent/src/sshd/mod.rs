@@ -290,7 +290,7 @@ impl Connection {
                     return false;
                 }
             },
-            None => Started::Process(process),
+            None => Started::Process(Box::new(process)),
         };
         start.send(started).is_ok()
     }
