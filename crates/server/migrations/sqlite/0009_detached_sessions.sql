@@ -1,9 +1,10 @@
+-- no-transaction
 -- Shells that survive (issue 13): a session whose path to the agent is broken while the agent
 -- keeps its shells is `detached`, and still the user's one open session on that agent.
--- SQLite cannot change a CHECK constraint: the table is rebuilt with every row and column
--- (foreign keys from session_transitions are checked at commit, once the new table has the
--- old name again).
-PRAGMA defer_foreign_keys = ON;
+-- SQLite cannot change a CHECK constraint: the table is rebuilt with every row and column,
+-- with foreign keys off meanwhile (SQLite's own recipe: otherwise dropping the old table
+-- counts every transition as orphaned). sqlx runs this file in a transaction of its own.
+PRAGMA foreign_keys = OFF;
 
 CREATE TABLE sessions_detached (
     id         TEXT PRIMARY KEY,
@@ -28,3 +29,4 @@ CREATE INDEX sessions_user ON sessions (user_id, state);
 CREATE INDEX sessions_node ON sessions (node_id, state);
 CREATE UNIQUE INDEX sessions_one_open ON sessions (user_id, agent_id)
     WHERE state IN ('requested', 'starting', 'running', 'detached');
+PRAGMA foreign_keys = ON;
