@@ -1,32 +1,26 @@
--- no-transaction
 -- Shells that survive (issue 13): a session whose path to the agent is broken while the agent
 -- keeps its shells is `detached`, and still the user's one open session on that agent.
--- SQLite cannot change a CHECK constraint: the table is rebuilt with every row and column,
--- with foreign keys off meanwhile (SQLite's own recipe: otherwise dropping the old table
--- counts every transition as orphaned). sqlx runs this file in a transaction of its own.
-PRAGMA foreign_keys = OFF;
+-- SQLite cannot change a CHECK constraint in place, and rebuilding `sessions` is refused once
+-- `session_transitions` points at it (sqlx runs this file in a transaction, where foreign
+-- keys cannot be switched off). So the state column alone is replaced: renamed aside, a new
+-- one added with the wider CHECK (SQLite checks it, and NOT NULL, on every existing row), the
+-- values copied, the old column dropped. Every row, id and foreign key stays as it was; the
+-- DEFAULT exists only because ADD COLUMN requires one with NOT NULL, and every insert names
+-- its state. The indexes on state go first (a column in an index cannot be renamed away or
+-- dropped) and come back, the one-open index counting `detached` as open.
+DROP INDEX sessions_agent;
+DROP INDEX sessions_user;
+DROP INDEX sessions_node;
+DROP INDEX sessions_one_open;
 
-CREATE TABLE sessions_detached (
-    id         TEXT PRIMARY KEY,
-    agent_id   TEXT NOT NULL REFERENCES agents (id),
-    user_id    TEXT NOT NULL,
-    user_name  TEXT NOT NULL,
-    state      TEXT NOT NULL CHECK (state IN ('requested', 'starting', 'running', 'detached', 'stopping', 'stopped', 'failed')),
-    port       INTEGER,
-    reason     TEXT,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    ended_at   INTEGER,
-    node_id    TEXT
-);
-INSERT INTO sessions_detached (id, agent_id, user_id, user_name, state, port, reason, created_at, updated_at, ended_at, node_id)
-SELECT id, agent_id, user_id, user_name, state, port, reason, created_at, updated_at, ended_at, node_id FROM sessions;
-DROP TABLE sessions;
-ALTER TABLE sessions_detached RENAME TO sessions;
+ALTER TABLE sessions RENAME COLUMN state TO state_before_detached;
+ALTER TABLE sessions ADD COLUMN state TEXT NOT NULL DEFAULT 'requested'
+    CHECK (state IN ('requested', 'starting', 'running', 'detached', 'stopping', 'stopped', 'failed'));
+UPDATE sessions SET state = state_before_detached;
+ALTER TABLE sessions DROP COLUMN state_before_detached;
 
 CREATE INDEX sessions_agent ON sessions (agent_id, state);
 CREATE INDEX sessions_user ON sessions (user_id, state);
 CREATE INDEX sessions_node ON sessions (node_id, state);
 CREATE UNIQUE INDEX sessions_one_open ON sessions (user_id, agent_id)
     WHERE state IN ('requested', 'starting', 'running', 'detached');
-PRAGMA foreign_keys = ON;
