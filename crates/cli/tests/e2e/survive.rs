@@ -162,7 +162,7 @@ async fn postern_ssh_keeps_its_shell_through_a_silent_cut_of_the_agent_link() {
     let proxy = Proxy::start(server.agent_addr()).await;
     let token = server.create_token(600, 1).await;
     let agent = TestAgent::start_with(&server, "islander", Some(token), |o| {
-        o.server = proxy.addr.to_string();
+        o.servers = vec![proxy.addr.to_string()];
         o.sync_rate = Duration::from_secs(1);
         o.keepalive = Duration::from_secs(1);
         o.reconnect_max = Duration::from_secs(1);
@@ -199,7 +199,7 @@ async fn a_cut_longer_than_the_grace_ends_the_shell_and_says_why() {
     let proxy = Proxy::start(server.agent_addr()).await;
     let token = server.create_token(600, 1).await;
     let agent = TestAgent::start_with(&server, "castaway", Some(token), |o| {
-        o.server = proxy.addr.to_string();
+        o.servers = vec![proxy.addr.to_string()];
         o.sync_rate = Duration::from_secs(1);
         o.keepalive = Duration::from_secs(1);
         o.reconnect_max = Duration::from_secs(1);
