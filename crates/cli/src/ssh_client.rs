@@ -12,7 +12,7 @@ use russh::{Channel, ChannelMsg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// Accepts exactly the host key the server registered for the agent: no prompt, no TOFU.
-pub struct KnownHost {
+struct KnownHost {
     expected: PublicKey,
 }
 
@@ -44,10 +44,6 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn handle(&self) -> &client::Handle<KnownHost> {
-        &self.handle
-    }
-
     pub async fn establish(
         stream: DuplexStream,
         host_key: &str,
@@ -117,10 +113,10 @@ impl Connection {
 }
 
 /// Restores the terminal when dropped, however `run` ends.
-pub struct RawMode;
+struct RawMode;
 
 impl RawMode {
-    pub fn enable() -> Result<Self> {
+    fn enable() -> Result<Self> {
         crossterm::terminal::enable_raw_mode().context("cannot switch the terminal to raw mode")?;
         Ok(Self)
     }
@@ -202,7 +198,7 @@ async fn pump(channel: Channel<Msg>, interactive: bool) -> Result<Option<u32>> {
     Ok(status)
 }
 
-pub fn signal_number(signal: &russh::Sig) -> u32 {
+fn signal_number(signal: &russh::Sig) -> u32 {
     use russh::Sig;
     match signal {
         Sig::HUP => 1,

@@ -14,7 +14,6 @@ pub mod facts;
 pub mod integer;
 pub mod session;
 pub mod sever;
-pub mod shell;
 pub mod sse;
 pub mod status;
 pub mod text;

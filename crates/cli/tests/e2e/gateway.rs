@@ -12,7 +12,6 @@ fn hello() -> AgentMessage {
         agent_version: "test".into(),
         heartbeat_ms: None,
         reports_logins: false,
-        keeps_shells: false,
     }
 }
 
@@ -135,7 +134,6 @@ async fn a_peer_speaking_another_protocol_version_is_told_so() {
             agent_version: "future".into(),
             heartbeat_ms: None,
             reports_logins: false,
-            keeps_shells: false,
         },
     )
     .await;

@@ -126,7 +126,6 @@ pub async fn enroll(
             agent_version: "test".into(),
             heartbeat_ms: None,
             reports_logins: false,
-            keeps_shells: false,
         },
     )
     .await;
