@@ -17,7 +17,6 @@ pub struct Cluster {
     /// Holds the shared SQLite file, when that is the database.
     _dir: TempDir,
     /// The URL every node was given (`--database`).
-    #[allow(dead_code)]
     pub database: String,
     pub nodes: Vec<TestServer>,
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use postern_protocol::SessionState;
 use postern_protocol::api::{EventKind, EventView, Liveness, PresenceChanges};
 
-use crate::harness::{Proxy, TestAgent, TestServer, approved, eventually};
+use crate::harness::{TestAgent, TestServer, approved, eventually};
+use crate::link_proxy::Proxy;
 
 /// An approved agent that reaches `server` through a `Proxy`, heartbeating every second.
 async fn agent_behind_proxy(server: &TestServer, name: &str) -> (TestAgent, Proxy) {

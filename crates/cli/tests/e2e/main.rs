@@ -28,6 +28,7 @@ mod https;
 mod https_reload;
 mod idle;
 mod link;
+mod link_proxy;
 mod liveness;
 mod logins;
 mod metrics;

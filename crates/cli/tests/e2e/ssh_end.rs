@@ -11,8 +11,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
 use crate::harness::{
-    DEADLINE, Proxy, TestAgent, TestServer, approved, approved_agent, cli_home, postern, read_until,
+    DEADLINE, TestAgent, TestServer, approved, approved_agent, cli_home, postern, read_until,
 };
+use crate::link_proxy::Proxy;
 
 /// `postern ssh AGENT -- sleep 1000` as a real process, once the command runs, and its
 /// session.
