@@ -51,6 +51,11 @@ postern_settings::settings! {
         /// root); a list, or comma-separated on the flag.
         #[setting(env = "POSTERN_ALLOW_LOGINS")]
         pub allow_logins: Vec<String> = Vec::new(),
+        /// How long a Postern client's shell outlives its client, connection and link while
+        /// nobody is attached, 0 (none kept) to 24h.
+        #[serde(with = "humantime_serde")]
+        #[setting(env = "POSTERN_SHELL_GRACE")]
+        pub shell_grace: Duration = crate::sshd::DEFAULT_GRACE,
         /// Log format: text or json.
         #[setting(env = "POSTERN_LOG_FORMAT")]
         pub log_format: LogFormat = LogFormat::Text,
@@ -62,6 +67,8 @@ postern_settings::settings! {
 const SYNC_RATE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(600));
 /// Keepalives: the same floor; an hour is already longer than any NAT keeps a quiet flow.
 const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+/// A day: a shell forgotten longer than that is forgotten, not detached.
+const SHELL_GRACE_MAX: Duration = Duration::from_secs(24 * 3600);
 
 impl AgentConfig {
     /// Layers the file, the variables and the flags in `inputs` over the defaults, and
@@ -91,6 +98,14 @@ impl AgentConfig {
                 )));
             }
         }
+        if self.shell_grace > SHELL_GRACE_MAX {
+            return Err(AgentError::Config(format!(
+                "{} must be at most {}; got {}",
+                name("shell_grace"),
+                humantime::format_duration(SHELL_GRACE_MAX),
+                humantime::format_duration(self.shell_grace),
+            )));
+        }
         if self.local_ssh.is_some_and(|a| a.port() == 0) {
             return Err(AgentError::Config(format!(
                 "{}: port 0 is not a port to connect to",
@@ -109,6 +124,7 @@ impl AgentConfig {
         options.keepalive = self.keepalive;
         options.local_ssh = self.local_ssh;
         options.allowed_logins = self.allow_logins;
+        options.shell_grace = self.shell_grace;
         options
     }
 }

@@ -14,7 +14,7 @@ use russh::client::Msg;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::sshd::{self, SshdConfig};
+use crate::sshd::{self, Shells, SshdConfig};
 
 /// What answers on a session's channels.
 #[derive(Clone)]
@@ -60,14 +60,20 @@ impl Forwarding {
     }
 
     /// The sessions whose login count the server has yet to hear, with their counts now:
-    /// counts, not events, so that changes in a burst are told once.
-    pub fn changes(&self) -> Vec<(SessionId, u32)> {
+    /// counts, not events, so that changes in a burst are told once. A kept shell nobody is
+    /// attached to counts as a login: it is in use, and must not go idle under its user.
+    pub fn changes(&self, shells: &Shells) -> Vec<(SessionId, u32)> {
+        if !self.reporting.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
         self.sessions()
             .iter_mut()
-            .filter(|(_, s)| s.logins != s.told)
-            .map(|(id, s)| {
-                s.told = s.logins;
-                (id.clone(), s.logins)
+            .filter_map(|(id, s)| {
+                let now = s.logins.saturating_add(shells.detached(id));
+                (now != s.told).then(|| {
+                    s.told = now;
+                    (id.clone(), now)
+                })
             })
             .collect()
     }

@@ -99,6 +99,9 @@ pub struct AgentOptions {
     /// How long a connection to the built-in SSH server may take to log in
     /// (`sshd::LOGIN_GRACE`; shorter only in tests).
     pub login_grace: Duration,
+    /// How long a Postern client's shell outlives its client, its connection and the link
+    /// while nobody is attached (`sshd::DEFAULT_GRACE`); zero keeps none.
+    pub shell_grace: Duration,
 }
 
 impl AgentOptions {
@@ -115,6 +118,7 @@ impl AgentOptions {
             local_ssh: None,
             allowed_logins: Vec::new(),
             login_grace: sshd::LOGIN_GRACE,
+            shell_grace: sshd::DEFAULT_GRACE,
         }
     }
 
@@ -157,6 +161,8 @@ struct Context {
     state: AgentState,
     /// The process groups of the sessions' programs, ended with their sessions.
     processes: Arc<sshd::SessionProcesses>,
+    /// The shells kept across lost links, for their grace.
+    shells: Arc<sshd::Shells>,
 }
 
 impl Context {
@@ -191,6 +197,7 @@ impl Context {
             self.processes.clone(),
         );
         config.login_grace = self.options.login_grace;
+        config.shells = self.shells.clone();
         Some(forwarding::Target::BuiltIn(Arc::new(config)))
     }
 }
@@ -227,11 +234,13 @@ impl Agent {
         }
         let (tx, rx) = watch::channel(LinkState::default());
         let shutdown = CancellationToken::new();
+        let shells = sshd::Shells::new(options.shell_grace, processes.clone());
         let ctx = Arc::new(Context {
             options,
             identity,
             state: state_store,
             processes,
+            shells,
         });
         let task = tokio::spawn(link::supervise(ctx, tx, shutdown.clone()));
         Ok(Self {

@@ -262,9 +262,15 @@ async fn run_link(
         }
         other => other,
     };
-    // Every session ends with the link that carried it, and its processes with it.
+    // Every session's channels end with the link that carried it, and its processes with
+    // them — but for the kept shells, which wait for their user (unless the agent stops).
     forwarding.stop_all();
-    ctx.processes.end_all().await;
+    if matches!(end, LinkEnd::Shutdown | LinkEnd::Revoked) {
+        ctx.shells.forget_all();
+        ctx.processes.end_all().await;
+    } else {
+        ctx.processes.end_all_but(&ctx.shells.groups()).await;
+    }
     let _ = session
         .disconnect(Disconnect::ByApplication, "agent closing link", "en")
         .await;
@@ -343,11 +349,12 @@ async fn converse(
     server_fingerprint: &str,
     shutdown: &CancellationToken,
 ) -> LinkEnd {
-    match handshake(lc, link, server_fingerprint).await {
-        Ok(false) => {}
-        Ok(true) => return LinkEnd::Revoked,
+    // What the server knows of the kept shells' sessions; None: it does not want to.
+    let mut told = match handshake(lc, link, server_fingerprint).await {
+        Ok(Handshook::Revoked) => return LinkEnd::Revoked,
+        Ok(Handshook::Enrolled { told }) => told,
         Err(e) => return LinkEnd::Lost(e),
-    }
+    };
     let mut heartbeat = tokio::time::interval(lc.ctx.options.sync_rate);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
@@ -370,8 +377,14 @@ async fn converse(
                 Some(Ok(Ok(ServerMessage::StartSsh { session }))) => {
                     start_session(lc, link, session).await
                 }
+                Some(Ok(Ok(ServerMessage::Resume { session }))) => {
+                    resume_session(lc, session).await
+                }
                 Some(Ok(Ok(ServerMessage::StopSsh { session }))) => {
-                    if lc.forwarding.stop(&session) {
+                    // A kept shell's session may be stopped while it is not forwarded.
+                    let kept = lc.ctx.shells.has(&session);
+                    lc.ctx.shells.forget(&session);
+                    if lc.forwarding.stop(&session) || kept {
                         tracing::info!(%session, "SSH session stopped");
                         // Off the control loop: a program may take its grace to exit.
                         let processes = lc.ctx.processes.clone();
@@ -394,10 +407,14 @@ async fn converse(
                 }
             },
             () = lc.forwarding.changed() => {
-                for (session, count) in lc.forwarding.changes() {
-                    if let Err(e) = send(link, &AgentMessage::Logins { session, count }).await {
-                        return LinkEnd::Dropped(e);
-                    }
+                if let Err(e) = report(lc, link, &mut told).await {
+                    return LinkEnd::Dropped(e);
+                }
+                None
+            }
+            () = lc.ctx.shells.changed() => {
+                if let Err(e) = report(lc, link, &mut told).await {
+                    return LinkEnd::Dropped(e);
                 }
                 None
             }
@@ -413,6 +430,64 @@ async fn converse(
             && let Err(e) = send(link, &reply).await
         {
             return LinkEnd::Dropped(e);
+        }
+    }
+}
+
+/// Tells the server what changed: the sessions with kept shells (`told` is what it knows),
+/// login counts, sessions whose kept shells all expired.
+async fn report(
+    lc: &LinkContext<'_>,
+    link: &mut Link,
+    told: &mut Option<Vec<SessionId>>,
+) -> Result<(), String> {
+    if let Some(told) = told {
+        let now = lc.ctx.shells.sessions();
+        if now != *told {
+            send(
+                link,
+                &AgentMessage::Kept {
+                    sessions: now.clone(),
+                },
+            )
+            .await?;
+            *told = now;
+        }
+    }
+    // Counts first: the server ends a running session at its grace only if nobody is in it.
+    for (session, count) in lc.forwarding.changes(&lc.ctx.shells) {
+        send(link, &AgentMessage::Logins { session, count }).await?;
+    }
+    if lc.ctx.options.shell_grace > Duration::ZERO {
+        for session in lc.ctx.shells.take_expired() {
+            send(link, &AgentMessage::GraceExpired { session }).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `Resume`: a session this agent keeps shells for goes on; ask for its forward again.
+async fn resume_session(lc: &LinkContext<'_>, session: SessionId) -> Option<AgentMessage> {
+    if !lc.ctx.shells.has(&session) || !lc.forwarding.ready() {
+        return Some(AgentMessage::Session {
+            session,
+            reply: SessionReply::Refused {
+                reason: "the agent no longer keeps this session's shells".into(),
+            },
+        });
+    }
+    if !lc.forwarding.accept(&session) {
+        return None; // forwarded already on this link
+    }
+    match lc.session.tcpip_forward(session.forward_address(), 0).await {
+        Ok(port) => {
+            tracing::info!(%session, port, "SSH session resumed");
+            None
+        }
+        Err(error) => {
+            lc.forwarding.stop(&session);
+            tracing::warn!(%session, %error, "the server refused the resumed session's forward");
+            None
         }
     }
 }
@@ -459,12 +534,20 @@ async fn start_session(
     }
 }
 
-/// Hello → Welcome → Enroll → Status. Returns whether the agent turned out to be revoked.
+enum Handshook {
+    Revoked,
+    /// With the kept shells' sessions the server was told of, if it wants them.
+    Enrolled {
+        told: Option<Vec<SessionId>>,
+    },
+}
+
+/// Hello → Welcome → Enroll → Status (→ Kept).
 async fn handshake(
     lc: &LinkContext<'_>,
     link: &mut Link,
     server_fingerprint: &str,
-) -> Result<bool, String> {
+) -> Result<Handshook, String> {
     let ctx = lc.ctx;
     send(
         link,
@@ -477,17 +560,19 @@ async fn handshake(
             ),
             // Only logged-in connections should keep a session from going idle.
             reports_logins: true,
+            keeps_shells: ctx.shells.enabled() && ctx.options.local_ssh.is_none(),
         },
     )
     .await?;
-    let nonce = match receive(link).await? {
+    let (nonce, resumes) = match receive(link).await? {
         ServerMessage::Welcome {
             nonce,
             wants_logins,
+            resumes_shells,
             ..
         } => {
             lc.forwarding.report_logins(wants_logins);
-            nonce
+            (nonce, resumes_shells)
         }
         other => return Err(format!("expected welcome, got {other:?}")),
     };
@@ -515,7 +600,28 @@ async fn handshake(
         s.connected = true;
         s.link_error = None;
     });
-    Ok(apply_status(lc, update))
+    if apply_status(lc, update) {
+        return Ok(Handshook::Revoked);
+    }
+    let mut told = None;
+    if resumes && ctx.shells.enabled() {
+        // The first list decides what is resumed; later ones only keep the server informed.
+        // First what expired while the link was down, so that those sessions end with that
+        // reason, not as shells lost.
+        for session in ctx.shells.take_expired() {
+            send(link, &AgentMessage::GraceExpired { session }).await?;
+        }
+        let sessions = ctx.shells.sessions();
+        send(
+            link,
+            &AgentMessage::Kept {
+                sessions: sessions.clone(),
+            },
+        )
+        .await?;
+        told = Some(sessions);
+    }
+    Ok(Handshook::Enrolled { told })
 }
 
 /// Records and reports the server's word. Returns true when the agent is revoked.
@@ -541,6 +647,7 @@ fn apply_status(lc: &LinkContext<'_>, update: StatusUpdate) -> bool {
     let revoked = update.status == AgentStatus::Revoked;
     if update.status != AgentStatus::Approved {
         lc.forwarding.stop_all();
+        ctx.shells.forget_all();
         let processes = ctx.processes.clone();
         tokio::spawn(async move { processes.end_all().await });
     }

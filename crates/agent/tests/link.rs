@@ -172,6 +172,7 @@ impl Fixture {
             version: PROTOCOL_VERSION,
             nonce: "scripted".into(),
             wants_logins,
+            resumes_shells: false,
         };
         control.send(&welcome).await.unwrap();
         let AgentMessage::Enroll(enrollment) = next_message(&mut control).await else {
@@ -202,6 +203,7 @@ impl Fixture {
             version: PROTOCOL_VERSION,
             nonce: "stray".into(),
             wants_logins: false,
+            resumes_shells: false,
         };
         self.control.send(&stray).await.unwrap();
         let mut said = Vec::new();

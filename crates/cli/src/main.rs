@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod credentials;
 mod output;
+mod reattach;
 mod session;
 mod sse;
 mod ssh_client;

@@ -12,7 +12,7 @@ use russh::{Channel, ChannelMsg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// Accepts exactly the host key the server registered for the agent: no prompt, no TOFU.
-struct KnownHost {
+pub struct KnownHost {
     expected: PublicKey,
 }
 
@@ -44,6 +44,10 @@ pub struct Connection {
 }
 
 impl Connection {
+    pub fn handle(&self) -> &client::Handle<KnownHost> {
+        &self.handle
+    }
+
     pub async fn establish(
         stream: DuplexStream,
         host_key: &str,
@@ -113,10 +117,10 @@ impl Connection {
 }
 
 /// Restores the terminal when dropped, however `run` ends.
-struct RawMode;
+pub struct RawMode;
 
 impl RawMode {
-    fn enable() -> Result<Self> {
+    pub fn enable() -> Result<Self> {
         crossterm::terminal::enable_raw_mode().context("cannot switch the terminal to raw mode")?;
         Ok(Self)
     }
@@ -198,7 +202,7 @@ async fn pump(channel: Channel<Msg>, interactive: bool) -> Result<Option<u32>> {
     Ok(status)
 }
 
-fn signal_number(signal: &russh::Sig) -> u32 {
+pub fn signal_number(signal: &russh::Sig) -> u32 {
     use russh::Sig;
     match signal {
         Sig::HUP => 1,

@@ -136,6 +136,7 @@ mod tests {
                 agent_version: "0.1.0".into(),
                 heartbeat_ms: None,
                 reports_logins: false,
+                keeps_shells: false,
             },
             AgentMessage::Heartbeat { facts: None },
         ];

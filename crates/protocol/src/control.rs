@@ -39,6 +39,10 @@ pub enum AgentMessage {
         /// (false) from older agents: the server then counts the session's open channels.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         reports_logins: bool,
+        /// This agent keeps sessions' shells across a lost link (`--shell-grace`): after
+        /// enrolling it sends `Kept` when the server's `Welcome` asks for it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keeps_shells: bool,
     },
     Enroll(Enrollment),
     /// Liveness at the sync rate, with the facts when they changed.
@@ -57,6 +61,19 @@ pub enum AgentMessage {
     Logins {
         session: SessionId,
         count: u32,
+    },
+    /// The sessions whose shells this agent keeps, alive or waiting for their user (only to
+    /// a server whose `Welcome` asked). Right after enrolling, the server answers each with
+    /// `Resume` (the session goes on) or `StopSsh` (it has ended); whichever node the agent
+    /// reached decides the same way, the sessions being in the shared store. Sent again
+    /// whenever the list changes: a session on it detaches when the link is lost, instead of
+    /// ending.
+    Kept {
+        sessions: Vec<SessionId>,
+    },
+    /// The last kept shell of a session ended because nobody attached within the grace.
+    GraceExpired {
+        session: SessionId,
     },
     Error {
         code: ErrorCode,
@@ -103,6 +120,10 @@ pub enum ServerMessage {
         /// older servers, which would answer each with `Error`.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         wants_logins: bool,
+        /// The server wants `Kept` from an agent that keeps shells. Absent (false) from
+        /// older servers.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumes_shells: bool,
     },
     Status(StatusUpdate),
     /// Open a reverse tunnel for this session: answer, then `tcpip-forward` it. May arrive
@@ -112,6 +133,11 @@ pub enum ServerMessage {
     },
     /// Drop the session's forward and its channels.
     StopSsh {
+        session: SessionId,
+    },
+    /// A session the agent listed in `Kept` goes on: forward it again (`tcpip-forward`).
+    /// An agent that no longer keeps it has said `GraceExpired`, and ignores this.
+    Resume {
         session: SessionId,
     },
     Error {
@@ -170,6 +196,7 @@ mod tests {
                 version: 1,
                 nonce: "n".into(),
                 wants_logins: false,
+                resumes_shells: false,
             }
         );
     }
@@ -191,6 +218,7 @@ mod tests {
             agent_version: "0.2.0".into(),
             heartbeat_ms: None,
             reports_logins: true,
+            keeps_shells: false,
         };
         let text = serde_json::to_string(&new).unwrap();
         assert!(text.contains(r#""reports_logins":true"#), "{text}");
@@ -206,6 +234,7 @@ mod tests {
             version: 1,
             nonce: "n".into(),
             wants_logins: true,
+            resumes_shells: false,
         };
         let text = serde_json::to_string(&welcome).unwrap();
         assert_eq!(
@@ -249,10 +278,47 @@ mod tests {
             agent_version: "0.2.0".into(),
             heartbeat_ms: Some(10_000),
             reports_logins: false,
+            keeps_shells: false,
         };
         let text = serde_json::to_string(&new).unwrap();
         assert!(text.contains(r#""heartbeat_ms":10000"#), "{text}");
         assert_eq!(serde_json::from_str::<AgentMessage>(&text).unwrap(), new);
+    }
+
+    #[test]
+    fn kept_shells_are_offered_asked_for_and_listed() {
+        let hello = AgentMessage::Hello {
+            version: 1,
+            agent_version: "0.3.0".into(),
+            heartbeat_ms: None,
+            reports_logins: true,
+            keeps_shells: true,
+        };
+        let text = serde_json::to_string(&hello).unwrap();
+        assert!(text.contains(r#""keeps_shells":true"#), "{text}");
+        assert_eq!(serde_json::from_str::<AgentMessage>(&text).unwrap(), hello);
+        let id = SessionId::parse(&"cd".repeat(16)).unwrap();
+        for message in [
+            AgentMessage::Kept {
+                sessions: vec![id.clone()],
+            },
+            AgentMessage::GraceExpired {
+                session: id.clone(),
+            },
+        ] {
+            let text = serde_json::to_string(&message).unwrap();
+            assert_eq!(
+                serde_json::from_str::<AgentMessage>(&text).unwrap(),
+                message
+            );
+        }
+        let resume = ServerMessage::Resume { session: id };
+        let text = serde_json::to_string(&resume).unwrap();
+        assert!(text.starts_with(r#"{"type":"resume""#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&text).unwrap(),
+            resume
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod facts;
 pub mod integer;
 pub mod session;
 pub mod sever;
+pub mod shell;
 pub mod sse;
 pub mod status;
 pub mod text;

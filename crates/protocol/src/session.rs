@@ -59,16 +59,21 @@ pub enum SessionState {
     Requested,
     Starting,
     Running,
+    /// The path to the agent is broken (a server restart, a lost link) while the agent may
+    /// still keep the session's shells: neither running nor ended until the agent re-links
+    /// (back to running) or says the shells are gone (ended).
+    Detached,
     Stopping,
     Stopped,
     Failed,
 }
 
 impl SessionState {
-    pub const ALL: [SessionState; 6] = [
+    pub const ALL: [SessionState; 7] = [
         SessionState::Requested,
         SessionState::Starting,
         SessionState::Running,
+        SessionState::Detached,
         SessionState::Stopping,
         SessionState::Stopped,
         SessionState::Failed,
@@ -79,6 +84,7 @@ impl SessionState {
             SessionState::Requested => "requested",
             SessionState::Starting => "starting",
             SessionState::Running => "running",
+            SessionState::Detached => "detached",
             SessionState::Stopping => "stopping",
             SessionState::Stopped => "stopped",
             SessionState::Failed => "failed",
@@ -93,7 +99,10 @@ impl SessionState {
     pub fn is_open(self) -> bool {
         matches!(
             self,
-            SessionState::Requested | SessionState::Starting | SessionState::Running
+            SessionState::Requested
+                | SessionState::Starting
+                | SessionState::Running
+                | SessionState::Detached
         )
     }
 }
@@ -119,25 +128,31 @@ impl std::str::FromStr for SessionState {
 pub enum SessionEvent {
     /// The agent accepted `StartSsh`.
     Accepted,
-    /// The server bound the tunnel port for the agent's forward.
+    /// The server bound the tunnel port for the agent's forward: running, for the first
+    /// time or again after a detach (the re-attach).
     Forwarded,
+    /// The path to the agent broke while it keeps the session's shells (why, for the record).
+    Detach(String),
     /// Orderly end: a user's stop, revocation, idle timeout, loss of the link.
     Stop(String),
     /// Channels closed, forward cancelled, port released.
     Released,
     /// Something went wrong: refused, timed out, no free port, agent offline.
     Fail(String),
-    /// The server started and found the session open from before.
+    /// The server started and found the session open from before: a running one may still
+    /// have its shells on the agent (detached); a detached one stays as it is (not an
+    /// event for it); any other ends.
     ServerRestarted,
-    /// The node that held the session stopped heartbeating; another node ends it (nothing
-    /// of it is left to release: its tunnel died with the node).
+    /// The node that held the session stopped heartbeating; another node ends it, detached
+    /// or not (nothing of it is left to release: its tunnel died with the node).
     NodeLost,
 }
 
 impl SessionEvent {
-    pub const SAMPLES: [fn() -> SessionEvent; 7] = [
+    pub const SAMPLES: [fn() -> SessionEvent; 8] = [
         || SessionEvent::Accepted,
         || SessionEvent::Forwarded,
+        || SessionEvent::Detach("agent link lost".into()),
         || SessionEvent::Stop("stopped by a user".into()),
         || SessionEvent::Released,
         || SessionEvent::Fail("agent offline".into()),
@@ -146,7 +161,10 @@ impl SessionEvent {
     ];
 }
 
-/// The outcome of an allowed event: the new state and, for endings, why.
+/// Why a session detached when the server restarted (the text of its history step).
+pub const DETACHED_BY_RESTART: &str = "server restarted";
+
+/// The outcome of an allowed event: the new state and, for endings and detaches, why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
     pub to: SessionState,
@@ -175,16 +193,21 @@ pub fn transition(
     };
     match (state, event) {
         (S::Requested, E::Accepted) => to(S::Starting, None),
-        (S::Starting, E::Forwarded) => to(S::Running, None),
-        (S::Requested | S::Starting | S::Running, E::Stop(why)) => to(S::Stopping, Some(why)),
+        (S::Starting | S::Detached, E::Forwarded) => to(S::Running, None),
+        (S::Running, E::Detach(why)) => to(S::Detached, Some(why)),
+        (S::Requested | S::Starting | S::Running | S::Detached, E::Stop(why)) => {
+            to(S::Stopping, Some(why))
+        }
         (S::Stopping, E::Released) => to(S::Stopped, None),
-        (S::Requested | S::Starting | S::Running | S::Stopping, E::Fail(why)) => {
+        (S::Requested | S::Starting | S::Running | S::Detached | S::Stopping, E::Fail(why)) => {
             to(S::Failed, Some(why))
         }
-        (S::Requested | S::Starting | S::Running | S::Stopping, E::ServerRestarted) => {
+        (S::Running, E::ServerRestarted) => to(S::Detached, Some(DETACHED_BY_RESTART)),
+        (S::Requested | S::Starting | S::Stopping, E::ServerRestarted) => {
             to(S::Stopped, Some("server restarted"))
         }
-        (S::Requested | S::Starting | S::Running | S::Stopping, E::NodeLost) => {
+        // A detached session's wait for its agent was the lost node's too: it ends with it.
+        (S::Requested | S::Starting | S::Running | S::Detached | S::Stopping, E::NodeLost) => {
             to(S::Stopped, Some("node lost"))
         }
         (state, event) => Err(InvalidTransition {
@@ -205,12 +228,14 @@ mod tests {
         let expected = |state: S, event: &SessionEvent| -> Option<S> {
             match (state, event) {
                 (S::Requested, SessionEvent::Accepted) => Some(S::Starting),
-                (S::Starting, SessionEvent::Forwarded) => Some(S::Running),
-                (S::Requested | S::Starting | S::Running, SessionEvent::Stop(_)) => {
-                    Some(S::Stopping)
-                }
+                (S::Starting | S::Detached, SessionEvent::Forwarded) => Some(S::Running),
+                (S::Running, SessionEvent::Detach(_)) => Some(S::Detached),
+                (s, SessionEvent::Stop(_)) if s.is_open() => Some(S::Stopping),
                 (S::Stopping, SessionEvent::Released) => Some(S::Stopped),
                 (s, SessionEvent::Fail(_)) if !s.is_final() => Some(S::Failed),
+                (S::Running, SessionEvent::ServerRestarted) => Some(S::Detached),
+                // Still detached: the agent's word (or the wait for it) decides, as before.
+                (S::Detached, SessionEvent::ServerRestarted) => None,
                 (s, SessionEvent::ServerRestarted | SessionEvent::NodeLost) if !s.is_final() => {
                     Some(S::Stopped)
                 }
@@ -226,7 +251,7 @@ mod tests {
                 decided += 1;
             }
         }
-        assert_eq!(decided, 42);
+        assert_eq!(decided, 56);
     }
 
     #[test]
@@ -238,13 +263,42 @@ mod tests {
             (t.to, t.reason.as_deref()),
             (S::Failed, Some("agent offline"))
         );
-        let t = transition(S::Running, &SessionEvent::ServerRestarted).unwrap();
+        let t = transition(S::Starting, &SessionEvent::ServerRestarted).unwrap();
         assert_eq!(
             (t.to, t.reason.as_deref()),
             (S::Stopped, Some("server restarted"))
         );
         let t = transition(S::Running, &SessionEvent::NodeLost).unwrap();
         assert_eq!((t.to, t.reason.as_deref()), (S::Stopped, Some("node lost")));
+    }
+
+    /// A running session's shells may outlive the server and the link: it detaches, and the
+    /// agent's forward makes it running again; it never falls to stopped by itself.
+    #[test]
+    fn a_running_session_detaches_and_re_attaches() {
+        let t = transition(S::Running, &SessionEvent::ServerRestarted).unwrap();
+        assert_eq!(
+            (t.to, t.reason.as_deref()),
+            (S::Detached, Some(DETACHED_BY_RESTART))
+        );
+        let t = transition(S::Running, &SessionEvent::Detach("agent link lost".into())).unwrap();
+        assert_eq!(
+            (t.to, t.reason.as_deref()),
+            (S::Detached, Some("agent link lost"))
+        );
+        assert!(S::Detached.is_open() && !S::Detached.is_final());
+        assert_eq!(
+            transition(S::Detached, &SessionEvent::Forwarded)
+                .unwrap()
+                .to,
+            S::Running
+        );
+        let t = transition(S::Detached, &SessionEvent::Stop("grace expired".into())).unwrap();
+        assert_eq!(
+            (t.to, t.reason.as_deref()),
+            (S::Stopping, Some("grace expired"))
+        );
+        assert_eq!("detached".parse::<S>(), Ok(S::Detached));
     }
 
     #[test]

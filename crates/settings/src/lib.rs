@@ -107,6 +107,7 @@ pub const PROGRAM_VARIABLES: &[&str] = &[
     "POSTERN_AGENT_KEEPALIVE",
     "POSTERN_LOCAL_SSH",
     "POSTERN_ALLOW_LOGINS",
+    "POSTERN_SHELL_GRACE",
     // The CLI's flags.
     "POSTERN_URL",
     "POSTERN_USER",

@@ -215,7 +215,7 @@ export type Role = "viewer" | "operator" | "admin";
 
 export type SessionId = string;
 
-export type SessionState = "requested" | "starting" | "running" | "stopping" | "stopped" | "failed";
+export type SessionState = "requested" | "starting" | "running" | "detached" | "stopping" | "stopped" | "failed";
 
 /** One step in a session's life. */
 export type SessionStep = {

@@ -1,5 +1,5 @@
-// A session's life as steps: requested → starting → running (→ stopping → stopped, or
-// failed), each with when it began and how long it took, from the session's history.
+// A session's life as steps: requested → starting → running (⇄ detached while the device is
+// out of reach) (→ stopping → stopped, or failed), each with when it began and how long it took, from the session's history.
 
 import type { SessionState, SessionStep, SessionView } from '../api/types';
 import { clockTime, phaseDuration } from '../format';
@@ -12,6 +12,7 @@ const LABELS: Record<SessionState, string> = {
   requested: 'Requested: the agent has been asked to start SSH',
   starting: 'Starting: the server and the agent set up the tunnel',
   running: 'Running: connected',
+  detached: 'Detached: the device is out of reach; its shells wait for it to come back',
   stopping: 'Stopping: closing the tunnel',
   stopped: 'Stopped',
   failed: 'Failed',

@@ -7,6 +7,12 @@ import type { EventView, SessionState, SessionView } from '../api/types';
 const ENDED = new Set<SessionState>(['stopped', 'failed']);
 const ORDER: SessionState[] = ['requested', 'starting', 'running', 'stopping', 'stopped', 'failed'];
 
+/** Where a state stands in a session's life: detached and running alternate (a link lost, then
+ * back), so neither is "before" the other. */
+function rank(state: SessionState): number {
+  return ORDER.indexOf(state === 'detached' ? 'running' : state);
+}
+
 /**
  * The session after the event, or null when the event is older than what is known or says
  * nothing new. A session never moves back: an ended session stays ended, and a late event for
@@ -18,7 +24,7 @@ export function applySessionEvent(session: SessionView, event: EventView): Sessi
   const history = session.history;
   const hasStep = history?.some((step) => step.state === state);
   const newer = event.time >= session.updated_at && !ENDED.has(session.state) && state !== session.state;
-  const backwards = ORDER.indexOf(state) < ORDER.indexOf(session.state) && !ENDED.has(state);
+  const backwards = rank(state) < rank(session.state) && !ENDED.has(state);
   if (!newer || backwards) {
     if (history && !hasStep && state !== session.state) {
       const steps = [...history, { state, time: event.time }].sort((a, b) => a.time - b.time);

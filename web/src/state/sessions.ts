@@ -22,7 +22,7 @@ export const sessionsLoaded = signal(false);
 const LIST_LIMIT = 100;
 
 /** Open as the server's `is_open` says: a stopping session is already on its way out. */
-const OPEN_STATES = new Set<SessionState>(['requested', 'starting', 'running']);
+const OPEN_STATES = new Set<SessionState>(['requested', 'starting', 'running', 'detached']);
 
 export function isOpen(state: SessionState): boolean {
   return OPEN_STATES.has(state);

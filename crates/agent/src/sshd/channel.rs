@@ -13,7 +13,21 @@ use russh::{Channel, ChannelMsg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::attach;
 use super::process::{self, Input, Output, Process};
+use super::shells::Kept;
+use postern_protocol::shell::ShellEnd;
+use std::sync::Arc;
+
+/// What the handler started on a channel.
+pub enum Started {
+    /// A program of this channel's own, which ends with it.
+    Process(Box<Process>),
+    /// A kept shell, from this output offset (see `shells`).
+    Kept(Arc<Kept>, u64),
+    /// The kept shell asked for is gone.
+    Gone(ShellEnd),
+}
 
 /// After the program exits, output that keeps a PTY open (a background job) is read until
 /// the terminal has been quiet this long; a pipe is read to its end, as sshd does.
@@ -22,14 +36,14 @@ const PTY_LINGER: Duration = Duration::from_millis(100);
 const MAX_EARLY_INPUT: usize = 1024 * 1024;
 
 /// What the channel's input task does, in the order the client asked.
-enum Feed {
+pub(super) enum Feed {
     Data(Bytes),
     Eof,
     Resize { cols: u16, rows: u16 },
 }
 
 /// Runs the channel: waits for the handler to start its program, then carries it to the end.
-pub async fn run(mut channel: Channel<Msg>, handle: Handle, started: oneshot::Receiver<Process>) {
+pub async fn run(mut channel: Channel<Msg>, handle: Handle, started: oneshot::Receiver<Started>) {
     let mut early = Vec::new();
     let mut early_len = 0;
     let mut early_eof = false;
@@ -59,13 +73,19 @@ pub async fn run(mut channel: Channel<Msg>, handle: Handle, started: oneshot::Re
             },
         }
     };
-    if early_eof {
-        early.push(Feed::Eof);
+    match process {
+        Started::Process(process) => {
+            if early_eof {
+                early.push(Feed::Eof);
+            }
+            carry(channel, handle, *process, early).await;
+        }
+        Started::Kept(kept, offset) => attach::run(channel, handle, kept, offset, early).await,
+        Started::Gone(end) => attach::gone(channel, end).await,
     }
-    carry(channel, handle, process, early).await;
 }
 
-fn clamp(n: u32) -> u16 {
+pub(super) fn clamp(n: u32) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX).max(1)
 }
 
@@ -77,7 +97,6 @@ async fn carry(channel: Channel<Msg>, handle: Handle, process: Process, early: V
         outputs,
     } = process;
     let (mut read, write) = channel.split();
-    let id = write.id();
 
     let (feed_tx, feed_rx) = mpsc::channel(64);
     let input_task = tokio::spawn(feed_input(input, early, feed_rx));
@@ -137,6 +156,18 @@ async fn carry(channel: Channel<Msg>, handle: Handle, process: Process, early: V
             },
         }
     }
+    report_exit(&write, &handle, status).await;
+    let _ = write.eof().await;
+    let _ = write.close().await;
+}
+
+/// Tells the client how its program ended: `exit-status`, or `exit-signal`.
+pub(super) async fn report_exit(
+    write: &russh::ChannelWriteHalf<Msg>,
+    handle: &Handle,
+    status: Option<std::process::ExitStatus>,
+) {
+    let id = write.id();
     match status {
         Some(s) if s.code().is_some() => {
             let code = s.code().unwrap_or(0);
@@ -156,8 +187,6 @@ async fn carry(channel: Channel<Msg>, handle: Handle, process: Process, early: V
         }
         None => tracing::warn!("lost track of the session's process"),
     }
-    let _ = write.eof().await;
-    let _ = write.close().await;
 }
 
 fn hang_up(group: Pid) {

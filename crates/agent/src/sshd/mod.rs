@@ -11,10 +11,13 @@
 //! and starts the program; a task per channel (`channel`) carries the program's I/O.
 
 mod account;
+mod attach;
 mod auth;
 mod channel;
 mod process;
 mod reaper;
+mod ring;
+mod shells;
 mod spawner;
 
 use std::collections::HashMap;
@@ -31,8 +34,11 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use account::Account;
-use process::{Process, Program, PtyRequest};
+use channel::Started;
+use postern_protocol::shell::{RESUME_ENV, Resume, SHELL_ENV, ShellId};
+use process::{Program, PtyRequest};
 pub use reaper::{GROUPS_FILE, SessionProcesses};
+pub use shells::{DEFAULT_GRACE, Owner, RING_BYTES, Shells};
 
 /// How long a connection may take from its channel's opening to a successful login. It holds
 /// one of the session's forwarded channels meanwhile (and so keeps the session from going
@@ -50,6 +56,8 @@ pub struct SshdConfig {
     processes: Arc<SessionProcesses>,
     /// `LOGIN_GRACE` unless a test shortens it.
     pub login_grace: Duration,
+    /// The shells kept across lost links (none unless set: `Shells` with a grace).
+    pub shells: Arc<Shells>,
 }
 
 impl SshdConfig {
@@ -90,6 +98,7 @@ impl SshdConfig {
             user_ca,
             did,
             logins,
+            shells: Shells::new(Duration::ZERO, processes.clone()),
             processes,
             login_grace: LOGIN_GRACE,
         }
@@ -120,6 +129,7 @@ where
         stop: stop.clone(),
         logged_in: Some(logged_in),
         account: None,
+        key_id: String::new(),
         channels: HashMap::new(),
     };
     // russh serves the connection on a task of its own and answers a disconnect request
@@ -188,8 +198,12 @@ fn now_secs() -> u64 {
 struct Setup {
     pty: Option<PtyRequest>,
     env: Vec<(String, String)>,
+    /// A kept shell to start under this name (`POSTERN_SHELL`)…
+    keep: Option<ShellId>,
+    /// …or to re-attach to (`POSTERN_RESUME`).
+    resume: Option<Resume>,
     /// Hands the started program to the channel's task; taken when it starts.
-    start: Option<oneshot::Sender<Process>>,
+    start: Option<oneshot::Sender<Started>>,
 }
 
 struct Connection {
@@ -200,6 +214,8 @@ struct Connection {
     /// Tells `serve` that the login grace no longer applies.
     logged_in: Option<oneshot::Sender<()>>,
     account: Option<Account>,
+    /// The accepted certificate's key id: with the login, who owns the shells it keeps.
+    key_id: String,
     channels: HashMap<ChannelId, Setup>,
 }
 
@@ -220,6 +236,27 @@ impl Connection {
         let Some(start) = setup.start.take() else {
             return false; // a program runs on this channel already
         };
+        let owner = Owner {
+            login: account.name.clone(),
+            key_id: self.key_id.clone(),
+        };
+        let shells = self.config.shells.clone();
+        if program == Program::Shell
+            && let Some(resume) = setup.resume.take()
+        {
+            let started = match shells.find(&self.session, &resume, &owner) {
+                Ok(kept) => Started::Kept(kept, resume.offset),
+                Err(end) => {
+                    tracing::info!(session = %self.session, shell = %resume.shell, %end, "no shell to re-attach to");
+                    Started::Gone(end)
+                }
+            };
+            return start.send(started).is_ok();
+        }
+        let keep = setup
+            .keep
+            .take()
+            .filter(|_| program == Program::Shell && setup.pty.is_some() && shells.enabled());
         let (account, pty, env) = (account.clone(), setup.pty.clone(), setup.env.clone());
         let what = program.clone();
         let spawned = spawner::on_spawner(move || {
@@ -242,8 +279,20 @@ impl Connection {
             processes.end_group(&self.session, group).await;
             return false;
         }
-        tracing::info!(%login, ?program, session = %self.session, "started");
-        start.send(process).is_ok()
+        tracing::info!(%login, ?program, session = %self.session, kept = ?keep, "started");
+        let started = match keep {
+            Some(id) => match shells.keep(&self.session, id, owner, process) {
+                Ok(kept) => Started::Kept(kept, 0),
+                Err(process) => {
+                    // The name is taken: a client's bug, not a reason to run the shell twice.
+                    tracing::warn!(session = %self.session, "a kept shell of that name exists");
+                    processes.end_group(&self.session, process.group).await;
+                    return false;
+                }
+            },
+            None => Started::Process(Box::new(process)),
+        };
+        start.send(started).is_ok()
     }
 }
 
@@ -279,6 +328,7 @@ impl server::Handler for Connection {
             Ok(account) => {
                 tracing::info!(%user, key_id = cert.key_id(), "certificate accepted");
                 self.account = Some(account);
+                self.key_id = cert.key_id().to_owned();
                 if let Some(logged_in) = self.logged_in.take() {
                     let _ = logged_in.send(());
                 }
@@ -365,6 +415,15 @@ impl server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let ok = match self.channels.get_mut(&channel) {
+            // Postern's own: they ask for a kept shell; they never reach the shell.
+            Some(setup) if name == SHELL_ENV && self.config.shells.enabled() => {
+                setup.keep = ShellId::parse(value);
+                setup.keep.is_some()
+            }
+            Some(setup) if name == RESUME_ENV => {
+                setup.resume = Resume::parse(value);
+                setup.resume.is_some()
+            }
             Some(setup) if process::env_allowed(name) && setup.env.len() < 64 => {
                 setup.env.push((name.to_owned(), value.to_owned()));
                 true

@@ -123,6 +123,27 @@ impl SessionProcesses {
         end_groups(taken).await;
     }
 
+    /// Ends the processes of every session but the groups of `kept` shells, which outlive
+    /// the link for their grace period (see `shells`).
+    pub async fn end_all_but(&self, kept: &[Pid]) {
+        let taken: Vec<Group> = {
+            let mut groups = self.lock();
+            let mut taken = Vec::new();
+            for list in groups.values_mut() {
+                let (keep, end): (Vec<Group>, Vec<Group>) =
+                    list.drain(..).partition(|g| kept.contains(&g.pgid));
+                *list = keep;
+                taken.extend(end);
+            }
+            groups.retain(|_, list| !list.is_empty());
+            if !taken.is_empty() {
+                self.persist(&groups);
+            }
+            taken
+        };
+        end_groups(taken).await;
+    }
+
     /// Ends one group at once: its session stopped while its program was being started.
     pub async fn end_group(&self, session: &SessionId, pgid: Pid) {
         let group = {

@@ -5,6 +5,9 @@ use postern_protocol::api::{CertificateRequest, CertificateResponse, SessionView
 
 use crate::args::SshArgs;
 use crate::client::{Client, secs, wait};
+use std::io::IsTerminal;
+
+use crate::reattach;
 use crate::session;
 use crate::ssh_client::{Connection, ephemeral_key};
 
@@ -18,6 +21,10 @@ pub async fn run(args: SshArgs) -> Result<u32> {
         Err(e) => return Err(session::ended_now(&client, &session).await.unwrap_or(e)),
     };
     let command = (!args.command.is_empty()).then(|| args.command.join(" "));
+    // An interactive shell survives a broken connection (see `reattach`).
+    if command.is_none() && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        return reattach::interactive(&client, &session, connection, args.login).await;
+    }
     match connection.run(command).await? {
         Some(status) => Ok(status),
         None => {
@@ -29,7 +36,7 @@ pub async fn run(args: SshArgs) -> Result<u32> {
 }
 
 /// Certificate, data path and SSH handshake for the running `session`.
-async fn connect(
+pub async fn connect(
     client: &Client,
     session: &SessionView,
     login: Option<String>,

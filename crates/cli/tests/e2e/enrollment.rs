@@ -291,6 +291,7 @@ async fn an_enrollment_with_a_forged_signature_is_refused_and_nothing_is_stored(
             agent_version: "t".into(),
             heartbeat_ms: None,
             reports_logins: false,
+            keeps_shells: false,
         },
     )
     .await;
@@ -331,6 +332,7 @@ async fn an_enrollment_naming_another_ssh_key_is_refused() {
             agent_version: "t".into(),
             heartbeat_ms: None,
             reports_logins: false,
+            keeps_shells: false,
         },
     )
     .await;

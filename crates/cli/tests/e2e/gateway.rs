@@ -12,6 +12,7 @@ fn hello() -> AgentMessage {
         agent_version: "test".into(),
         heartbeat_ms: None,
         reports_logins: false,
+        keeps_shells: false,
     }
 }
 
@@ -134,6 +135,7 @@ async fn a_peer_speaking_another_protocol_version_is_told_so() {
             agent_version: "future".into(),
             heartbeat_ms: None,
             reports_logins: false,
+            keeps_shells: false,
         },
     )
     .await;

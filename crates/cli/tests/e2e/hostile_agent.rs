@@ -30,6 +30,7 @@ async fn an_agent_s_escapes_and_forged_lines_are_cleaned_where_the_server_takes_
         agent_version: FORGED.into(),
         heartbeat_ms: None,
         reports_logins: false,
+        keeps_shells: false,
     };
     raw::send(&mut link, &hello).await;
     let Some(ServerMessage::Welcome { nonce, .. }) = raw::receive(&mut link).await else {

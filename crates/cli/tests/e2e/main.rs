@@ -44,5 +44,6 @@ mod sessions;
 mod shared_database;
 mod ssh_end;
 mod storage;
+mod survive;
 mod terminal;
 mod tls_support;

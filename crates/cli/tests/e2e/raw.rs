@@ -126,6 +126,7 @@ pub async fn enroll(
             agent_version: "test".into(),
             heartbeat_ms: None,
             reports_logins: false,
+            keeps_shells: false,
         },
     )
     .await;

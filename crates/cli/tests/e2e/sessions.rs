@@ -176,13 +176,18 @@ async fn a_server_restart_leaves_no_session_running() {
         nothing_answers_on(port).await,
         "the tunnel port outlived the server"
     );
-    let s = server.session(&id, &token).await;
-    assert_eq!(s.state, SessionState::Stopped);
+    // Detached until its agent is back and keeps no shell for it (none was started).
+    let s = server
+        .wait_session(&id, &token, SessionState::Stopped)
+        .await;
     assert_eq!(s.reason.as_deref(), Some("server restarted"));
+    let history: Vec<SessionState> = s.history.iter().map(|step| step.state).collect();
+    assert!(history.contains(&SessionState::Detached), "{history:?}");
 }
 
 /// A server that dies without a word (SIGKILL) leaves a running session in its store; the
-/// next start ends it with reason `server restarted`.
+/// next start detaches it, and once the agent is back and keeps no shell for it, it ends
+/// with reason `server restarted`.
 #[tokio::test]
 async fn sessions_left_open_by_a_killed_server_end_as_server_restarted() {
     use tokio::io::AsyncBufReadExt;
@@ -266,14 +271,23 @@ async fn sessions_left_open_by_a_killed_server_end_as_server_restarted() {
     child.wait().await.unwrap();
     let mut config = postern_server::ServerConfig::new(&data);
     config.http = "127.0.0.1:0".parse().unwrap();
-    config.agent_listen = "127.0.0.1:0".parse().unwrap();
-    let server = postern_server::Server::start(config).await.unwrap();
+    // The same gateway, for the agent to come back to.
+    config.agent_listen = format!("127.0.0.1:{gateway}").parse().unwrap();
+    config.tunnel_ports = crate::harness::tunnel_ports();
+    let server = crate::harness::eventually("the server to start again", || async {
+        postern_server::Server::start(config.clone()).await.ok()
+    })
+    .await;
     use postern_server::store::SessionStore as _;
     let store = postern_server::store::SqliteStore::open(&data)
         .await
         .unwrap();
     let id = postern_protocol::SessionId::parse(&id).unwrap();
-    let ended = store.session(&id).await.unwrap().unwrap();
+    let ended = crate::harness::eventually("the session to end", || async {
+        let s = store.session(&id).await.unwrap().unwrap();
+        s.state.is_final().then_some(s)
+    })
+    .await;
     assert_eq!(ended.state, SessionState::Stopped);
     assert_eq!(ended.reason.as_deref(), Some("server restarted"));
     server.shutdown().await;

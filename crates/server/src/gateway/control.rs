@@ -2,6 +2,7 @@
 //! until the link closes. This task owns the link; the rest of the server reaches it
 //! through the `LinkRegistry`.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use postern_protocol::api::{EventKind, Liveness};
 use postern_protocol::{
     AgentMessage, AgentStatus, CONTROL_SUBSYSTEM, ErrorCode, PROTOCOL_VERSION, ServerMessage,
+    SessionId,
 };
 use russh::keys::PublicKey;
 use russh::server::{Handle, Msg};
@@ -46,6 +48,8 @@ enum End {
 struct Hello {
     heartbeat: Option<Duration>,
     session_use: SessionUse,
+    /// It keeps shells across a lost link, and lists their sessions (`Kept`).
+    keeps_shells: bool,
 }
 
 pub async fn run(
@@ -188,6 +192,7 @@ async fn enroll(
                 version,
                 heartbeat_ms,
                 reports_logins,
+                keeps_shells,
                 ..
             } if version == PROTOCOL_VERSION => {
                 break Hello {
@@ -203,6 +208,7 @@ async fn enroll(
                     } else {
                         SessionUse::Channels
                     },
+                    keeps_shells,
                 };
             }
             AgentMessage::Hello { version, .. } => {
@@ -221,6 +227,7 @@ async fn enroll(
         version: PROTOCOL_VERSION,
         nonce: nonce.clone(),
         wants_logins: hello.session_use == SessionUse::Logins,
+        resumes_shells: hello.keeps_shells,
     })
     .map_err(|_| End::Closed)?;
 
@@ -266,8 +273,9 @@ async fn enroll(
 }
 
 /// The link is gone: remember when the agent was last heard from (with the end of its link
-/// record, for the other nodes), say so, end its sessions.
-async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone) {
+/// record, for the other nodes), say so, end its sessions (or detach those whose shells it
+/// keeps).
+async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone, kept: &HashSet<SessionId>) {
     gateway.cluster.link_down(&agent.id, gone.last_seen).await;
     let detail = match gone.lost_after {
         Some(ms) => format!("link lost: no sign of life for {}s", ms / 1000),
@@ -277,7 +285,7 @@ async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone) {
         .events
         .publish(EventKind::AgentOffline, &Actor::System, Some(agent), detail)
         .await;
-    gateway.sessions.link_down(&agent.id).await;
+    gateway.sessions.link_down(&agent.id, kept).await;
 }
 
 fn reply_unexpected(link: &mut Link, got: &AgentMessage, wanted: &str) -> Result<(), End> {
@@ -324,7 +332,13 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
     let mut status = agent.status;
     if status == AgentStatus::Approved {
         Box::pin(gateway.sessions.link_up(&agent.id)).await;
+        if !hello.keeps_shells {
+            // It keeps none: sessions detached while it was away have lost their shells.
+            Box::pin(gateway.sessions.kept(&agent.id, Vec::new())).await;
+        }
     }
+    // The sessions whose shells the agent keeps, as it last said; None until it first did.
+    let mut kept: Option<HashSet<SessionId>> = None;
 
     let cut = link.cut.clone();
     let end = loop {
@@ -356,6 +370,16 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
                     }
                     AgentMessage::Session { session, reply } if status == AgentStatus::Approved => {
                         Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply.sanitized())).await;
+                    }
+                    AgentMessage::Kept { sessions } if status == AgentStatus::Approved && hello.keeps_shells => {
+                        let now: HashSet<SessionId> = sessions.iter().cloned().collect();
+                        // The first list (right after enrolling) decides what resumes.
+                        if kept.replace(now).is_none() {
+                            Box::pin(gateway.sessions.kept(&agent.id, sessions)).await;
+                        }
+                    }
+                    AgentMessage::GraceExpired { session } if status == AgentStatus::Approved => {
+                        Box::pin(gateway.sessions.grace_expired(&agent.id, &session)).await;
                     }
                     AgentMessage::Logins { session, count } if status == AgentStatus::Approved => {
                         if !gateway.sessions.logins(&agent.id, &session, count) && link.complaints.allow() {
@@ -396,7 +420,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
     };
 
     if let Some(gone) = links.unregister(&agent.id, id) {
-        Box::pin(link_down(gateway, agent, gone)).await;
+        Box::pin(link_down(gateway, agent, gone, &kept.unwrap_or_default())).await;
     }
     end
 }

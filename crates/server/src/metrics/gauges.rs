@@ -26,10 +26,11 @@ pub const STORE_UP: &str = "postern_store_up";
 /// scrape timeout is 10 s, and a scrape must still answer when the store hangs.
 const STORE_DEADLINE: Duration = Duration::from_secs(2);
 
-const OPEN_STATES: [SessionState; 4] = [
+const OPEN_STATES: [SessionState; 5] = [
     SessionState::Requested,
     SessionState::Starting,
     SessionState::Running,
+    SessionState::Detached,
     SessionState::Stopping,
 ];
 

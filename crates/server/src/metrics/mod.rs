@@ -220,7 +220,7 @@ struct Registry {
     recorder: PrometheusRecorder,
     links_opened: Counter,
     links_closed: [Counter; 3],
-    transitions: [Counter; 6],
+    transitions: [Counter; 7],
     /// By final state (stopped, failed) × reason.
     ended: Vec<((SessionState, &'static str), Counter)>,
     time_to_running: Histogram,

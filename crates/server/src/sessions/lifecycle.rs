@@ -48,10 +48,13 @@ impl Lifecycle {
     }
 
     /// After a start: nothing this node held before can still be running. Only this node's
-    /// sessions: another node's are its own (or, once it is lost, its survivors').
+    /// sessions: another node's are its own (or, once it is lost, its survivors'). A running
+    /// one detaches (the state machine decides); a detached one waits on as it was.
     pub async fn recover(&self) -> Result<(), SessionError> {
-        let decide =
-            |state: SessionState| (!state.is_final()).then_some(SessionEvent::ServerRestarted);
+        let decide = |state: SessionState| {
+            (!state.is_final() && state != SessionState::Detached)
+                .then_some(SessionEvent::ServerRestarted)
+        };
         for session in self.store.unfinished_sessions(&self.node).await? {
             self.apply_decided(&session.id, decide, &Actor::System, None)
                 .await?;

@@ -7,6 +7,7 @@
 //! Two halves, joined here: `lifecycle` (the durable state, no transport) and `runtime` (what
 //! this node holds: links, tunnels, ports, tasks). `Sessions` runs each use case across both.
 
+mod detach;
 mod lifecycle;
 mod ports;
 mod reason;
@@ -109,9 +110,19 @@ impl Sessions {
         self.runtime.tunnel_ports()
     }
 
-    /// After a start: nothing this node held before can still be running.
-    pub async fn recover(&self) -> Result<(), SessionError> {
-        self.lifecycle.recover().await
+    /// After a start: nothing this node held before can still be running. Running ones
+    /// detach (their agent may keep their shells), the rest end with `server restarted`.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), SessionError> {
+        self.lifecycle.recover().await?;
+        let filter = SessionFilter {
+            state: Some(SessionState::Detached),
+            limit: u32::MAX,
+            ..Default::default()
+        };
+        for s in self.lifecycle.list(&filter).await? {
+            self.clone().watch_detached(s.id);
+        }
+        Ok(())
     }
 
     /// Ends the sessions of a node that was lost (see `Lifecycle::end_lost_node`).
@@ -120,7 +131,7 @@ impl Sessions {
     }
 
     /// Before the server stops: links closing from now on are not "link lost". The sessions
-    /// they carried end at the next start, as after a crash, with `server restarted`. Every
+    /// they carried are decided at the next start, as after a crash (see `recover`). Every
     /// tunnel closes, and every task of the sessions is told to end (see `wait`).
     pub async fn close(&self) {
         self.runtime.close().await;
@@ -236,26 +247,6 @@ impl Sessions {
         }
     }
 
-    /// The agent's link is gone: its starting and running sessions end (unless the server
-    /// itself is stopping, see `close`).
-    pub async fn link_down(&self, agent_id: &str) {
-        if self.runtime.stopping().is_cancelled() {
-            return;
-        }
-        let filter = SessionFilter {
-            agent_id: Some(agent_id.to_owned()),
-            ..Default::default()
-        };
-        let Ok(sessions) = self.lifecycle.list(&filter).await else {
-            return;
-        };
-        for s in sessions {
-            if matches!(s.state, SessionState::Starting | SessionState::Running) {
-                let _ = self.stop(&s.id, EndReason::LinkLost, &Actor::System).await;
-            }
-        }
-    }
-
     /// Ends every unfinished session of an agent (revocation).
     pub async fn end_for_agent(&self, agent_id: &str, reason: EndReason, actor: &Actor) {
         self.end_open(
@@ -349,7 +340,11 @@ impl Sessions {
         // The agent's `accepted` may still be in flight on the control channel; this
         // forward request is its acceptance all the same.
         let session = self.lifecycle.accept(&id).await.map_err(|e| failed(&e))?;
-        if session.state != SessionState::Starting {
+        // Starting, or detached and resumed (see `detach`): either runs on a new tunnel.
+        if !matches!(
+            session.state,
+            SessionState::Starting | SessionState::Detached
+        ) {
             return Err(refused(format!(
                 "session {id} is {}, not starting",
                 session.state

@@ -30,12 +30,22 @@ pub enum EndReason {
     /// The node holding the session stopped heartbeating and another node ended it (the
     /// state machine's text, like `ServerRestarted`).
     NodeLost,
+    /// The agent ended the session's kept shells: nobody attached within its grace.
+    GraceExpired,
+    /// The session was detached and the agent, back, no longer has its shells (it was
+    /// restarted, or keeps none).
+    ShellsLost,
 }
 
 const STOPPED_BY: &str = "stopped by ";
 const REFUSED: &str = "the agent refused: ";
 const NO_FREE_PORT: &str = "no free tunnel port in ";
-const SIMPLE: [(EndReason, &str); 8] = [
+const SIMPLE: [(EndReason, &str); 10] = [
+    (EndReason::GraceExpired, "grace expired"),
+    (
+        EndReason::ShellsLost,
+        "the agent no longer has the session's shells",
+    ),
     (EndReason::AgentRevoked, "agent revoked"),
     (EndReason::LinkLost, "agent link lost"),
     (EndReason::IdleTimeout, "idle timeout"),
@@ -52,7 +62,9 @@ const SIMPLE: [(EndReason, &str); 8] = [
 impl EndReason {
     /// Every label, for registering the series up front; `other` is for a reason this list
     /// does not know (recorded by an older or newer server).
-    pub const LABELS: [&'static str; 14] = [
+    pub const LABELS: [&'static str; 16] = [
+        "grace_expired",
+        "shells_lost",
         "stopped_by_user",
         "agent_revoked",
         "link_lost",
@@ -85,6 +97,8 @@ impl EndReason {
             EndReason::NoFreePort(_) => "no_free_port",
             EndReason::ServerRestarted => "server_restarted",
             EndReason::NodeLost => "node_lost",
+            EndReason::GraceExpired => "grace_expired",
+            EndReason::ShellsLost => "shells_lost",
         }
     }
 
@@ -164,6 +178,8 @@ mod tests {
             }),
             EndReason::ServerRestarted,
             EndReason::NodeLost,
+            EndReason::GraceExpired,
+            EndReason::ShellsLost,
         ];
         for reason in &all {
             let text = reason.to_string();

@@ -308,7 +308,7 @@ macro_rules! agent_store {
                     }
                     let open: i64 = sqlx::query_scalar(
                         "SELECT COUNT(DISTINCT agent_id) FROM sessions \
-                         WHERE state IN ('requested', 'starting', 'running')",
+                         WHERE state IN ('requested', 'starting', 'running', 'detached')",
                     )
                     .fetch_one(&self.pool)
                     .await?;

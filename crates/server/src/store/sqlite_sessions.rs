@@ -14,7 +14,8 @@ mod tests {
     use crate::store::{SessionStore, SqliteStore};
 
     /// A store from before nodes were recorded opens with every session kept; should it hold
-    /// two open sessions of one user on one agent, the older ends as a restart ends it.
+    /// two open sessions of one user on one agent, the older ends as a restart ends it; the
+    /// detached state's migration keeps every row and transition.
     #[tokio::test]
     async fn the_node_migration_keeps_an_existing_store() {
         let dir = tempfile::tempdir().unwrap();
@@ -66,5 +67,23 @@ mod tests {
             1,
             "the one open session, stored before nodes"
         );
+        // The state column replaced for the detached state (migration 0009) still checks its
+        // values, and a detached session is still the user's one open session on the agent.
+        let options =
+            SqliteConnectOptions::new().filename(dir.path().join(crate::store::STORE_FILE));
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let set = |state: &'static str| {
+            sqlx::query("UPDATE sessions SET state = $1 WHERE id = $2")
+                .bind(state)
+                .bind(format!("{:0>32}", "1"))
+        };
+        set("detached").execute(&pool).await.unwrap();
+        assert!(set("lost").execute(&pool).await.is_err());
+        let another = sqlx::query("INSERT INTO sessions (id, agent_id, user_id, user_name, state, created_at, updated_at) VALUES ($1, 'a', 'u', 'ann', 'requested', 4, 4)")
+            .bind(format!("{:0>32}", "3"))
+            .execute(&pool)
+            .await;
+        assert!(another.is_err(), "a detached session is open");
+        pool.close().await;
     }
 }

@@ -59,6 +59,7 @@ macro_rules! every_case {
         sessions {
             racing_starts_store_one_open_session,
             transitions_are_compare_and_set,
+            a_detached_session_stays_the_open_one,
             unfinished_sessions_are_scoped_to_their_node,
         }
         users {

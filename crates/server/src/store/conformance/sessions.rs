@@ -228,3 +228,42 @@ pub async fn unfinished_sessions_are_scoped_to_their_node<S: Store>(store: Arc<S
     let taken = store.session(&moved).await.unwrap().unwrap();
     assert_eq!((taken.node, taken.port), (Some(theirs), Some(20000)));
 }
+
+/// A running session can be stored as detached (migration 0009) and, detached, is still the
+/// user's one open session on that agent.
+pub async fn a_detached_session_stays_the_open_one<S: Store>(store: Arc<S>) {
+    agent(&*store, "a1").await;
+    let s = session(1, "a1", None);
+    store
+        .insert_session(&s, &event(&s, SessionState::Requested))
+        .await
+        .unwrap();
+    for (from, to) in [
+        (SessionState::Requested, SessionState::Starting),
+        (SessionState::Starting, SessionState::Running),
+        (SessionState::Running, SessionState::Detached),
+    ] {
+        let c = change(&s.id, from, to, None);
+        assert!(
+            store
+                .transition_session(&c, &event(&s, to))
+                .await
+                .unwrap()
+                .is_some(),
+            "{from} to {to}"
+        );
+    }
+    let stored = store.session(&s.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, SessionState::Detached);
+    let second = session(2, "a1", None);
+    assert!(
+        matches!(
+            store
+                .insert_session(&second, &event(&second, SessionState::Requested))
+                .await
+                .unwrap(),
+            SessionInsert::AlreadyOpen
+        ),
+        "a detached session is open"
+    );
+}

@@ -1,0 +1,172 @@
+//! Shells that survive: how a Postern client asks the agent's SSH server for a shell the agent
+//! keeps when the client goes away, how it re-attaches to it, and what the agent tells it.
+//!
+//! A client names a kept shell itself (`ShellId`, random) with the environment variable
+//! `POSTERN_SHELL` before its `shell` request; to re-attach it sends `POSTERN_RESUME` =
+//! `ID:OFFSET` instead (the output offset it has, and will show from). The agent's first
+//! words on the channel are then a `ShellNotice` on the extended-data stream
+//! `SHELL_NOTICE_EXT` — where the output that follows starts and how much of the client's
+//! input the shell has taken — or that the shell is gone, and why. A client that gets no
+//! notice is talking to an agent that keeps no shells.
+
+use std::fmt;
+
+/// `env` request naming a new kept shell.
+pub const SHELL_ENV: &str = "POSTERN_SHELL";
+/// `env` request re-attaching to a kept shell: `ID:OFFSET`.
+pub const RESUME_ENV: &str = "POSTERN_RESUME";
+/// SSH extended-data type of the agent's notices (1 is stderr; a PTY channel uses neither).
+pub const SHELL_NOTICE_EXT: u32 = 0x7073_6831;
+
+/// A client's name for a kept shell: 8 to 64 of `[0-9a-zA-Z_-]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShellId(String);
+
+impl ShellId {
+    pub fn parse(s: &str) -> Option<Self> {
+        (8..=64).contains(&s.len()).then_some(())?;
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ShellId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `POSTERN_RESUME`'s value: the shell and the output offset the client has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub shell: ShellId,
+    pub offset: u64,
+}
+
+impl Resume {
+    pub fn parse(s: &str) -> Option<Self> {
+        let (shell, offset) = s.rsplit_once(':')?;
+        Some(Self {
+            shell: ShellId::parse(shell)?,
+            offset: offset.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for Resume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.shell, self.offset)
+    }
+}
+
+/// Why a kept shell is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShellEnd {
+    /// Nobody attached within the grace period: the agent ended it.
+    GraceExpired,
+    /// The agent has no such shell (it never had, or it restarted since).
+    Unknown,
+    /// Another user's shell: not theirs to attach to.
+    NotYours,
+}
+
+impl ShellEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShellEnd::GraceExpired => "grace expired",
+            ShellEnd::Unknown => "the agent no longer has this shell",
+            ShellEnd::NotYours => "not your shell",
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            ShellEnd::GraceExpired => "grace-expired",
+            ShellEnd::Unknown => "unknown",
+            ShellEnd::NotYours => "not-yours",
+        }
+    }
+}
+
+impl fmt::Display for ShellEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the agent tells the client on `SHELL_NOTICE_EXT`, one line each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShellNotice {
+    /// The output that follows starts at `output`; the shell has taken the client's input up
+    /// to byte `input` (the client sends what it typed after that, once). Sent on attach,
+    /// and again whenever the stream skips ahead (the client fell behind the buffer).
+    From {
+        output: u64,
+        input: u64,
+    },
+    Gone(ShellEnd),
+}
+
+impl ShellNotice {
+    pub fn encode(self) -> String {
+        match self {
+            ShellNotice::From { output, input } => format!("from {output} {input}\n"),
+            ShellNotice::Gone(end) => format!("gone {}\n", end.word()),
+        }
+    }
+
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut words = line.trim_end().split(' ');
+        let notice = match (words.next()?, words.next()?) {
+            ("from", output) => ShellNotice::From {
+                output: output.parse().ok()?,
+                input: words.next()?.parse().ok()?,
+            },
+            ("gone", word) => ShellNotice::Gone(
+                [
+                    ShellEnd::GraceExpired,
+                    ShellEnd::Unknown,
+                    ShellEnd::NotYours,
+                ]
+                .into_iter()
+                .find(|e| e.word() == word)?,
+            ),
+            _ => return None,
+        };
+        words.next().is_none().then_some(notice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_and_resumes_round_trip_and_junk_is_refused() {
+        for notice in [
+            ShellNotice::From {
+                output: 1 << 40,
+                input: 7,
+            },
+            ShellNotice::Gone(ShellEnd::GraceExpired),
+            ShellNotice::Gone(ShellEnd::Unknown),
+            ShellNotice::Gone(ShellEnd::NotYours),
+        ] {
+            assert_eq!(ShellNotice::parse(&notice.encode()), Some(notice));
+        }
+        for junk in ["", "from", "from 1", "from x 2", "gone late", "from 1 2 3"] {
+            assert_eq!(ShellNotice::parse(junk), None, "{junk:?}");
+        }
+        let resume = Resume::parse("abcdefgh-1:42").unwrap();
+        assert_eq!(resume.offset, 42);
+        assert_eq!(Resume::parse(&resume.to_string()), Some(resume));
+        assert!(Resume::parse("short:1").is_none());
+        assert!(Resume::parse("abcdefgh/../:1").is_none());
+        assert!(Resume::parse("abcdefgh:-1").is_none());
+    }
+}

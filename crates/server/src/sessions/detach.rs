@@ -1,0 +1,175 @@
+//! Shells that survive: a running session whose path to the agent breaks — this node's
+//! restart, or the agent's link lost — while the agent keeps its shells goes `detached`
+//! instead of ending. When the agent links again (to this node or any other: the sessions are
+//! in the shared store) it lists the sessions it keeps (`Kept`); each detached one it lists is
+//! resumed (`Resume`: the agent forwards it again, and it runs again with a new tunnel); one
+//! it does not list has lost its shells and ends; one that ended meanwhile is stopped on the
+//! agent. The agent says when a session's shells outlived their grace (`GraceExpired`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_protocol::session::DETACHED_BY_RESTART;
+use postern_protocol::{ServerMessage, SessionEvent, SessionId, SessionState};
+
+use super::{EndReason, Sessions};
+use crate::store::{Actor, SessionFilter};
+
+/// Why a session detached when its agent's link went.
+const LINK_LOST: &str = "agent link lost";
+/// How long a session stays detached if its agent never says: longer than the longest grace
+/// an agent accepts (24 h), after which no shell of it can still be alive.
+const DETACHED_MAX: Duration = Duration::from_secs(25 * 3600);
+
+impl Sessions {
+    /// Ends the session if it is still detached after `DETACHED_MAX` (its agent never came
+    /// back); a task of this node, so a restart starts it again (`recover`).
+    pub(super) fn watch_detached(self: Arc<Self>, id: SessionId) {
+        let stopping = self.runtime.stopping().clone();
+        let me = self.clone();
+        self.runtime.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(DETACHED_MAX) => {}
+                _ = stopping.cancelled() => return,
+            }
+            if let Ok(Some(s)) = me.lifecycle.find(&id).await
+                && s.state == SessionState::Detached
+            {
+                let _ = me.stop(&id, EndReason::ShellsLost, &Actor::System).await;
+            }
+        });
+    }
+
+    /// The agent's link is gone. Its running sessions whose shells it keeps (its last `Kept`)
+    /// detach and wait for it; its other running and starting sessions end.
+    pub async fn link_down(self: &Arc<Self>, agent_id: &str, kept: &HashSet<SessionId>) {
+        if self.runtime.stopping().is_cancelled() {
+            return;
+        }
+        let filter = SessionFilter {
+            agent_id: Some(agent_id.to_owned()),
+            ..Default::default()
+        };
+        let Ok(sessions) = self.lifecycle.list(&filter).await else {
+            return;
+        };
+        for s in sessions {
+            match s.state {
+                SessionState::Running if kept.contains(&s.id) => {
+                    self.detach(&s.id, LINK_LOST).await;
+                    self.clone().watch_detached(s.id);
+                }
+                SessionState::Starting | SessionState::Running => {
+                    let _ = self.stop(&s.id, EndReason::LinkLost, &Actor::System).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Running → detached: the tunnel and its port go; the session waits for its agent.
+    async fn detach(&self, id: &SessionId, why: &str) {
+        self.runtime.close_tunnel(id).await;
+        let event = SessionEvent::Detach(why.to_owned());
+        let decide = |state| (state == SessionState::Running).then(|| event.clone());
+        if let Err(error) = self
+            .lifecycle
+            .apply_decided(id, decide, &Actor::System, None)
+            .await
+        {
+            tracing::warn!(session = %id, %error, "could not detach the session");
+        }
+    }
+
+    /// The agent (just enrolled on this link) keeps shells for `kept`: resume what is
+    /// detached, stop what ended, end what it no longer has. An agent that keeps no shells
+    /// is the same as one that lists none.
+    pub async fn kept(&self, agent_id: &str, kept: Vec<SessionId>) {
+        let listed: HashSet<SessionId> = kept.iter().cloned().collect();
+        for id in kept {
+            let session = match self.lifecycle.find(&id).await {
+                Ok(Some(s)) if s.agent_id == agent_id => s,
+                Ok(Some(_)) => {
+                    tracing::warn!(session = %id, "an agent listed another agent's session");
+                    continue;
+                }
+                // Unknown, or already ended: nothing waits for these shells.
+                Ok(None) => {
+                    self.runtime
+                        .send(agent_id, ServerMessage::StopSsh { session: id });
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(session = %id, %error, "could not read a kept session");
+                    continue;
+                }
+            };
+            match session.state {
+                SessionState::Detached => self.resume(agent_id, &id),
+                // The link it ran on died unnoticed, and the agent is back already.
+                SessionState::Running => {
+                    self.detach(&id, LINK_LOST).await;
+                    self.resume(agent_id, &id);
+                }
+                state if state.is_final() || state == SessionState::Stopping => {
+                    self.runtime
+                        .send(agent_id, ServerMessage::StopSsh { session: id });
+                }
+                // Requested or starting: the ordinary start goes on.
+                _ => {}
+            }
+        }
+        // Detached sessions the agent no longer has.
+        let filter = SessionFilter {
+            agent_id: Some(agent_id.to_owned()),
+            state: Some(SessionState::Detached),
+            ..Default::default()
+        };
+        let Ok(detached) = self.lifecycle.list(&filter).await else {
+            return;
+        };
+        for s in detached.into_iter().filter(|s| !listed.contains(&s.id)) {
+            // Detached by a restart, a session whose agent kept nothing for it ends as it
+            // did before shells survived; one whose shells the agent did keep lost them.
+            let reason = match s.reason.as_deref() {
+                Some(DETACHED_BY_RESTART) => EndReason::ServerRestarted,
+                _ => EndReason::ShellsLost,
+            };
+            let _ = self.stop(&s.id, reason, &Actor::Agent).await;
+        }
+    }
+
+    fn resume(&self, agent_id: &str, id: &SessionId) {
+        self.runtime.send(
+            agent_id,
+            ServerMessage::Resume {
+                session: id.clone(),
+            },
+        );
+    }
+
+    /// The agent ended the session's kept shells at their grace: a detached session ends; a
+    /// running one too, unless someone is logged in through it still.
+    pub async fn grace_expired(&self, agent_id: &str, id: &SessionId) {
+        let Ok(Some(session)) = self.lifecycle.find(id).await else {
+            return;
+        };
+        if session.agent_id != agent_id {
+            tracing::warn!(session = %id, "an agent reported another agent's shells");
+            return;
+        }
+        let in_use = self
+            .runtime
+            .tunnel(id)
+            .is_some_and(|t| *t.activity.subscribe().borrow() > 0);
+        let ends = match session.state {
+            SessionState::Detached => true,
+            SessionState::Running => !in_use,
+            _ => false,
+        };
+        if ends {
+            let _ = self.stop(id, EndReason::GraceExpired, &Actor::Agent).await;
+        }
+    }
+}
