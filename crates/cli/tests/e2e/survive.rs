@@ -102,9 +102,25 @@ async fn continues(pty: &mut pty_process::Pty, seen: &mut Vec<u8>, before: u64) 
     assert_eq!(numbers, expected, "the counter is not contiguous");
 }
 
+/// Waits for a shell prompt shown after what was read so far.
+async fn prompt_after(pty: &mut pty_process::Pty, seen: &mut Vec<u8>) {
+    let mark = seen.len();
+    read_until(pty, seen, |s| {
+        let after = &s[mark.min(s.len())..];
+        after.contains(&b'\n') && (contains(after, "# ") || contains(after, "$ "))
+    })
+    .await;
+}
+
 /// Interrupts the counter, checks a command typed afterwards runs once, and exits.
 async fn finish(pty: &mut pty_process::Pty, child: &mut tokio::process::Child, seen: &mut Vec<u8>) {
     pty.write_all(b"\x03").await.unwrap();
+    // Bash may take the interrupt twice (from the counter's `sleep` and from its own signal,
+    // under load the second one once its prompt is up), dropping what was typed meanwhile:
+    // wait for the prompt, then for the prompt after an empty line, then type.
+    prompt_after(pty, seen).await;
+    pty.write_all(b"\n").await.unwrap();
+    prompt_after(pty, seen).await;
     pty.write_all(b"echo typed-$((6*7))\n").await.unwrap();
     read_until(pty, seen, |s| contains(s, "typed-42\r\n")).await;
     let numbers = counter(seen);
