@@ -11,7 +11,8 @@ use postern_protocol::SessionState;
 use postern_protocol::api::{EventKind, SessionView};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{DEADLINE, Proxy, TestAgent, TestServer, approved, approved_agent, cli_home};
+use crate::harness::{DEADLINE, TestAgent, TestServer, approved, approved_agent, cli_home};
+use crate::link_proxy::Proxy;
 
 /// The shell's counter: one line every 10 ms, until interrupted.
 const COUNTER: &[u8] =

@@ -67,7 +67,7 @@ mod tests {
             1,
             "the one open session, stored before nodes"
         );
-        // The state column replaced for the detached state (migration 0009) still checks its
+        // The state column replaced for the detached state (migration 0008) still checks its
         // values, and a detached session is still the user's one open session on the agent.
         let options =
             SqliteConnectOptions::new().filename(dir.path().join(crate::store::STORE_FILE));

@@ -229,7 +229,7 @@ pub async fn unfinished_sessions_are_scoped_to_their_node<S: Store>(store: Arc<S
     assert_eq!((taken.node, taken.port), (Some(theirs), Some(20000)));
 }
 
-/// A running session can be stored as detached (migration 0009) and, detached, is still the
+/// A running session can be stored as detached (migration 0008) and, detached, is still the
 /// user's one open session on that agent.
 pub async fn a_detached_session_stays_the_open_one<S: Store>(store: Arc<S>) {
     agent(&*store, "a1").await;
