@@ -435,6 +435,10 @@ pub enum TerminalServerFrame {
     Attached {
         offset: u64,
         reset: bool,
+        /// The shell's name on the device: a socket opened with it (`shell=`) and an offset
+        /// re-attaches to this shell, through any server, while the device keeps it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shell: Option<String>,
     },
     /// The session moved on (stopping, stopped, failed).
     State {
@@ -448,6 +452,12 @@ pub enum TerminalServerFrame {
         status: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signal: Option<String>,
+    },
+    /// The device no longer has the shell (its grace ran out while nobody was attached, or
+    /// it restarted); the socket closes after this. Opening one without `shell=` starts a
+    /// new shell.
+    Gone {
+        reason: String,
     },
     Error {
         message: String,
@@ -470,6 +480,7 @@ mod tests {
         let attached = TerminalServerFrame::Attached {
             offset: 42,
             reset: false,
+            shell: None,
         };
         assert_eq!(
             serde_json::to_string(&attached).unwrap(),

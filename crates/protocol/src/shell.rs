@@ -9,6 +9,7 @@
 //! input the shell has taken — or that the shell is gone, and why. A client that gets no
 //! notice is talking to an agent that keeps no shells.
 
+use std::collections::VecDeque;
 use std::fmt;
 
 /// `env` request naming a new kept shell.
@@ -142,9 +143,68 @@ impl ShellNotice {
     }
 }
 
+/// A client's input to a kept shell, counted from the shell's start, with its newest bytes
+/// held until the shell says it took them: after a re-attach the client sends what the
+/// shell has not taken (`untaken`), once.
+#[derive(Debug)]
+pub struct SentInput {
+    /// Bytes sent since the shell started.
+    sent: u64,
+    /// The last of them, not yet known taken (at most `capacity`).
+    held: VecDeque<u8>,
+    capacity: usize,
+}
+
+impl SentInput {
+    /// Holds at most `capacity` bytes: past that, the oldest would be missing after a
+    /// re-attach (never repeated).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            sent: 0,
+            held: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// `data` goes to the shell (whether or not the send succeeds: an unsent byte is untaken).
+    pub fn record(&mut self, data: &[u8]) {
+        self.sent += data.len() as u64;
+        self.held.extend(data);
+        let over = self.held.len().saturating_sub(self.capacity);
+        self.held.drain(..over);
+    }
+
+    /// The shell says it took the input up to byte `taken`: what follows, to send again.
+    pub fn untaken(&mut self, taken: u64) -> Vec<u8> {
+        let held_from = self.sent - self.held.len() as u64;
+        let drop = usize::try_from(taken.saturating_sub(held_from)).unwrap_or(usize::MAX);
+        self.held.drain(..drop.min(self.held.len()));
+        self.held.iter().copied().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_the_shell_took_is_not_sent_again() {
+        let mut input = SentInput::new(1024);
+        input.record(b"ls\n");
+        input.record(b"pwd\n");
+        assert_eq!(input.untaken(3), b"pwd\n");
+        assert_eq!(input.untaken(7), b"");
+        input.record(b"x");
+        assert_eq!(input.untaken(7), b"x");
+        assert_eq!(input.untaken(0), b"x", "what was taken is gone for good");
+        let mut small = SentInput::new(2);
+        small.record(b"abcd");
+        assert_eq!(
+            small.untaken(0),
+            b"cd",
+            "beyond the capacity the oldest is missing"
+        );
+    }
 
     #[test]
     fn notices_and_resumes_round_trip_and_junk_is_refused() {

@@ -80,10 +80,13 @@ export const AGENT_EVENT_KINDS: readonly EventKind[] = [
 // ways; text frames carry these JSON messages.
 
 export type TerminalServerMessage =
-  /** The binary output that follows starts at byte `offset`; `reset`: clear the screen first. */
-  | { type: 'attached'; offset: number; reset: boolean }
+  /** The binary output that follows starts at byte `offset`; `reset`: clear the screen first.
+   * `shell`: the shell's name on the device, to re-attach to it through any server. */
+  | { type: 'attached'; offset: number; reset: boolean; shell?: string }
   | { type: 'state'; state: Api.SessionState; reason?: string }
   | { type: 'exit'; status?: number; signal?: string }
+  /** The device no longer has the shell (its grace ran out); a new one can be started. */
+  | { type: 'gone'; reason: string }
   | { type: 'error'; message: string };
 
 export type TerminalClientMessage = { type: 'resize'; cols: number; rows: number };

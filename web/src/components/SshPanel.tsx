@@ -9,7 +9,7 @@ import { describeError } from '../api/http';
 import type { SessionView } from '../api/types';
 import { agentSignal, knownAgents, pinAgent } from '../state/agents';
 import { canOpenSsh } from '../state/auth';
-import { isOpen, putSession, refreshSession, sessionIds, sessionSignal, watchSession } from '../state/sessions';
+import { hasShell, isOpen, putSession, refreshSession, sessionIds, sessionSignal, watchSession } from '../state/sessions';
 import { terminalPath } from '../state/router';
 import { hideSshPanel, openSsh, restoreFocusAfterPanel, sshPanelSession } from '../state/sshPanel';
 import { focusTerminal } from '../terminal/focus';
@@ -57,7 +57,7 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
   const name = session?.agent.name ?? 'agent';
   // Once the terminal was shown, its last screen stays when the session ends.
   const hadTerminal = useRef(false);
-  if (session?.state === 'running') hadTerminal.current = true;
+  if (session && hasShell(session.state)) hadTerminal.current = true;
   // Out of the terminal: to the panel's main action, else to its close button.
   const leaveTerminal = () =>
     (
@@ -133,7 +133,8 @@ function SshPanelFor({ sessionId }: { sessionId: string }) {
 }
 
 function PanelBody({ session, keepScreen, onLeave }: { session: SessionView; keepScreen: boolean; onLeave(): void }) {
-  const running = session.state === 'running';
+  // Detached: the device keeps the shell while out of reach; the terminal stays live.
+  const running = hasShell(session.state);
   if (running || keepScreen) {
     return (
       <>

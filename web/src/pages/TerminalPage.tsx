@@ -5,7 +5,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { describeError } from '../api/http';
 import { LazyTerminal } from '../components/LazyTerminal';
 import { SessionStateBadge } from '../components/StatusBadge';
-import { refreshSession, sessionIds, sessionSignal, watchSession } from '../state/sessions';
+import { hasShell, refreshSession, sessionIds, sessionSignal, watchSession } from '../state/sessions';
 import { terminalSessionId } from '../state/router';
 import { LEAVE_KEY } from '../terminal/keys';
 
@@ -21,8 +21,8 @@ export function TerminalPage() {
   void sessionIds.value; // re-render when the session first reaches the store
   const session = sessionSignal(id)?.value;
   const hadTerminal = useRef(false);
-  if (session?.state === 'running') hadTerminal.current = true;
-  const showTerminal = session && (session.state === 'running' || hadTerminal.current);
+  if (session && hasShell(session.state)) hadTerminal.current = true;
+  const showTerminal = session && (hasShell(session.state) || hadTerminal.current);
   return (
     <section class="page terminal-page" aria-labelledby="terminal-title">
       <div class="page-header">
@@ -43,7 +43,7 @@ export function TerminalPage() {
           <LazyTerminal
             sessionId={session.id}
             agentName={session.agent.name}
-            ended={session.state !== 'running'}
+            ended={!hasShell(session.state)}
             onLeave={() => heading.current?.focus()}
           />
         </div>

@@ -24,6 +24,11 @@ const LIST_LIMIT = 100;
 /** Open as the server's `is_open` says: a stopping session is already on its way out. */
 const OPEN_STATES = new Set<SessionState>(['requested', 'starting', 'running', 'detached']);
 
+/** The session has a shell to show: running, or detached while the device keeps it. */
+export function hasShell(state: SessionState): boolean {
+  return state === 'running' || state === 'detached';
+}
+
 export function isOpen(state: SessionState): boolean {
   return OPEN_STATES.has(state);
 }

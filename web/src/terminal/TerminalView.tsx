@@ -62,7 +62,9 @@ export default function TerminalView({ sessionId, agentName, ended, onLeave }: T
       sink: { write: (bytes) => term.write(bytes), reset: () => term.reset() },
       size: () => ({ cols: term.cols, rows: term.rows }),
       onStatus: setStatus,
-      sessionStillRunning: () => refreshSession(sessionId).then((s) => s.state === 'running'),
+      // Detached: the device keeps the shell while it is out of reach; keep trying.
+      sessionStillRunning: () =>
+        refreshSession(sessionId).then((s) => s.state === 'running' || s.state === 'detached'),
     });
     connection.current = conn;
     const subscriptions = [
@@ -153,6 +155,19 @@ function StatusBanner({ status, onNewShell }: { status: ConnectionStatus; onNewS
           {status.lastError ?? 'Connection to the shell lost'}; reconnecting in {Math.ceil(status.inMs / 1000)} s…
         </p>
       );
+    case 'detached':
+      return (
+        <p class="terminal-banner warning" role="status">
+          The device is out of reach{status.reason ? ` (${status.reason})` : ''}; it keeps the shell. Waiting for it
+          to come back — what you type is sent then.
+        </p>
+      );
+    case 'input-refused':
+      return (
+        <p class="terminal-banner error" role="alert">
+          Not sent: {status.bytes} bytes typed while the shell was out of reach, past what is held until it is back.
+        </p>
+      );
     case 'error':
       return (
         <p class="terminal-banner error" role="alert">
@@ -163,13 +178,15 @@ function StatusBanner({ status, onNewShell }: { status: ConnectionStatus; onNewS
       return (
         <div class="terminal-banner" role="status">
           <span>
-            The shell exited
-            {status.signal
-              ? ` (signal ${status.signal})`
-              : status.status !== undefined
-                ? ` (status ${status.status})`
-                : ''}
-            .
+            {status.gone
+              ? `The shell is gone: ${status.gone}.`
+              : `The shell exited${
+                  status.signal
+                    ? ` (signal ${status.signal})`
+                    : status.status !== undefined
+                      ? ` (status ${status.status})`
+                      : ''
+                }.`}
           </span>
           <button type="button" class="button primary" onClick={onNewShell}>
             Start a new shell

@@ -1,7 +1,10 @@
-// The terminal WebSocket of one SSH session. The server numbers the shell's output by byte
-// offset; we track the next offset we expect, so that a dropped socket reconnects from there
-// and the screen neither repeats nor misses anything, and a fresh terminal (from 0) gets the
-// server's recent output replayed as it was.
+// The terminal WebSocket of one SSH session. The shell's output is numbered by byte offset;
+// we track the next offset we expect, so that a dropped socket reconnects from there and the
+// screen neither repeats nor misses anything, and a fresh terminal (from 0) gets the recent
+// output replayed as it was. The device keeps the shell under a name the server tells us:
+// we reconnect with it (and keep it for this tab across reloads), so that after a server
+// restart — or through another server — the same shell continues. What is typed while we are
+// not attached is held and sent once we are (up to a limit, past which it is refused, said so).
 
 import type { SessionState, TerminalClientMessage, TerminalServerMessage } from '../api/types';
 
@@ -17,7 +20,11 @@ export type ConnectionStatus =
   | { kind: 'attached' }
   /** `lastError`: what the server said before the socket closed, if anything. */
   | { kind: 'reconnecting'; inMs: number; lastError?: string }
-  | { kind: 'exited'; status?: number; signal?: string }
+  | { kind: 'exited'; status?: number; signal?: string; gone?: string }
+  /** The device is out of reach; it keeps the shell, and we attach again once it is back. */
+  | { kind: 'detached'; reason?: string }
+  /** Typing while not attached went past what is held: those keystrokes were not sent. */
+  | { kind: 'input-refused'; bytes: number }
   | { kind: 'session-ended'; state: SessionState; reason?: string }
   | { kind: 'error'; message: string };
 
@@ -31,6 +38,8 @@ export interface ConnectionOptions {
 }
 
 const BACKOFF_START_MS = 500;
+/** Input held while not attached: far more than anyone types during an outage. */
+const HELD_INPUT_MAX = 64 * 1024;
 const BACKOFF_MAX_MS = 10_000;
 const ENDED_STATES = new Set<SessionState>(['stopping', 'stopped', 'failed']);
 
@@ -48,26 +57,42 @@ export class TerminalConnection {
   private finished = false;
   private disposed = false;
   private readonly encoder = new TextEncoder();
+  /** The shell's name on the device, once the server said it. */
+  private shell: string | undefined;
+  /** Typed while not attached: sent, in order, once attached. */
+  private held: Uint8Array[] = [];
+  private heldBytes = 0;
 
-  constructor(private readonly options: ConnectionOptions) {}
+  constructor(private readonly options: ConnectionOptions) {
+    this.shell = loadShell(options.sessionId);
+  }
 
-  /** Attach from the start of the server's buffer: the screen is replayed as it was. */
+  /** Attach from the start of what is kept: the screen is replayed as it was. */
   open(): void {
     this.offset = 0;
     this.connect();
   }
 
-  /** After the shell exited: attaching again makes the server start a new shell. */
+  /** After the shell exited (or is gone): attaching without its name starts a new shell. */
   startNewShell(): void {
     this.options.sink.reset();
     this.offset = 0;
+    this.forgetShell();
     this.connect();
   }
 
   /** Keyboard input from xterm (a string of UTF-16 text) or raw bytes. */
   sendInput(data: string | Uint8Array<ArrayBuffer>): void {
-    if (!this.attached || this.socket?.readyState !== WebSocket.OPEN) return;
-    this.socket.send(typeof data === 'string' ? this.encoder.encode(data) : data);
+    if (this.finished) return;
+    const bytes = typeof data === 'string' ? this.encoder.encode(data) : data;
+    if (this.attached && this.socket?.readyState === WebSocket.OPEN) {
+      this.socket.send(bytes);
+    } else if (this.heldBytes + bytes.byteLength <= HELD_INPUT_MAX) {
+      this.held.push(bytes);
+      this.heldBytes += bytes.byteLength;
+    } else {
+      this.options.onStatus({ kind: 'input-refused', bytes: bytes.byteLength });
+    }
   }
 
   resize(cols: number, rows: number): void {
@@ -93,9 +118,10 @@ export class TerminalConnection {
     if (this.socket) closeQuietly(this.socket);
     const { cols, rows } = this.options.size();
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const shell = this.shell ? `&shell=${encodeURIComponent(this.shell)}` : '';
     const url =
       `${scheme}://${location.host}/api/v1/sessions/${encodeURIComponent(this.options.sessionId)}/terminal` +
-      `?from=${this.offset}&cols=${cols}&rows=${rows}`;
+      `?from=${this.offset}&cols=${cols}&rows=${rows}${shell}`;
     const socket = new WebSocket(url);
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
@@ -123,6 +149,10 @@ export class TerminalConnection {
         } else {
           this.skip = this.offset - message.offset;
         }
+        if (message.shell && message.shell !== this.shell) {
+          this.shell = message.shell;
+          saveShell(this.options.sessionId, message.shell);
+        }
         this.attached = true;
         this.failures = 0;
         this.lastError = undefined;
@@ -130,23 +160,49 @@ export class TerminalConnection {
         // The size may have changed while the socket was opening.
         const { cols, rows } = this.options.size();
         this.resize(cols, rows);
+        this.sendHeld();
         break;
       }
       case 'state':
         if (ENDED_STATES.has(message.state)) {
           this.finished = true;
+          this.forgetShell();
           this.options.onStatus({ kind: 'session-ended', state: message.state, reason: message.reason });
+        } else if (message.state === 'detached') {
+          this.options.onStatus({ kind: 'detached', reason: message.reason });
+        } else if (message.state === 'running' && this.attached) {
+          this.options.onStatus({ kind: 'attached' });
         }
         break;
       case 'exit':
         this.finished = true;
+        this.forgetShell();
         this.options.onStatus({ kind: 'exited', status: message.status, signal: message.signal });
+        break;
+      case 'gone':
+        this.finished = true;
+        this.forgetShell();
+        this.options.onStatus({ kind: 'exited', gone: message.reason });
         break;
       case 'error':
         this.lastError = message.message;
         this.options.onStatus({ kind: 'error', message: message.message });
         break;
     }
+  }
+
+  private sendHeld(): void {
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    for (const bytes of held) this.sendInput(bytes as Uint8Array<ArrayBuffer>);
+  }
+
+  private forgetShell(): void {
+    this.shell = undefined;
+    this.held = [];
+    this.heldBytes = 0;
+    forgetShell(this.options.sessionId);
   }
 
   private output(bytes: Uint8Array): void {
@@ -179,6 +235,35 @@ export class TerminalConnection {
         () => this.scheduleReconnect(),
       );
     }, delay);
+  }
+}
+
+// The shell's name, per session, for this tab: a reload after a server restart re-attaches to
+// the same shell. Session storage is the tab's own; without it (private modes) the name lives
+// as long as the page.
+const SHELL_KEY = 'postern.shell.';
+
+function loadShell(sessionId: string): string | undefined {
+  try {
+    return sessionStorage.getItem(SHELL_KEY + sessionId) ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function saveShell(sessionId: string, shell: string): void {
+  try {
+    sessionStorage.setItem(SHELL_KEY + sessionId, shell);
+  } catch {
+    // Not kept across reloads, then.
+  }
+}
+
+function forgetShell(sessionId: string): void {
+  try {
+    sessionStorage.removeItem(SHELL_KEY + sessionId);
+  } catch {
+    // Nothing was kept.
   }
 }
 

@@ -46,4 +46,5 @@ mod ssh_end;
 mod storage;
 mod survive;
 mod terminal;
+mod terminal_survive;
 mod tls_support;

@@ -78,8 +78,16 @@ impl Attached {
     }
 
     pub async fn read_until(&mut self, needle: &str) {
-        let found = tokio::time::timeout(DEADLINE, async {
-            while !String::from_utf8_lossy(&self.output).contains(needle) {
+        self.read_until_with(needle, |output| {
+            String::from_utf8_lossy(output).contains(needle)
+        })
+        .await;
+    }
+
+    /// Reads until `done` holds for the output so far (`what` names it if it never does).
+    pub async fn read_until_with(&mut self, what: &str, done: impl Fn(&[u8]) -> bool) {
+        let found = tokio::time::timeout(DEADLINE * 2, async {
+            while !done(&self.output) {
                 match self.ws.next().await {
                     Some(Ok(Message::Binary(bytes))) => {
                         self.offset += bytes.len() as u64;
@@ -97,9 +105,14 @@ impl Attached {
         .await;
         assert!(
             matches!(found, Ok(true)),
-            "never saw {needle:?} in {:?}",
+            "never saw {what:?} in {:?}",
             String::from_utf8_lossy(&self.output)
         );
+    }
+
+    /// Everything received so far.
+    pub fn output(&self) -> &[u8] {
+        &self.output
     }
 
     pub async fn type_in(&mut self, keys: &str) {
@@ -107,6 +120,14 @@ impl Attached {
             .send(Message::Binary(keys.as_bytes().to_vec().into()))
             .await
             .unwrap();
+    }
+}
+
+/// Where an `attached` frame says the output starts, and whether the screen starts over.
+pub fn attached_at(frame: &TerminalServerFrame) -> (u64, bool) {
+    match frame {
+        TerminalServerFrame::Attached { offset, reset, .. } => (*offset, *reset),
+        other => panic!("expected attached, got {other:?}"),
     }
 }
 
@@ -126,12 +147,11 @@ async fn the_shell_outlives_the_socket_and_reattaching_resumes_exactly() {
     let id = running_session(&server, "kept", &token).await;
 
     let mut first = Attached::open(&server, &token, &id, "from=0&cols=100&rows=30").await;
-    assert_eq!(
-        first.frames[0],
-        TerminalServerFrame::Attached {
-            offset: 0,
-            reset: false
-        }
+    assert_eq!(attached_at(&first.frames[0]), (0, false));
+    assert!(
+        matches!(&first.frames[0], TerminalServerFrame::Attached { shell: Some(name), .. } if name.len() >= 8),
+        "the first attach names the shell the agent keeps: {:?}",
+        first.frames[0]
     );
     first.type_in("echo one-$((40+2)); stty size\n").await;
     first.read_until("one-42").await;
@@ -148,13 +168,7 @@ async fn the_shell_outlives_the_socket_and_reattaching_resumes_exactly() {
         &format!("from={offset}&cols=100&rows=30"),
     )
     .await;
-    assert_eq!(
-        resumed.frames[0],
-        TerminalServerFrame::Attached {
-            offset,
-            reset: false
-        }
-    );
+    assert_eq!(attached_at(&resumed.frames[0]), (offset, false));
     resumed
         .ws
         .send(Message::Text(
@@ -171,13 +185,7 @@ async fn the_shell_outlives_the_socket_and_reattaching_resumes_exactly() {
 
     // A fresh tab (from 0) replays everything, byte for byte.
     let mut replay = Attached::open(&server, &token, &id, "from=0").await;
-    assert_eq!(
-        replay.frames[0],
-        TerminalServerFrame::Attached {
-            offset: 0,
-            reset: false
-        }
-    );
+    assert_eq!(attached_at(&replay.frames[0]), (0, false));
     replay.read_until("40 120").await;
     let expected: Vec<u8> = [seen, later].concat();
     assert_eq!(replay.output[..expected.len()], expected[..]);
@@ -196,13 +204,7 @@ async fn the_shell_outlives_the_socket_and_reattaching_resumes_exactly() {
         }
     }
     let mut fresh = Attached::open(&server, &token, &id, &format!("from={end}")).await;
-    assert_eq!(
-        fresh.frames[0],
-        TerminalServerFrame::Attached {
-            offset: 0,
-            reset: true
-        }
-    );
+    assert_eq!(attached_at(&fresh.frames[0]), (0, true));
     fresh.type_in("echo three-$((40+4))\n").await;
     fresh.read_until("three-44").await;
 
@@ -270,6 +272,25 @@ async fn a_shell_is_its_users_alone_and_cross_site_pages_cannot_attach() {
     let mut owner_view = Attached::open(&server, &owner, &id, "").await;
     owner_view.type_in("echo mine\n").await;
     owner_view.read_until("mine").await;
+    // The shell's name is no key: another user naming it is refused as before, and a name
+    // that is not one is refused before any upgrade.
+    let TerminalServerFrame::Attached {
+        shell: Some(name), ..
+    } = owner_view.frames[0].clone()
+    else {
+        panic!("no shell name in {:?}", owner_view.frames[0]);
+    };
+    let named = format!("{path}?from=0&shell={name}");
+    let stolen = request(&server, &other, &named);
+    assert!(matches!(
+        tokio_tungstenite::connect_async(stolen).await,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 404
+    ));
+    let bad = request(&server, &owner, &format!("{path}?shell=..%2F..%2Fx"));
+    assert!(matches!(
+        tokio_tungstenite::connect_async(bad).await,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 400
+    ));
     server
         .call(
             reqwest::Method::POST,

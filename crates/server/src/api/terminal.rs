@@ -13,6 +13,7 @@ use futures::{SinkExt, StreamExt};
 use postern_protocol::api::{
     ApiError as ErrorBody, EventKind, TerminalClientFrame, TerminalServerFrame,
 };
+use postern_protocol::shell::{Resume, ShellId};
 use postern_protocol::{SessionId, SessionState};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -22,7 +23,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Caller};
 use crate::store::UserRecord;
-use crate::terminal::{ShellEnd, Terminal};
+use crate::terminal::{ShellEnd, Terminal, Want};
 
 /// Largest output frame sent at once; a reattach replays the scrollback in such frames.
 const FRAME: usize = 64 * 1024;
@@ -33,6 +34,9 @@ pub struct TerminalQuery {
     /// Byte offset of the shell's output to resume from (0: everything still kept).
     #[serde(default)]
     from: u64,
+    /// The shell the browser had (from an `attached` frame): after this server restarted,
+    /// or through another one, the terminal re-attaches to it at `from`.
+    shell: Option<String>,
     /// The browser terminal's size (each clamped to 1..=1000).
     #[param(maximum = 65535)]
     cols: Option<u16>,
@@ -61,6 +65,15 @@ pub async fn attach(
         query.cols.unwrap_or(80).clamp(1, 1000),
         query.rows.unwrap_or(24).clamp(1, 1000),
     );
+    let want = match query.shell.as_deref() {
+        None => Want::New,
+        Some(name) => Want::Resume(Resume {
+            shell: ShellId::parse(name).ok_or_else(|| {
+                ApiError::bad_request("shell must be 8 to 64 letters, digits, '-' or '_'")
+            })?,
+            offset: query.from,
+        }),
+    };
     Ok(ws.max_message_size(1 << 20).on_upgrade(move |socket| {
         serve(
             socket,
@@ -68,7 +81,7 @@ pub async fn attach(
             caller.user,
             session.id,
             peer,
-            query.from,
+            (query.from, want),
             size,
         )
     }))
@@ -89,8 +102,8 @@ async fn serve(
     user: UserRecord,
     id: SessionId,
     peer: SocketAddr,
-    from: u64,
-    (cols, rows): (u16, u16),
+    (from, want): (u64, Want),
+    size: (u16, u16),
 ) {
     let (mut tx, mut rx) = socket.split();
     let s = &state.services;
@@ -101,8 +114,35 @@ async fn serve(
         state: &state,
         last_sent: None,
     };
-    let terminal = match s.sessions.get(id.as_str()).await {
-        Ok(record) => s.terminals.attach(&user, &record, peer, cols, rows).await,
+    let record = match s.sessions.get(id.as_str()).await {
+        Ok(record) if record.state == SessionState::Detached => {
+            // The device is out of reach and keeps the shell: say so, and attach once it is
+            // back (or say how the session ended).
+            if !session.send(&mut tx, record.state).await {
+                return;
+            }
+            let back = tokio::select! {
+                back = s.sessions.running_again(&id) => back,
+                _ = closed(&mut rx) => return,
+            };
+            match back {
+                Some(record) => {
+                    if !session.send(&mut tx, record.state).await {
+                        return;
+                    }
+                    Ok(record)
+                }
+                None => s.sessions.get(id.as_str()).await,
+            }
+        }
+        other => other,
+    };
+    let terminal = match record {
+        Ok(record) => {
+            s.terminals
+                .attach(&user, &record, peer, size, want.clone())
+                .await
+        }
         Err(e) => Err(e.into()),
     };
     let terminal = match terminal {
@@ -116,6 +156,11 @@ async fn serve(
     };
     let mut written = terminal.written();
     let mut ended = terminal.ended();
+    // Offsets in another shell than the one the browser had mean nothing: it starts over.
+    let from = match &want {
+        Want::Resume(resume) if terminal.shell() != &resume.shell => u64::MAX,
+        _ => from,
+    };
     let mut output = Output {
         offset: from,
         announced: false,
@@ -166,6 +211,10 @@ async fn serve(
             };
             send(&mut tx, &frame).await;
         }
+        Some(ShellEnd::Gone(end)) => {
+            let reason = end.to_string();
+            send(&mut tx, &TerminalServerFrame::Gone { reason }).await;
+        }
         // The connection to the device closed: because the session is ending (then the
         // browser sees it through to its end), or because the device went away.
         Some(ShellEnd::Lost) => match s.sessions.get(id.as_str()).await.map(|r| r.state) {
@@ -186,6 +235,16 @@ async fn serve(
         None => {}
     }
     let _ = tx.close().await;
+}
+
+/// Resolves when the browser closes the socket (or it breaks). A browser sends no input
+/// before its `attached` frame: it holds what is typed until then.
+async fn closed(rx: &mut futures::stream::SplitStream<WebSocket>) {
+    while let Some(Ok(message)) = rx.next().await {
+        if matches!(message, Message::Close(_)) {
+            return;
+        }
+    }
 }
 
 /// A text frame from the browser; false when the socket is gone.
@@ -222,6 +281,7 @@ impl Output {
                 let frame = TerminalServerFrame::Attached {
                     offset: chunk.offset,
                     reset: chunk.reset,
+                    shell: Some(terminal.shell().to_string()),
                 };
                 if !send(tx, &frame).await {
                     return false;

@@ -13,14 +13,18 @@ use std::time::Duration;
 use postern_protocol::session::DETACHED_BY_RESTART;
 use postern_protocol::{ServerMessage, SessionEvent, SessionId, SessionState};
 
+use tokio::sync::broadcast::error::RecvError;
+
 use super::{EndReason, Sessions};
-use crate::store::{Actor, SessionFilter};
+use crate::store::{Actor, SessionFilter, SessionRecord};
 
 /// Why a session detached when its agent's link went.
 const LINK_LOST: &str = "agent link lost";
 /// How long a session stays detached if its agent never says: longer than the longest grace
 /// an agent accepts (24 h), after which no shell of it can still be alive.
 const DETACHED_MAX: Duration = Duration::from_secs(25 * 3600);
+/// How often `running_again` reads the session even without an event about it.
+const RECHECK: Duration = Duration::from_secs(5);
 
 impl Sessions {
     /// Ends the session if it is still detached after `DETACHED_MAX` (its agent never came
@@ -137,6 +141,40 @@ impl Sessions {
                 _ => EndReason::ShellsLost,
             };
             let _ = self.stop(&s.id, reason, &Actor::Agent).await;
+        }
+    }
+
+    /// The session once it runs — at once if it does, or when it is back from detached —
+    /// on any node; None once it ends or this node stops.
+    pub async fn running_again(&self, id: &SessionId) -> Option<SessionRecord> {
+        let mut events = self.lifecycle.subscribe();
+        let stopping = self.runtime.stopping().clone();
+        loop {
+            match self.lifecycle.find(id).await {
+                Ok(Some(s)) if s.state == SessionState::Running => return Some(s),
+                Ok(Some(s)) if s.state.is_open() => {}
+                Ok(_) => return None,
+                // The store is out of reach for now: look again after the next event.
+                Err(error) => tracing::debug!(session = %id, %error, "could not read a session"),
+            }
+            // Its next event; the store is read again at least every `RECHECK` in case an
+            // event was missed (a lagging receiver).
+            let next = async {
+                loop {
+                    match events.recv().await {
+                        Ok(e) if e.session.as_ref().is_some_and(|s| &s.id == id) => return true,
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => return true,
+                        Err(RecvError::Closed) => return false,
+                    }
+                }
+            };
+            tokio::select! {
+                more = tokio::time::timeout(RECHECK, next) => if matches!(more, Ok(false)) {
+                    return None;
+                },
+                _ = stopping.cancelled() => return None,
+            }
         }
     }
 

@@ -47,6 +47,11 @@ impl Lifecycle {
         &self.node
     }
 
+    /// Every node's events as they come (to wait for a session's next state).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<postern_protocol::api::EventView> {
+        self.events.subscribe()
+    }
+
     /// After a start: nothing this node held before can still be running. Only this node's
     /// sessions: another node's are its own (or, once it is lost, its survivors'). A running
     /// one detaches (the state machine decides); a detached one waits on as it was.

@@ -69,8 +69,11 @@ macro_rules! session_store {
                 ) -> StoreResult<Option<i64>> {
                     let mut tx = self.write_tx().await?;
                     let ended = change.to.is_final().then_some(change.time);
+                    // A session running again (back from detached) has no reason any more;
+                    // an ending keeps the reason its stopping gave.
                     let moved = sqlx::query(
-                        "UPDATE sessions SET state = $1, reason = COALESCE($2, reason), \
+                        "UPDATE sessions SET state = $1, \
+                         reason = CASE WHEN $1 = 'running' THEN NULL ELSE COALESCE($2, reason) END, \
                          port = COALESCE($3, port), updated_at = $4, \
                          ended_at = COALESCE($5, ended_at), node_id = COALESCE($6, node_id) \
                          WHERE id = $7 AND state = $8",

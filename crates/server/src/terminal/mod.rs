@@ -1,10 +1,18 @@
-//! The web terminal: the server holds the shell. Each running session of a user may have one
-//! terminal — an SSH connection from this server to the agent's SSH server (see `shell`) with
-//! a login shell on a PTY — that outlives the browser: its output goes into a scrollback
-//! numbered by byte offset, and any number of browser tabs attach, read from where they
-//! stopped, type and resize. A slow tab never slows the shell: it reads the scrollback at
-//! its own pace and starts over if it falls more than the scrollback behind.
+//! The web terminal: the server holds the browser's side of the shell. Each running session
+//! of a user may have one terminal — an SSH connection from this server to the agent's SSH
+//! server (see `shell`) with a login shell on a PTY — that outlives the browser: its output
+//! goes into a scrollback numbered by byte offset, and any number of browser tabs attach,
+//! read from where they stopped, type and resize. A slow tab never slows the shell: it reads
+//! the scrollback at its own pace and starts over if it falls more than the scrollback behind.
+//!
+//! The shell itself is one the agent keeps (see `postern_protocol::shell`), so it outlives
+//! this server too: when the path to the device breaks (the agent's link lost, the node that
+//! held it gone) the terminal re-attaches by itself once the session runs again (`carrier`),
+//! and after this server restarts a browser names its shell and offset and a new terminal
+//! re-attaches to it. The shell's output offsets are the agent's, so the browser's offset
+//! means the same on every server.
 
+mod carrier;
 mod scrollback;
 mod shell;
 
@@ -13,8 +21,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use postern_protocol::shell::{RESUME_ENV, Resume, SHELL_ENV, ShellId};
 use postern_protocol::{SessionId, SessionState};
-use russh::ChannelMsg;
 use tokio::sync::{mpsc, watch};
 
 pub use scrollback::Chunk;
@@ -44,8 +52,10 @@ pub enum TerminalError {
 pub enum ShellEnd {
     Status(u32),
     Signal(String),
-    /// The connection to the device closed without an exit status (the session stopped, or
-    /// the link broke).
+    /// The agent no longer has the shell (its grace ran out, or it never kept it).
+    Gone(postern_protocol::shell::ShellEnd),
+    /// The connection to the device closed without an exit status, and the agent does not
+    /// keep the shell (the session stopped, or the agent keeps no shells).
     Lost,
 }
 
@@ -54,22 +64,39 @@ enum Input {
     Resize { cols: u16, rows: u16 },
 }
 
-/// One shell kept by the server.
+/// One shell, as this server holds it for the browsers.
 pub struct Terminal {
+    /// The name the agent keeps the shell under.
+    shell: ShellId,
     scrollback: Mutex<Scrollback>,
     /// The scrollback's end offset, announced after every write; readers wait on it.
     written: watch::Sender<u64>,
     ended: watch::Sender<Option<ShellEnd>>,
     input: mpsc::Sender<Input>,
+    /// The browser's last size, for a re-attach.
+    size: Mutex<(u16, u16)>,
 }
 
 impl Terminal {
+    fn new(shell: ShellId, start: u64, size: (u16, u16), input: mpsc::Sender<Input>) -> Self {
+        Self {
+            shell,
+            scrollback: Mutex::new(Scrollback::starting_at(SCROLLBACK_BYTES, start)),
+            written: watch::channel(start).0,
+            ended: watch::channel(None).0,
+            input,
+            size: Mutex::new(size),
+        }
+    }
+
+    /// The shell's name on the device.
+    pub fn shell(&self) -> &ShellId {
+        &self.shell
+    }
+
     /// Output from `from` on (at most `max` bytes).
     pub fn read_from(&self, from: u64, max: usize) -> Chunk {
-        self.scrollback
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .read_from(from, max)
+        self.scrollback().read_from(from, max)
     }
 
     pub fn written(&self) -> watch::Receiver<u64> {
@@ -90,17 +117,50 @@ impl Terminal {
     }
 
     pub async fn resize(&self, cols: u16, rows: u16) {
+        *self.size.lock().unwrap_or_else(|e| e.into_inner()) = (cols, rows);
         let _ = self.input.send(Input::Resize { cols, rows }).await;
+    }
+
+    fn scrollback(&self) -> std::sync::MutexGuard<'_, Scrollback> {
+        self.scrollback.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn size(&self) -> (u16, u16) {
+        *self.size.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn end(&self) -> u64 {
+        self.scrollback().end()
     }
 
     fn record(&self, data: &[u8]) {
         let end = {
-            let mut sb = self.scrollback.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sb = self.scrollback();
             sb.push(data);
             sb.end()
         };
         self.written.send_replace(end);
     }
+
+    /// The agent kept less than we missed: the output resumes at `offset`.
+    fn skip_to(&self, offset: u64) {
+        let end = {
+            let mut sb = self.scrollback();
+            sb.skip_to(offset);
+            sb.end()
+        };
+        self.written.send_replace(end);
+    }
+}
+
+/// What an attach asks for when this server has no live terminal for the session.
+#[derive(Clone, Debug)]
+pub enum Want {
+    /// A new shell.
+    New,
+    /// The shell a browser had (through this server before it restarted, or another node),
+    /// from the output offset it has.
+    Resume(Resume),
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Terminal>>>>;
@@ -149,15 +209,15 @@ impl Terminals {
         }
     }
 
-    /// The user's terminal on `session`: the live one, or a new shell when there is none
-    /// (first attach, or the last shell ended). The caller has checked who may attach.
+    /// The user's terminal on `session`: the live one, or else a new shell or a re-attach to
+    /// the kept one `want` names. The caller has checked who may attach.
     pub async fn attach(
         self: &Arc<Self>,
         user: &UserRecord,
         session: &SessionRecord,
         peer: SocketAddr,
-        cols: u16,
-        rows: u16,
+        size: (u16, u16),
+        want: Want,
     ) -> Result<Arc<Terminal>, TerminalError> {
         if session.state != SessionState::Running {
             return Err(TerminalError::NotRunning {
@@ -168,10 +228,10 @@ impl Terminals {
         let slot = self.slot(&session.id);
         let mut held = slot.lock().await;
         if let Some(terminal) = held.as_ref().filter(|t| t.is_alive()) {
-            terminal.resize(cols, rows).await;
+            terminal.resize(size.0, size.1).await;
             return Ok(terminal.clone());
         }
-        match self.start(user, session, peer, cols, rows).await {
+        match self.start(user, session, peer, size, want).await {
             Ok(terminal) => {
                 *held = Some(terminal.clone());
                 Ok(terminal)
@@ -184,15 +244,53 @@ impl Terminals {
         }
     }
 
-    /// A new login shell for `user` on `session`, and the tasks that carry it.
+    /// A terminal on a new shell for `user` on `session`, or re-attached to a kept one, and
+    /// the task that carries it.
     async fn start(
         self: &Arc<Self>,
         user: &UserRecord,
         session: &SessionRecord,
         peer: SocketAddr,
-        cols: u16,
-        rows: u16,
+        size: (u16, u16),
+        want: Want,
     ) -> Result<Arc<Terminal>, TerminalError> {
+        let (shell, start, keep) = match want {
+            Want::New => {
+                let shell = new_shell_id()?;
+                let keep = (SHELL_ENV, shell.to_string());
+                (shell, 0, keep)
+            }
+            Want::Resume(resume) => {
+                let keep = (RESUME_ENV, resume.to_string());
+                (resume.shell, resume.offset, keep)
+            }
+        };
+        let link = self.connect(user, session, peer, size, keep).await?;
+        let (input_tx, input_rx) = mpsc::channel(64);
+        let terminal = Arc::new(Terminal::new(shell, start, size, input_tx));
+        tracing::info!(session = %session.id, user = %user.name, login = %link.login, shell = %terminal.shell, "web terminal started");
+        let carrier = carrier::Carrier {
+            terminals: self.clone(),
+            terminal: terminal.clone(),
+            user: user.clone(),
+            session: session.id.clone(),
+            peer,
+            resumed: start > 0,
+        };
+        self.sessions.spawn(carrier.run(link, input_rx));
+        Ok(terminal)
+    }
+
+    /// A fresh key and certificate for `user` on `session`, the data path, the SSH login and
+    /// the shell channel (`keep` names the kept shell, new or re-attached).
+    async fn connect(
+        &self,
+        user: &UserRecord,
+        session: &SessionRecord,
+        peer: SocketAddr,
+        size: (u16, u16),
+        keep: (&str, String),
+    ) -> Result<carrier::Link, TerminalError> {
         let key = shell::ephemeral_key()?;
         let issued = self
             .certificates
@@ -205,86 +303,22 @@ impl Terminals {
             &issued.login,
             key,
             issued.certificate,
-            cols,
-            rows,
+            size,
+            keep,
         )
         .await?;
-        let (input_tx, mut input_rx) = mpsc::channel(64);
-        let terminal = Arc::new(Terminal {
-            scrollback: Mutex::new(Scrollback::new(SCROLLBACK_BYTES)),
-            written: watch::channel(0).0,
-            ended: watch::channel(None).0,
-            input: input_tx,
-        });
-        tracing::info!(session = %session.id, user = %user.name, login = %issued.login, "web terminal started");
-
-        // Input goes out on its own task: waiting for the device's window must never stop
-        // the output from being read (that would stall the whole connection).
-        // Both tasks are the node's: they end when the server stops.
-        let (mut output, writer) = channel.split();
-        let stopping = self.sessions.stopping();
-        let input_stopping = stopping.clone();
-        self.sessions.spawn(async move {
-            loop {
-                let input = tokio::select! {
-                    input = input_rx.recv() => input,
-                    _ = input_stopping.cancelled() => None,
-                };
-                let Some(input) = input else {
-                    return;
-                };
-                let sent = match input {
-                    Input::Data(data) => writer.data_bytes(data).await,
-                    Input::Resize { cols, rows } => {
-                        writer
-                            .window_change(u32::from(cols), u32::from(rows), 0, 0)
-                            .await
-                    }
-                };
-                if sent.is_err() {
-                    return;
-                }
-            }
-        });
-        let me = self.clone();
-        let id = session.id.clone();
-        let shell = terminal.clone();
-        self.sessions.spawn(async move {
-            let mut end = ShellEnd::Lost;
-            loop {
-                let msg = tokio::select! {
-                    msg = output.wait() => msg,
-                    _ = stopping.cancelled() => None,
-                };
-                let Some(msg) = msg else {
-                    break;
-                };
-                match msg {
-                    ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                        shell.record(&data);
-                    }
-                    ChannelMsg::ExitStatus { exit_status } => end = ShellEnd::Status(exit_status),
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        end = ShellEnd::Signal(match signal_name {
-                            russh::Sig::Custom(name) => name,
-                            known => format!("{known:?}"),
-                        });
-                    }
-                    ChannelMsg::Failure => {
-                        shell.record(b"\r\npostern: the device refused to start a shell\r\n");
-                    }
-                    ChannelMsg::Close => break,
-                    _ => {}
-                }
-            }
-            tracing::info!(session = %id, ?end, "web terminal ended");
-            shell.ended.send_replace(Some(end));
-            me.forget(&id, &shell);
-            drop(activity);
-            let _ = ssh
-                .disconnect(russh::Disconnect::ByApplication, "terminal closed", "en")
-                .await;
-        });
-        Ok(terminal)
+        Ok(carrier::Link {
+            ssh,
+            channel,
+            activity,
+            login: issued.login,
+        })
     }
+}
+
+fn new_shell_id() -> Result<ShellId, TerminalError> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|e| TerminalError::Ssh(format!("no randomness: {e}")))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    ShellId::parse(&hex).ok_or_else(|| TerminalError::Ssh("a bad shell id".into()))
 }

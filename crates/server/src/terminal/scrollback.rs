@@ -20,11 +20,22 @@ pub struct Scrollback {
 }
 
 impl Scrollback {
-    pub fn new(capacity: usize) -> Self {
+    /// An empty scrollback whose next byte is byte `start` of the shell's output (a shell
+    /// re-attached after this server restarted continues its numbering).
+    pub fn starting_at(capacity: usize, start: u64) -> Self {
         Self {
             bytes: VecDeque::with_capacity(capacity.min(64 * 1024)),
-            start: 0,
+            start,
             capacity,
+        }
+    }
+
+    /// The output up to `offset` can no longer be had (the device kept less than we missed):
+    /// what is held goes, and readers behind `offset` start over from it.
+    pub fn skip_to(&mut self, offset: u64) {
+        if offset > self.end() {
+            self.bytes.clear();
+            self.start = offset;
         }
     }
 
@@ -66,7 +77,7 @@ mod tests {
 
     #[test]
     fn readers_get_exactly_what_follows_their_offset() {
-        let mut sb = Scrollback::new(16);
+        let mut sb = Scrollback::starting_at(16, 0);
         sb.push(b"hello ");
         sb.push(b"world");
         assert_eq!(sb.end(), 11);
@@ -89,7 +100,7 @@ mod tests {
 
     #[test]
     fn old_output_falls_off_and_late_readers_start_over() {
-        let mut sb = Scrollback::new(8);
+        let mut sb = Scrollback::starting_at(8, 0);
         sb.push(b"0123456789");
         assert_eq!(sb.end(), 10);
         let late = sb.read_from(0, usize::MAX);
@@ -107,7 +118,7 @@ mod tests {
 
     #[test]
     fn an_offset_from_the_future_means_another_shell_and_starts_over() {
-        let mut sb = Scrollback::new(8);
+        let mut sb = Scrollback::starting_at(8, 0);
         sb.push(b"abc");
         let chunk = sb.read_from(100, usize::MAX);
         assert_eq!(
@@ -117,8 +128,25 @@ mod tests {
     }
 
     #[test]
+    fn a_re_attached_shell_keeps_its_numbering_and_a_gap_restarts_readers() {
+        let mut sb = Scrollback::starting_at(8, 100);
+        assert!(!sb.read_from(100, usize::MAX).reset);
+        sb.push(b"ab");
+        sb.skip_to(50);
+        assert_eq!(sb.end(), 102, "skipping backwards changes nothing");
+        sb.skip_to(110);
+        let chunk = sb.read_from(102, usize::MAX);
+        assert_eq!(
+            (chunk.offset, chunk.reset, chunk.bytes.len()),
+            (110, true, 0)
+        );
+        sb.push(b"c");
+        assert_eq!(sb.read_from(110, usize::MAX).bytes, b"c");
+    }
+
+    #[test]
     fn a_write_larger_than_the_buffer_keeps_its_tail() {
-        let mut sb = Scrollback::new(4);
+        let mut sb = Scrollback::starting_at(4, 0);
         sb.push(b"xy");
         sb.push(b"abcdefgh");
         assert_eq!(sb.end(), 10);

@@ -38,15 +38,16 @@ pub fn ephemeral_key() -> Result<PrivateKey, TerminalError> {
     Ok(PrivateKey::from(Ed25519Keypair::from_seed(&seed)))
 }
 
-/// Logs in to the agent's SSH server over `stream` and starts a login shell on a PTY.
+/// Logs in to the agent's SSH server over `stream` and starts a login shell on a PTY — a
+/// shell the agent keeps, new or re-attached, as `keep` (an `env` request) asks.
 pub async fn open(
     stream: TunnelStream,
     host_key: &str,
     login: &str,
     key: PrivateKey,
     certificate: Certificate,
-    cols: u16,
-    rows: u16,
+    (cols, rows): (u16, u16),
+    keep: (&str, String),
 ) -> Result<(client::Handle<RegisteredHost>, Channel<Msg>), TerminalError> {
     let ssh = |e: russh::Error| TerminalError::Ssh(e.to_string());
     let expected = PublicKey::from_openssh(host_key.trim()).map_err(|e| {
@@ -96,6 +97,7 @@ pub async fn open(
         .set_env(false, "LANG", "C.UTF-8")
         .await
         .map_err(ssh)?;
+    channel.set_env(false, keep.0, keep.1).await.map_err(ssh)?;
     channel.request_shell(true).await.map_err(ssh)?;
     Ok((handle, channel))
 }

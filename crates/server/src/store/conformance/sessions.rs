@@ -229,8 +229,9 @@ pub async fn unfinished_sessions_are_scoped_to_their_node<S: Store>(store: Arc<S
     assert_eq!((taken.node, taken.port), (Some(theirs), Some(20000)));
 }
 
-/// A running session can be stored as detached (migration 0008) and, detached, is still the
-/// user's one open session on that agent.
+/// A running session can be stored as detached (migration 0008) with why, and, detached, is
+/// still the user's one open session on that agent; back to running, the reason goes (an
+/// ending keeps its stopping's).
 pub async fn a_detached_session_stays_the_open_one<S: Store>(store: Arc<S>) {
     agent(&*store, "a1").await;
     let s = session(1, "a1", None);
@@ -243,7 +244,8 @@ pub async fn a_detached_session_stays_the_open_one<S: Store>(store: Arc<S>) {
         (SessionState::Starting, SessionState::Running),
         (SessionState::Running, SessionState::Detached),
     ] {
-        let c = change(&s.id, from, to, None);
+        let why = (to == SessionState::Detached).then_some("agent link lost");
+        let c = change(&s.id, from, to, why);
         assert!(
             store
                 .transition_session(&c, &event(&s, to))
@@ -255,6 +257,7 @@ pub async fn a_detached_session_stays_the_open_one<S: Store>(store: Arc<S>) {
     }
     let stored = store.session(&s.id).await.unwrap().unwrap();
     assert_eq!(stored.state, SessionState::Detached);
+    assert_eq!(stored.reason.as_deref(), Some("agent link lost"));
     let second = session(2, "a1", None);
     assert!(
         matches!(
@@ -266,4 +269,23 @@ pub async fn a_detached_session_stays_the_open_one<S: Store>(store: Arc<S>) {
         ),
         "a detached session is open"
     );
+    for (from, to, why) in [
+        (SessionState::Detached, SessionState::Running, None),
+        (
+            SessionState::Running,
+            SessionState::Stopping,
+            Some("stopped by a user"),
+        ),
+        (SessionState::Stopping, SessionState::Stopped, None),
+    ] {
+        let c = change(&s.id, from, to, why);
+        let moved = store.transition_session(&c, &event(&s, to)).await.unwrap();
+        assert!(moved.is_some(), "{from} to {to}");
+        let stored = store.session(&s.id).await.unwrap().unwrap();
+        let expected = match to {
+            SessionState::Running => None,
+            _ => Some("stopped by a user"),
+        };
+        assert_eq!(stored.reason.as_deref(), expected, "{to}");
+    }
 }

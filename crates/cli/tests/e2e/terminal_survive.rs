@@ -1,0 +1,90 @@
+//! The web terminal keeps its shell while the path to the device is broken and this server
+//! lives: the agent's link cut silently, the session `detached` (the socket is told), and
+//! once the agent links again the server re-attaches by itself. The browser's socket gets
+//! exactly what the shell printed meanwhile — a counter every 10 ms, contiguous — and a line
+//! typed while detached arrives once. (A server killed and started again: the Chromium test
+//! web/e2e/survive.test.mjs.)
+
+use std::time::Duration;
+
+use postern_protocol::SessionState;
+use postern_protocol::api::TerminalServerFrame;
+
+use crate::harness::{TestAgent, TestServer, approved};
+use crate::link_proxy::Proxy;
+use crate::terminal::{Attached, running_session};
+
+/// A counter every 10 ms until a line is typed (`read -t 0` only asks whether one is there).
+const COUNTER: &str = "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); echo c$i; \
+     if read -t 0; then read -r line; echo \"stopped-by-$line\"; break; fi; sleep 0.01; done\n";
+
+fn counter(output: &[u8]) -> Vec<u64> {
+    String::from_utf8_lossy(output)
+        .split(['\r', '\n'])
+        .filter_map(|line| line.strip_prefix('c')?.parse().ok())
+        .collect()
+}
+
+fn assert_contiguous(output: &[u8]) {
+    let numbers = counter(output);
+    let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
+    assert_eq!(numbers, expected, "the counter is not contiguous");
+}
+
+/// The next session state the socket is told, skipping output.
+async fn next_state(tab: &mut Attached) -> (SessionState, Option<String>) {
+    loop {
+        if let TerminalServerFrame::State { state, reason } = tab.next_frame().await {
+            return (state, reason);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_web_terminal_keeps_its_shell_through_a_silent_cut_of_the_agent_link() {
+    // The server gives a silent link up after 3 s; the agent its own after 3 missed
+    // keepalives a second apart.
+    let server = TestServer::start_with(|c| {
+        c.heartbeat_interval = Duration::from_secs(1);
+        c.heartbeat_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let proxy = Proxy::start(server.agent_addr()).await;
+    let token = server.create_token(600, 1).await;
+    let agent = TestAgent::start_with(&server, "webkeeper", Some(token), |o| {
+        o.servers = vec![proxy.addr.to_string()];
+        o.sync_rate = Duration::from_secs(1);
+        o.keepalive = Duration::from_secs(1);
+        o.reconnect_max = Duration::from_secs(1);
+    });
+    agent.wait_state("approved", approved).await;
+    let admin = server.admin_token.clone();
+    let id = running_session(&server, "webkeeper", &admin).await;
+
+    let mut tab = Attached::open(&server, &admin, &id, "from=0&cols=100&rows=30").await;
+    tab.type_in(COUNTER).await;
+    tab.read_until_with("the counter", |out| counter(out).len() >= 30)
+        .await;
+    let before = *counter(tab.output()).last().unwrap();
+
+    proxy.freeze();
+    let (state, reason) = next_state(&mut tab).await;
+    assert_eq!(
+        (state, reason.as_deref()),
+        (SessionState::Detached, Some("agent link lost"))
+    );
+    // Typed while the device is out of reach: delivered once it is back.
+    tab.type_in("halt\n").await;
+    proxy.thaw();
+    assert_eq!(next_state(&mut tab).await.0, SessionState::Running);
+    tab.read_until("stopped-by-halt\r\n").await;
+    assert!(counter(tab.output()).last().unwrap() > &before);
+    assert_contiguous(tab.output());
+
+    tab.type_in("echo typed-$((6*7))\n").await;
+    tab.read_until("typed-42\r\n").await;
+    let text = String::from_utf8_lossy(tab.output()).into_owned();
+    assert_eq!(text.matches("stopped-by-halt").count(), 1, "{text}");
+    assert_eq!(text.matches("typed-42\r\n").count(), 1, "{text}");
+    assert_contiguous(tab.output());
+}
