@@ -45,6 +45,11 @@ impl Api {
         Ok(api)
     }
 
+    /// `Bearer TOKEN`, for clients of the API's WebSockets.
+    pub fn authorization(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
     }

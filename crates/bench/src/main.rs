@@ -24,6 +24,7 @@ mod report;
 mod run;
 mod sessions;
 mod stats;
+mod survive;
 mod term;
 mod throughput;
 

@@ -174,6 +174,29 @@ impl Server {
         Ok(started.elapsed())
     }
 
+    /// SIGKILL: no orderly shutdown.
+    pub async fn kill(&mut self) -> Result<()> {
+        self.proc.kill().await?;
+        Ok(())
+    }
+
+    /// Starts this (killed) server again on the same data dir and ports; returns the instant
+    /// just before the new process was spawned.
+    pub async fn start_again(&mut self) -> Result<Instant> {
+        let spawned = Instant::now();
+        let next = Self::start_with(
+            &self.bin,
+            &self.data_dir,
+            self.http,
+            self.gateway,
+            &self.log,
+            &self.args,
+        )
+        .await?;
+        *self = next;
+        Ok(spawned)
+    }
+
     /// Stops this server and starts it again on the same data dir and ports.
     pub async fn restart(&mut self) -> Result<Duration> {
         let took = self.stop().await?;

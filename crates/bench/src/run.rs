@@ -32,6 +32,9 @@ pub enum Section {
     /// Time to running and throughput through the agent's node and through another node.
     #[serde(rename = "across-nodes")]
     AcrossNodes,
+    /// Shells that survive: the server killed and restarted under a web terminal and a
+    /// `postern ssh`; the agent's memory per detached shell.
+    Survive,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +84,8 @@ pub struct Plan {
     pub idle_s: u64,
     pub footprint_idle_s: u64,
     pub baseline_tunnels: usize,
+    pub restarts: usize,
+    pub detached_shells: usize,
 }
 
 impl Plan {
@@ -97,6 +102,8 @@ impl Plan {
                 idle_s: 10,
                 footprint_idle_s: 10,
                 baseline_tunnels: 20,
+                restarts: 3,
+                detached_shells: 10,
             }
         } else {
             Self {
@@ -111,6 +118,8 @@ impl Plan {
                 // Three heartbeats of the agent's default 10 s sync rate.
                 footprint_idle_s: 30,
                 baseline_tunnels: 200,
+                restarts: 20,
+                detached_shells: 50,
             }
         };
         if let Some(n) = args.agents {
@@ -291,6 +300,22 @@ pub async fn run(args: RunArgs) -> Result<bool> {
                 plan.throughput_repeats,
             )
             .await,
+        );
+    }
+    if wants(&args, Section::Survive) {
+        eprintln!(
+            "shells that survive: {} server restarts, {} detached shells",
+            plan.restarts, plan.detached_shells
+        );
+        let survive_plan = crate::survive::SurvivePlan {
+            restarts: plan.restarts,
+            shells: plan.detached_shells,
+        };
+        record(
+            &mut figures,
+            &mut errors,
+            Section::Survive,
+            crate::survive::measure(&bins, &dir, &login, &survive_plan).await,
         );
     }
     if wants(&args, Section::LoginBurst) {
