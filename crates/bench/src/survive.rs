@@ -56,7 +56,10 @@ impl Seen {
         let mut lines: Vec<&str> = text.split('\n').collect();
         self.partial = lines.pop().unwrap_or_default().to_owned();
         for line in lines {
+            // What is after a line's last carriage return is what the terminal shows (bash
+            // turns bracketed paste off with "ESC[?2004l CR" before a command's output).
             let line = line.trim_end_matches('\r');
+            let line = line.rsplit('\r').next().unwrap_or(line);
             if line.contains("re-attaching") {
                 self.lost = true;
             }
@@ -265,9 +268,9 @@ pub async fn measure(
     let (web_lost, web_repeated) = lock(&web).lost_and_repeated();
     let (cli_lost, cli_repeated) = lock(&cli).lost_and_repeated();
 
-    // Memory: detached shells printing without pause, each left by its `postern ssh`.
+    // Memory: detached shells printing without pause, each left by its `postern ssh` as soon
+    // as it started printing (a client that stopped reading would hold its output back).
     let before = procfs::rss_kib(agent.proc.pid())?;
-    let mut floods = Vec::new();
     for n in 0..plan.shells {
         let command = d.cli.pty_command().args(d.cli.ssh_args(&agent.name));
         let (mut flood, _) = term::spawn("postern ssh (flood)", command)?;
@@ -277,9 +280,6 @@ pub async fn measure(
             .with_context(|| format!("detached shell {}", n + 1))?;
         flood.pty.write_all(FLOOD.as_bytes()).await?;
         flood.read_until(b"\n", LIMIT).await?;
-        floods.push(flood);
-    }
-    for mut flood in floods {
         flood.proc.kill().await?;
     }
     // The rings fill within moments of printing without pause; read until the agent's size
@@ -348,4 +348,20 @@ pub async fn measure(
         .judged(),
     );
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_missing_or_repeated_are_counted_in_bytes() {
+        let mut seen = Seen::default();
+        let at = Instant::now();
+        seen.feed(at, b"$ i=0; while\r\n\x1b[?2004l\rc1\r\nc2\r");
+        seen.feed(at, b"\nc4\r\nc4\r\npostern: connection lost; re-attaching\r\nc5\r\n");
+        assert_eq!(seen.last(), 5);
+        assert!(seen.lost);
+        assert_eq!(seen.lost_and_repeated(), (4, 4), "c3 missing, c4 twice");
+    }
 }
