@@ -359,7 +359,10 @@ mod tests {
         let mut seen = Seen::default();
         let at = Instant::now();
         seen.feed(at, b"$ i=0; while\r\n\x1b[?2004l\rc1\r\nc2\r");
-        seen.feed(at, b"\nc4\r\nc4\r\npostern: connection lost; re-attaching\r\nc5\r\n");
+        seen.feed(
+            at,
+            b"\nc4\r\nc4\r\npostern: connection lost; re-attaching\r\nc5\r\n",
+        );
         assert_eq!(seen.last(), 5);
         assert!(seen.lost);
         assert_eq!(seen.lost_and_repeated(), (4, 4), "c3 missing, c4 twice");

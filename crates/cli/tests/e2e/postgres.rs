@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use postern_protocol::api::Role;
 use reqwest::Method;
+use sqlx::Connection;
 
 use crate::cluster::Cluster;
 use crate::harness::{TestServer, eventually, postern, run_cli};
@@ -193,4 +194,52 @@ async fn admin_add_user_writes_to_the_database_given() {
     assert!(ok, "{err}");
     assert!(out.contains("added user nina (viewer)"), "{out}");
     cluster.nodes[0].login("nina", "nina-secret-pw").await;
+}
+
+/// PostgreSQL over TLS: with its certificate verified (`sslmode=verify-full` and the
+/// cluster's own CA file) the server starts and every connection it holds is encrypted; a
+/// certificate it cannot verify stops the start, saying why.
+#[tokio::test]
+async fn a_server_reaches_postgres_over_verified_tls_and_refuses_an_unverified_certificate() {
+    let Some(pg) = OwnCluster::start().await else {
+        return;
+    };
+    let verified = format!(
+        "{}?sslmode=verify-full&sslrootcert={}/ca.crt",
+        pg.url, pg.dir
+    );
+    let url = verified.clone();
+    let server = TestServer::start_with(move |c| c.database = Some(url)).await;
+    let token = server.add_user("tess", Role::Admin).await;
+    let (status, body) = server
+        .call(Method::GET, "/api/v1/agents", Some(&token), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // PostgreSQL's own view of the server's connections (not this one's).
+    let mut watcher = sqlx::postgres::PgConnection::connect(&verified)
+        .await
+        .unwrap();
+    let (tls, plain): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+         FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.usename = 'postern' AND a.pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut watcher)
+    .await
+    .unwrap();
+    assert!(tls >= 1 && plain == 0, "TLS {tls}, plain {plain}");
+
+    // A CA that did not sign the cluster's certificate.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), other.cert.pem()).unwrap();
+    let unverified = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url,
+        ca.path().display()
+    );
+    let err = server_refuses(&unverified).await;
+    assert!(err.contains("PostgreSQL at postern@127.0.0.1:"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(!err.contains(pg.password()), "{err}");
 }
