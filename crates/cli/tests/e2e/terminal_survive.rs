@@ -1,16 +1,17 @@
 //! The web terminal keeps its shell while the path to the device is broken and this server
-//! lives: the agent's link cut silently, the session `detached` (the socket is told), and
-//! once the agent links again the server re-attaches by itself. The browser's socket gets
-//! exactly what the shell printed meanwhile — a counter every 10 ms, contiguous — and a line
-//! typed while detached arrives once. (A server killed and started again: the Chromium test
+//! lives: the agent's link cut silently for 30 s, the session `detached` (the socket is
+//! told), and once the agent links again the server re-attaches by itself. The browser's
+//! socket gets exactly what the shell printed meanwhile — a counter every 10 ms, contiguous —
+//! and a line typed while detached arrives once. A cut longer than the agent's grace ends the
+//! shell, and the socket says why. (A server killed and started again: the Chromium test
 //! web/e2e/survive.test.mjs.)
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postern_protocol::SessionState;
 use postern_protocol::api::TerminalServerFrame;
 
-use crate::harness::{TestAgent, TestServer, approved};
+use crate::harness::{TestAgent, TestServer, approved, eventually};
 use crate::link_proxy::Proxy;
 use crate::terminal::{Attached, running_session};
 
@@ -40,10 +41,12 @@ async fn next_state(tab: &mut Attached) -> (SessionState, Option<String>) {
     }
 }
 
-#[tokio::test]
-async fn the_web_terminal_keeps_its_shell_through_a_silent_cut_of_the_agent_link() {
-    // The server gives a silent link up after 3 s; the agent its own after 3 missed
-    // keepalives a second apart.
+/// The outage: the agent's link cut silently this long.
+const CUT: Duration = Duration::from_secs(30);
+
+/// A server that gives a silent link up after 3 s, and an agent (through a link proxy the
+/// test can freeze) that gives its own up after 3 missed keepalives a second apart.
+async fn behind_a_proxy(name: &str, grace: Duration) -> (TestServer, Proxy, TestAgent) {
     let server = TestServer::start_with(|c| {
         c.heartbeat_interval = Duration::from_secs(1);
         c.heartbeat_timeout = Duration::from_secs(3);
@@ -51,13 +54,20 @@ async fn the_web_terminal_keeps_its_shell_through_a_silent_cut_of_the_agent_link
     .await;
     let proxy = Proxy::start(server.agent_addr()).await;
     let token = server.create_token(600, 1).await;
-    let agent = TestAgent::start_with(&server, "webkeeper", Some(token), |o| {
+    let agent = TestAgent::start_with(&server, name, Some(token), |o| {
         o.servers = vec![proxy.addr.to_string()];
         o.sync_rate = Duration::from_secs(1);
         o.keepalive = Duration::from_secs(1);
         o.reconnect_max = Duration::from_secs(1);
+        o.shell_grace = grace;
     });
     agent.wait_state("approved", approved).await;
+    (server, proxy, agent)
+}
+
+#[tokio::test]
+async fn the_web_terminal_keeps_its_shell_through_a_silent_cut_of_the_agent_link() {
+    let (server, proxy, _agent) = behind_a_proxy("webkeeper", Duration::from_secs(600)).await;
     let admin = server.admin_token.clone();
     let id = running_session(&server, "webkeeper", &admin).await;
 
@@ -68,6 +78,7 @@ async fn the_web_terminal_keeps_its_shell_through_a_silent_cut_of_the_agent_link
     let before = *counter(tab.output()).last().unwrap();
 
     proxy.freeze();
+    let cut = Instant::now();
     let (state, reason) = next_state(&mut tab).await;
     assert_eq!(
         (state, reason.as_deref()),
@@ -75,6 +86,8 @@ async fn the_web_terminal_keeps_its_shell_through_a_silent_cut_of_the_agent_link
     );
     // Typed while the device is out of reach: delivered once it is back.
     tab.type_in("halt\n").await;
+    // The outage lasts its full length (the scenario, not a wait for something).
+    tokio::time::sleep(CUT.saturating_sub(cut.elapsed())).await;
     proxy.thaw();
     assert_eq!(next_state(&mut tab).await.0, SessionState::Running);
     tab.read_until("stopped-by-halt\r\n").await;
@@ -87,4 +100,42 @@ async fn the_web_terminal_keeps_its_shell_through_a_silent_cut_of_the_agent_link
     assert_eq!(text.matches("stopped-by-halt").count(), 1, "{text}");
     assert_eq!(text.matches("typed-42\r\n").count(), 1, "{text}");
     assert_contiguous(tab.output());
+}
+
+#[tokio::test]
+async fn a_cut_longer_than_the_grace_ends_the_web_terminals_shell_and_says_why() {
+    let (server, proxy, agent) = behind_a_proxy("shortlived", Duration::from_secs(2)).await;
+    let admin = server.admin_token.clone();
+    let id = running_session(&server, "shortlived", &admin).await;
+    let mut tab = Attached::open(&server, &admin, &id, "from=0&cols=100&rows=30").await;
+    tab.type_in("echo pid=$$ re\"\"ady\n").await;
+    tab.read_until(" ready\r\n").await;
+    let text = String::from_utf8_lossy(tab.output()).into_owned();
+    let pid: i32 = text
+        .split("pid=")
+        .filter_map(|s| s.split(' ').next()?.parse().ok())
+        .next()
+        .unwrap();
+
+    proxy.freeze();
+    assert_eq!(next_state(&mut tab).await.0, SessionState::Detached);
+    // The agent gives its link up, and its grace runs out while the network is still down:
+    // the shell is ended (gone from /proc: ended and reaped by the agent).
+    agent.wait_state("the link dropped", |s| !s.connected).await;
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    eventually("the shell to be ended at its grace", || async {
+        (!proc.exists()).then_some(())
+    })
+    .await;
+    proxy.thaw();
+    // The session ends with the reason, and the socket says so.
+    let mut states = Vec::new();
+    while !states.iter().any(|(s, _): &(SessionState, _)| s.is_final()) {
+        states.push(next_state(&mut tab).await);
+    }
+    assert_eq!(
+        states.last().map(|(s, r)| (*s, r.as_deref())),
+        Some((SessionState::Stopped, Some("grace expired"))),
+        "{states:?}"
+    );
 }
