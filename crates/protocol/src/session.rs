@@ -143,8 +143,10 @@ pub enum SessionEvent {
     /// have its shells on the agent (detached); a detached one stays as it is (not an
     /// event for it); any other ends.
     ServerRestarted,
-    /// The node that held the session stopped heartbeating; another node ends it, detached
-    /// or not (nothing of it is left to release: its tunnel died with the node).
+    /// The node that held the session stopped heartbeating, and the agent keeps none of its
+    /// shells (a session whose shells it keeps detaches instead: `Detach`); another node ends
+    /// it (nothing of it is left to release: its tunnel died with the node). A detached one
+    /// waits on for its agent, whichever node it links to next.
     NodeLost,
 }
 
@@ -163,6 +165,8 @@ impl SessionEvent {
 
 /// Why a session detached when the server restarted (the text of its history step).
 pub const DETACHED_BY_RESTART: &str = "server restarted";
+/// Why a session detached when the node holding it was lost (the text of its history step).
+pub const DETACHED_BY_NODE_LOSS: &str = "node lost";
 
 /// The outcome of an allowed event: the new state and, for endings and detaches, why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,8 +210,9 @@ pub fn transition(
         (S::Requested | S::Starting | S::Stopping, E::ServerRestarted) => {
             to(S::Stopped, Some("server restarted"))
         }
-        // A detached session's wait for its agent was the lost node's too: it ends with it.
-        (S::Requested | S::Starting | S::Running | S::Detached | S::Stopping, E::NodeLost) => {
+        // A detached session's wait for its agent is not the lost node's: the agent may link
+        // to any node, and a survivor takes the wait over. Not an event for it.
+        (S::Requested | S::Starting | S::Running | S::Stopping, E::NodeLost) => {
             to(S::Stopped, Some("node lost"))
         }
         (state, event) => Err(InvalidTransition {
@@ -235,7 +240,7 @@ mod tests {
                 (s, SessionEvent::Fail(_)) if !s.is_final() => Some(S::Failed),
                 (S::Running, SessionEvent::ServerRestarted) => Some(S::Detached),
                 // Still detached: the agent's word (or the wait for it) decides, as before.
-                (S::Detached, SessionEvent::ServerRestarted) => None,
+                (S::Detached, SessionEvent::ServerRestarted | SessionEvent::NodeLost) => None,
                 (s, SessionEvent::ServerRestarted | SessionEvent::NodeLost) if !s.is_final() => {
                     Some(S::Stopped)
                 }
@@ -270,6 +275,16 @@ mod tests {
         );
         let t = transition(S::Running, &SessionEvent::NodeLost).unwrap();
         assert_eq!((t.to, t.reason.as_deref()), (S::Stopped, Some("node lost")));
+        let t = transition(
+            S::Running,
+            &SessionEvent::Detach(DETACHED_BY_NODE_LOSS.into()),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.to, t.reason.as_deref()),
+            (S::Detached, Some("node lost"))
+        );
+        assert!(transition(S::Detached, &SessionEvent::NodeLost).is_err());
     }
 
     /// A running session's shells may outlive the server and the link: it detaches, and the

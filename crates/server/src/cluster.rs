@@ -12,10 +12,11 @@
 //!   `Nodes`, on `Resync`, and at every heartbeat (the backstop for lost wake-ups, and the
 //!   only way on a shared SQLite file), into their link registry; rows of a dead node are
 //!   not believed.
-//! - **Node loss**: every survivor that sees a node dead ends its sessions (`node lost`; each
-//!   session's compare-and-set makes that happen once), then tries to take it over: removing
-//!   its `nodes` row while its heartbeat is still the stale value (compare-and-set), with its
-//!   link rows. The one that wins publishes the agents' `agent.offline`.
+//! - **Node loss**: every survivor that sees a node dead detaches its running sessions whose
+//!   shells the agent keeps and ends the others (`node lost`; each session's compare-and-set
+//!   makes that happen once), then tries to take it over: removing its `nodes` row while its
+//!   heartbeat is still the stale value (compare-and-set), with its link rows. The one that
+//!   wins publishes the agents' `agent.offline` and watches the detached sessions.
 //! - **Own health**: when this node's heartbeat fails for `dead_after`, other nodes may take it
 //!   over, so it is not ready (readiness answers 503) until a heartbeat succeeds again; if it
 //!   was taken over meanwhile it registers again and writes its links again.
@@ -313,14 +314,20 @@ impl Cluster {
         }
     }
 
-    /// Ends a dead node's sessions, then removes it and its links if its heartbeat is still
-    /// `heartbeat_at`.
+    /// Detaches or ends a dead node's sessions, then removes it and its links if its
+    /// heartbeat is still `heartbeat_at`; the one that does owns its detached sessions' wait.
     async fn take_over(&self, dead: &NodeId, heartbeat_at: i64) {
         match self.sessions.end_lost_node(dead).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(node = %dead, sessions = n, "ended the sessions of a lost node")
-            }
+            Ok(crate::sessions::LostSessions {
+                detached: 0,
+                ended: 0,
+            }) => {}
+            Ok(lost) => tracing::warn!(
+                node = %dead,
+                detached = lost.detached,
+                ended = lost.ended,
+                "detached (shells kept) or ended the sessions of a lost node"
+            ),
             Err(error) => {
                 tracing::error!(%error, node = %dead, "could not end a lost node's sessions");
                 return;
@@ -336,6 +343,7 @@ impl Cluster {
             }
         };
         tracing::warn!(node = %dead, agents = agents.len(), "took over a node that stopped heartbeating");
+        self.sessions.adopt_lost_node(dead).await;
         self.store.wake(Topic::Nodes);
         self.store.wake(Topic::Links);
         self.store.wake(Topic::Sessions);

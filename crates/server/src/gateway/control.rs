@@ -372,6 +372,8 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
                         Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply.sanitized())).await;
                     }
                     AgentMessage::Kept { sessions } if status == AgentStatus::Approved && hello.keeps_shells => {
+                        // Recorded first, for a survivor should this node be lost meanwhile.
+                        Box::pin(gateway.sessions.shells_kept(&agent.id, &sessions)).await;
                         let now: HashSet<SessionId> = sessions.iter().cloned().collect();
                         // The first list (right after enrolling) decides what resumes.
                         if kept.replace(now).is_none() {

@@ -5,12 +5,17 @@
 //! resumed (`Resume`: the agent forwards it again, and it runs again with a new tunnel); one
 //! it does not list has lost its shells and ends; one that ended meanwhile is stopped on the
 //! agent. The agent says when a session's shells outlived their grace (`GraceExpired`).
+//!
+//! A lost node: the node holding the agent's link records which sessions it keeps shells for
+//! (`shells_kept`, from every `Kept`), so that the survivor taking a dead node over detaches
+//! exactly those (`node lost`) and ends the rest at once (see `Lifecycle::end_lost_node`),
+//! then owns their `DETACHED_MAX` wait (`adopt_lost_node`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_protocol::session::DETACHED_BY_RESTART;
+use postern_protocol::session::{DETACHED_BY_NODE_LOSS, DETACHED_BY_RESTART};
 use postern_protocol::{ServerMessage, SessionEvent, SessionId, SessionState};
 
 use tokio::sync::broadcast::error::RecvError;
@@ -45,8 +50,31 @@ impl Sessions {
         });
     }
 
+    /// A lost node was taken over by this one: the detached sessions that name it wait for
+    /// their agent under this node's watch (as after `recover`, which watches them too).
+    pub async fn adopt_lost_node(self: &Arc<Self>, lost: &crate::node::NodeId) {
+        let Ok(sessions) = self.lifecycle.unfinished_of(lost).await else {
+            return;
+        };
+        for s in sessions {
+            if s.state == SessionState::Detached && s.node.as_ref() == Some(lost) {
+                self.clone().watch_detached(s.id);
+            }
+        }
+    }
+
+    /// The agent listed the sessions whose shells it keeps (`Kept`): recorded, for the node
+    /// that takes this one over should it be lost (see `Lifecycle::end_lost_node`).
+    pub async fn shells_kept(&self, agent_id: &str, kept: &[SessionId]) {
+        if let Err(error) = self.lifecycle.set_shells_kept(agent_id, kept).await {
+            tracing::warn!(agent = %agent_id, %error, "could not record the sessions whose shells the agent keeps");
+        }
+    }
+
     /// The agent's link is gone. Its running sessions whose shells it keeps (its last `Kept`)
-    /// detach and wait for it; its other running and starting sessions end.
+    /// detach and wait for it; its other running and starting sessions end. A running
+    /// session another node holds is that node's: the agent linked there since, and the
+    /// session was resumed on it.
     pub async fn link_down(self: &Arc<Self>, agent_id: &str, kept: &HashSet<SessionId>) {
         if self.runtime.stopping().is_cancelled() {
             return;
@@ -60,6 +88,7 @@ impl Sessions {
         };
         for s in sessions {
             match s.state {
+                SessionState::Running if s.node.as_ref().is_some_and(|n| n != self.node()) => {}
                 SessionState::Running if kept.contains(&s.id) => {
                     self.detach(&s.id, LINK_LOST).await;
                     self.clone().watch_detached(s.id);
@@ -134,10 +163,12 @@ impl Sessions {
             return;
         };
         for s in detached.into_iter().filter(|s| !listed.contains(&s.id)) {
-            // Detached by a restart, a session whose agent kept nothing for it ends as it
-            // did before shells survived; one whose shells the agent did keep lost them.
+            // Detached by a restart or a node's loss, a session whose agent kept nothing for it
+            // ends as it did before shells survived; one whose shells the agent did keep lost
+            // them.
             let reason = match s.reason.as_deref() {
                 Some(DETACHED_BY_RESTART) => EndReason::ServerRestarted,
+                Some(DETACHED_BY_NODE_LOSS) => EndReason::NodeLost,
                 _ => EndReason::ShellsLost,
             };
             let _ = self.stop(&s.id, reason, &Actor::Agent).await;

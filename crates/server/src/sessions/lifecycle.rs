@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use postern_protocol::api::{EventAgent, EventKind, SessionStep, SessionView};
-use postern_protocol::session::transition;
+use postern_protocol::session::{DETACHED_BY_NODE_LOSS, transition};
 use postern_protocol::{SessionEvent, SessionId, SessionState};
 
 use super::{EndReason, SessionError};
@@ -18,6 +18,15 @@ use crate::store::{
     Actor, AgentRecord, EventRecord, NewEvent, SessionChange, SessionFilter, SessionInsert,
     SessionRecord, Store, UserRecord,
 };
+
+/// What taking a lost node over did to its sessions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostSessions {
+    /// Running, their shells kept: detached, waiting for their agent.
+    pub detached: usize,
+    /// Ended with `node lost`.
+    pub ended: usize,
+}
 
 pub struct Lifecycle {
     store: Arc<dyn Store>,
@@ -67,22 +76,53 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Another node was lost (its heartbeat went stale and this node took it over): its
-    /// sessions end with `node lost`. Only sessions that name it: those stored before nodes
-    /// were recorded are left to the node that adopts them at its start. Returns how many
-    /// it found open.
-    pub async fn end_lost_node(&self, lost: &NodeId) -> Result<usize, SessionError> {
-        let decide = |state: SessionState| (!state.is_final()).then_some(SessionEvent::NodeLost);
-        let mut ended = 0;
+    /// Another node was lost (its heartbeat went stale and this node takes it over). Its
+    /// running sessions whose shells the agent keeps detach (`node lost`): the agent links
+    /// to another node and lists them, or its next link says they are gone (see `kept`). Its
+    /// other open sessions end with `node lost` (nothing comes back for them), and its detached
+    /// ones wait on. Only sessions that still name it — decided on the stored record, so that
+    /// one a survivor resumed meanwhile is left alone — not those stored before nodes were
+    /// recorded, left to the node that adopts them at its start.
+    pub async fn end_lost_node(&self, lost: &NodeId) -> Result<LostSessions, SessionError> {
+        let decide = |s: &SessionRecord| match s.state {
+            _ if s.node.as_ref() != Some(lost) => None,
+            SessionState::Running if s.shells_kept => {
+                Some(SessionEvent::Detach(DETACHED_BY_NODE_LOSS.to_owned()))
+            }
+            SessionState::Detached => None,
+            state => (!state.is_final()).then_some(SessionEvent::NodeLost),
+        };
+        let mut changed = LostSessions::default();
         for session in self.store.unfinished_sessions(lost).await? {
             if session.node.as_ref() != Some(lost) {
                 continue;
             }
-            self.apply_decided(&session.id, decide, &Actor::System, None)
+            let after = self
+                .apply_decided_on(&session.id, decide, &Actor::System, None)
                 .await?;
-            ended += 1;
+            match after.state {
+                SessionState::Detached if session.state == SessionState::Running => {
+                    changed.detached += 1
+                }
+                state if state.is_final() => changed.ended += 1,
+                _ => {}
+            }
         }
-        Ok(ended)
+        Ok(changed)
+    }
+
+    /// The unfinished sessions of `node` (and those stored before nodes were recorded).
+    pub async fn unfinished_of(&self, node: &NodeId) -> Result<Vec<SessionRecord>, SessionError> {
+        Ok(self.store.unfinished_sessions(node).await?)
+    }
+
+    /// Records which sessions of `agent_id` the agent keeps shells for (see `end_lost_node`).
+    pub async fn set_shells_kept(
+        &self,
+        agent_id: &str,
+        kept: &[SessionId],
+    ) -> Result<(), SessionError> {
+        Ok(self.store.set_shells_kept(agent_id, kept).await?)
     }
 
     pub async fn get(&self, id: &str) -> Result<SessionRecord, SessionError> {
@@ -163,6 +203,7 @@ impl Lifecycle {
                 updated_at: now,
                 ended_at: None,
                 node: Some(self.node.clone()),
+                shells_kept: false,
             };
             let event = self.event(&session, Some(agent), &Actor::user(user), "requested");
             match self.store.insert_session(&session, &event).await? {
@@ -275,13 +316,25 @@ impl Lifecycle {
         actor: &Actor,
         port: Option<u16>,
     ) -> Result<SessionRecord, SessionError> {
+        self.apply_decided_on(id, |s| decide(s.state), actor, port)
+            .await
+    }
+
+    /// `apply_decided`, deciding on the whole stored record (its node, its kept shells).
+    pub(super) async fn apply_decided_on(
+        &self,
+        id: &SessionId,
+        decide: impl Fn(&SessionRecord) -> Option<SessionEvent>,
+        actor: &Actor,
+        port: Option<u16>,
+    ) -> Result<SessionRecord, SessionError> {
         loop {
             let mut session = self
                 .store
                 .session(id)
                 .await?
                 .ok_or_else(|| SessionError::NotFound(id.to_string()))?;
-            let Some(event) = decide(session.state) else {
+            let Some(event) = decide(&session) else {
                 return Ok(session);
             };
             let step = transition(session.state, &event)?;

@@ -38,6 +38,7 @@ use crate::store::{
 };
 
 use lifecycle::Lifecycle;
+pub use lifecycle::LostSessions;
 pub use ports::PortPool;
 pub use reason::EndReason;
 use runtime::NodeRuntime;
@@ -125,8 +126,8 @@ impl Sessions {
         Ok(())
     }
 
-    /// Ends the sessions of a node that was lost (see `Lifecycle::end_lost_node`).
-    pub async fn end_lost_node(&self, lost: &NodeId) -> Result<usize, SessionError> {
+    /// Detaches or ends the sessions of a node that was lost (see `Lifecycle::end_lost_node`).
+    pub async fn end_lost_node(&self, lost: &NodeId) -> Result<LostSessions, SessionError> {
         self.lifecycle.end_lost_node(lost).await
     }
 

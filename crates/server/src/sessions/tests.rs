@@ -1,18 +1,18 @@
 //! Sessions on a real store with no agent linked: races between requests, recovery scoped to
-//! its node, and every task of the node ending when it stops.
+//! its node, every task of the node ending when it stops, and a lost node's sessions.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use postern_protocol::api::Role;
-use postern_protocol::{AgentFacts, AgentStatus, SessionState};
+use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
 
 use super::{SessionConfig, Sessions};
 use crate::events::EventBus;
 use crate::links::LinkRegistry;
 use crate::node::NodeId;
-use crate::store::{AgentRecord, SqliteStore, Store, UserRecord};
+use crate::store::{AgentRecord, SessionRecord, SqliteStore, Store, UserRecord};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -139,5 +139,126 @@ async fn a_stopping_node_ends_every_task_of_its_sessions() {
         stored.state,
         SessionState::Requested,
         "ends at the next start"
+    );
+}
+
+/// A session stored as it would be on `node`, in `state`.
+async fn stored(
+    f: &Fixture,
+    n: u8,
+    state: SessionState,
+    node: &NodeId,
+    reason: Option<&str>,
+) -> SessionId {
+    let session = SessionRecord {
+        id: SessionId::parse(&format!("{n:032x}")).unwrap(),
+        agent_id: f.agent.id.clone(),
+        user_id: format!("user-{n}").into(),
+        user_name: format!("user-{n}"),
+        state,
+        port: None,
+        reason: reason.map(str::to_owned),
+        created_at: i64::from(n),
+        updated_at: i64::from(n),
+        ended_at: None,
+        node: Some(node.clone()),
+        shells_kept: false,
+    };
+    let event = crate::events::new_event(
+        postern_protocol::api::EventKind::SessionState,
+        &crate::store::Actor::System,
+        None,
+        Some((session.id.clone(), state)),
+        "stored",
+    );
+    f.store.insert_session(&session, &event).await.unwrap();
+    session.id
+}
+
+async fn state_of(f: &Fixture, id: &SessionId) -> (SessionState, Option<String>) {
+    let s = f.store.session(id).await.unwrap().unwrap();
+    (s.state, s.reason)
+}
+
+#[tokio::test]
+async fn a_lost_node_detaches_the_sessions_whose_shells_are_kept_and_ends_the_others() {
+    let f = fixture().await;
+    let (lost, survivor) = (NodeId::random(), NodeId::random());
+    let kept = stored(&f, 1, SessionState::Running, &lost, None).await;
+    let plain = stored(&f, 2, SessionState::Running, &lost, None).await;
+    let asked = stored(&f, 3, SessionState::Requested, &lost, None).await;
+    let waiting = stored(
+        &f,
+        4,
+        SessionState::Detached,
+        &lost,
+        Some("agent link lost"),
+    )
+    .await;
+    let elsewhere = stored(&f, 5, SessionState::Running, &survivor, None).await;
+    // The agent's `Kept` named the first (and the one running elsewhere), on the lost node.
+    f.store
+        .set_shells_kept(&f.agent.id, &[kept.clone(), elsewhere.clone()])
+        .await
+        .unwrap();
+
+    let sessions = f.node(survivor);
+    let lost_ones = sessions.end_lost_node(&lost).await.unwrap();
+    assert_eq!(
+        lost_ones,
+        super::LostSessions {
+            detached: 1,
+            ended: 2
+        }
+    );
+    let node_lost = Some("node lost".to_owned());
+    assert_eq!(
+        state_of(&f, &kept).await,
+        (SessionState::Detached, node_lost.clone())
+    );
+    assert_eq!(
+        state_of(&f, &plain).await,
+        (SessionState::Stopped, node_lost.clone())
+    );
+    assert_eq!(
+        state_of(&f, &asked).await,
+        (SessionState::Stopped, node_lost.clone())
+    );
+    assert_eq!(
+        state_of(&f, &waiting).await,
+        (SessionState::Detached, Some("agent link lost".into())),
+        "a detached session waits on for its agent"
+    );
+    assert_eq!(state_of(&f, &elsewhere).await.0, SessionState::Running);
+
+    // The agent links to the survivor and no longer has either detached session's shells:
+    // each ends with its own reason.
+    sessions.kept(&f.agent.id, vec![elsewhere.clone()]).await;
+    assert_eq!(
+        state_of(&f, &kept).await,
+        (SessionState::Stopped, node_lost)
+    );
+    assert_eq!(
+        state_of(&f, &waiting).await,
+        (
+            SessionState::Stopped,
+            Some("the agent no longer has the session's shells".into())
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_link_lost_on_one_node_leaves_the_session_another_node_resumed() {
+    let f = fixture().await;
+    let (old, new) = (NodeId::random(), NodeId::random());
+    // The agent's link on `old` died unnoticed; it linked to `new`, which resumed the session.
+    let resumed = stored(&f, 1, SessionState::Running, &new, None).await;
+    let mine = stored(&f, 2, SessionState::Running, &old, None).await;
+    let kept: std::collections::HashSet<SessionId> = [resumed.clone(), mine.clone()].into();
+    f.node(old).link_down(&f.agent.id, &kept).await;
+    assert_eq!(state_of(&f, &resumed).await.0, SessionState::Running);
+    assert_eq!(
+        state_of(&f, &mine).await,
+        (SessionState::Detached, Some("agent link lost".into()))
     );
 }

@@ -110,6 +110,7 @@ pub fn session_from_row(row: &impl Columns) -> StoreResult<SessionRecord> {
         updated_at: row.int("updated_at")?,
         ended_at: row.opt_int("ended_at")?,
         node_id: row.opt_text("node_id")?,
+        shells_kept: row.int("shells_kept")?,
     })
 }
 

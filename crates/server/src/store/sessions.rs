@@ -23,6 +23,9 @@ pub struct SessionRecord {
     /// The node that holds the session: the one that created it, then the one that bound
     /// its tunnel. `None` for sessions stored before nodes were recorded.
     pub node: Option<NodeId>,
+    /// The agent keeps shells of this session (it listed it in its last `Kept`): if the
+    /// node holding it is lost, it detaches instead of ending.
+    pub shells_kept: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +91,10 @@ pub trait SessionStore: Send + Sync {
     /// Sessions of `node` (and those stored before nodes were recorded) in any state but
     /// stopped and failed, oldest first.
     async fn unfinished_sessions(&self, node: &NodeId) -> StoreResult<Vec<SessionRecord>>;
+    /// Records which open sessions of `agent_id` the agent keeps shells for (`kept`, its
+    /// latest `Kept`): those are marked, its other sessions are not. Writes only what changed;
+    /// ids of other agents' sessions are ignored.
+    async fn set_shells_kept(&self, agent_id: &str, kept: &[SessionId]) -> StoreResult<()>;
 }
 
 /// A session row as any database returns it: the columns in plain types, turned into a
@@ -105,11 +112,13 @@ pub struct SessionRow {
     pub updated_at: i64,
     pub ended_at: Option<i64>,
     pub node_id: Option<String>,
+    /// 0 or 1.
+    pub shells_kept: i64,
 }
 
 /// The columns of `SessionRow`, in its order.
 pub const SESSION_COLUMNS: &str = "id, agent_id, user_id, user_name, state, port, reason, \
-     created_at, updated_at, ended_at, node_id";
+     created_at, updated_at, ended_at, node_id, shells_kept";
 
 pub fn parse_state(text: &str) -> StoreResult<SessionState> {
     text.parse()
@@ -141,6 +150,7 @@ impl TryFrom<SessionRow> for SessionRecord {
             created_at: row.created_at,
             updated_at: row.updated_at,
             ended_at: row.ended_at,
+            shells_kept: row.shells_kept != 0,
         })
     }
 }

@@ -26,7 +26,7 @@ macro_rules! session_store {
                     let mut tx = self.write_tx().await?;
                     let inserted = sqlx::query(&format!(
                         "INSERT INTO sessions ({COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                     ))
                     .bind(s.id.as_str())
                     .bind(&s.agent_id)
@@ -39,6 +39,7 @@ macro_rules! session_store {
                     .bind(s.updated_at)
                     .bind(s.ended_at)
                     .bind(s.node.as_ref().map(NodeId::as_str))
+                    .bind(i64::from(s.shells_kept))
                     .execute(&mut *tx)
                     .await;
                     match inserted {
@@ -168,6 +169,39 @@ macro_rules! session_store {
                     .iter()
                     .map(session_from_row)
                     .collect()
+                }
+
+                async fn set_shells_kept(&self, agent_id: &str, kept: &[SessionId]) -> StoreResult<()> {
+                    let mut tx = self.write_tx().await?;
+                    let marked: Vec<String> = sqlx::query(
+                        "SELECT id FROM sessions WHERE agent_id = $1 AND shells_kept = 1",
+                    )
+                    .bind(agent_id)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|row| row.text("id"))
+                    .collect::<StoreResult<_>>()?;
+                    let listed: std::collections::HashSet<&str> =
+                        kept.iter().map(SessionId::as_str).collect();
+                    for id in marked.iter().filter(|id| !listed.contains(id.as_str())) {
+                        sqlx::query("UPDATE sessions SET shells_kept = 0 WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    for id in listed.iter().filter(|id| !marked.iter().any(|m| m == *id)) {
+                        sqlx::query(
+                            "UPDATE sessions SET shells_kept = 1 WHERE id = $1 AND agent_id = $2 \
+                             AND state NOT IN ('stopped', 'failed')",
+                        )
+                        .bind(*id)
+                        .bind(agent_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
                 }
             }
         };

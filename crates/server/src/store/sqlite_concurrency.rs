@@ -48,6 +48,7 @@ fn session(i: usize) -> SessionRecord {
         updated_at: 0,
         ended_at: None,
         node: None,
+        shells_kept: false,
     }
 }
 

@@ -180,6 +180,7 @@ pub async fn the_tally_counts_statuses_and_agents_with_open_sessions<S: Store>(s
             updated_at: 0,
             ended_at: None,
             node: None,
+            shells_kept: false,
         };
         let event = crate::events::new_event(
             EventKind::SessionState,

@@ -61,6 +61,7 @@ macro_rules! every_case {
             transitions_are_compare_and_set,
             a_detached_session_stays_the_open_one,
             unfinished_sessions_are_scoped_to_their_node,
+            shells_kept_marks_the_listed_sessions_of_the_agent_only,
         }
         users {
             duplicate_names_are_a_conflict,

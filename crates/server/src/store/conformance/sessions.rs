@@ -25,6 +25,7 @@ fn session(n: usize, agent_id: &str, node: Option<&NodeId>) -> SessionRecord {
         updated_at: n as i64,
         ended_at: None,
         node: node.cloned(),
+        shells_kept: false,
     }
 }
 
@@ -288,4 +289,64 @@ pub async fn a_detached_session_stays_the_open_one<S: Store>(store: Arc<S>) {
         };
         assert_eq!(stored.reason.as_deref(), expected, "{to}");
     }
+}
+
+/// The agent's `Kept` list is recorded on its sessions (migration 0009): the listed ones are
+/// marked, those it no longer lists unmarked, and another agent's session is never touched
+/// whatever an agent lists.
+pub async fn shells_kept_marks_the_listed_sessions_of_the_agent_only<S: Store>(store: Arc<S>) {
+    agent(&*store, "a1").await;
+    agent(&*store, "a2").await;
+    let mine: Vec<SessionRecord> = (1..=3)
+        .map(|n| SessionRecord {
+            user_id: format!("u{n}").into(),
+            ..session(n, "a1", None)
+        })
+        .collect();
+    let theirs = session(4, "a2", None);
+    for s in mine.iter().chain([&theirs]) {
+        store
+            .insert_session(s, &event(s, SessionState::Requested))
+            .await
+            .unwrap();
+    }
+    let kept = |ids: Vec<SessionId>| {
+        let store = store.clone();
+        async move {
+            let mut marked = Vec::new();
+            for id in ids {
+                if store.session(&id).await.unwrap().unwrap().shells_kept {
+                    marked.push(id);
+                }
+            }
+            marked
+        }
+    };
+    let all: Vec<SessionId> = mine.iter().chain([&theirs]).map(|s| s.id.clone()).collect();
+    assert!(
+        kept(all.clone()).await.is_empty(),
+        "nothing is kept at first"
+    );
+
+    store
+        .set_shells_kept(
+            "a1",
+            &[mine[0].id.clone(), mine[1].id.clone(), theirs.id.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kept(all.clone()).await,
+        [mine[0].id.clone(), mine[1].id.clone()]
+    );
+    store
+        .set_shells_kept("a1", &[mine[1].id.clone(), mine[2].id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        kept(all.clone()).await,
+        [mine[1].id.clone(), mine[2].id.clone()]
+    );
+    store.set_shells_kept("a1", &[]).await.unwrap();
+    assert!(kept(all).await.is_empty());
 }
