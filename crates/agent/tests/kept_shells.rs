@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_agent::facts;
-use postern_agent::sshd::{SessionProcesses, Shells, SshdConfig, serve};
+use postern_agent::sshd::{Feed, Owner, SessionProcesses, Shells, SshdConfig, serve};
 use postern_protocol::session::{CERT_AGENT_EXTENSION, CERT_SESSION_EXTENSION};
-use postern_protocol::shell::{RESUME_ENV, SHELL_ENV, SHELL_NOTICE_EXT, ShellEnd, ShellNotice};
+use postern_protocol::shell::{
+    RESUME_ENV, Resume, SHELL_ENV, SHELL_NOTICE_EXT, ShellEnd, ShellNotice,
+};
 use postern_protocol::{AgentDid, SessionId};
 use russh::ChannelMsg;
 use russh::keys::ssh_key::certificate::{Builder, CertType};
@@ -38,7 +40,7 @@ struct Fixture {
     login: String,
     did: AgentDid,
     shells: Arc<Shells>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -82,7 +84,7 @@ impl Fixture {
             login: logins[0].clone(),
             did,
             shells,
-            _dir: dir,
+            dir,
             _stop: stop.drop_guard(),
         }
     }
@@ -277,6 +279,56 @@ async fn a_kept_shell_outlives_its_connection_and_resumes_with_exactly_the_misse
     );
 }
 
+/// A client displaced by a newer attachment of its user (its connection came back after the
+/// user re-attached) no longer feeds the shell: the newer client was told how much input the
+/// shell took and sends the rest itself, so the late copy would be taken twice.
+#[tokio::test]
+async fn a_displaced_clients_late_input_is_not_taken() {
+    let f = Fixture::start(Duration::from_secs(60), 1024 * 1024).await;
+    let session = SessionId::parse(SESSION).unwrap();
+    let handle = f.connect("ann session 1").await;
+    let mut channel = shell(&handle, (SHELL_ENV, "shell-late")).await;
+    let mut seen = Received::default();
+    seen.until(&mut channel, |r| !r.notices.is_empty()).await;
+    let typed = b"echo o\"\"ne\n";
+    channel.data(&typed[..]).await.unwrap();
+    seen.until(&mut channel, |r| r.has("one\r\n")).await;
+
+    let owner = Owner {
+        login: f.login.clone(),
+        key_id: "ann session 1".into(),
+    };
+    let kept = f
+        .shells
+        .find(&session, &Resume::parse("shell-late:0").unwrap(), &owner)
+        .unwrap();
+    // The SSH client's attachment was the first; this one displaces it.
+    let (newer, _) = kept.attach();
+    assert_eq!(newer, 2);
+    kept.write(Feed::Data(b"echo late\n".to_vec().into()), 1)
+        .await;
+    assert_eq!(
+        kept.read(0, 0, newer).input,
+        typed.len() as u64,
+        "the displaced client's input was taken"
+    );
+    kept.write(Feed::Data(b"echo t\"\"wo\n".to_vec().into()), newer)
+        .await;
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let chunk = kept.read(0, usize::MAX, newer);
+            let text = String::from_utf8_lossy(&chunk.data).into_owned();
+            if text.contains("two\r\n") {
+                assert!(!text.contains("late\r\n"), "{text}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the newer client's input never reached the shell");
+}
+
 #[tokio::test]
 async fn only_its_user_attaches_and_a_shell_nobody_attached_to_ends_at_the_grace() {
     let f = Fixture::start(Duration::from_millis(500), 1024 * 1024).await;
@@ -334,27 +386,41 @@ async fn only_its_user_attaches_and_a_shell_nobody_attached_to_ends_at_the_grace
     assert_eq!(gone.notices, [ShellNotice::Gone(ShellEnd::Unknown)]);
 }
 
+/// The figure: 50 detached shells, each printing without pause, at the agent's own
+/// buffer size. Every ring fills and goes on turning over (each shell writes twice what it
+/// keeps) while none holds more than its bound.
 #[tokio::test]
 async fn detached_shells_printing_without_pause_hold_bounded_memory() {
     const SHELLS: usize = 50;
-    const CAPACITY: usize = 64 * 1024;
-    let f = Fixture::start(Duration::from_secs(60), CAPACITY).await;
+    const CAPACITY: usize = postern_agent::sshd::RING_BYTES;
+    let f = Fixture::start(Duration::from_secs(600), CAPACITY).await;
     let session = SessionId::parse(SESSION).unwrap();
+    let owner = Owner {
+        login: f.login.clone(),
+        key_id: "ann session 1".into(),
+    };
+    let start = f.dir.path().join("start");
+    // Shell builtins only, no pause: 5 KiB a turn, as fast as the shell goes — once all 50
+    // are there (started one by one behind 49 busy printers, the last would take minutes).
+    let printer = format!(
+        "until [ -e {} ]; do read -t 0.05 x; done; while :; do printf '%s\\n' {{100001..100800}}; done\n",
+        start.display()
+    );
+    let mut shells = Vec::new();
     for n in 0..SHELLS {
         let handle = f.connect("ann session 1").await;
-        let mut channel = shell(&handle, (SHELL_ENV, &format!("printer-{n:03}"))).await;
+        let name = format!("printer-{n:03}");
+        let mut channel = shell(&handle, (SHELL_ENV, &name)).await;
         let mut seen = Received::default();
         seen.until(&mut channel, |r| !r.notices.is_empty()).await;
-        // Bursts of 5 KiB, 20 a second, with shell builtins only: a busy log, without 50
-        // processes forking or taking every CPU.
-        channel
-            .data(&b"while :; do printf '%s\\n' {100001..100800}; read -t 0.05 x; done\n"[..])
-            .await
-            .unwrap();
-        seen.until(&mut channel, |r| r.has("100800\r\n")).await;
+        channel.data(printer.as_bytes()).await.unwrap();
+        // The terminal's echo: the shell has the line.
+        seen.until(&mut channel, |r| r.has("100800}; done")).await;
         // The client's connection ends: it is detached; the shell prints on.
         drop(channel);
         drop(handle);
+        let resume = Resume::parse(&format!("{name}:0")).unwrap();
+        shells.push(f.shells.find(&session, &resume, &owner).unwrap());
     }
     tokio::time::timeout(DEADLINE, async {
         while f.shells.detached(&session) != SHELLS as u32 {
@@ -363,18 +429,26 @@ async fn detached_shells_printing_without_pause_hold_bounded_memory() {
     })
     .await
     .expect("the shells were not all detached");
-    // Every ring fills; none grows past its bound.
-    tokio::time::timeout(DEADLINE, async {
+    std::fs::write(&start, b"").unwrap();
+    // Every ring fills and turns over twice; none grows past its bound meanwhile.
+    let result = tokio::time::timeout(DEADLINE * 2, async {
         loop {
             let (n, bytes) = f.shells.held();
             assert_eq!(n, SHELLS);
             assert!(bytes <= SHELLS * CAPACITY, "{bytes} bytes held");
-            if bytes == SHELLS * CAPACITY {
+            if bytes == SHELLS * CAPACITY
+                // Where a shell's output ends now: reading past the end says.
+                && shells.iter().all(|k| k.read(u64::MAX, 0, 0).from >= 2 * CAPACITY as u64)
+            {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
-    .await
-    .expect("the rings never filled");
+    .await;
+    // The printers take the CPU: they end with the test, whatever its outcome.
+    for group in f.shells.groups() {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+    result.expect("the rings never filled and turned over");
 }

@@ -53,8 +53,10 @@ pub async fn run(
     let (mut read, write) = channel.split();
     for item in early {
         match item {
-            Early::Data(data) => kept.write(Feed::Data(data)).await,
-            Early::Resize { cols, rows } => kept.write(Feed::Resize { cols, rows }).await,
+            Early::Data(data) => kept.write(Feed::Data(data), generation).await,
+            Early::Resize { cols, rows } => {
+                kept.write(Feed::Resize { cols, rows }, generation).await
+            }
             Early::Eof => {}
         }
     }
@@ -99,9 +101,9 @@ pub async fn run(
         tokio::select! {
             pumped = &mut pump => break pumped,
             msg = read.wait() => match msg {
-                Some(ChannelMsg::Data { data }) => kept.write(Feed::Data(data)).await,
+                Some(ChannelMsg::Data { data }) => kept.write(Feed::Data(data), generation).await,
                 Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
-                    kept.write(Feed::Resize { cols: clamp(col_width), rows: clamp(row_height) }).await;
+                    kept.write(Feed::Resize { cols: clamp(col_width), rows: clamp(row_height) }, generation).await;
                 }
                 Some(ChannelMsg::Signal { signal }) => {
                     if let Some(sig) = process::os_signal(&signal) {

@@ -38,7 +38,7 @@ use channel::Started;
 use postern_protocol::shell::{RESUME_ENV, Resume, SHELL_ENV, ShellId};
 use process::{Program, PtyRequest};
 pub use reaper::{GROUPS_FILE, SessionProcesses};
-pub use shells::{DEFAULT_GRACE, Owner, RING_BYTES, Shells};
+pub use shells::{DEFAULT_GRACE, Feed, Owner, RING_BYTES, Shells};
 
 /// How long a connection may take from its channel's opening to a successful login. It holds
 /// one of the session's forwarded channels meanwhile (and so keeps the session from going

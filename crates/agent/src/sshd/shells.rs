@@ -124,11 +124,19 @@ impl Kept {
         }
     }
 
-    /// Client input: counted as taken now, written in order (waits while the shell does not
-    /// read: backpressure to the client).
-    pub async fn write(&self, feed: Feed) {
-        if let Feed::Data(data) = &feed {
-            self.lock().input += data.len() as u64;
+    /// Input of the client of `generation`: counted as taken now, written in order (waits
+    /// while the shell does not read: backpressure to the client). A displaced client's is
+    /// dropped: what it sent late (over a path that came back after its client re-attached)
+    /// is what the re-attached client sends again, from the count it was told.
+    pub async fn write(&self, feed: Feed, generation: u64) {
+        {
+            let mut inner = self.lock();
+            if inner.generation != generation {
+                return;
+            }
+            if let Feed::Data(data) = &feed {
+                inner.input += data.len() as u64;
+            }
         }
         let _ = self.feed.send(feed).await;
     }
