@@ -54,12 +54,19 @@ struct Stream {
 }
 
 impl Stream {
-    /// The input after byte `taken`, to send again.
-    fn untaken(&mut self, taken: u64) -> Vec<u8> {
+    /// The shell took the input up to byte `taken`: that is dropped. Returns the input from
+    /// there up to byte `upto` — what was sent over earlier connections and not taken, to
+    /// send again; what this connection carries arrives by itself, and must not twice.
+    fn untaken(&mut self, taken: u64, upto: u64) -> Vec<u8> {
         let held_from = self.sent - self.typed.len() as u64;
         let drop = usize::try_from(taken.saturating_sub(held_from)).unwrap_or(usize::MAX);
         self.typed.drain(..drop.min(self.typed.len()));
-        self.typed.iter().copied().collect()
+        let held_from = self.sent - self.typed.len() as u64;
+        let end = usize::try_from(upto.saturating_sub(held_from)).unwrap_or(usize::MAX);
+        self.typed
+            .range(..end.min(self.typed.len()))
+            .copied()
+            .collect()
     }
 
     fn typed(&mut self, data: &[u8]) {
@@ -160,7 +167,8 @@ async fn reconnect(
             }
             _ => continue, // detached: the agent is not back yet
         }
-        if let Ok(connection) = crate::commands::ssh::connect(client, &current, login.clone()).await
+        if let Ok(connection) =
+            crate::commands::ssh::connect(client, &current, login.clone(), true).await
         {
             notice("re-attached");
             return Ok(connection);
@@ -215,6 +223,11 @@ async fn attach(
         })
     };
     let mut stdout = tokio::io::stdout();
+    // Re-attaching, new input waits for the agent's notice: what was typed before it (not
+    // taken) goes first, once, and only then what was typed since.
+    let resuming = env.0 == RESUME_ENV;
+    // Input sent over earlier connections: only that may need sending again.
+    let carried = stream.sent;
     let mut kept = false;
     let mut status = None;
     let ended = loop {
@@ -238,7 +251,10 @@ async fn attach(
                                     ));
                                 }
                                 stream.shown = output;
-                                let again = stream.untaken(input);
+                                // Only the first notice: a later one (the stream skipped
+                                // ahead) finds this connection's input on its way.
+                                let upto = if kept { 0 } else { carried };
+                                let again = stream.untaken(input, upto);
                                 if !again.is_empty() && write.data_bytes(again).await.is_err() {
                                     outcome = Some(Attached::Lost { kept: true });
                                 }
@@ -270,7 +286,7 @@ async fn attach(
                 },
                 Some(_) => {}
             },
-            data = typed.recv(), if !stream.eof => match data {
+            data = typed.recv(), if !stream.eof && (kept || !resuming) => match data {
                 Some(data) => {
                     stream.typed(&data);
                     // A failed send is kept in `typed`: sent again after the re-attach.
@@ -301,10 +317,33 @@ mod tests {
         };
         stream.typed(b"ls\n");
         stream.typed(b"pwd\n");
-        assert_eq!(stream.untaken(3), b"pwd\n");
-        assert_eq!(stream.untaken(7), b"");
+        assert_eq!(stream.untaken(3, 7), b"pwd\n");
+        assert_eq!(stream.untaken(7, 7), b"");
         stream.typed(b"x");
-        assert_eq!(stream.untaken(7), b"x");
-        assert_eq!(stream.untaken(0), b"x", "what was taken is gone for good");
+        assert_eq!(stream.untaken(7, 8), b"x");
+        assert_eq!(
+            stream.untaken(0, 8),
+            b"x",
+            "what was taken is gone for good"
+        );
+    }
+
+    /// The first notice of a new shell says the shell took nothing yet while the first input
+    /// is on its way over the same connection: sending it again would type it twice.
+    #[test]
+    fn input_on_its_way_over_this_connection_is_not_sent_again() {
+        let mut stream = Stream {
+            shown: 0,
+            sent: 0,
+            typed: VecDeque::new(),
+            eof: false,
+        };
+        stream.typed(b"make\n");
+        assert_eq!(stream.untaken(0, 0), b"");
+        // Re-attached after two more bytes went over the connection that broke.
+        stream.typed(b"ls");
+        assert_eq!(stream.untaken(5, 7), b"ls");
+        stream.typed(b"\n");
+        assert_eq!(stream.untaken(6, 7), b"s", "only the earlier connection's");
     }
 }

@@ -39,6 +39,14 @@ pub fn ephemeral_key() -> Result<PrivateKey> {
     Ok(PrivateKey::from(Ed25519Keypair::from_seed(&seed)))
 }
 
+/// SSH keepalives of a watched connection (an interactive shell that re-attaches): one after
+/// `KEEPALIVE.0` without a word from the agent, and the connection is given up when
+/// `KEEPALIVE.1` in a row go unanswered — a silent cut (the user's network, a dead node) is
+/// noticed within about 20 s, and the shell re-attached once the path is back, instead of
+/// waiting on a dead TCP connection for TCP's own timeout (many minutes). Any answer resets the
+/// count, so a busy agent or a slow link does not trip it: it answers within a round trip.
+pub const KEEPALIVE: (std::time::Duration, usize) = (std::time::Duration::from_secs(5), 3);
+
 pub struct Connection {
     handle: client::Handle<KnownHost>,
 }
@@ -54,6 +62,7 @@ impl Connection {
         login: &str,
         key: PrivateKey,
         certificate: &str,
+        watched: bool,
     ) -> Result<Self> {
         let expected = PublicKey::from_openssh(host_key.trim())
             .context("the server's record of the agent's host key is unreadable")?;
@@ -64,6 +73,8 @@ impl Connection {
             window_size: 8 * 1024 * 1024,
             maximum_packet_size: 65535,
             inactivity_timeout: None,
+            keepalive_interval: watched.then_some(KEEPALIVE.0),
+            keepalive_max: KEEPALIVE.1,
             ..Default::default()
         };
         let mut handle = client::connect_stream(Arc::new(config), stream, KnownHost { expected })

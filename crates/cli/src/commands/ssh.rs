@@ -14,15 +14,18 @@ use crate::ssh_client::{Connection, ephemeral_key};
 pub async fn run(args: SshArgs) -> Result<u32> {
     let client = Client::logged_in()?;
     let session = session::open(&client, &args.agent, args.quiet).await?;
-    let connection = match connect(&client, &session, args.login.clone()).await {
+    let command = (!args.command.is_empty()).then(|| args.command.join(" "));
+    // An interactive shell survives a broken connection (see `reattach`): it watches the
+    // connection, to notice a silent cut.
+    let interactive =
+        command.is_none() && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let connection = match connect(&client, &session, args.login.clone(), interactive).await {
         Ok(connection) => connection,
         // The session may have ended under us (stopped, revoked): that is the news, not the
         // step that failed because of it.
         Err(e) => return Err(session::ended_now(&client, &session).await.unwrap_or(e)),
     };
-    let command = (!args.command.is_empty()).then(|| args.command.join(" "));
-    // An interactive shell survives a broken connection (see `reattach`).
-    if command.is_none() && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+    if interactive {
         return reattach::interactive(&client, &session, connection, args.login).await;
     }
     match connection.run(command).await? {
@@ -35,11 +38,13 @@ pub async fn run(args: SshArgs) -> Result<u32> {
     }
 }
 
-/// Certificate, data path and SSH handshake for the running `session`.
+/// Certificate, data path and SSH handshake for the running `session`; `watched`: with SSH
+/// keepalives, so that a connection that died silently ends (see `ssh_client::KEEPALIVE`).
 pub async fn connect(
     client: &Client,
     session: &SessionView,
     login: Option<String>,
+    watched: bool,
 ) -> Result<Connection> {
     let key = ephemeral_key()?;
     let cert: CertificateResponse = client
@@ -52,8 +57,14 @@ pub async fn connect(
         )
         .await?;
     let stream = session::data_path(client, session).await?;
-    let establish =
-        Connection::establish(stream, &cert.host_key, &cert.login, key, &cert.certificate);
+    let establish = Connection::establish(
+        stream,
+        &cert.host_key,
+        &cert.login,
+        key,
+        &cert.certificate,
+        watched,
+    );
     tokio::time::timeout(wait(), establish).await.map_err(|_| {
         anyhow!(
             "the device did not complete the SSH handshake within {}",

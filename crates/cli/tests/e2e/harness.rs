@@ -412,17 +412,16 @@ pub async fn run_cli(home: &Path, args: &[&str], stdin: Option<&str>) -> (bool, 
 
 /// A POSTERN_HOME logged in to `server` as `user` through the real CLI.
 pub async fn cli_home(server: &TestServer, user: &str, password: &str) -> TempDir {
+    cli_home_at(&server.url(), user, password).await
+}
+
+/// A POSTERN_HOME logged in to the server at `url` (a process, or a forwarder in front of
+/// one) as `user` through the real CLI.
+pub async fn cli_home_at(url: &str, user: &str, password: &str) -> TempDir {
     let home = tempfile::tempdir().unwrap();
     let (ok, _, err) = run_cli(
         home.path(),
-        &[
-            "login",
-            "--server",
-            &server.url(),
-            "--user",
-            user,
-            "--password-stdin",
-        ],
+        &["login", "--server", url, "--user", user, "--password-stdin"],
         Some(&format!("{password}\n")),
     )
     .await;

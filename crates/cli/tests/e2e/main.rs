@@ -40,6 +40,7 @@ mod paramiko;
 mod postgres;
 mod processes;
 mod raw;
+mod server_process;
 mod sessions;
 mod shared_database;
 mod ssh_end;

@@ -16,10 +16,10 @@ use std::time::Duration;
 use postern_protocol::SessionState;
 use postern_protocol::api::AgentView;
 use serde_json::json;
-use tokio::io::AsyncBufReadExt;
 
 use crate::cluster::shared_database;
-use crate::harness::{TestServer, free_port, postern, read_until, tunnel_ports};
+use crate::harness::{TestServer, free_port};
+use crate::server_process::ServerProcess;
 
 const FLEET: usize = 900;
 const PINNED: usize = 100;
@@ -88,45 +88,22 @@ where
     found.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-/// `postern server` as a process of its own (so that it can be killed with SIGKILL), its log
-/// in `dir`; returns it with the administrator's password it printed.
-async fn spawn_node(
-    dir: &Path,
-    database: &str,
-    http: u16,
-    gateway: u16,
-) -> (tokio::process::Child, String) {
-    let log = std::fs::File::create(dir.join("node-a.log")).unwrap();
-    let mut child = postern()
-        .arg("server")
-        .arg("--data-dir")
-        .arg(dir.join("node-a"))
-        .args(["--database", database])
-        .args(["--http", &format!("127.0.0.1:{http}")])
-        .args(["--agent-listen", &format!("127.0.0.1:{gateway}")])
-        .args(["--tunnel-ports", &tunnel_ports().to_string()])
-        .args(["--node-heartbeat", NODE_HEARTBEAT])
-        .args(["--node-dead-after", NODE_DEAD_AFTER])
+/// Node A: a `postern server` process (killed with SIGKILL), its log in `dir`.
+async fn spawn_node(dir: &Path, database: &str, http: u16, gateway: u16) -> ServerProcess {
+    let extra = [
+        "--node-heartbeat",
+        NODE_HEARTBEAT,
+        "--node-dead-after",
+        NODE_DEAD_AFTER,
         // A thousand agents dial from one address at once by construction.
-        .args([
-            "--max-handshakes",
-            "4096",
-            "--max-handshakes-per-source",
-            "4096",
-        ])
-        // A fleet's worth of log lines would fill an unread pipe and stall the node.
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let printed = read_until(&mut stdout, "agent gateway").await;
-    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
-    let password = printed
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("password:"))
-        .map(|p| p.trim().to_owned())
-        .expect("the first node of a database prints the administrator's password");
-    (child, password)
+        "--max-handshakes",
+        "4096",
+        "--max-handshakes-per-source",
+        "4096",
+    ];
+    // A fleet's worth of log lines go to a file, not beside the test's.
+    let log = Some(dir.join("node-a.log"));
+    ServerProcess::spawn_on(&dir.join("node-a"), database, http, gateway, &extra, log).await
 }
 
 /// `postern-bench agents`: `count` agents named PREFIX-NNNNN, each given `servers`.
@@ -176,7 +153,11 @@ async fn a_node_killed_under_a_thousand_agents_loses_none_and_shows_no_phantom()
     let dir = tempfile::tempdir().unwrap();
     let database = shared_database(dir.path()).await;
     let (http_a, gateway_a) = (free_port(), free_port());
-    let (mut node_a, password) = spawn_node(dir.path(), &database, http_a, gateway_a).await;
+    let mut node_a = spawn_node(dir.path(), &database, http_a, gateway_a).await;
+    let password = node_a
+        .password
+        .clone()
+        .expect("the first node of a database prints the administrator's password");
     let url_a = format!("http://127.0.0.1:{http_a}");
     let join = || {
         let (password, database) = (password.clone(), database.clone());
@@ -244,8 +225,7 @@ async fn a_node_killed_under_a_thousand_agents_loses_none_and_shows_no_phantom()
         sessions.push(id);
     }
 
-    node_a.start_kill().unwrap();
-    node_a.wait().await.unwrap();
+    node_a.kill().await;
 
     // Its sessions end with the reason, seen on either survivor.
     for id in &sessions {

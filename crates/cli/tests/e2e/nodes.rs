@@ -11,12 +11,10 @@ use postern_protocol::api::{AgentCounts, AgentView, EventKind, Liveness, Presenc
 use postern_server::ServerConfig;
 use reqwest::Method;
 use serde_json::json;
-use tokio::io::AsyncBufReadExt;
 
 use crate::cluster::{Cluster, shared_database};
-use crate::harness::{
-    TestAgent, TestServer, approved, eventually, free_port, postern, read_until, tunnel_ports,
-};
+use crate::harness::{TestAgent, TestServer, approved, eventually, free_port};
+use crate::server_process::ServerProcess;
 
 /// Quick node timings, so that a death is found within seconds (slack for a loaded machine:
 /// a false death would only make a live node register again).
@@ -152,46 +150,8 @@ async fn idle_agents_write_nothing(nodes: &[TestServer]) {
     assert_eq!(written_since(&before, nodes), Vec::<String>::new());
 }
 
-/// A `postern server` process on `database`, the first of its database (it prints the
-/// administrator's password).
-struct NodeProcess {
-    child: tokio::process::Child,
-    /// Kept open: the server prints to it, and a closed pipe would end it.
-    _stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-    url: String,
-    gateway: String,
-    password: Option<String>,
-}
-
-async fn spawn_node(dir: &std::path::Path, database: &str) -> NodeProcess {
-    let (http, gateway) = (free_port(), free_port());
-    let mut child = postern()
-        .arg("server")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--database", database])
-        .args(["--http", &format!("127.0.0.1:{http}")])
-        .args(["--agent-listen", &format!("127.0.0.1:{gateway}")])
-        .args(["--tunnel-ports", &tunnel_ports().to_string()])
-        .args(["--node-heartbeat", "250ms", "--node-dead-after", "2s"])
-        // Its log shows beside the test's (a pipe nobody reads would fill and stop it).
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let printed = read_until(&mut stdout, "agent gateway").await;
-    let password = printed
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("password:"))
-        .map(|p| p.trim().to_owned());
-    NodeProcess {
-        child,
-        _stdout: stdout,
-        url: format!("http://127.0.0.1:{http}"),
-        gateway: format!("127.0.0.1:{gateway}"),
-        password,
-    }
-}
+/// Node timings of a `postern server` process: as `quick`.
+const QUICK_ARGS: [&str; 4] = ["--node-heartbeat", "250ms", "--node-dead-after", "2s"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_taken_over_its_sessions_end_as_node_lost_and_its_agents_come_back() {
@@ -199,7 +159,8 @@ async fn a_killed_node_is_taken_over_its_sessions_end_as_node_lost_and_its_agent
     let database = shared_database(dir.path()).await;
     // Node A, a real process to kill -9, is started first: the agents that dial it meet only
     // it, as B's and C's gateways (reserved ports) do not answer yet.
-    let mut node_a = spawn_node(&dir.path().join("a"), &database).await;
+    let mut node_a =
+        ServerProcess::spawn(&dir.path().join("a"), &database, &QUICK_ARGS, None).await;
     let password = node_a.password.clone().unwrap();
     let (gateway_b, gateway_c) = (free_port(), free_port());
     let client = reqwest::Client::new();
@@ -300,8 +261,7 @@ async fn a_killed_node_is_taken_over_its_sessions_end_as_node_lost_and_its_agent
         .wait_session(&id, &node_c.admin_token, SessionState::Running)
         .await;
 
-    node_a.child.start_kill().unwrap();
-    node_a.child.wait().await.unwrap();
+    node_a.kill().await;
 
     // The survivors end its session, whichever of them took it over.
     let ended = node_b

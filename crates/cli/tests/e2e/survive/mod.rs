@@ -2,10 +2,15 @@
 //! terminal keeps its shell through a server restart and a silent cut of the agent's link;
 //! the session shows `detached` meanwhile, the user's terminal re-attaches by itself, and the
 //! shell's output — a counter printed every 10 ms — arrives contiguous: no number missing or
-//! repeated. What is typed while detached is delivered once.
+//! repeated. What is typed while detached is delivered once. A server killed with `kill -9`
+//! and the node holding the agent's link lost: `killed`; the user's own network cut and a
+//! client that does not read: `client`.
+
+mod client;
+mod killed;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postern_protocol::SessionState;
 use postern_protocol::api::{EventKind, SessionView};
@@ -14,9 +19,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::harness::{DEADLINE, TestAgent, TestServer, approved, approved_agent, cli_home};
 use crate::link_proxy::Proxy;
 
-/// The shell's counter: one line every 10 ms, until interrupted.
-const COUNTER: &[u8] =
-    b"i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); echo c$i; sleep 0.01; done\n";
+/// The shell's counter: one line every 10 ms, until interrupted. Between two it shows each
+/// whole line of input it has (`got:LINE`; `read -t 0` only asks whether one is there, so no
+/// timeout cuts a line), the terminal's echo off: what was typed shows exactly as many times
+/// as the shell took it.
+const COUNTER: &[u8] = b"stty -echo; i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); echo c$i; \
+    if read -t 0; then read l; echo got:$l; fi; sleep 0.01; done\n";
+/// A line typed while the shell is out of reach.
+const TYPED: &[u8] = b"typed-while-away\n";
+/// How the shell shows `TYPED`, once taken.
+const TAKEN: &str = "got:typed-while-away\r\n";
+/// How long the scenarios of a silent cut last (the issue's figure).
+const CUT: Duration = Duration::from_secs(30);
 
 /// `postern ssh -q AGENT` on a real terminal.
 fn ssh_on_pty(home: &Path, agent: &str) -> (pty_process::Pty, tokio::process::Child) {
@@ -49,7 +63,7 @@ async fn read_until(pty: &mut pty_process::Pty, seen: &mut Vec<u8>, done: impl F
     assert!(
         matches!(found, Ok(true)),
         "never saw it in {:?}",
-        String::from_utf8_lossy(seen)
+        String::from_utf8_lossy(&seen[seen.len().saturating_sub(3000)..])
     );
 }
 
@@ -67,19 +81,43 @@ fn contains(seen: &[u8], needle: &str) -> bool {
 
 /// The only session of `agent`, as the server has it now.
 async fn session_of(server: &TestServer, agent: &str) -> SessionView {
-    let (_, list) = server
-        .call(
-            reqwest::Method::GET,
-            "/api/v1/sessions",
-            Some(&server.admin_token),
-            None,
-        )
-        .await;
-    let sessions: Vec<SessionView> = serde_json::from_value(list).unwrap();
+    session_at(&server.url(), &server.admin_token, agent).await
+}
+
+/// The only session of `agent`, as the server at `url` has it now.
+async fn session_at(url: &str, token: &str, agent: &str) -> SessionView {
+    let sessions: Vec<SessionView> = reqwest::Client::new()
+        .get(format!("{url}/api/v1/sessions"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     sessions
         .into_iter()
         .find(|s| s.agent.name == agent)
         .unwrap()
+}
+
+/// The states session `id` went through, in order, from the stored events.
+fn steps(mut events: Vec<postern_protocol::api::EventView>, id: &str) -> Vec<SessionState> {
+    events.sort_by_key(|e| e.id);
+    events
+        .iter()
+        .filter(|e| e.kind == EventKind::SessionState)
+        .filter_map(|e| e.session.as_ref().filter(|s| s.id.as_str() == id))
+        .map(|s| s.state)
+        .collect()
+}
+
+/// The session detached and ran again, recorded as its last two steps.
+fn detached_then_running(steps: &[SessionState]) {
+    assert!(
+        steps.ends_with(&[SessionState::Detached, SessionState::Running]),
+        "the detach and the re-attach are not both recorded: {steps:?}"
+    );
 }
 
 /// Starts the counter in a surviving `postern ssh` shell and waits until it has printed a
@@ -92,10 +130,12 @@ async fn counting(pty: &mut pty_process::Pty) -> Vec<u8> {
 }
 
 /// After an outage: the terminal re-attached by itself, the counter went on, what was typed
-/// meanwhile (an interrupt) arrived once, and the stream is contiguous.
+/// meanwhile (`TYPED`) reached the shell, and the stream is contiguous.
 async fn continues(pty: &mut pty_process::Pty, seen: &mut Vec<u8>, before: u64) {
     read_until(pty, seen, |s| {
-        contains(s, "postern: re-attached") && counter(s).last().is_some_and(|n| *n > before)
+        contains(s, "postern: re-attached")
+            && contains(s, TAKEN)
+            && counter(s).last().is_some_and(|n| *n > before)
     })
     .await;
     let numbers = counter(seen);
@@ -113,7 +153,8 @@ async fn prompt_after(pty: &mut pty_process::Pty, seen: &mut Vec<u8>) {
     .await;
 }
 
-/// Interrupts the counter, checks a command typed afterwards runs once, and exits.
+/// Interrupts the counter, checks a command typed afterwards runs once and what was typed
+/// while away was taken once, and exits.
 async fn finish(pty: &mut pty_process::Pty, child: &mut tokio::process::Child, seen: &mut Vec<u8>) {
     pty.write_all(b"\x03").await.unwrap();
     // Bash may take the interrupt twice (from the counter's `sleep` and from its own signal,
@@ -135,6 +176,7 @@ async fn finish(pty: &mut pty_process::Pty, child: &mut tokio::process::Child, s
     assert_eq!(status.code(), Some(3), "{}", String::from_utf8_lossy(seen));
     let text = String::from_utf8_lossy(seen);
     assert_eq!(text.matches("typed-42\r\n").count(), 1, "{text}");
+    assert!(text.matches(TAKEN).count() <= 1, "taken twice: {text}");
 }
 
 #[tokio::test]
@@ -149,28 +191,17 @@ async fn postern_ssh_keeps_its_shell_through_a_server_restart() {
 
     server.restart().await;
     // Typed while the shell is out of reach: delivered once it is back.
-    pty.write_all(b"\x03").await.unwrap();
+    pty.write_all(TYPED).await.unwrap();
     continues(&mut pty, &mut seen, before).await;
-    let mut events = server.events().await;
-    events.sort_by_key(|e| e.id);
-    let steps: Vec<SessionState> = events
-        .iter()
-        .filter(|e| e.kind == EventKind::SessionState)
-        .filter_map(|e| e.session.as_ref().filter(|s| s.id == session.id))
-        .map(|s| s.state)
-        .collect();
-    assert!(
-        steps.ends_with(&[SessionState::Detached, SessionState::Running]),
-        "the detach and the re-attach are not both recorded: {steps:?}"
-    );
+    detached_then_running(&steps(server.events().await, session.id.as_str()));
     assert_eq!(session_of(&server, "steadfast").await.id, session.id);
     finish(&mut pty, &mut child, &mut seen).await;
 }
 
 #[tokio::test]
-async fn postern_ssh_keeps_its_shell_through_a_silent_cut_of_the_agent_link() {
+async fn postern_ssh_keeps_its_shell_through_a_30_s_silent_cut_of_the_agent_link() {
     // The server gives a silent link up after 3 s; the agent its own after 3 missed
-    // keepalives a second apart. The cut lasts longer than both.
+    // keepalives a second apart. The cut lasts 30 s, far longer than both.
     let server = TestServer::start_with(|c| {
         c.heartbeat_interval = Duration::from_secs(1);
         c.heartbeat_timeout = Duration::from_secs(3);
@@ -192,6 +223,7 @@ async fn postern_ssh_keeps_its_shell_through_a_silent_cut_of_the_agent_link() {
     let session = session_of(&server, "islander").await;
 
     proxy.freeze();
+    let cut = Instant::now();
     let detached = server
         .wait_session(
             session.id.as_str(),
@@ -200,9 +232,12 @@ async fn postern_ssh_keeps_its_shell_through_a_silent_cut_of_the_agent_link() {
         )
         .await;
     assert_eq!(detached.reason.as_deref(), Some("agent link lost"));
-    pty.write_all(b"\x03").await.unwrap();
+    pty.write_all(TYPED).await.unwrap();
+    // The scenario's length: the network stays down for `CUT` in all.
+    tokio::time::sleep_until((cut + CUT).into()).await;
     proxy.thaw();
     continues(&mut pty, &mut seen, before).await;
+    detached_then_running(&steps(server.events().await, session.id.as_str()));
     finish(&mut pty, &mut child, &mut seen).await;
 }
 
