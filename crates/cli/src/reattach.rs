@@ -6,7 +6,6 @@
 //! no longer send), and what was typed meanwhile is sent once — the bytes after those the
 //! shell says it took. It gives up only when the session has ended, with its reason.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use bytes::Bytes;
 use postern_protocol::SessionState;
 use postern_protocol::api::SessionView;
 use postern_protocol::shell::{
-    RESUME_ENV, Resume, SHELL_ENV, SHELL_NOTICE_EXT, ShellId, ShellNotice,
+    RESUME_ENV, Resume, SHELL_ENV, SHELL_NOTICE_EXT, SentInput, ShellId, ShellNotice,
 };
 use russh::ChannelMsg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,35 +45,10 @@ enum Attached {
 struct Stream {
     /// Output bytes shown, from the shell's start.
     shown: u64,
-    /// Input sent, from the shell's start; `typed` holds its last bytes not known taken.
-    sent: u64,
-    typed: VecDeque<u8>,
+    /// Input sent, kept until the shell says it took it.
+    input: SentInput,
     /// The terminal's input ended.
     eof: bool,
-}
-
-impl Stream {
-    /// The shell took the input up to byte `taken`: that is dropped. Returns the input from
-    /// there up to byte `upto` — what was sent over earlier connections and not taken, to
-    /// send again; what this connection carries arrives by itself, and must not twice.
-    fn untaken(&mut self, taken: u64, upto: u64) -> Vec<u8> {
-        let held_from = self.sent - self.typed.len() as u64;
-        let drop = usize::try_from(taken.saturating_sub(held_from)).unwrap_or(usize::MAX);
-        self.typed.drain(..drop.min(self.typed.len()));
-        let held_from = self.sent - self.typed.len() as u64;
-        let end = usize::try_from(upto.saturating_sub(held_from)).unwrap_or(usize::MAX);
-        self.typed
-            .range(..end.min(self.typed.len()))
-            .copied()
-            .collect()
-    }
-
-    fn typed(&mut self, data: &[u8]) {
-        self.sent += data.len() as u64;
-        self.typed.extend(data);
-        let over = self.typed.len().saturating_sub(INPUT_KEPT);
-        self.typed.drain(..over);
-    }
 }
 
 /// Runs the interactive shell on `connection`, re-attaching until it ends.
@@ -103,8 +77,7 @@ pub async fn interactive(
     });
     let mut stream = Stream {
         shown: 0,
-        sent: 0,
-        typed: VecDeque::new(),
+        input: SentInput::new(INPUT_KEPT),
         eof: false,
     };
     let mut env = (SHELL_ENV, shell.to_string());
@@ -226,8 +199,6 @@ async fn attach(
     // Re-attaching, new input waits for the agent's notice: what was typed before it (not
     // taken) goes first, once, and only then what was typed since.
     let resuming = env.0 == RESUME_ENV;
-    // Input sent over earlier connections: only that may need sending again.
-    let carried = stream.sent;
     let mut kept = false;
     let mut status = None;
     let ended = loop {
@@ -251,10 +222,12 @@ async fn attach(
                                     ));
                                 }
                                 stream.shown = output;
-                                // Only the first notice: a later one (the stream skipped
-                                // ahead) finds this connection's input on its way.
-                                let upto = if kept { 0 } else { carried };
-                                let again = stream.untaken(input, upto);
+                                let untaken = stream.input.untaken(input);
+                                // Sent again only at a re-attach, before any new input: what
+                                // earlier connections carried. Otherwise (a new shell, or the
+                                // stream skipping ahead) the input not counted yet is on its
+                                // way over this very connection, and must not arrive twice.
+                                let again = if resuming && !kept { untaken } else { Vec::new() };
                                 if !again.is_empty() && write.data_bytes(again).await.is_err() {
                                     outcome = Some(Attached::Lost { kept: true });
                                 }
@@ -288,8 +261,8 @@ async fn attach(
             },
             data = typed.recv(), if !stream.eof && (kept || !resuming) => match data {
                 Some(data) => {
-                    stream.typed(&data);
-                    // A failed send is kept in `typed`: sent again after the re-attach.
+                    stream.input.record(&data);
+                    // A failed send is kept as untaken: sent again after the re-attach.
                     let _ = write.data_bytes(data).await;
                 }
                 None => {
@@ -301,49 +274,4 @@ async fn attach(
     };
     resize.abort();
     Ok(ended)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn input_the_shell_took_is_not_sent_again() {
-        let mut stream = Stream {
-            shown: 0,
-            sent: 0,
-            typed: VecDeque::new(),
-            eof: false,
-        };
-        stream.typed(b"ls\n");
-        stream.typed(b"pwd\n");
-        assert_eq!(stream.untaken(3, 7), b"pwd\n");
-        assert_eq!(stream.untaken(7, 7), b"");
-        stream.typed(b"x");
-        assert_eq!(stream.untaken(7, 8), b"x");
-        assert_eq!(
-            stream.untaken(0, 8),
-            b"x",
-            "what was taken is gone for good"
-        );
-    }
-
-    /// The first notice of a new shell says the shell took nothing yet while the first input
-    /// is on its way over the same connection: sending it again would type it twice.
-    #[test]
-    fn input_on_its_way_over_this_connection_is_not_sent_again() {
-        let mut stream = Stream {
-            shown: 0,
-            sent: 0,
-            typed: VecDeque::new(),
-            eof: false,
-        };
-        stream.typed(b"make\n");
-        assert_eq!(stream.untaken(0, 0), b"");
-        // Re-attached after two more bytes went over the connection that broke.
-        stream.typed(b"ls");
-        assert_eq!(stream.untaken(5, 7), b"ls");
-        stream.typed(b"\n");
-        assert_eq!(stream.untaken(6, 7), b"s", "only the earlier connection's");
-    }
 }
