@@ -24,7 +24,7 @@ use crate::link_proxy::Proxy;
 /// timeout cuts a line), the terminal's echo off: what was typed shows exactly as many times
 /// as the shell took it.
 const COUNTER: &[u8] = b"stty -echo; i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); echo c$i; \
-    if read -t 0; then read l; echo got:$l; fi; sleep 0.01; done\n";
+    if read -t 0; then read -r l; echo got:$l; fi; sleep 0.01; done\n";
 /// A line typed while the shell is out of reach.
 const TYPED: &[u8] = b"typed-while-away\n";
 /// How the shell shows `TYPED`, once taken.
