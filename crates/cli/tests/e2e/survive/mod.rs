@@ -19,12 +19,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::harness::{DEADLINE, TestAgent, TestServer, approved, approved_agent, cli_home};
 use crate::link_proxy::Proxy;
 
-/// The shell's counter: one line every 10 ms, until interrupted. Between two it shows each
-/// whole line of input it has (`got:LINE`; `read -t 0` only asks whether one is there, so no
-/// timeout cuts a line), the terminal's echo off: what was typed shows exactly as many times
-/// as the shell took it.
+/// The shell's counter: one line every 10 ms, until it is typed `stop` (no interrupt: bash
+/// may take one twice, or not end the loop). Between two it shows each whole line of input it
+/// has (`got:LINE`; `read -t 0` only asks whether one is there, so no timeout cuts a line),
+/// the terminal's echo off: what was typed shows exactly as many times as the shell took it.
 const COUNTER: &[u8] = b"stty -echo; i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); echo c$i; \
-    if read -t 0; then read -r l; echo got:$l; fi; sleep 0.01; done\n";
+    if read -t 0; then read -r l; echo got:$l; [ \"$l\" = stop ] && break; fi; sleep 0.01; \
+    done\n";
 /// A line typed while the shell is out of reach.
 const TYPED: &[u8] = b"typed-while-away\n";
 /// How the shell shows `TYPED`, once taken.
@@ -60,11 +61,22 @@ async fn read_until(pty: &mut pty_process::Pty, seen: &mut Vec<u8>, done: impl F
         true
     })
     .await;
-    assert!(
-        matches!(found, Ok(true)),
-        "never saw it in {:?}",
-        String::from_utf8_lossy(&seen[seen.len().saturating_sub(3000)..])
-    );
+    if !matches!(found, Ok(true)) {
+        // What the terminal showed besides the counter, and the counter's extent.
+        let text = String::from_utf8_lossy(seen);
+        let other: Vec<&str> = text
+            .split("\r\n")
+            .filter(|l| !l.strip_prefix('c').is_some_and(|n| n.parse::<u64>().is_ok()))
+            .collect();
+        let numbers = counter(seen);
+        panic!(
+            "never saw it; besides the counter ({:?} to {:?}, {} lines): {:?}",
+            numbers.first(),
+            numbers.last(),
+            numbers.len(),
+            &other[other.len().saturating_sub(40)..]
+        );
+    }
 }
 
 /// The counter's numbers, in the order shown.
@@ -153,15 +165,10 @@ async fn prompt_after(pty: &mut pty_process::Pty, seen: &mut Vec<u8>) {
     .await;
 }
 
-/// Interrupts the counter, checks a command typed afterwards runs once and what was typed
-/// while away was taken once, and exits.
+/// Stops the counter, checks a command typed afterwards runs once and what was typed while
+/// away was taken once, and exits.
 async fn finish(pty: &mut pty_process::Pty, child: &mut tokio::process::Child, seen: &mut Vec<u8>) {
-    pty.write_all(b"\x03").await.unwrap();
-    // Bash may take the interrupt twice (from the counter's `sleep` and from its own signal,
-    // under load the second one once its prompt is up), dropping what was typed meanwhile:
-    // wait for the prompt, then for the prompt after an empty line, then type.
-    prompt_after(pty, seen).await;
-    pty.write_all(b"\n").await.unwrap();
+    pty.write_all(b"stop\n").await.unwrap();
     prompt_after(pty, seen).await;
     pty.write_all(b"echo typed-$((6*7))\n").await.unwrap();
     read_until(pty, seen, |s| contains(s, "typed-42\r\n")).await;
