@@ -66,7 +66,10 @@ async fn read_until(pty: &mut pty_process::Pty, seen: &mut Vec<u8>, done: impl F
         let text = String::from_utf8_lossy(seen);
         let other: Vec<&str> = text
             .split("\r\n")
-            .filter(|l| !l.strip_prefix('c').is_some_and(|n| n.parse::<u64>().is_ok()))
+            .filter(|l| {
+                l.strip_prefix('c')
+                    .is_none_or(|n| n.parse::<u64>().is_err())
+            })
             .collect();
         let numbers = counter(seen);
         panic!(
