@@ -20,10 +20,10 @@ use crate::link_proxy::Proxy;
 use crate::server_process::ServerProcess;
 
 /// Quick node timings, so that a death is found within seconds (as nodes.rs).
-const QUICK_ARGS: [&str; 4] = ["--node-heartbeat", "250ms", "--node-dead-after", "2s"];
+pub const QUICK_ARGS: [&str; 4] = ["--node-heartbeat", "250ms", "--node-dead-after", "2s"];
 
 /// An agent given `servers`, redialling quickly.
-fn agent(
+pub fn agent(
     name: &str,
     servers: Vec<String>,
     token: &str,

@@ -7,7 +7,7 @@
 //! client that does not read: `client`.
 
 mod client;
-mod killed;
+pub mod killed;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
