@@ -42,6 +42,7 @@ mod processes;
 mod raw;
 mod sessions;
 mod shared_database;
+mod slow_reader;
 mod ssh_end;
 mod storage;
 mod survive;
