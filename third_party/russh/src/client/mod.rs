@@ -1437,6 +1437,8 @@ impl Session {
             let rekey_timer =
                 crate::future_or_pending(self.rekey_time_remaining(), tokio::time::sleep);
             pin!(rekey_timer);
+            // Readers' wake-ups matter only while messages are held for them.
+            let holding = self.channels.values().any(ChannelRef::is_holding);
             tokio::select! {
                 r = &mut reading => {
                     let (stream_read, mut buffer, mut opening_cipher) = match r {
@@ -1500,7 +1502,7 @@ impl Session {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
                 }
-                () = self.room.notified() => {
+                () = self.room.notified(), if holding => {
                     let target = self.common.config.window_size;
                     if let Some(enc) = self.common.encrypted.as_mut() {
                         enc.release_held(&mut self.channels, target)?;

@@ -718,6 +718,8 @@ impl Session {
 
             let rekey_timer = future_or_pending(self.rekey_time_remaining(), tokio::time::sleep);
             pin!(rekey_timer);
+            // Readers' wake-ups matter only while messages are held for them.
+            let holding = self.channels.values().any(ChannelRef::is_holding);
 
             tokio::select! {
                 r = &mut reading => {
@@ -787,7 +789,7 @@ impl Session {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
                 }
-                () = self.sender.room.notified() => {
+                () = self.sender.room.notified(), if holding => {
                     let target = self.target_window_size;
                     if let Some(enc) = self.common.encrypted.as_mut() {
                         enc.release_held(&mut self.channels, target)?;
