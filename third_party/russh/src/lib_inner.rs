@@ -119,6 +119,11 @@ pub enum Error {
     #[error("Inconsistent state of the protocol")]
     Inconsistent,
 
+    /// The peer sent more data on a channel than its window allowed while the channel's
+    /// reader was behind (holding it would let the peer grow memory without bound).
+    #[error("The peer sent data beyond the window on channel {0}")]
+    WindowExceeded(ChannelId),
+
     /// The client is not yet authenticated.
     #[error("Not yet authenticated")]
     NotAuthenticated,

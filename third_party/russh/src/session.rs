@@ -25,6 +25,7 @@ use log::{debug, trace};
 use ssh_encoding::Encode;
 use tokio::sync::oneshot;
 
+use crate::channels::ChannelRef;
 use crate::cipher::OpeningKey;
 use crate::client::GexParams;
 use crate::kex::dh::groups::DhGroup;
@@ -302,21 +303,36 @@ impl Encrypted {
         }
     }
 
+    /// Takes `received` bytes off the window the peer has for `channel` and reopens it (up to
+    /// `target`) once below half — unless the channel's reader is behind (`held`: messages
+    /// wait for room in its queue). Then the window stays closed and the peer stops sending
+    /// on this channel only; the loop reopens it when the reader has caught up (called
+    /// again with nothing received). True when it sent a WINDOW_ADJUST.
     pub fn adjust_window_size(
         &mut self,
         channel: ChannelId,
-        data: &[u8],
+        received: usize,
         target: u32,
+        held: bool,
     ) -> Result<bool, crate::Error> {
         if let Some(channel) = self.channels.get_mut(&channel) {
             trace!(
                 "adjust_window_size, channel = {}, size = {},",
                 channel.sender_channel, target
             );
-            // Ignore extra data.
-            // https://tools.ietf.org/html/rfc4254#section-5.2
-            if data.len() as u32 <= channel.sender_window_size {
-                channel.sender_window_size -= data.len() as u32;
+            match u32::try_from(received) {
+                Ok(received) if received <= channel.sender_window_size => {
+                    channel.sender_window_size -= received;
+                }
+                // Holding data the window did not allow would let the peer grow our memory
+                // without bound.
+                _ if held => return Err(crate::Error::WindowExceeded(channel.sender_channel)),
+                // Ignore extra data: the reader has it already.
+                // https://tools.ietf.org/html/rfc4254#section-5.2
+                _ => {}
+            }
+            if held {
+                return Ok(false);
             }
             if channel.sender_window_size < target / 2 {
                 debug!(
@@ -333,6 +349,31 @@ impl Encrypted {
             }
         }
         Ok(false)
+    }
+
+    /// Moves what the loop holds for channel readers into their queues as far as they have
+    /// room (see `ChannelRef::deliver`), then reopens the window of each channel whose
+    /// reader has caught up, and forgets each closed one whose last message went to its
+    /// reader. Called when a reader has taken from a full queue.
+    pub(crate) fn release_held(
+        &mut self,
+        channels: &mut HashMap<ChannelId, ChannelRef>,
+        target: u32,
+    ) -> Result<(), crate::Error> {
+        let mut result = Ok(());
+        channels.retain(|&id, chan| {
+            if !chan.is_holding() || !chan.release() {
+                return true;
+            }
+            if chan.is_closed() {
+                return false;
+            }
+            if result.is_ok() {
+                result = self.adjust_window_size(id, 0, target, false).map(drop);
+            }
+            true
+        });
+        result
     }
 
     fn flush_channel(
@@ -913,6 +954,43 @@ mod tests {
             pending_eof,
             pending_close,
         }
+    }
+
+    #[tokio::test]
+    async fn a_channel_whose_reader_is_behind_keeps_its_window_closed_until_it_catches_up() {
+        use crate::channels::{ChannelMsg, ChannelRef};
+
+        let id = ChannelId(3);
+        let mut enc = test_encrypted();
+        enc.channels.insert(id, test_ready_channel(id, 9));
+        let (sender, mut reader) = tokio::sync::mpsc::channel(1);
+        let mut channels = HashMap::from([(id, ChannelRef::new(sender))]);
+        let chan = channels.get_mut(&id).unwrap();
+        for _ in 0..2 {
+            chan.deliver(ChannelMsg::Data {
+                data: Bytes::from(vec![0; 400]),
+            })
+            .await;
+        }
+        assert!(chan.is_holding());
+        // 800 of 1024 used, below half: reopened only if the reader were not behind.
+        assert!(!enc.adjust_window_size(id, 800, 1024, true).unwrap());
+        assert!(packet_types(&enc.write).is_empty());
+        assert!(
+            matches!(
+                enc.adjust_window_size(id, 225, 1024, true),
+                Err(crate::Error::WindowExceeded(c)) if c == id
+            ),
+            "held data beyond the window"
+        );
+
+        // The queue is still full: nothing moves, the window stays closed.
+        enc.release_held(&mut channels, 1024).unwrap();
+        assert!(packet_types(&enc.write).is_empty());
+        reader.recv().await.unwrap();
+        enc.release_held(&mut channels, 1024).unwrap();
+        assert_eq!(packet_types(&enc.write), vec![msg::CHANNEL_WINDOW_ADJUST]);
+        assert!(!channels[&id].is_holding());
     }
 
     fn packet_types(buf: &[u8]) -> Vec<u8> {

@@ -43,6 +43,7 @@ mod raw;
 mod server_process;
 mod sessions;
 mod shared_database;
+mod slow_reader;
 mod ssh_end;
 mod storage;
 mod survive;

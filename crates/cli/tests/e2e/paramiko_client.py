@@ -7,6 +7,9 @@ Called by paramiko.rs with one JSON argument. Modes:
   status, a PTY shell, and an SFTP upload and download.
 - "gateway": straight to the server's agent gateway: two keys on one connection, the first
   refused (a revoked agent's), the second accepted.
+- "download": through `postern proxy`, runs a command with a 1 GiB channel window (a client
+  that lets much more be in flight than OpenSSH's 2 MiB), prints "flowing" once its first
+  byte arrived (the test may stop this process then), and counts the output to its end.
 Prints one JSON object with what happened; exits non-zero on anything unexpected.
 """
 
@@ -86,9 +89,30 @@ def gateway(cfg):
     return result
 
 
+def download(cfg):
+    transport = paramiko.Transport(paramiko.ProxyCommand(cfg["proxy"]))
+    transport.start_client(timeout=TIMEOUT)
+    transport.auth_timeout = TIMEOUT
+    key = paramiko.Ed25519Key.from_private_key_file(cfg["key"])
+    key.load_certificate(cfg["cert"])
+    transport.auth_publickey(cfg["login"], key)
+    chan = transport.open_session(window_size=1 << 30, timeout=TIMEOUT)
+    chan.exec_command(cfg["command"])
+    received = len(chan.recv(1))
+    print("flowing", flush=True)
+    while True:
+        data = chan.recv(1 << 16)
+        if not data:
+            break
+        received += len(data)
+    result = {"received": received, "status": chan.recv_exit_status()}
+    transport.close()
+    return result
+
+
 def main():
     cfg = json.loads(sys.argv[1])
-    result = {"agent": agent, "gateway": gateway}[cfg["mode"]](cfg)
+    result = {"agent": agent, "gateway": gateway, "download": download}[cfg["mode"]](cfg)
     print(json.dumps(result))
 
 

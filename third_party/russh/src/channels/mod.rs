@@ -145,6 +145,16 @@ impl WindowSizeRef {
 /// Allows you to read from a channel without borrowing the session
 pub struct ChannelReadHalf {
     pub(crate) receiver: Receiver<ChannelMsg>,
+    /// The connection loop's wake-up for messages it holds because this queue was full
+    /// (`ChannelRef::deliver`); shared by the connection's channels.
+    room: Arc<Notify>,
+}
+
+impl Drop for ChannelReadHalf {
+    fn drop(&mut self) {
+        // What the loop holds for this reader can go, and the peer's window reopen.
+        self.room.notify_one();
+    }
 }
 
 impl std::fmt::Debug for ChannelReadHalf {
@@ -154,9 +164,29 @@ impl std::fmt::Debug for ChannelReadHalf {
 }
 
 impl ChannelReadHalf {
+    pub(crate) fn new(receiver: Receiver<ChannelMsg>, room: Arc<Notify>) -> Self {
+        Self { receiver, room }
+    }
+
     /// Awaits an incoming [`ChannelMsg`], this method returns [`None`] if the channel has been closed.
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
-        self.receiver.recv().await
+        std::future::poll_fn(|cx| self.poll_take(cx)).await
+    }
+
+    /// Takes the next message; wakes the connection loop when the queue is half empty, so
+    /// that it moves what it holds for this reader into the queue (and, once it holds
+    /// nothing, reopens the peer's window). Half: one wake-up per half a queue consumed.
+    pub(crate) fn poll_take(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ChannelMsg>> {
+        let taken = self.receiver.poll_recv(cx);
+        if matches!(taken, std::task::Poll::Ready(Some(_)))
+            && self.receiver.len() == self.receiver.max_capacity() / 2
+        {
+            self.room.notify_one();
+        }
+        taken
     }
 
     /// Make a reader for the [`Channel`] to receive [`ChannelMsg::Data`]
@@ -467,10 +497,11 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
         max_packet_size: u32,
         window_size: u32,
         channel_buffer_size: usize,
+        room: Arc<Notify>,
     ) -> (Self, ChannelRef) {
         let (tx, rx) = tokio::sync::mpsc::channel(channel_buffer_size);
         let window_size = WindowSizeRef::new(window_size);
-        let read_half = ChannelReadHalf { receiver: rx };
+        let read_half = ChannelReadHalf::new(rx, room);
         let write_half = ChannelWriteHalf {
             id,
             sender,
@@ -483,10 +514,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
                 write_half,
                 read_half,
             },
-            ChannelRef {
-                sender: tx,
-                window_size,
-            },
+            ChannelRef::with_window(tx, window_size),
         )
     }
 
@@ -830,8 +858,14 @@ mod tests {
     #[tokio::test]
     async fn channel_data_bytes_forwards_to_write_half() {
         let (sender, mut receiver) = mpsc::channel(8);
-        let (channel, _reference) =
-            Channel::<(ChannelId, ChannelMsg)>::new(ChannelId(9), sender, 1024, 1024, 8);
+        let (channel, _reference) = Channel::<(ChannelId, ChannelMsg)>::new(
+            ChannelId(9),
+            sender,
+            1024,
+            1024,
+            8,
+            Arc::new(Notify::new()),
+        );
 
         channel.data_bytes(Bytes::from_static(b"channel")).await.unwrap();
 

@@ -500,15 +500,14 @@ impl Session {
                     return Err(crate::Error::Inconsistent.into());
                 };
 
-                if let Some(channel) = self.channels.get(&local_id) {
+                if let Some(channel) = self.channels.get_mut(&local_id) {
                     channel
-                        .send(ChannelMsg::Open {
+                        .deliver(ChannelMsg::Open {
                             id: local_id,
                             max_packet_size: msg.maximum_packet_size,
                             window_size: msg.initial_window_size,
                         })
-                        .await
-                        .unwrap_or(());
+                        .await;
                 } else {
                     error!("no channel for id {local_id:?}");
                 }
@@ -537,10 +536,16 @@ impl Session {
                 // Forward the close to the channel before removing it, so that
                 // consumers waiting on `Channel::wait()` receive an explicit
                 // `ChannelMsg::Close` instead of just seeing `None`.
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Close).await;
+                let mut holding = false;
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
+                    chan.deliver(ChannelMsg::Close).await;
+                    holding = chan.is_holding();
                 }
-                self.channels.remove(&channel_num);
+                // What the reader has yet to take is still handed to it: the loop forgets
+                // the channel once it has (`Encrypted::release_held`).
+                if !holding {
+                    self.channels.remove(&channel_num);
+                }
                 client.channel_close(channel_num, self).await
             }
             Some((&msg::CHANNEL_EOF, mut r)) => {
@@ -550,8 +555,8 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Eof).await;
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
+                    chan.deliver(ChannelMsg::Eof).await;
                 }
                 client.channel_eof(channel_num, self).await
             }
@@ -596,19 +601,21 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
+                // Handed to the reader first: whether it is behind decides the window.
+                let mut held = false;
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
+                    chan.deliver(ChannelMsg::Data { data: data.clone() }).await;
+                    held = chan.is_holding();
+                }
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if enc.adjust_window_size(channel_num, data.len(), target, held)? {
                         let next_window =
                             client.adjust_window(channel_num, self.target_window_size);
                         if next_window > 0 {
                             self.target_window_size = next_window
                         }
                     }
-                }
-
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Data { data: data.clone() }).await;
                 }
 
                 client.data(channel_num, &data, self).await
@@ -623,24 +630,25 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
+                // Handed to the reader first: whether it is behind decides the window.
+                let mut held = false;
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
+                    chan.deliver(ChannelMsg::ExtendedData {
+                        ext: extended_code,
+                        data: data.clone(),
+                    })
+                    .await;
+                    held = chan.is_holding();
+                }
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if enc.adjust_window_size(channel_num, data.len(), target, held)? {
                         let next_window =
                             client.adjust_window(channel_num, self.target_window_size);
                         if next_window > 0 {
                             self.target_window_size = next_window
                         }
                     }
-                }
-
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan
-                        .send(ChannelMsg::ExtendedData {
-                            ext: extended_code,
-                            data: data.clone(),
-                        })
-                        .await;
                 }
 
                 client
@@ -659,8 +667,8 @@ impl Session {
                         map_err!(u8::decode(&mut r))?; // should be 0.
                         let client_can_do = map_err!(u8::decode(&mut r))? != 0;
                         map_err!(ensure_end(&r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan.send(ChannelMsg::XonXoff { client_can_do }).await;
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::XonXoff { client_can_do }).await;
                         }
                         client.xon_xoff(channel_num, client_can_do, self).await
                     }
@@ -668,8 +676,8 @@ impl Session {
                         map_err!(u8::decode(&mut r))?; // should be 0.
                         let exit_status = map_err!(u32::decode(&mut r))?;
                         map_err!(ensure_end(&r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan.send(ChannelMsg::ExitStatus { exit_status }).await;
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::ExitStatus { exit_status }).await;
                         }
                         client.exit_status(channel_num, exit_status, self).await
                     }
@@ -681,15 +689,14 @@ impl Session {
                         let error_message = map_err!(String::decode(&mut r))?;
                         let lang_tag = map_err!(String::decode(&mut r))?;
                         map_err!(ensure_end(&r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::ExitSignal {
-                                    signal_name: signal_name.clone(),
-                                    core_dumped,
-                                    error_message: error_message.to_string(),
-                                    lang_tag: lang_tag.to_string(),
-                                })
-                                .await;
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::ExitSignal {
+                                signal_name: signal_name.clone(),
+                                core_dumped,
+                                error_message: error_message.to_string(),
+                                lang_tag: lang_tag.to_string(),
+                            })
+                            .await;
                         }
                         client
                             .exit_signal(
@@ -766,7 +773,7 @@ impl Session {
                         is_rekeying,
                     )? as u32;
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
                     chan.window_size().grow(amount).await;
                     // Use try_send to avoid blocking the session loop when channel buffer is full.
                     // WindowAdjusted is informational - the critical side effect (updating
@@ -818,8 +825,8 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Success).await;
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
+                    chan.deliver(ChannelMsg::Success).await;
                 }
                 client.channel_success(channel_num, self).await
             }
@@ -829,8 +836,8 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Failure).await;
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
+                    chan.deliver(ChannelMsg::Failure).await;
                 }
                 client.channel_failure(channel_num, self).await
             }
@@ -863,6 +870,7 @@ impl Session {
                     channel_params.recipient_maximum_packet_size,
                     channel_params.recipient_window_size,
                     self.common.config.channel_buffer_size,
+                    self.room.clone(),
                 );
 
                 let pending = crate::PendingChannelOpen {

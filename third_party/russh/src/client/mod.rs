@@ -54,7 +54,7 @@ use tokio::pin;
 use tokio::sync::mpsc::{
     Receiver, Sender, UnboundedReceiver, UnboundedSender, channel, unbounded_channel,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 pub use crate::auth::AuthResult;
 use crate::cert::PublicKeyOrCertificate;
@@ -92,6 +92,8 @@ pub struct Session {
     receiver: Receiver<Msg>,
     sender: UnboundedSender<Reply>,
     channels: HashMap<ChannelId, ChannelRef>,
+    /// Woken by channel readers taking from a full queue: see `Encrypted::release_held`.
+    room: Arc<Notify>,
     target_window_size: u32,
     pending_reads: Vec<Vec<u8>>,
     pending_len: u32,
@@ -319,6 +321,8 @@ pub struct Handle<H: Handler> {
     join: russh_util::runtime::JoinHandle<Result<(), H::Error>>,
     channel_buffer_size: usize,
     agent_session_binding: Option<crate::keys::agent::AgentSessionBinding>,
+    /// Woken by channel readers taking from a full queue (`ChannelReadHalf::poll_take`).
+    room: Arc<Notify>,
 }
 
 impl<H: Handler> Drop for Handle<H> {
@@ -759,7 +763,7 @@ impl<H: Handler> Handle<H> {
                             max_packet_size,
                             window_size: window_size_ref,
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: ChannelReadHalf::new(receiver, self.room.clone()),
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -1257,6 +1261,7 @@ where
         session_sender,
     );
     session.begin_rekey()?;
+    let room = session.room.clone();
     let (kex_done_signal, kex_done_signal_rx) = oneshot::channel();
     let join = russh_util::runtime::spawn(session.run(stream, handler, Some(kex_done_signal)));
 
@@ -1277,6 +1282,7 @@ where
         join,
         channel_buffer_size,
         agent_session_binding,
+        room,
     })
 }
 
@@ -1330,6 +1336,7 @@ impl Session {
             inbound_channel_sender,
             inbound_channel_receiver,
             channels: HashMap::new(),
+            room: Default::default(),
             pending_reads: Vec::new(),
             pending_len: 0,
             open_global_requests: VecDeque::new(),
@@ -1430,6 +1437,8 @@ impl Session {
             let rekey_timer =
                 crate::future_or_pending(self.rekey_time_remaining(), tokio::time::sleep);
             pin!(rekey_timer);
+            // Readers' wake-ups matter only while messages are held for them.
+            let holding = self.channels.values().any(ChannelRef::is_holding);
             tokio::select! {
                 r = &mut reading => {
                     let (stream_read, mut buffer, mut opening_cipher) = match r {
@@ -1492,6 +1501,12 @@ impl Session {
                 () = &mut inactivity_timer => {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
+                }
+                () = self.room.notified(), if holding => {
+                    let target = self.common.config.window_size;
+                    if let Some(enc) = self.common.encrypted.as_mut() {
+                        enc.release_held(&mut self.channels, target)?;
+                    }
                 }
                 msg = self.receiver.recv(), if can_receive_outbound => {
                     self.drain_priority_msgs()?;

@@ -847,6 +847,7 @@ mod tests {
             priority_sender,
             sender,
             channel_buffer_size: config.channel_buffer_size,
+            room: Default::default(),
         };
 
         Session {
@@ -1468,10 +1469,16 @@ impl Session {
                 // Forward the close to the channel before removing it, so that
                 // consumers waiting on `Channel::wait()` receive an explicit
                 // `ChannelMsg::Close` instead of just seeing `None`.
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.send(ChannelMsg::Close).await.unwrap_or(())
+                let mut holding = false;
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
+                    chan.deliver(ChannelMsg::Close).await;
+                    holding = chan.is_holding();
                 }
-                self.channels.remove(&channel_num);
+                // What the reader has yet to take is still handed to it: the loop forgets
+                // the channel once it has (`Encrypted::release_held`).
+                if !holding {
+                    self.channels.remove(&channel_num);
+                }
                 debug!("handler.channel_close {channel_num:?}");
                 handler.channel_close(channel_num, self).await
             }
@@ -1481,8 +1488,8 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.send(ChannelMsg::Eof).await.unwrap_or(())
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
+                    chan.deliver(ChannelMsg::Eof).await
                 }
                 debug!("handler.channel_eof {channel_num:?}");
                 handler.channel_eof(channel_num, self).await
@@ -1503,9 +1510,20 @@ impl Session {
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
 
+                // Handed to the reader first: whether it is behind decides the window.
+                let mut held = false;
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
+                    let data = data.clone();
+                    chan.deliver(match ext {
+                        Some(ext) => ChannelMsg::ExtendedData { ext, data },
+                        None => ChannelMsg::Data { data },
+                    })
+                    .await;
+                    held = chan.is_holding();
+                }
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if enc.adjust_window_size(channel_num, data.len(), target, held)? {
                         let window = handler.adjust_window(channel_num, self.target_window_size);
                         if window > 0 {
                             self.target_window_size = window
@@ -1514,21 +1532,8 @@ impl Session {
                 }
                 self.flush()?;
                 if let Some(ext) = ext {
-                    if let Some(chan) = self.channels.get(&channel_num) {
-                        chan.send(ChannelMsg::ExtendedData {
-                            ext,
-                            data: data.clone(),
-                        })
-                        .await
-                        .unwrap_or(())
-                    }
                     handler.extended_data(channel_num, ext, &data, self).await
                 } else {
-                    if let Some(chan) = self.channels.get(&channel_num) {
-                        chan.send(ChannelMsg::Data { data: data.clone() })
-                            .await
-                            .unwrap_or(())
-                    }
                     handler.data(channel_num, &data, self).await
                 }
             }
@@ -1558,7 +1563,7 @@ impl Session {
                         is_rekeying,
                     )? as u32;
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
+                if let Some(chan) = self.channels.get_mut(&channel_num) {
                     chan.window_size().grow(amount).await;
                     // Use try_send to avoid blocking the session loop when channel buffer is full.
                     // WindowAdjusted is informational - the critical side effect (updating
@@ -1586,15 +1591,14 @@ impl Session {
                     return Err(Error::Inconsistent.into());
                 };
 
-                if let Some(channel) = self.channels.get(&local_id) {
+                if let Some(channel) = self.channels.get_mut(&local_id) {
                     channel
-                        .send(ChannelMsg::Open {
+                        .deliver(ChannelMsg::Open {
                             id: local_id,
                             max_packet_size: msg.maximum_packet_size,
                             window_size: msg.initial_window_size,
                         })
-                        .await
-                        .unwrap_or(());
+                        .await;
                 } else {
                     error!("no channel for id {local_id:?}");
                 }
@@ -1672,23 +1676,22 @@ impl Session {
                         }
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
                             // Only the first `i` entries were decoded from the
                             // request; the rest of `modes` is padding and must
                             // not be passed on as if the client had sent it.
                             #[allow(clippy::indexing_slicing)] // `i <= modes.len()` checked above
                             let terminal_modes = modes[..i].to_vec();
-                            let _ = chan
-                                .send(ChannelMsg::RequestPty {
-                                    want_reply: true,
-                                    term: term.clone(),
-                                    col_width,
-                                    row_height,
-                                    pix_width,
-                                    pix_height,
-                                    terminal_modes,
-                                })
-                                .await;
+                            chan.deliver(ChannelMsg::RequestPty {
+                                want_reply: true,
+                                term: term.clone(),
+                                col_width,
+                                row_height,
+                                pix_width,
+                                pix_height,
+                                terminal_modes,
+                            })
+                            .await;
                         }
 
                         debug!("handler.pty_request {channel_num:?}");
@@ -1713,16 +1716,15 @@ impl Session {
                         let x11_screen_number = map_err!(u32::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::RequestX11 {
-                                    want_reply: true,
-                                    single_connection,
-                                    x11_authentication_cookie: x11_auth_cookie.clone(),
-                                    x11_authentication_protocol: x11_auth_protocol.clone(),
-                                    x11_screen_number,
-                                })
-                                .await;
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::RequestX11 {
+                                want_reply: true,
+                                single_connection,
+                                x11_authentication_cookie: x11_auth_cookie.clone(),
+                                x11_authentication_protocol: x11_auth_protocol.clone(),
+                                x11_screen_number,
+                            })
+                            .await;
                         }
                         debug!("handler.x11_request {channel_num:?}");
                         handler
@@ -1741,14 +1743,13 @@ impl Session {
                         let env_value = map_err!(String::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::SetEnv {
-                                    want_reply: true,
-                                    variable_name: env_variable.clone(),
-                                    variable_value: env_value.clone(),
-                                })
-                                .await;
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::SetEnv {
+                                want_reply: true,
+                                variable_name: env_variable.clone(),
+                                variable_value: env_value.clone(),
+                            })
+                            .await;
                         }
 
                         debug!("handler.env_request {channel_num:?}");
@@ -1758,9 +1759,8 @@ impl Session {
                     }
                     "shell" => {
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::RequestShell { want_reply: true })
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::RequestShell { want_reply: true })
                                 .await;
                         }
                         debug!("handler.shell_request {channel_num:?}");
@@ -1768,9 +1768,8 @@ impl Session {
                     }
                     "auth-agent-req@openssh.com" => {
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::AgentForward { want_reply: true })
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::AgentForward { want_reply: true })
                                 .await;
                         }
                         debug!("handler.agent_request {channel_num:?}");
@@ -1786,13 +1785,12 @@ impl Session {
                     "exec" => {
                         let req = map_err!(Bytes::decode(r))?;
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::Exec {
-                                    want_reply: true,
-                                    command: req.to_vec(),
-                                })
-                                .await;
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::Exec {
+                                want_reply: true,
+                                command: req.to_vec(),
+                            })
+                            .await;
                         }
                         debug!("handler.exec_request {channel_num:?}");
                         handler.exec_request(channel_num, &req, self).await
@@ -1801,13 +1799,12 @@ impl Session {
                         let name = map_err!(String::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::RequestSubsystem {
-                                    want_reply: true,
-                                    name: name.clone(),
-                                })
-                                .await;
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::RequestSubsystem {
+                                want_reply: true,
+                                name: name.clone(),
+                            })
+                            .await;
                         }
                         debug!("handler.subsystem_request {channel_num:?}");
                         handler.subsystem_request(channel_num, &name, self).await
@@ -1819,15 +1816,14 @@ impl Session {
                         let pix_height = map_err!(u32::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::WindowChange {
-                                    col_width,
-                                    row_height,
-                                    pix_width,
-                                    pix_height,
-                                })
-                                .await;
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::WindowChange {
+                                col_width,
+                                row_height,
+                                pix_width,
+                                pix_height,
+                            })
+                            .await;
                         }
 
                         debug!("handler.window_change {channel_num:?}");
@@ -1845,12 +1841,11 @@ impl Session {
                     "signal" => {
                         let signal = Sig::from_name(&map_err!(String::decode(r))?);
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.send(ChannelMsg::Signal {
+                        if let Some(chan) = self.channels.get_mut(&channel_num) {
+                            chan.deliver(ChannelMsg::Signal {
                                 signal: signal.clone(),
                             })
                             .await
-                            .unwrap_or(())
                         }
                         debug!("handler.signal {channel_num:?} {signal:?}");
                         handler.signal(channel_num, signal, self).await
@@ -2073,6 +2068,7 @@ impl Session {
             channel_params.recipient_maximum_packet_size,
             channel_params.recipient_window_size,
             self.common.config.channel_buffer_size,
+            self.sender.room.clone(),
         );
 
         let pending = PendingChannelOpen {

@@ -8,7 +8,7 @@ use kex::ServerKex;
 use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::{Receiver, Sender, UnboundedReceiver, UnboundedSender, channel};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::*;
 use crate::channels::{Channel, ChannelMsg, ChannelReadHalf, ChannelRef, ChannelWriteHalf};
@@ -114,6 +114,8 @@ pub struct Handle {
     pub(crate) priority_sender: UnboundedSender<Msg>,
     pub(crate) sender: Sender<Msg>,
     pub(crate) channel_buffer_size: usize,
+    /// Woken by channel readers taking from a full queue (`ChannelReadHalf::poll_take`).
+    pub(crate) room: Arc<Notify>,
 }
 
 impl Handle {
@@ -415,7 +417,7 @@ impl Handle {
                             max_packet_size,
                             window_size: window_size_ref,
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: ChannelReadHalf::new(receiver, self.room.clone()),
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -716,6 +718,8 @@ impl Session {
 
             let rekey_timer = future_or_pending(self.rekey_time_remaining(), tokio::time::sleep);
             pin!(rekey_timer);
+            // Readers' wake-ups matter only while messages are held for them.
+            let holding = self.channels.values().any(ChannelRef::is_holding);
 
             tokio::select! {
                 r = &mut reading => {
@@ -784,6 +788,12 @@ impl Session {
                 () = &mut inactivity_timer => {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
+                }
+                () = self.sender.room.notified(), if holding => {
+                    let target = self.target_window_size;
+                    if let Some(enc) = self.common.encrypted.as_mut() {
+                        enc.release_held(&mut self.channels, target)?;
+                    }
                 }
                 msg = self.priority_receiver.recv(), if !self.kex.active() => {
                     match msg {
@@ -1630,6 +1640,7 @@ mod tests {
             priority_sender,
             sender,
             channel_buffer_size: config.channel_buffer_size,
+            room: Default::default(),
         };
 
         Session {
