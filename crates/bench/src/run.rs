@@ -118,7 +118,7 @@ impl Plan {
                 // Three heartbeats of the agent's default 10 s sync rate.
                 footprint_idle_s: 30,
                 baseline_tunnels: 200,
-                restarts: 20,
+                restarts: 5,
                 detached_shells: 50,
             }
         };
@@ -309,6 +309,8 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         );
         let survive_plan = crate::survive::SurvivePlan {
             restarts: plan.restarts,
+            // Past the agent's 60 s stable period; a quick run only checks the harness.
+            spacing: Duration::from_secs(if args.quick { 0 } else { 61 }),
             shells: plan.detached_shells,
         };
         record(

@@ -35,6 +35,8 @@ const FLOOD: &str = "while :; do echo \"$RANDOM $RANDOM $RANDOM $RANDOM\"; done\
 
 pub struct SurvivePlan {
     pub restarts: usize,
+    /// Between restarts (the link up this long before the next).
+    pub spacing: Duration,
     pub shells: usize,
 }
 
@@ -235,6 +237,12 @@ pub async fn measure(
 
     let (mut to_web, mut to_cli) = (Vec::new(), Vec::new());
     for i in 0..plan.restarts {
+        // Each restart finds the agent's link up for longer than the agent's stable period
+        // (60 s), as a restart in service does: back-to-back restarts would measure the
+        // agent's growing reconnection backoff (a flapping server) instead.
+        if i > 0 {
+            tokio::time::sleep(plan.spacing).await;
+        }
         // Both clients know their connection is gone before the new server starts, so that
         // nothing the old one sent can count as new.
         for seen in [&web, &cli] {
