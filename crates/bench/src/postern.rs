@@ -200,16 +200,7 @@ impl Server {
     /// Stops this server and starts it again on the same data dir and ports.
     pub async fn restart(&mut self) -> Result<Duration> {
         let took = self.stop().await?;
-        let next = Self::start_with(
-            &self.bin,
-            &self.data_dir,
-            self.http,
-            self.gateway,
-            &self.log,
-            &self.args,
-        )
-        .await?;
-        *self = next;
+        self.start_again().await?;
         Ok(took)
     }
 }

@@ -146,55 +146,16 @@ async fn a_cut_longer_than_the_grace_ends_the_web_terminals_shell_and_says_why()
 /// the session has detached, so that the takeover comes first (as survive::killed does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_terminal_keeps_its_shell_when_the_node_holding_the_agent_link_is_killed() {
-    use crate::cluster::shared_database;
-    use crate::harness::free_port;
-    use crate::server_process::ServerProcess;
-    use crate::survive::killed::{QUICK_ARGS, agent};
-
-    let dir = tempfile::tempdir().unwrap();
-    let database = shared_database(dir.path()).await;
-    let (gateway_b, gateway_c) = (free_port(), free_port());
-    let to_b = Proxy::start(format!("127.0.0.1:{gateway_b}").parse().unwrap()).await;
-    let to_c = Proxy::start(format!("127.0.0.1:{gateway_c}").parse().unwrap()).await;
-    let node_listen = format!("127.0.0.1:{}", free_port());
-    let mut args = QUICK_ARGS.to_vec();
-    args.extend(["--node-listen", &node_listen]);
-    let mut node_a = ServerProcess::spawn(&dir.path().join("a"), &database, &args, None).await;
-    let password = node_a.password.clone().unwrap();
-    let admin_a = node_a.login("admin", &password).await;
-    let token = node_a.create_token(&admin_a, 1).await;
-    let servers = vec![
-        node_a.gateway.clone(),
-        to_b.addr.to_string(),
-        to_c.addr.to_string(),
-    ];
-    let (_tmp, agent) = agent("webwanderer", servers, &token);
-    crate::harness::wait_agent_state(&agent, "approved on node A", approved).await;
-    let join = |gateway: u16| {
-        let (password, database) = (password.clone(), database.clone());
-        async move {
-            let node_dir = tempfile::tempdir().unwrap();
-            let mut config = TestServer::test_config(&node_dir);
-            config.database = Some(database);
-            config.agent_listen = format!("127.0.0.1:{gateway}").parse().unwrap();
-            config.node_heartbeat = Duration::from_millis(250);
-            config.node_dead_after = Duration::from_secs(2);
-            config.node_listen = Some("127.0.0.1:0".parse().unwrap());
-            TestServer::launch(node_dir, config, Some(password)).await
-        }
-    };
-    let node_b = join(gateway_b).await;
-    let _node_c = join(gateway_c).await;
-
-    let admin = node_b.admin_token.clone();
-    let id = running_session(&node_b, "webwanderer", &admin).await;
-    let mut tab = Attached::open(&node_b, &admin, &id, "from=0&cols=100&rows=30").await;
+    let mut three = crate::survive::killed::ThreeNodes::start("webwanderer").await;
+    let admin = three.node_b.admin_token.clone();
+    let id = running_session(&three.node_b, "webwanderer", &admin).await;
+    let mut tab = Attached::open(&three.node_b, &admin, &id, "from=0&cols=100&rows=30").await;
     tab.type_in(COUNTER).await;
     tab.read_until_with("the counter", |out| counter(out).len() >= 30)
         .await;
     let before = *counter(tab.output()).last().unwrap();
     // Node A recorded that the agent keeps the session's shell.
-    let store = node_b.store().await;
+    let store = three.node_b.store().await;
     let session = postern_protocol::SessionId::parse(&id).unwrap();
     eventually("the session's shell recorded as kept", || async {
         let s = store.session(&session).await.unwrap().unwrap();
@@ -202,17 +163,17 @@ async fn the_web_terminal_keeps_its_shell_when_the_node_holding_the_agent_link_i
     })
     .await;
 
-    to_b.freeze();
-    to_c.freeze();
-    node_a.kill().await;
+    three.to_b.freeze();
+    three.to_c.freeze();
+    three.node_a.kill().await;
     let (state, reason) = next_state(&mut tab).await;
     assert_eq!(
         (state, reason.as_deref()),
         (SessionState::Detached, Some("node lost"))
     );
     tab.type_in("halt\n").await;
-    to_b.thaw();
-    to_c.thaw();
+    three.to_b.thaw();
+    three.to_c.thaw();
     assert_eq!(next_state(&mut tab).await.0, SessionState::Running);
     tab.read_until("stopped-by-halt\r\n").await;
     assert!(counter(tab.output()).last().unwrap() > &before);

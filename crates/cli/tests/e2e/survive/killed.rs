@@ -70,51 +70,16 @@ async fn postern_ssh_keeps_its_shell_through_kill_9_of_the_server() {
 /// takeover comes first, as when a node dies where its agents cannot see it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postern_ssh_keeps_its_shell_when_the_node_holding_the_agent_link_is_killed() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = shared_database(dir.path()).await;
-    let (gateway_b, gateway_c) = (free_port(), free_port());
-    let to_b = Proxy::start(format!("127.0.0.1:{gateway_b}").parse().unwrap()).await;
-    let to_c = Proxy::start(format!("127.0.0.1:{gateway_c}").parse().unwrap()).await;
-    // A first, alone: the agent, given all three, can only link to A (B and C do not answer
-    // yet behind their forwarders).
-    // Every node takes node streams (the user on B reaches the agent's node).
-    let node_listen = format!("127.0.0.1:{}", free_port());
-    let mut args = QUICK_ARGS.to_vec();
-    args.extend(["--node-listen", &node_listen]);
-    let mut node_a = ServerProcess::spawn(&dir.path().join("a"), &database, &args, None).await;
-    let password = node_a.password.clone().unwrap();
-    let admin_a = node_a.login("admin", &password).await;
-    let token = node_a.create_token(&admin_a, 1).await;
-    let servers = vec![
-        node_a.gateway.clone(),
-        to_b.addr.to_string(),
-        to_c.addr.to_string(),
-    ];
-    let (_tmp, agent) = agent("wanderer", servers, &token);
-    crate::harness::wait_agent_state(&agent, "approved on node A", approved).await;
-    let join = |gateway: u16| {
-        let (password, database) = (password.clone(), database.clone());
-        async move {
-            let node_dir = tempfile::tempdir().unwrap();
-            let mut config = TestServer::test_config(&node_dir);
-            config.database = Some(database);
-            config.agent_listen = format!("127.0.0.1:{gateway}").parse().unwrap();
-            config.node_heartbeat = Duration::from_millis(250);
-            config.node_dead_after = Duration::from_secs(2);
-            config.node_listen = Some("127.0.0.1:0".parse().unwrap());
-            TestServer::launch(node_dir, config, Some(password)).await
-        }
-    };
-    let node_b = join(gateway_b).await;
-    let _node_c = join(gateway_c).await;
+    let mut three = ThreeNodes::start("wanderer").await;
+    let password = three.password.clone();
 
-    let home = cli_home(&node_b, "admin", &password).await;
+    let home = cli_home(&three.node_b, "admin", &password).await;
     let (mut pty, mut child) = ssh_on_pty(home.path(), "wanderer");
     let mut seen = counting(&mut pty).await;
     let before = *counter(&seen).last().unwrap();
-    let session = session_of(&node_b, "wanderer").await;
+    let session = session_of(&three.node_b, "wanderer").await;
     // Node A recorded that the agent keeps the session's shell (its `Kept`).
-    let store = node_b.store().await;
+    let store = three.node_b.store().await;
     let id = SessionId::parse(session.id.as_str()).unwrap();
     eventually("the session's shell recorded as kept", || async {
         let s = store.session(&id).await.unwrap().unwrap();
@@ -122,21 +87,87 @@ async fn postern_ssh_keeps_its_shell_when_the_node_holding_the_agent_link_is_kil
     })
     .await;
 
-    to_b.freeze();
-    to_c.freeze();
-    node_a.kill().await;
+    three.to_b.freeze();
+    three.to_c.freeze();
+    three.node_a.kill().await;
     pty.write_all(TYPED).await.unwrap();
-    let detached = node_b
+    let detached = three
+        .node_b
         .wait_session(
             session.id.as_str(),
-            &node_b.admin_token,
+            &three.node_b.admin_token,
             SessionState::Detached,
         )
         .await;
     assert_eq!(detached.reason.as_deref(), Some("node lost"));
-    to_b.thaw();
-    to_c.thaw();
+    three.to_b.thaw();
+    three.to_c.thaw();
     continues(&mut pty, &mut seen, before).await;
-    detached_then_running(&steps(node_b.events().await, session.id.as_str()));
+    detached_then_running(&steps(three.node_b.events().await, session.id.as_str()));
     finish(&mut pty, &mut child, &mut seen).await;
+}
+
+/// Three nodes of one database, the agent `name` (given all three) linked to node A; B and C
+/// are reached through forwarders a test can freeze.
+pub struct ThreeNodes {
+    pub password: String,
+    pub node_a: ServerProcess,
+    pub node_b: TestServer,
+    pub to_b: Proxy,
+    pub to_c: Proxy,
+    _node_c: TestServer,
+    _agent: (tempfile::TempDir, postern_agent::Agent),
+    _dir: tempfile::TempDir,
+}
+
+impl ThreeNodes {
+    pub async fn start(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database = shared_database(dir.path()).await;
+        let (gateway_b, gateway_c) = (free_port(), free_port());
+        let to_b = Proxy::start(format!("127.0.0.1:{gateway_b}").parse().unwrap()).await;
+        let to_c = Proxy::start(format!("127.0.0.1:{gateway_c}").parse().unwrap()).await;
+        // A first, alone: the agent, given all three, can only link to A (B and C do not
+        // answer yet behind their forwarders). Every node takes
+        // node streams (the user on B reaches the agent's node).
+        let node_listen = format!("127.0.0.1:{}", free_port());
+        let mut args = QUICK_ARGS.to_vec();
+        args.extend(["--node-listen", &node_listen]);
+        let node_a = ServerProcess::spawn(&dir.path().join("a"), &database, &args, None).await;
+        let password = node_a.password.clone().unwrap();
+        let admin_a = node_a.login("admin", &password).await;
+        let token = node_a.create_token(&admin_a, 1).await;
+        let servers = vec![
+            node_a.gateway.clone(),
+            to_b.addr.to_string(),
+            to_c.addr.to_string(),
+        ];
+        let (tmp, agent) = agent(name, servers, &token);
+        crate::harness::wait_agent_state(&agent, "approved on node A", approved).await;
+        let join = |gateway: u16| {
+            let (password, database) = (password.clone(), database.clone());
+            async move {
+                let node_dir = tempfile::tempdir().unwrap();
+                let mut config = TestServer::test_config(&node_dir);
+                config.database = Some(database);
+                config.agent_listen = format!("127.0.0.1:{gateway}").parse().unwrap();
+                config.node_heartbeat = Duration::from_millis(250);
+                config.node_dead_after = Duration::from_secs(2);
+                config.node_listen = Some("127.0.0.1:0".parse().unwrap());
+                TestServer::launch(node_dir, config, Some(password)).await
+            }
+        };
+        let node_b = join(gateway_b).await;
+        let node_c = join(gateway_c).await;
+        Self {
+            password,
+            node_a,
+            node_b,
+            to_b,
+            to_c,
+            _node_c: node_c,
+            _agent: (tmp, agent),
+            _dir: dir,
+        }
+    }
 }
