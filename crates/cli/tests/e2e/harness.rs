@@ -537,16 +537,10 @@ pub async fn nothing_answers_on(port: u16) -> bool {
 }
 
 /// A port that is free right now, for processes that must be told theirs up front.
-/// A port free now, for a listener started later. Taken below the kernel's ephemeral range
-/// (32768 and up), where port 0 would pick: there, any outgoing connection of another test
-/// could take it as its source port before the listener binds it.
 pub fn free_port() -> u16 {
-    let mut seed = [0u8; 2];
-    loop {
-        getrandom::fill(&mut seed).unwrap();
-        let port = 20_000 + u16::from_le_bytes(seed) % 12_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
