@@ -536,11 +536,22 @@ pub async fn nothing_answers_on(port: u16) -> bool {
     }
 }
 
-/// A port that is free right now, for processes that must be told theirs up front.
+/// A port free now, for a process that must be told its listener's port up front. Taken in
+/// 10000–19999: below the kernel's ephemeral range (32768 and up), where any outgoing
+/// connection of another test could take a port as its source before the listener binds it,
+/// and below the server's default tunnel ports (20000–29999), which a listener may not use.
+/// Never the same port twice in one test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    let mut seed = [0u8; 2];
+    loop {
+        getrandom::fill(&mut seed).unwrap();
+        let port = 10_000 + u16::from_le_bytes(seed) % 10_000;
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
