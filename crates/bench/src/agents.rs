@@ -45,6 +45,8 @@ pub struct AgentsPlan {
     pub count: usize,
     pub idle: Duration,
     pub baseline_tunnels: usize,
+    /// The most agents one load process holds.
+    pub per_process: usize,
 }
 
 pub async fn measure(
@@ -70,15 +72,17 @@ pub async fn measure(
             data_dir: dir.join("load-agents"),
             token: &token,
             log: dir.join("load.log"),
+            per_process: plan.per_process,
         },
     )?;
     let start_us = load.started(WAVE_LIMIT).await?;
     let cpu = |pid: i32| procfs::cpu_seconds(pid, ticks);
-    let (server_cpu0, load_cpu0) = (cpu(d.server.pid()), cpu(load.proc.pid()));
+    let load_cpu = |load: &Load| load.pids().into_iter().map(cpu).sum::<f64>();
+    let (server_cpu0, load_cpu0) = (cpu(d.server.pid()), load_cpu(&load));
     let ups = load.until_all_up(WAVE_LIMIT).await?;
     let connect_cpu = json!({
         "server_cpu_s": cpu(d.server.pid()) - server_cpu0,
-        "load_process_cpu_s": cpu(load.proc.pid()) - load_cpu0,
+        "load_process_cpu_s": load_cpu(&load) - load_cpu0,
     });
     let connect_times: Vec<f64> = ups
         .values()
@@ -89,7 +93,11 @@ pub async fn measure(
     eprintln!("  all {n} agents online after {:.2} s", connect.max);
     let server_confirmed = server_sees(&d, n, WAVE_LIMIT).await?;
     let rss_connected = procfs::rss_kib(d.server.pid())?;
-    let load_rss = procfs::rss_kib(load.proc.pid()).unwrap_or(0);
+    let load_rss: u64 = load
+        .pids()
+        .into_iter()
+        .map(|pid| procfs::rss_kib(pid).unwrap_or(0))
+        .sum();
 
     // Idle starts when the connect wave's aftermath is over: every agent has sent two
     // heartbeats since the last one connected. This wait is part of what "idle" means.
@@ -101,7 +109,7 @@ pub async fn measure(
     tokio::time::sleep(settle).await;
     let downs_before = load.downs;
     let window = CpuWindow::start(&[d.server.pid()])?;
-    let load_window = CpuWindow::start(&[load.proc.pid()])?;
+    let load_window = CpuWindow::start(&load.pids())?;
     // The window's length is the measurement; its tenths are recorded too, to show whether
     // the server was still settling at its start.
     let mut slices = Vec::new();
@@ -111,7 +119,7 @@ pub async fn measure(
         slices.push(slice.percent(&[d.server.pid()], ticks)?.0);
     }
     let (cpu_percent, window_secs) = window.percent(&[d.server.pid()], ticks)?;
-    let (load_cpu_percent, _) = load_window.percent(&[load.proc.pid()], ticks)?;
+    let (load_cpu_percent, _) = load_window.percent(&load.pids(), ticks)?;
     let rss_idle = procfs::rss_kib(d.server.pid())?;
     let _ = load.drain();
     let drops_during_idle = load.downs - downs_before;
@@ -120,7 +128,7 @@ pub async fn measure(
 
     eprintln!("  restarting the server");
     let stop_us = now_us();
-    let load_cpu_restart0 = cpu(load.proc.pid());
+    let load_cpu_restart0 = load_cpu(&load);
     let stop_took = d.server.restart().await?;
     let listening_us = d
         .server
@@ -148,7 +156,7 @@ pub async fn measure(
         .collect();
     let restart_cpu = json!({
         "new_server_cpu_s": cpu(d.server.pid()),
-        "load_process_cpu_s": cpu(load.proc.pid()) - load_cpu_restart0,
+        "load_process_cpu_s": load_cpu(&load) - load_cpu_restart0,
     });
     let back_summary = stats::summarize(&back);
     let back_peak = stats::peak_in_window(&back, 1.0);
@@ -158,7 +166,7 @@ pub async fn measure(
         "  all {n} back {:.2} s after the new server listened (peak {back_peak}/s)",
         back_summary.max
     );
-    let _ = load.proc.terminate(Duration::from_secs(15)).await;
+    load.terminate(Duration::from_secs(15)).await;
     drop(d);
 
     let baseline_result = baseline_idle(baseline, plan, ticks).await;

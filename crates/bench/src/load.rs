@@ -48,6 +48,10 @@ pub struct LoadArgs {
     /// Agent names are PREFIX-00000 …
     #[arg(long, default_value = "load")]
     pub name_prefix: String,
+    /// The number of this process's first agent (its name, key directory and event index):
+    /// several load processes share one fleet, each its own block of numbers.
+    #[arg(long, default_value_t = 0)]
+    pub first: usize,
     /// Machine-readable event lines on stdout (for `postern-bench run`).
     #[arg(long)]
     pub events: bool,
@@ -98,8 +102,8 @@ pub async fn run(args: LoadArgs) -> Result<()> {
             temp.path().to_owned()
         }
     };
-    let dirs: Vec<PathBuf> = (0..args.count)
-        .map(|i| root.join(format!("agent-{i:05}")))
+    let dirs: Vec<PathBuf> = (args.first..args.first + args.count)
+        .map(|number| root.join(format!("agent-{number:05}")))
         .collect();
     let prepared = Instant::now();
     for dir in &dirs {
@@ -125,12 +129,13 @@ pub async fn run(args: LoadArgs) -> Result<()> {
     }
     let mut agents = Vec::with_capacity(args.count);
     for (index, dir) in dirs.into_iter().enumerate() {
+        let number = args.first + index;
         let mut options = AgentOptions::new(String::new(), dir);
         options.servers = args.server.clone();
-        options.name = Some(format!("{}-{index:05}", args.name_prefix));
+        options.name = Some(format!("{}-{number:05}", args.name_prefix));
         options.token = Some(args.token.clone());
         options.sync_rate = args.sync_rate;
-        let agent = Agent::start(options).with_context(|| format!("agent {index}"))?;
+        let agent = Agent::start(options).with_context(|| format!("agent {number}"))?;
         let mut state = agent.state();
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -179,7 +184,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
                     let kind = if change.online { "up" } else { "down" };
                     say(format!(
                         "{{\"type\":\"{kind}\",\"i\":{},\"t_us\":{}}}",
-                        change.index, change.t_us
+                        args.first + change.index, change.t_us
                     ));
                 }
                 if let Some(summary) = report.apply(&change) && !args.events {

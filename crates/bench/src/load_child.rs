@@ -1,6 +1,6 @@
-//! The load mode as a child of `postern-bench run`: starts `postern-bench agents --events`
-//! and follows what it says (which agent came up or went down, and when), for the idle-agents
-//! and the nodes figures alike.
+//! The load mode as children of `postern-bench run`: starts `postern-bench agents --events`
+//! (one process per [`PER_PROCESS`] agents, or as told) and follows what they say (which agent came up or
+//! went down, and when), for the idle-agents and the nodes figures alike.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,12 +32,21 @@ pub struct LoadSpec<'a> {
     pub name_prefix: &'a str,
     pub data_dir: PathBuf,
     pub token: &'a str,
+    /// The log of the load processes: `LOG.0.log`, `LOG.1.log`, …
     pub log: PathBuf,
+    /// The most agents one process holds ([`PER_PROCESS`] unless told).
+    pub per_process: usize,
 }
 
-/// The load child and what it has said so far.
+/// The most agents one load process holds by default. Each link is an open file, and this machine's
+/// hard limit is 20,000 open files per process, which root cannot raise (the 30,000
+/// agents need several processes); 10,000 also lets the processes use every core.
+pub const PER_PROCESS: usize = 10_000;
+
+/// The load children and what they have said so far. Agent numbers run across the children
+/// (each child holds its own block, `--first`), so the events index one fleet.
 pub struct Load {
-    pub proc: Proc,
+    pub procs: Vec<Proc>,
     events: mpsc::UnboundedReceiver<proc::Line>,
     online: Vec<bool>,
     pub up: usize,
@@ -45,33 +54,52 @@ pub struct Load {
 }
 
 impl Load {
-    /// Starts the child; the agents start once it has said `ready` (see [`Load::started`]).
+    /// Starts the children; the agents start once each has said `ready` (see
+    /// [`Load::started`]).
     pub fn spawn(bench: &Path, spec: &LoadSpec<'_>) -> Result<Self> {
-        let log = std::fs::File::create(&spec.log)
-            .with_context(|| format!("cannot create {}", spec.log.display()))?;
-        let mut command = Command::new(bench);
-        command
-            .arg("agents")
-            .arg("--server")
-            .arg(spec.servers.join(","))
-            .arg("--count")
-            .arg(spec.count.to_string())
-            .arg("--name-prefix")
-            .arg(spec.name_prefix)
-            .arg("--data-dir")
-            .arg(&spec.data_dir)
-            .arg("--events")
-            .env("POSTERN_TOKEN", spec.token)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut proc = Proc::spawn(
-            format!("postern-bench agents ({})", spec.name_prefix),
-            command,
-        )?;
-        let events = proc.stdout_lines()?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut procs = Vec::new();
+        let per_process = spec.per_process.max(1);
+        for (part, first) in (0..spec.count).step_by(per_process).enumerate() {
+            let count = per_process.min(spec.count - first);
+            let log = spec.log.with_extension(format!("{part}.log"));
+            let log = std::fs::File::create(&log)
+                .with_context(|| format!("cannot create {}", log.display()))?;
+            let mut command = Command::new(bench);
+            command
+                .arg("agents")
+                .arg("--server")
+                .arg(spec.servers.join(","))
+                .arg("--count")
+                .arg(count.to_string())
+                .arg("--first")
+                .arg(first.to_string())
+                .arg("--name-prefix")
+                .arg(spec.name_prefix)
+                .arg("--data-dir")
+                .arg(&spec.data_dir)
+                .arg("--events")
+                .env("POSTERN_TOKEN", spec.token)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log));
+            let mut proc = Proc::spawn(
+                format!("postern-bench agents ({} {part})", spec.name_prefix),
+                command,
+            )?;
+            let mut lines = proc.stdout_lines()?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(line) = lines.recv().await {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+            procs.push(proc);
+        }
         Ok(Self {
-            proc,
+            procs,
             events,
             online: vec![false; spec.count],
             up: 0,
@@ -83,15 +111,30 @@ impl Load {
         self.online.len()
     }
 
-    /// Waits for the `start` line (identities made, agents starting); returns its time (µs).
+    /// The children's process ids (for their CPU and memory).
+    pub fn pids(&self) -> Vec<i32> {
+        self.procs.iter().map(Proc::pid).collect()
+    }
+
+    /// Waits for every child's `start` line (identities made, agents starting); returns the
+    /// earliest (µs): the time the fleet began.
     pub async fn started(&mut self, limit: Duration) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + limit;
-        loop {
+        let mut starts = Vec::with_capacity(self.procs.len());
+        while starts.len() < self.procs.len() {
             match self.next(deadline).await? {
                 LoadEvent::Ready { count } => eprintln!("  {count} agent identities ready"),
-                LoadEvent::Start { t_us } => return Ok(t_us),
+                LoadEvent::Start { t_us } => starts.push(t_us),
                 _ => {}
             }
+        }
+        Ok(starts.into_iter().min().unwrap_or(0))
+    }
+
+    /// Ends every child (SIGTERM, then SIGKILL after `grace`).
+    pub async fn terminate(&mut self, grace: Duration) {
+        for proc in &mut self.procs {
+            let _ = proc.terminate(grace).await;
         }
     }
 
@@ -124,8 +167,8 @@ impl Load {
     pub async fn next(&mut self, deadline: tokio::time::Instant) -> Result<LoadEvent> {
         loop {
             let line = match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Err(_) => bail!("the load process went quiet (deadline passed)"),
-                Ok(None) => bail!("the load process ended"),
+                Err(_) => bail!("the load processes went quiet (deadline passed)"),
+                Ok(None) => bail!("the load processes ended"),
                 Ok(Some(line)) => line,
             };
             let Ok(event) = serde_json::from_str::<LoadEvent>(&line.text) else {

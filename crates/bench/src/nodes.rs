@@ -46,6 +46,8 @@ pub struct NodesPlan {
     pub database: Option<String>,
     /// The same run's one-node figures (the idle-agents section), shown beside these.
     pub one_node: Value,
+    /// The most agents one load process holds.
+    pub per_process: usize,
 }
 
 /// One `postern server` of the cluster and the bench's login on it.
@@ -160,6 +162,7 @@ pub async fn measure(
         data_dir: dir.join(sub),
         token: &token,
         log: dir.join(log),
+        per_process: plan.per_process,
     };
     let mut load = Load::spawn(
         &bins.bench,
@@ -303,8 +306,8 @@ pub async fn measure(
     }
 
     let kill = nodes_kill::measure(&mut nodes, &mut load, &mut pins, plan).await;
-    let _ = load.proc.terminate(Duration::from_secs(15)).await;
-    let _ = pins.proc.terminate(Duration::from_secs(15)).await;
+    load.terminate(Duration::from_secs(15)).await;
+    pins.terminate(Duration::from_secs(15)).await;
     figures.extend(kill?);
     Ok(figures)
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::agents::{self, AgentsPlan};
 use crate::baseline::Baseline;
+use crate::load_child;
 use crate::nodes::{self, NodesPlan};
 use crate::postern::{AgentProc, Binaries, Deployment};
 use crate::report::{self, Figure};
@@ -52,6 +53,10 @@ pub struct RunArgs {
     /// more (at least 10) know only the node that is killed.
     #[arg(long)]
     pub node_agents: Option<usize>,
+    /// The most agents one load process holds (several processes share a bigger fleet: a
+    /// process may hold only so many open files).
+    #[arg(long, default_value_t = load_child::PER_PROCESS)]
+    pub agents_per_process: usize,
     /// The PostgreSQL database the nodes share (`postgres://…`, an empty database; bench/run
     /// starts a throwaway cluster). Without one they share a SQLite file and the database
     /// figures are left out.
@@ -175,25 +180,27 @@ async fn start_main(bins: &Binaries, dir: &Path, login: &str) -> Result<Main> {
 pub async fn run(args: RunArgs) -> Result<bool> {
     let plan = Plan::new(&args);
     let bins = Binaries::find(args.bin_dir.as_deref())?;
-    let most_agents = [
+    // The most links one process holds: a server (the one node, or a survivor of the node
+    // kill holding half the fleet) or one load process (at most --agents-per-process).
+    let most_links = [
         (wants(&args, Section::Agents), plan.agents),
         (
             wants(&args, Section::Nodes),
-            plan.node_agents + plan.node_pinned,
+            plan.node_agents.div_ceil(nodes::NODES - 1) + plan.node_pinned,
         ),
     ]
     .into_iter()
     .filter_map(|(wanted, n)| wanted.then_some(n))
+    .chain([args.agents_per_process])
     .max();
-    if let Some(agents) = most_agents {
-        // One descriptor per link in the load process and in the server, plus headroom.
-        let needed = agents as u64 + 2048;
+    if let Some(links) = most_links {
+        // One descriptor per link, plus headroom.
+        let needed = links as u64 + 2048;
         let limit = procfs::open_files_limit().unwrap_or(0);
         if limit < needed {
             bail!(
-                "the open-files limit is {limit}; {} agents need about {needed} in the server and in the load process: raise it \
-                 (`ulimit -n 1048576` as root; bench/run does)",
-                agents
+                "the open-files limit is {limit}; a process holding {links} agent links needs about {needed}: raise it \
+                 (`ulimit -n 1048576` as root; bench/run does)"
             );
         }
     }
@@ -338,6 +345,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             count: plan.agents,
             idle: Duration::from_secs(plan.idle_s),
             baseline_tunnels: plan.baseline_tunnels,
+            per_process: args.agents_per_process,
         };
         record(
             &mut figures,
@@ -360,6 +368,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             idle: Duration::from_secs(plan.idle_s),
             database: args.database.clone(),
             one_node: one_node_figures(&figures),
+            per_process: args.agents_per_process,
         };
         record(
             &mut figures,

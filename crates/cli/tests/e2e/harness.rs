@@ -548,8 +548,7 @@ pub fn free_port() -> u16 {
     loop {
         getrandom::fill(&mut seed).unwrap();
         let port = 10_000 + u16::from_le_bytes(seed) % 10_000;
-        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             handed_out.push(port);
             return port;
         }
