@@ -338,7 +338,7 @@ impl Lifecycle {
                 return Ok(session);
             };
             let step = transition(session.state, &event)?;
-            let from = session.state;
+            let (from, holder) = (session.state, session.node.clone());
             let now = now_ms();
             session.state = step.to;
             session.updated_at = now;
@@ -367,6 +367,7 @@ impl Lifecycle {
                 reason: step.reason.as_deref(),
                 port,
                 node: port.map(|_| &self.node),
+                holder: holder.as_ref(),
                 time: now,
             };
             let Some(event_id) = self.store.transition_session(&cas, &event).await? else {

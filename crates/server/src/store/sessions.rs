@@ -56,6 +56,11 @@ pub struct SessionChange<'a> {
     pub port: Option<u16>,
     /// Set when a node takes the session over (binds its tunnel).
     pub node: Option<&'a NodeId>,
+    /// The node the change was decided on as the session's holder (None: none recorded): it
+    /// applies only if the session still names that node, as `from` guards its state. A
+    /// survivor deciding on a lost node's session must not move one another node took over
+    /// meanwhile, even back in the same state.
+    pub holder: Option<&'a NodeId>,
     pub time: i64,
 }
 

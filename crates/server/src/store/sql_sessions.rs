@@ -1,7 +1,8 @@
 //! `SessionStore` written once for both databases (`session_store!` expands it for a store
-//! type). Transitions are compare-and-set (`UPDATE … WHERE id = $1 AND state = $2`: on
-//! PostgreSQL a second writer waits for the first and re-checks the state it left), and "one
-//! open session per user and agent" is the unique index `sessions_one_open`.
+//! type). Transitions are compare-and-set on the stored state and holding node
+//! (`UPDATE … WHERE id = $1 AND state = $2 AND node_id = $3`: on PostgreSQL a second writer
+//! waits for the first and re-checks what it left), and "one open session per user and
+//! agent" is the unique index `sessions_one_open`.
 
 macro_rules! session_store {
     ($store:ty) => {
@@ -77,7 +78,8 @@ macro_rules! session_store {
                          reason = CASE WHEN $1 = 'running' THEN NULL ELSE COALESCE($2, reason) END, \
                          port = COALESCE($3, port), updated_at = $4, \
                          ended_at = COALESCE($5, ended_at), node_id = COALESCE($6, node_id) \
-                         WHERE id = $7 AND state = $8",
+                         WHERE id = $7 AND state = $8 \
+                         AND (node_id = $9 OR (node_id IS NULL AND $9 IS NULL))",
                     )
                     .bind(change.to.as_str())
                     .bind(change.reason)
@@ -87,6 +89,7 @@ macro_rules! session_store {
                     .bind(change.node.map(NodeId::as_str))
                     .bind(change.id.as_str())
                     .bind(change.from.as_str())
+                    .bind(change.holder.map(NodeId::as_str))
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();

@@ -147,6 +147,7 @@ async fn session_writes_racing_each_other_never_fail() {
                     reason,
                     port: None,
                     node: None,
+                    holder: None,
                     time: 1,
                 };
                 s1.transition_session(&change, &event(&id, to)).await?;

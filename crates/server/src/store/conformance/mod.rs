@@ -61,6 +61,7 @@ macro_rules! every_case {
             transitions_are_compare_and_set,
             a_detached_session_stays_the_open_one,
             unfinished_sessions_are_scoped_to_their_node,
+            a_change_decided_on_a_node_the_session_left_is_refused,
             shells_kept_marks_the_listed_sessions_of_the_agent_only,
         }
         users {

@@ -53,6 +53,7 @@ fn change<'a>(
         reason,
         port: None,
         node: None,
+        holder: None,
         time: 1,
     }
 }
@@ -204,6 +205,7 @@ pub async fn unfinished_sessions_are_scoped_to_their_node<S: Store>(store: Arc<S
     let moved = session(4, "a4", None).id;
     let take = SessionChange {
         node: Some(&theirs),
+        holder: Some(&mine),
         port: Some(20000),
         ..change(
             &moved,
@@ -228,6 +230,78 @@ pub async fn unfinished_sessions_are_scoped_to_their_node<S: Store>(store: Arc<S
     assert_eq!(found, [session(1, "", None).id, session(3, "", None).id]);
     let taken = store.session(&moved).await.unwrap().unwrap();
     assert_eq!((taken.node, taken.port), (Some(theirs), Some(20000)));
+}
+
+/// A survivor decides on a lost node's session as it read it; if another node took the
+/// session over meanwhile — even back in the same state (detached, then resumed there) — the
+/// change is refused, as one decided on a stale state is.
+pub async fn a_change_decided_on_a_node_the_session_left_is_refused<S: Store>(store: Arc<S>) {
+    let (lost, other) = (NodeId::random(), NodeId::random());
+    agent(&*store, "a1").await;
+    let s = session(1, "a1", Some(&lost));
+    store
+        .insert_session(&s, &event(&s, SessionState::Requested))
+        .await
+        .unwrap();
+    let running = SessionChange {
+        holder: Some(&lost),
+        ..change(&s.id, SessionState::Requested, SessionState::Running, None)
+    };
+    assert!(
+        store
+            .transition_session(&running, &event(&s, SessionState::Running))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Another node resumes it: its tunnel binds there, and it runs again.
+    let taken = SessionChange {
+        node: Some(&other),
+        port: Some(20001),
+        holder: Some(&lost),
+        ..change(&s.id, SessionState::Running, SessionState::Running, None)
+    };
+    assert!(
+        store
+            .transition_session(&taken, &event(&s, SessionState::Running))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The survivor's decision, read when the session still named the lost node.
+    let stale = SessionChange {
+        holder: Some(&lost),
+        ..change(
+            &s.id,
+            SessionState::Running,
+            SessionState::Detached,
+            Some("node lost"),
+        )
+    };
+    assert_eq!(
+        store
+            .transition_session(&stale, &event(&s, SessionState::Detached))
+            .await
+            .unwrap(),
+        None
+    );
+    let stored = store.session(&s.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.state, stored.node.as_ref()),
+        (SessionState::Running, Some(&other))
+    );
+    // Decided on what is stored now, the same change applies.
+    let fresh = SessionChange {
+        holder: Some(&other),
+        ..stale
+    };
+    assert!(
+        store
+            .transition_session(&fresh, &event(&s, SessionState::Detached))
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// A running session can be stored as detached (migration 0008) with why, and, detached, is
