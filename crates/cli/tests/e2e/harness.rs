@@ -554,3 +554,31 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// Established TCP connections whose local end is `port` (on `ip` only, if given): the links
+/// a node really holds, from the kernel's socket tables (IPv4 and IPv6).
+pub fn established_on(port: u16, ip: Option<std::net::Ipv4Addr>) -> usize {
+    // /proc/net/tcp writes an IPv4 address as its bytes in host (little-endian) order, in hex.
+    let ip = ip.map(|ip| format!("{:08X}", u32::from_le_bytes(ip.octets())));
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let Some((local_ip, local_port)) =
+                        fields.get(1).and_then(|a| a.rsplit_once(':'))
+                    else {
+                        return false;
+                    };
+                    u16::from_str_radix(local_port, 16).ok() == Some(port)
+                        && ip.as_deref().is_none_or(|ip| ip == local_ip)
+                        && fields.get(3) == Some(&"01")
+                })
+                .count()
+        })
+        .sum()
+}

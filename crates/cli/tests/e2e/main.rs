@@ -33,6 +33,7 @@ mod liveness;
 mod logins;
 mod metrics;
 mod node_kill;
+mod node_names;
 mod nodes;
 mod openssh;
 mod packaging;

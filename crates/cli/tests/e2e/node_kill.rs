@@ -18,7 +18,7 @@ use postern_protocol::api::AgentView;
 use serde_json::json;
 
 use crate::cluster::shared_database;
-use crate::harness::{TestServer, free_port};
+use crate::harness::{TestServer, established_on, free_port};
 use crate::server_process::ServerProcess;
 
 const FLEET: usize = 900;
@@ -34,7 +34,7 @@ const NODE_HEARTBEAT: &str = "250ms";
 const NODE_DEAD_AFTER: &str = "2s";
 
 /// The load-mode binary: `POSTERN_BENCH_BIN`, else beside the `postern` under test.
-fn bench_binary() -> PathBuf {
+pub fn bench_binary() -> PathBuf {
     let path = std::env::var_os("POSTERN_BENCH_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -46,28 +46,6 @@ fn bench_binary() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// Established TCP connections on local port `port` (the links a node really holds).
-fn established_on(port: u16) -> usize {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|t| std::fs::read_to_string(t).ok())
-        .map(|table| {
-            table
-                .lines()
-                .skip(1)
-                .filter(|line| {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    let local = fields
-                        .get(1)
-                        .and_then(|a| a.rsplit(':').next())
-                        .and_then(|p| u16::from_str_radix(p, 16).ok());
-                    local == Some(port) && fields.get(3) == Some(&"01")
-                })
-                .count()
-        })
-        .sum()
 }
 
 /// Waits with the fleet's deadline until `probe` yields `Some`.
@@ -200,7 +178,7 @@ async fn a_node_killed_under_a_thousand_agents_loses_none_and_shows_no_phantom()
         .await;
     }
     // The fleet is spread: node A holds the pinned agents and some of the others.
-    let on_a = established_on(gateway_a);
+    let on_a = established_on(gateway_a, None);
     assert!(
         on_a > PINNED,
         "node A holds {on_a} links: no fleet agent chose it"
@@ -252,7 +230,7 @@ async fn a_node_killed_under_a_thousand_agents_loses_none_and_shows_no_phantom()
     // And the survivors really hold those 900 links (the kernel's count, not the API's).
     let (b, c) = (node_b.agent_addr().port(), node_c.agent_addr().port());
     settles("the survivors to hold the fleet's links", || async {
-        (established_on(b) + established_on(c) == FLEET).then_some(())
+        (established_on(b, None) + established_on(c, None) == FLEET).then_some(())
     })
     .await;
 }
