@@ -79,10 +79,7 @@ pub async fn serve(
                 continue;
             }
         };
-        // Terminal keystrokes and data-path frames are small writes: no Nagle delay.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
+        tune(&tcp);
         let open = open_tx.clone();
         let app = app.clone();
         let stop = stop.clone();
@@ -102,6 +99,37 @@ pub async fn serve(
     drop(listener);
     drop(open_tx);
     let _ = open_rx.recv().await;
+}
+
+/// A peer that vanished without a word (a pulled cable, a closed laptop, a NAT that forgot
+/// the flow) is found this long after its last sign of life: see [`tune`].
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+const UNACKNOWLEDGED_MAX: Duration = Duration::from_secs(60);
+
+/// Socket options of every accepted connection. Terminal keystrokes and data-path frames are
+/// small writes: no Nagle delay. A vanished client would otherwise hold its WebSocket — a
+/// shell's data path, the web terminal — with its tasks until the kernel gives up by itself,
+/// which on an idle connection is never: keepalive probes find it (after 30 s of silence,
+/// three probes 10 s apart), and TCP_USER_TIMEOUT ends a connection whose sent data stays
+/// unacknowledged for 60 s. A live client's kernel answers both, however slowly the program
+/// behind it reads (a zero window is acknowledged), so a slow reader is never cut.
+fn tune(tcp: &TcpStream) {
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    let socket = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    if let Err(error) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%error, "cannot set TCP keepalive");
+    }
+    if let Err(error) = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_MAX)) {
+        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT");
+    }
 }
 
 /// Errors that concern one connection only (it went away before it was accepted).

@@ -51,3 +51,4 @@ mod survive;
 mod terminal;
 mod terminal_survive;
 mod tls_support;
+mod vanished_client;
