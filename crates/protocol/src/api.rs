@@ -439,6 +439,17 @@ pub enum TerminalServerFrame {
         /// re-attaches to this shell, through any server, while the device keeps it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         shell: Option<String>,
+        /// The shell's input, counted in bytes from its start, that this server has: taken
+        /// by the shell, or on its way to it. The browser's input on this socket is numbered
+        /// from here; on its first `Attached`, a socket's browser sends again what it typed
+        /// past this count (a server that died before passing it on lost it), once.
+        #[serde(default)]
+        input: u64,
+    },
+    /// The browser's oldest input frame on this socket not yet acknowledged is this
+    /// server's now, ending at byte `end` of the shell's input (see `Attached::input`).
+    Input {
+        end: u64,
     },
     /// The session moved on (stopping, stopped, failed).
     State {
@@ -481,10 +492,15 @@ mod tests {
             offset: 42,
             reset: false,
             shell: None,
+            input: 7,
         };
         assert_eq!(
             serde_json::to_string(&attached).unwrap(),
-            r#"{"type":"attached","offset":42,"reset":false}"#
+            r#"{"type":"attached","offset":42,"reset":false,"input":7}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&TerminalServerFrame::Input { end: 9 }).unwrap(),
+            r#"{"type":"input","end":9}"#
         );
         let exit = TerminalServerFrame::Exit {
             status: Some(0),

@@ -159,8 +159,15 @@ impl SentInput {
     /// Holds at most `capacity` bytes: past that, the oldest would be missing after a
     /// re-attach (never repeated).
     pub fn new(capacity: usize) -> Self {
+        Self::taken(capacity, 0)
+    }
+
+    /// For a client that re-attached to a shell that had taken `taken` bytes of input
+    /// before (from other clients, or this one's earlier life): what it sends from now on is
+    /// numbered after them, as the shell numbers it.
+    pub fn taken(capacity: usize, taken: u64) -> Self {
         Self {
-            sent: 0,
+            sent: taken,
             held: VecDeque::new(),
             capacity,
         }
@@ -204,6 +211,14 @@ mod tests {
             b"cd",
             "beyond the capacity the oldest is missing"
         );
+    }
+
+    #[test]
+    fn a_client_that_came_later_numbers_its_input_as_the_shell_does() {
+        let mut input = SentInput::taken(1024, 100);
+        input.record(b"ls\n");
+        assert_eq!(input.untaken(101), b"s\n");
+        assert_eq!(input.untaken(103), b"");
     }
 
     #[test]

@@ -156,6 +156,27 @@ async fn serve(
     };
     let mut written = terminal.written();
     let mut ended = terminal.ended();
+    // The browser numbers its input from the shell's count, which a re-attached shell's
+    // carrier learns from the agent's notice: the `attached` frame waits for it.
+    // What the browser sends meanwhile waits (a browser sends nothing before its `attached`
+    // frame; other clients may).
+    let mut early = Vec::new();
+    let early_end = loop {
+        tokio::select! {
+            _ = terminal.input() => break None,
+            end = ended.wait_for(Option::is_some) => {
+                break Some(end.ok().and_then(|end| end.clone()));
+            }
+            message = rx.next() => match message {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(message)) => early.push(message),
+            },
+        }
+    };
+    if let Some(end) = early_end {
+        finish(&mut tx, &state, &mut session, end).await;
+        return;
+    }
     // Offsets in another shell than the one the browser had mean nothing: it starts over.
     let from = match &want {
         Want::Resume(resume) if terminal.shell() != &resume.shell => u64::MAX,
@@ -165,6 +186,15 @@ async fn serve(
         offset: from,
         announced: false,
     };
+    if !output.forward(&mut tx, &terminal).await {
+        return;
+    }
+    for message in early {
+        if !incoming(&mut tx, &terminal, message).await {
+            finish(&mut tx, &state, &mut session, None).await;
+            return;
+        }
+    }
     let end = loop {
         if !output.forward(&mut tx, &terminal).await {
             return;
@@ -185,47 +215,55 @@ async fn serve(
                 _ => break None,
             },
             message = rx.next() => match message {
-                Some(Ok(Message::Binary(bytes))) => terminal.write(bytes).await,
-                Some(Ok(Message::Text(text))) => {
-                    if !control(&mut tx, &terminal, &text).await {
-                        break None;
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
-                Some(Ok(_)) => {}
+                Some(Ok(message)) => if !incoming(&mut tx, &terminal, message).await {
+                    break None;
+                },
+                None | Some(Err(_)) => break None,
             },
         }
     };
+    finish(&mut tx, &state, &mut session, end).await;
+}
+
+/// Tells the browser how the terminal ended (nothing if the socket just closes), and closes.
+async fn finish(
+    tx: &mut Sink,
+    state: &AppState,
+    session: &mut SessionWatch<'_>,
+    end: Option<ShellEnd>,
+) {
+    let s = &state.services;
+    let id = session.id;
     match end {
         Some(ShellEnd::Status(status)) => {
             let frame = TerminalServerFrame::Exit {
                 status: Some(status),
                 signal: None,
             };
-            send(&mut tx, &frame).await;
+            send(tx, &frame).await;
         }
         Some(ShellEnd::Signal(signal)) => {
             let frame = TerminalServerFrame::Exit {
                 status: None,
                 signal: Some(signal),
             };
-            send(&mut tx, &frame).await;
+            send(tx, &frame).await;
         }
         Some(ShellEnd::Gone(end)) => {
             let reason = end.to_string();
-            send(&mut tx, &TerminalServerFrame::Gone { reason }).await;
+            send(tx, &TerminalServerFrame::Gone { reason }).await;
         }
         // The connection to the device closed: because the session is ending (then the
         // browser sees it through to its end), or because the device went away.
         Some(ShellEnd::Lost) => match s.sessions.get(id.as_str()).await.map(|r| r.state) {
             Ok(SessionState::Running) | Err(_) => {
                 let message = "the connection to the device was lost".to_owned();
-                send(&mut tx, &TerminalServerFrame::Error { message }).await;
+                send(tx, &TerminalServerFrame::Error { message }).await;
             }
             Ok(now) => {
                 let mut current = Some(now);
                 while let Some(st) = current {
-                    if !session.send(&mut tx, st).await || st.is_final() {
+                    if !session.send(tx, st).await || st.is_final() {
                         break;
                     }
                     current = session.next().await;
@@ -244,6 +282,21 @@ async fn closed(rx: &mut futures::stream::SplitStream<WebSocket>) {
         if matches!(message, Message::Close(_)) {
             return;
         }
+    }
+}
+
+/// A message from the browser; false when the socket is done with.
+async fn incoming(tx: &mut Sink, terminal: &Terminal, message: Message) -> bool {
+    match message {
+        Message::Binary(bytes) => match terminal.write(bytes).await {
+            // Where it ends in the shell's input: the browser keeps it until a server's
+            // loss, to send again what the shell did not take.
+            Some(end) => send(tx, &TerminalServerFrame::Input { end }).await,
+            None => true,
+        },
+        Message::Text(text) => control(tx, terminal, &text).await,
+        Message::Close(_) => false,
+        _ => true,
     }
 }
 
@@ -282,6 +335,7 @@ impl Output {
                     offset: chunk.offset,
                     reset: chunk.reset,
                     shell: Some(terminal.shell().to_string()),
+                    input: terminal.input().await,
                 };
                 if !send(tx, &frame).await {
                     return false;

@@ -214,6 +214,13 @@ impl Carrier {
             match ShellNotice::parse(line) {
                 Some(ShellNotice::From { output, input }) => {
                     self.terminal.skip_to(output);
+                    if self.terminal.input_from(input) {
+                        // Re-attached after this server (or another) carried the shell: our
+                        // input is numbered after what the shell took before, as the
+                        // browsers' is (nothing was sent yet: the input waits for `go`).
+                        *sent.lock().unwrap_or_else(|e| e.into_inner()) =
+                            SentInput::taken(INPUT_KEPT, input);
+                    }
                     if let Some(go) = go.take() {
                         let again = sent
                             .lock()

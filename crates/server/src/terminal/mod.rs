@@ -72,19 +72,33 @@ pub struct Terminal {
     /// The scrollback's end offset, announced after every write; readers wait on it.
     written: watch::Sender<u64>,
     ended: watch::Sender<Option<ShellEnd>>,
-    input: mpsc::Sender<Input>,
+    /// The browsers' input, one frame after another, to the carrier.
+    input: tokio::sync::Mutex<mpsc::Sender<Input>>,
+    /// The shell's input count after the last byte accepted from a browser — numbered as the
+    /// shell numbers it, so that a browser can tell after a re-attach (through any server)
+    /// which of its bytes the shell took. None until the agent's notice says where a
+    /// re-attached shell's input stands.
+    accepted: watch::Sender<Option<u64>>,
     /// The browser's last size, for a re-attach.
     size: Mutex<(u16, u16)>,
 }
 
 impl Terminal {
-    fn new(shell: ShellId, start: u64, size: (u16, u16), input: mpsc::Sender<Input>) -> Self {
+    /// `accepted`: the shell's input count, if known (a new shell's is 0).
+    fn new(
+        shell: ShellId,
+        start: u64,
+        size: (u16, u16),
+        input: mpsc::Sender<Input>,
+        accepted: Option<u64>,
+    ) -> Self {
         Self {
             shell,
             scrollback: Mutex::new(Scrollback::starting_at(SCROLLBACK_BYTES, start)),
             written: watch::channel(start).0,
             ended: watch::channel(None).0,
-            input,
+            input: tokio::sync::Mutex::new(input),
+            accepted: watch::channel(accepted).0,
             size: Mutex::new(size),
         }
     }
@@ -111,14 +125,50 @@ impl Terminal {
         self.ended.borrow().is_none()
     }
 
-    /// Keystrokes and pastes, in order; waits while the device is not reading.
-    pub async fn write(&self, data: Bytes) {
-        let _ = self.input.send(Input::Data(data)).await;
+    /// Keystrokes and pastes, in order; waits while the device is not reading. The shell's
+    /// input count after `data` (where it ends), or None if the terminal is gone (or a
+    /// browser typed before its `attached` frame, which browsers do not).
+    pub async fn write(&self, data: Bytes) -> Option<u64> {
+        let input = self.input.lock().await;
+        let start = (*self.accepted.borrow())?;
+        let end = start + data.len() as u64;
+        // Numbered in the order the carrier gets them: the lock is held across the send.
+        input.send(Input::Data(data)).await.ok()?;
+        self.accepted.send_replace(Some(end));
+        Some(end)
     }
 
     pub async fn resize(&self, cols: u16, rows: u16) {
         *self.size.lock().unwrap_or_else(|e| e.into_inner()) = (cols, rows);
-        let _ = self.input.send(Input::Resize { cols, rows }).await;
+        let _ = self
+            .input
+            .lock()
+            .await
+            .send(Input::Resize { cols, rows })
+            .await;
+    }
+
+    /// The shell's input count so far, once known (see `accepted`): what an `attached` frame
+    /// tells a browser. Waits for the agent's notice on a re-attached shell.
+    pub async fn input(&self) -> u64 {
+        let mut accepted = self.accepted.subscribe();
+        match accepted.wait_for(Option::is_some).await {
+            Ok(count) => count.unwrap_or_default(),
+            // The sender lives as long as `self`.
+            Err(_) => 0,
+        }
+    }
+
+    /// The agent's first notice on a re-attached shell: its input stood at `taken`. True if
+    /// that is news (the count was not known yet).
+    fn input_from(&self, taken: u64) -> bool {
+        self.accepted.send_if_modified(|accepted| {
+            let news = accepted.is_none();
+            if news {
+                *accepted = Some(taken);
+            }
+            news
+        })
     }
 
     fn scrollback(&self) -> std::sync::MutexGuard<'_, Scrollback> {
@@ -254,6 +304,7 @@ impl Terminals {
         size: (u16, u16),
         want: Want,
     ) -> Result<Arc<Terminal>, TerminalError> {
+        let resumed = matches!(want, Want::Resume(_));
         let (shell, start, keep) = match want {
             Want::New => {
                 let shell = new_shell_id()?;
@@ -267,7 +318,9 @@ impl Terminals {
         };
         let link = self.connect(user, session, peer, size, keep).await?;
         let (input_tx, input_rx) = mpsc::channel(64);
-        let terminal = Arc::new(Terminal::new(shell, start, size, input_tx));
+        // A new shell has taken no input; a re-attached one's count comes with the notice.
+        let accepted = (!resumed).then_some(0);
+        let terminal = Arc::new(Terminal::new(shell, start, size, input_tx, accepted));
         tracing::info!(session = %session.id, user = %user.name, login = %link.login, shell = %terminal.shell, "web terminal started");
         let carrier = carrier::Carrier {
             terminals: self.clone(),
@@ -275,7 +328,7 @@ impl Terminals {
             user: user.clone(),
             session: session.id.clone(),
             peer,
-            resumed: start > 0,
+            resumed,
         };
         self.sessions.spawn(carrier.run(link, input_rx));
         Ok(terminal)
@@ -321,4 +374,72 @@ fn new_shell_id() -> Result<ShellId, TerminalError> {
     getrandom::fill(&mut bytes).map_err(|e| TerminalError::Ssh(format!("no randomness: {e}")))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     ShellId::parse(&hex).ok_or_else(|| TerminalError::Ssh("a bad shell id".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terminal(accepted: Option<u64>) -> (Arc<Terminal>, mpsc::Receiver<Input>) {
+        let (tx, rx) = mpsc::channel(64);
+        let shell = ShellId::parse("shell-under-test").unwrap();
+        (
+            Arc::new(Terminal::new(shell, 0, (80, 24), tx, accepted)),
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn input_is_numbered_as_the_shell_numbers_it_in_the_order_the_carrier_gets_it() {
+        let (terminal, mut rx) = terminal(Some(0));
+        assert_eq!(terminal.input().await, 0);
+        let tasks: Vec<_> = (0..50u8)
+            .map(|i| {
+                let terminal = terminal.clone();
+                tokio::spawn(async move {
+                    let data = Bytes::from(vec![i; usize::from(i) + 1]);
+                    (terminal.write(data.clone()).await, data)
+                })
+            })
+            .collect();
+        let mut ends = std::collections::HashMap::new();
+        for task in tasks {
+            let (end, data) = task.await.unwrap();
+            ends.insert(data[0], end.unwrap());
+        }
+        // The carrier gets each frame where its acknowledgement said it ends.
+        let mut at = 0;
+        for _ in 0..50 {
+            let Some(Input::Data(data)) = rx.recv().await else {
+                panic!("a frame is missing");
+            };
+            at += data.len() as u64;
+            assert_eq!(ends[&data[0]], at);
+        }
+        assert_eq!(terminal.input().await, at);
+    }
+
+    #[tokio::test]
+    async fn a_re_attached_shell_says_where_its_input_stands_before_anyone_types() {
+        let (terminal, mut rx) = terminal(None);
+        let waiting = tokio::spawn({
+            let terminal = terminal.clone();
+            async move { terminal.input().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no count before the agent's notice");
+        assert_eq!(terminal.write(Bytes::from_static(b"early")).await, None);
+        assert!(terminal.input_from(42), "the first notice sets the count");
+        assert!(
+            !terminal.input_from(7),
+            "a later one (a carrier's re-attach) does not"
+        );
+        assert_eq!(waiting.await.unwrap(), 42);
+        assert_eq!(terminal.write(Bytes::from_static(b"ls\n")).await, Some(45));
+        assert!(matches!(rx.recv().await, Some(Input::Data(d)) if d == "ls\n"));
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing typed before the count was sent"
+        );
+    }
 }
