@@ -16,9 +16,9 @@ type Socket =
 /// A browser-like attachment: everything read so far, and the offset it has reached.
 pub struct Attached {
     ws: Socket,
-    offset: u64,
+    pub offset: u64,
     output: Vec<u8>,
-    frames: Vec<TerminalServerFrame>,
+    pub frames: Vec<TerminalServerFrame>,
 }
 
 fn request(

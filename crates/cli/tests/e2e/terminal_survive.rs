@@ -3,7 +3,8 @@
 //! told), and once the agent links again the server re-attaches by itself. The browser's
 //! socket gets exactly what the shell printed meanwhile — a counter every 10 ms, contiguous —
 //! and a line typed while detached arrives once. A cut longer than the agent's grace ends the
-//! shell, and the socket says why. (A server killed and started again: the Chromium test
+//! shell, and the socket says why. After a server restart, a cut still delivers what was on
+//! its way, once. (A server killed and started again: the Chromium test
 //! web/e2e/survive.test.mjs.)
 
 use std::time::{Duration, Instant};
@@ -100,6 +101,56 @@ async fn the_web_terminal_keeps_its_shell_through_a_silent_cut_of_the_agent_link
     assert_eq!(text.matches("stopped-by-halt").count(), 1, "{text}");
     assert_eq!(text.matches("typed-42\r\n").count(), 1, "{text}");
     assert_contiguous(tab.output());
+}
+
+/// After a server restart the terminal re-attaches to the kept shell, whose input already
+/// counts what was typed before; a link cut then must send again exactly what the shell did
+/// not take, numbered as the shell numbers it (the carrier once counted from its own start,
+/// and dropped the line typed just as the link went silent).
+#[tokio::test]
+async fn after_a_server_restart_a_cut_of_the_agent_link_still_delivers_what_was_in_flight() {
+    let (mut server, proxy, _agent) = behind_a_proxy("restarted", Duration::from_secs(600)).await;
+    let admin = server.admin_token.clone();
+    let id = running_session(&server, "restarted", &admin).await;
+    let mut tab = Attached::open(&server, &admin, &id, "from=0&cols=100&rows=30").await;
+    let first = "echo one-$((1+1))\n";
+    tab.type_in(first).await;
+    tab.read_until("one-2\r\n").await;
+    let TerminalServerFrame::Attached {
+        shell: Some(shell), ..
+    } = tab.frames[0].clone()
+    else {
+        panic!("no shell named: {:?}", tab.frames[0]);
+    };
+    let offset = tab.offset;
+    drop(tab);
+
+    server.restart().await;
+    server
+        .wait_session(&id, &admin, SessionState::Running)
+        .await;
+    let query = format!("from={offset}&shell={shell}&cols=100&rows=30");
+    let mut tab = Attached::open(&server, &admin, &id, &query).await;
+    assert!(
+        matches!(tab.frames[0], TerminalServerFrame::Attached { input, .. } if input == first.len() as u64),
+        "the shell's input count after the restart: {:?}",
+        tab.frames[0]
+    );
+
+    // Typed as the link goes silent: on its way, never taken.
+    proxy.freeze();
+    tab.type_in("echo two-$((2+2))\n").await;
+    loop {
+        if next_state(&mut tab).await.0 == SessionState::Detached {
+            break;
+        }
+    }
+    proxy.thaw();
+    tab.read_until("two-4\r\n").await;
+    tab.type_in("echo three-$((3+3))\n").await;
+    tab.read_until("three-6\r\n").await;
+    let text = String::from_utf8_lossy(tab.output()).into_owned();
+    assert_eq!(text.matches("two-4\r\n").count(), 1, "{text}");
 }
 
 #[tokio::test]
