@@ -81,8 +81,12 @@ export const AGENT_EVENT_KINDS: readonly EventKind[] = [
 
 export type TerminalServerMessage =
   /** The binary output that follows starts at byte `offset`; `reset`: clear the screen first.
-   * `shell`: the shell's name on the device, to re-attach to it through any server. */
-  | { type: 'attached'; offset: number; reset: boolean; shell?: string }
+   * `shell`: the shell's name on the device, to re-attach to it through any server. `input`:
+   * the shell's input count (bytes since its start) that this server has; on a socket's first
+   * `attached`, what we typed past it is sent again. */
+  | { type: 'attached'; offset: number; reset: boolean; shell?: string; input: number }
+  /** Our oldest unacknowledged input frame ends at byte `end` of the shell's input. */
+  | { type: 'input'; end: number }
   | { type: 'state'; state: Api.SessionState; reason?: string }
   | { type: 'exit'; status?: number; signal?: string }
   /** The device no longer has the shell (its grace ran out); a new one can be started. */

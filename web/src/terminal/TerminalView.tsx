@@ -165,7 +165,9 @@ function StatusBanner({ status, onNewShell }: { status: ConnectionStatus; onNewS
     case 'input-refused':
       return (
         <p class="terminal-banner error" role="alert">
-          Not sent: {status.bytes} bytes typed while the shell was out of reach, past what is held until it is back.
+          {status.unconfirmed
+            ? `Maybe not delivered: ${status.bytes} bytes typed before the connection was lost could not be matched to what the shell took (another tab typed too), so they were not sent again.`
+            : `Not sent: ${status.bytes} bytes typed while the shell was out of reach, past what is held until it is back.`}
         </p>
       );
     case 'error':

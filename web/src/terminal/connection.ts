@@ -4,9 +4,12 @@
 // output replayed as it was. The device keeps the shell under a name the server tells us:
 // we reconnect with it (and keep it for this tab across reloads), so that after a server
 // restart — or through another server — the same shell continues. What is typed while we are
-// not attached is held and sent once we are (up to a limit, past which it is refused, said so).
+// not attached is held and sent once we are (up to a limit, past which it is refused, said so);
+// what we sent that a dying server had not passed on is sent again once, from the shell's own
+// count of what it took (see pendingInput).
 
 import type { SessionState, TerminalClientMessage, TerminalServerMessage } from '../api/types';
+import { PendingInput } from './pendingInput';
 
 /** Where the output goes (an xterm.js terminal). */
 export interface TerminalSink {
@@ -23,8 +26,10 @@ export type ConnectionStatus =
   | { kind: 'exited'; status?: number; signal?: string; gone?: string }
   /** The device is out of reach; it keeps the shell, and we attach again once it is back. */
   | { kind: 'detached'; reason?: string }
-  /** Typing while not attached went past what is held: those keystrokes were not sent. */
-  | { kind: 'input-refused'; bytes: number }
+  /** Typing while not attached went past what is held: those keystrokes were not sent.
+   * `unconfirmed`: sent, but a server was lost before passing them on and they could not be
+   * matched to what the shell took (another tab typed too): they may not have arrived. */
+  | { kind: 'input-refused'; bytes: number; unconfirmed?: boolean }
   | { kind: 'session-ended'; state: SessionState; reason?: string }
   | { kind: 'error'; message: string };
 
@@ -38,8 +43,6 @@ export interface ConnectionOptions {
 }
 
 const BACKOFF_START_MS = 500;
-/** Input held while not attached: far more than anyone types during an outage. */
-const HELD_INPUT_MAX = 64 * 1024;
 const BACKOFF_MAX_MS = 10_000;
 const ENDED_STATES = new Set<SessionState>(['stopping', 'stopped', 'failed']);
 
@@ -59,9 +62,9 @@ export class TerminalConnection {
   private readonly encoder = new TextEncoder();
   /** The shell's name on the device, once the server said it. */
   private shell: string | undefined;
-  /** Typed while not attached: sent, in order, once attached. */
-  private held: Uint8Array[] = [];
-  private heldBytes = 0;
+  /** Typed while not attached, and sent but maybe not taken by the shell yet. Not kept across
+   * reloads: keystrokes may be passwords, which must not be written to storage. */
+  private readonly pending = new PendingInput();
 
   constructor(private readonly options: ConnectionOptions) {
     this.shell = loadShell(options.sessionId);
@@ -85,13 +88,13 @@ export class TerminalConnection {
   sendInput(data: string | Uint8Array<ArrayBuffer>): void {
     if (this.finished) return;
     const bytes = typeof data === 'string' ? this.encoder.encode(data) : data;
-    if (this.attached && this.socket?.readyState === WebSocket.OPEN) {
-      this.socket.send(bytes);
-    } else if (this.heldBytes + bytes.byteLength <= HELD_INPUT_MAX) {
-      this.held.push(bytes);
-      this.heldBytes += bytes.byteLength;
-    } else {
+    if (!this.pending.fits(bytes.byteLength)) {
       this.options.onStatus({ kind: 'input-refused', bytes: bytes.byteLength });
+    } else if (this.attached && this.socket?.readyState === WebSocket.OPEN) {
+      this.socket.send(bytes);
+      this.pending.sent(bytes);
+    } else {
+      this.pending.hold(bytes);
     }
   }
 
@@ -142,6 +145,8 @@ export class TerminalConnection {
   private control(message: TerminalServerMessage): void {
     switch (message.type) {
       case 'attached': {
+        // A socket's later `attached` (the output skipped ahead) says nothing new of input.
+        const first = !this.attached;
         if (message.reset || message.offset >= this.offset) {
           if (message.reset) this.options.sink.reset();
           this.offset = message.offset;
@@ -149,7 +154,9 @@ export class TerminalConnection {
         } else {
           this.skip = this.offset - message.offset;
         }
+        let unconfirmed = 0;
         if (message.shell && message.shell !== this.shell) {
+          if (this.shell) unconfirmed += this.pending.otherShell();
           this.shell = message.shell;
           saveShell(this.options.sessionId, message.shell);
         }
@@ -160,9 +167,13 @@ export class TerminalConnection {
         // The size may have changed while the socket was opening.
         const { cols, rows } = this.options.size();
         this.resize(cols, rows);
-        this.sendHeld();
+        if (first) unconfirmed += this.resend(message.input);
+        if (unconfirmed > 0) this.options.onStatus({ kind: 'input-refused', bytes: unconfirmed, unconfirmed: true });
         break;
       }
+      case 'input':
+        this.pending.acknowledged(message.end);
+        break;
       case 'state':
         if (ENDED_STATES.has(message.state)) {
           this.finished = true;
@@ -191,17 +202,16 @@ export class TerminalConnection {
     }
   }
 
-  private sendHeld(): void {
-    const held = this.held;
-    this.held = [];
-    this.heldBytes = 0;
-    for (const bytes of held) this.sendInput(bytes as Uint8Array<ArrayBuffer>);
+  /** On a new socket: what the shell did not take (it has `input` bytes), then what is held. */
+  private resend(input: number): number {
+    const { send, unconfirmed } = this.pending.attached(input);
+    for (const bytes of send) this.socket?.send(bytes as Uint8Array<ArrayBuffer>);
+    return unconfirmed;
   }
 
   private forgetShell(): void {
     this.shell = undefined;
-    this.held = [];
-    this.heldBytes = 0;
+    this.pending.clear();
     forgetShell(this.options.sessionId);
   }
 
