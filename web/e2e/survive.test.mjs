@@ -1,13 +1,15 @@
 // Shells that survive, in the web terminal: the server is killed (SIGKILL) while the shell
 // prints a counter every 10 ms, and started again on the same data; the agent keeps the
 // shell, links again, the browser re-attaches by itself, and the output it received is
-// contiguous — no number missing or repeated. A line typed while the server was down is held
-// by the page and delivered once.
+// contiguous — no number missing or repeated. Meanwhile the page types numbered lines without
+// pause, from before the kill until after the re-attach: every one reaches the shell once, in
+// order — those typed while the server was down (held by the page), and those the page had
+// sent that the dying server had not passed on (sent again from the shell's own count).
 //
 //   POSTERN_BIN=target/debug/postern node --test web/e2e/survive.test.mjs
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
@@ -17,11 +19,12 @@ import { apiClient, freePort, launchChromium, start, stopAll, transcript, waitFo
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const postern = process.env.POSTERN_BIN ? resolve(process.env.POSTERN_BIN) : join(repoRoot, 'target/debug/postern');
 const WAIT_MS = 30_000;
-// A counter every 10 ms until a line is typed (read, not an interrupt: bash may take an
-// interrupt twice and drop what is typed meanwhile). `read -t 0` only asks whether a line
-// is there: a `read` with a timeout may lose what it read when the timeout fires.
-const COUNTER =
-  'i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); echo c$i; if read -t 0; then read -r line; echo "stopped-by-$line"; break; fi; sleep 0.01; done';
+// A counter every 10 ms; each typed line is appended to `file`, until the line `halt` (read,
+// not an interrupt: bash may take an interrupt twice and drop what is typed meanwhile).
+// `read -t 0` only asks whether a line is there: a `read` with a timeout may lose what it read
+// when the timeout fires. No echo: typed keys would split the counter's lines on the screen.
+const counterInto = (file) =>
+  `stty -echo; i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); echo c$i; while read -t 0; do read -r line; if [ "$line" = halt ]; then break 2; fi; echo "$line" >> ${file}; done; sleep 0.01; done; stty echo; echo "stopped-by-$line"`;
 
 /** Resolves once `probe()` answers truthy (asked every 100 ms), or fails saying `what`. */
 async function until(probe, what, timeoutMs = WAIT_MS) {
@@ -101,17 +104,30 @@ test('the web terminal keeps its shell through a server killed and started again
     await page.goto(`${url}/terminal/${session.id}`);
     await until(async () => /[$#] $/.test(received), 'a prompt');
     await page.locator('.xterm-screen').click();
-    await page.keyboard.type(COUNTER);
+    const typedFile = join(base, 'typed');
+    await page.keyboard.type(counterInto(typedFile));
     await page.keyboard.press('Enter');
     await until(async () => counter(received).length >= 30, 'the counter running');
     const before = counter(received).at(-1);
+    const shellGot = async () => (await readFile(typedFile, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+
+    // Numbered lines, one key at a time, without pause until told to stop.
+    let typing = true;
+    let typed = 0;
+    const typist = (async () => {
+      while (typing) {
+        typed += 1;
+        await page.keyboard.type(`k${typed}`);
+        await page.keyboard.press('Enter');
+      }
+    })();
+    await until(async () => (await shellGot()).length >= 20, 'the shell taking typed lines');
 
     server.child.kill('SIGKILL');
     await waitForExit(server);
     // The page says it lost the shell; what is typed now is held until it is back.
     await page.getByRole('status').filter({ hasText: /reconnecting|out of reach/ }).waitFor();
-    await page.keyboard.type('halt');
-    await page.keyboard.press('Enter');
+    const typedWhileDown = typed;
     server = start('server again', postern, serverArgs);
     await waitForOutput(server, /agent gateway:/);
     api = await apiClient(url, 'admin', password);
@@ -124,13 +140,30 @@ test('the web terminal keeps its shell through a server killed and started again
     );
     assertContiguous(received);
     assert.ok(sockets.at(-1).url.includes('shell='), `the page named its shell: ${sockets.at(-1).url}`);
+    // Typing went on after the re-attach, and the shell took it.
+    const reattachedAt = typed;
+    await until(async () => (await shellGot()).includes(`k${reattachedAt + 20}`), 'lines typed after the re-attach');
+    typing = false;
+    await typist;
+    await page.keyboard.type('halt');
+    await page.keyboard.press('Enter');
 
-    // The line typed while the server was down stopped the counter, once; then a command
-    // typed now runs once.
+    // Every line the page typed reached the shell once, in order: before the kill, in flight
+    // when the server died, while it was down, after it came back.
     await until(async () => /stopped-by-halt\r\n[^]*[$#] $/.test(received), 'the prompt after the typed line').catch(
       (error) => assert.fail(`${error.message}; the terminal's last output: ${JSON.stringify(received.slice(-300))}`),
     );
-    assert.equal(received.split('stopped-by-halt').length - 1, 1, 'the line typed while down arrived once');
+    assert.equal(received.split('stopped-by-halt').length - 1, 1, 'the halt line arrived once');
+    const got = await shellGot();
+    const expected = Array.from({ length: typed }, (_, i) => `k${i + 1}`);
+    const missing = expected.filter((line) => !got.includes(line));
+    const extra = got.filter((line, i) => got.indexOf(line) !== i || !expected.includes(line));
+    assert.ok(typedWhileDown > 20 && typed > typedWhileDown, `typed ${typedWhileDown} lines before the restart, ${typed} in all`);
+    assert.deepEqual(
+      got,
+      expected,
+      `the shell got ${got.length} of ${typed} typed lines; missing ${JSON.stringify(missing)}, repeated or garbled ${JSON.stringify(extra)}`,
+    );
     await page.keyboard.type('echo typed-$((6*7))');
     await page.keyboard.press('Enter');
     await until(async () => received.includes('typed-42\r\n'), 'the command typed after the restart').catch((error) =>
