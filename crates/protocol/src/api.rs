@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::facts::AgentFacts;
-use crate::session::{SessionId, SessionState};
+use crate::session::{AgentId, SessionId, SessionState};
 use crate::status::AgentStatus;
 
 mod fleet;
@@ -166,7 +166,8 @@ impl fmt::Debug for PasswordRequest {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AgentView {
-    pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: AgentId,
     pub name: String,
     pub did: String,
     pub status: AgentStatus,
@@ -336,7 +337,8 @@ impl fmt::Display for EventKind {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct EventAgent {
-    pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: AgentId,
     pub name: String,
     pub did: String,
 }

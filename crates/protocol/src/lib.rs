@@ -24,7 +24,7 @@ pub use codec::{ControlCodec, Frame, FrameError, MAX_FRAME_LEN};
 pub use control::{AgentMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage};
 pub use did::{AgentDid, DidError};
 pub use facts::AgentFacts;
-pub use session::{SessionEvent, SessionId, SessionState};
+pub use session::{AgentId, SessionEvent, SessionId, SessionState};
 pub use status::AgentStatus;
 pub use token::EnrollmentToken;
 

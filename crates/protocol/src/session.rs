@@ -52,6 +52,41 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// An agent's id: made by the server at enrollment (32 lowercase hex digits), it names the
+/// agent in sessions, events and the fleet's views, and never changes (its name may). Not
+/// checked when read: ids come from the store as the server made them, and the API names an
+/// agent by a reference (id, name or DID prefix) that the server resolves to its record.
+/// Serialized as the bare string; schemas show it as one (`schema(value_type = String)` on
+/// each field), so the API document reads as it did when ids were strings.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AgentId(String);
+
+impl AgentId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Ids as stored or sent (the server makes random ones; tests name agents freely).
+impl From<String> for AgentId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for AgentId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
@@ -226,6 +261,22 @@ pub fn transition(
 mod tests {
     use super::*;
     use SessionState as S;
+
+    /// Typed ids change no message: an agent's id reads and writes as the bare string it was.
+    #[test]
+    fn agent_ids_travel_as_bare_strings() {
+        let agent = crate::api::EventAgent {
+            id: AgentId::from("0123abcd"),
+            name: "pi".into(),
+            did: "did:key:z6Mk".into(),
+        };
+        let json = r#"{"id":"0123abcd","name":"pi","did":"did:key:z6Mk"}"#;
+        assert_eq!(serde_json::to_string(&agent).unwrap(), json);
+        let back: crate::api::EventAgent = serde_json::from_str(json).unwrap();
+        assert_eq!(back, agent);
+        assert_eq!(back.id.as_str(), "0123abcd");
+        assert_eq!(back.id.to_string(), "0123abcd");
+    }
 
     /// The full table: every state against every event.
     #[test]

@@ -9,7 +9,7 @@ use postern_protocol::api::{CreatedToken, EventKind, TokenView};
 use crate::auth::secret;
 use crate::clock::now_ms;
 use crate::events::EventBus;
-use crate::store::{Actor, Store, StoreError, TokenRecord};
+use crate::store::{Actor, Store, StoreError, TokenId, TokenRecord};
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -31,7 +31,7 @@ pub enum TokenError {
 
 pub fn view(t: TokenRecord) -> TokenView {
     TokenView {
-        id: t.id,
+        id: t.id.to_string(),
         created_by: t.created_by,
         created_at: t.created_at,
         expires_at: t.expires_at,
@@ -72,7 +72,7 @@ impl EnrollmentTokens {
         let secret = secret::new_secret("pet");
         let now = now_ms();
         let record = TokenRecord {
-            id: secret::new_id()[..12].to_owned(),
+            id: TokenId::random(),
             created_by: actor.to_string(),
             created_at: now,
             expires_at: now + ttl.as_millis() as i64,
@@ -108,12 +108,13 @@ impl EnrollmentTokens {
             .collect())
     }
 
-    pub async fn revoke(&self, actor: &Actor, id: &str) -> Result<TokenView, TokenError> {
+    /// Revokes the token whose id is `id_prefix` or starts with it (one token only).
+    pub async fn revoke(&self, actor: &Actor, id_prefix: &str) -> Result<TokenView, TokenError> {
         let token = self
             .store
-            .revoke_token(id, now_ms())
+            .revoke_token(id_prefix, now_ms())
             .await?
-            .ok_or_else(|| TokenError::NotFound(id.to_owned()))?;
+            .ok_or_else(|| TokenError::NotFound(id_prefix.to_owned()))?;
         self.events
             .publish(
                 EventKind::TokenRevoked,

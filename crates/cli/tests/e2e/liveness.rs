@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use postern_protocol::SessionState;
 use postern_protocol::api::{EventKind, EventView, Liveness, PresenceChanges};
+use postern_protocol::{AgentId, SessionState};
 
 use crate::harness::{TestAgent, TestServer, approved, eventually};
 use crate::link_proxy::Proxy;
@@ -141,7 +141,7 @@ async fn presence_changes(server: &TestServer, since: Option<&str>) -> PresenceC
     serde_json::from_value(body).unwrap()
 }
 
-fn changes_of(changes: &PresenceChanges) -> Vec<(String, bool, Liveness)> {
+fn changes_of(changes: &PresenceChanges) -> Vec<(AgentId, bool, Liveness)> {
     changes
         .agents
         .iter()

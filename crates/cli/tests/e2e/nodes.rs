@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use postern_protocol::SessionState;
 use postern_protocol::api::{AgentCounts, AgentView, EventKind, Liveness, PresenceChanges};
+use postern_protocol::{AgentId, SessionState};
 use postern_server::ServerConfig;
 use reqwest::Method;
 use serde_json::json;
@@ -52,7 +52,7 @@ async fn listed(node: &TestServer, online: bool) -> BTreeSet<String> {
 }
 
 /// The ids of the online agents in a full presence list (no cursor).
-async fn present(node: &TestServer) -> BTreeSet<String> {
+async fn present(node: &TestServer) -> BTreeSet<AgentId> {
     let (status, body) = node
         .call(
             Method::GET,

@@ -4,6 +4,8 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::session::AgentId;
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
@@ -31,7 +33,8 @@ pub struct AgentCounts {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AgentPresence {
-    pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: AgentId,
     pub last_seen: i64,
     pub liveness: Liveness,
 }
@@ -70,7 +73,8 @@ impl fmt::Display for Liveness {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct PresenceChange {
-    pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: AgentId,
     pub online: bool,
     /// Unix milliseconds: when the link came up or was last heard from before it went down.
     pub last_seen: i64,

@@ -30,7 +30,7 @@ fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
         remote_addr: agent
             .remote_addr
             .filter(|_| caller.user.role == Role::Admin),
-        id: agent.id,
+        id: agent.id.into(),
         name: agent.name,
         did: agent.did,
         status: agent.status,
@@ -125,7 +125,7 @@ pub async fn presence(
         online
             .into_iter()
             .map(|(id, last_seen, liveness)| AgentPresence {
-                id,
+                id: id.into(),
                 last_seen,
                 liveness,
             })
@@ -162,7 +162,7 @@ pub async fn presence_changes(
             .entries
             .into_iter()
             .map(|e| PresenceChange {
-                id: e.id,
+                id: e.id.into(),
                 online: e.online,
                 last_seen: e.last_seen,
                 liveness: e.liveness,

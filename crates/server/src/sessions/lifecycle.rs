@@ -164,7 +164,7 @@ impl Lifecycle {
         };
         Ok(SessionView {
             agent: EventAgent {
-                id: session.agent_id.clone(),
+                id: session.agent_id.clone().into(),
                 name: agent.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
                 did: agent.map(|a| a.did).unwrap_or_default(),
             },

@@ -19,7 +19,7 @@ macro_rules! token_store {
                          (id, token_hash, created_by, created_at, expires_at, max_uses, uses) \
                          VALUES ($1, $2, $3, $4, $5, $6, 0)",
                     )
-                    .bind(&token.id)
+                    .bind(token.id.as_str())
                     .bind(token_hash)
                     .bind(&token.created_by)
                     .bind(token.created_at)
@@ -42,9 +42,9 @@ macro_rules! token_store {
                     .collect()
                 }
 
-                async fn revoke_token(&self, id: &str, now: i64) -> StoreResult<Option<TokenRecord>> {
+                async fn revoke_token(&self, id_prefix: &str, now: i64) -> StoreResult<Option<TokenRecord>> {
                     let mut tx = self.write_tx().await?;
-                    let prefix = format!("{}%", id.replace(['%', '_'], ""));
+                    let prefix = format!("{}%", id_prefix.replace(['%', '_'], ""));
                     let rows = sqlx::query(&format!(
                         "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE id LIKE $1 LIMIT 2"
                     ))
@@ -59,7 +59,7 @@ macro_rules! token_store {
                         "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
                     )
                     .bind(now)
-                    .bind(&token.id)
+                    .bind(token.id.as_str())
                     .execute(&mut *tx)
                     .await?;
                     tx.commit().await?;

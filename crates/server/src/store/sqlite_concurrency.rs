@@ -25,7 +25,7 @@ async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
 
 fn token(id: String) -> TokenRecord {
     TokenRecord {
-        id,
+        id: id.into(),
         created_by: "admin".into(),
         created_at: 0,
         expires_at: i64::MAX,
@@ -104,7 +104,7 @@ async fn revokes_racing_creates_never_fail() {
     assert!(
         tokens
             .iter()
-            .filter(|t| t.id.starts_with("old"))
+            .filter(|t| t.id.as_str().starts_with("old"))
             .all(|t| t.revoked)
     );
 }

@@ -1,13 +1,51 @@
 //! Enrollment tokens: only their hash is stored, and each use is taken by one conditional
 //! write, so concurrent enrollments never take more than `max_uses`.
 
+use std::fmt;
+
 use async_trait::async_trait;
 
 use super::{StoreError, StoreResult};
+use crate::auth::secret;
+
+/// An enrollment token's id: 12 hex digits, shown in lists and events and named to revoke
+/// it (by the whole id or a unique prefix). Server-only: the API shows it as a string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TokenId(String);
+
+impl TokenId {
+    /// A fresh id for a new token.
+    pub fn random() -> Self {
+        Self(secret::new_id()[..12].to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Ids as stored (tests name tokens freely; the server makes random ones).
+impl From<String> for TokenId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for TokenId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+impl fmt::Display for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct TokenRecord {
-    pub id: String,
+    pub id: TokenId,
     pub created_by: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -31,8 +69,9 @@ pub enum TokenUse {
 pub trait TokenStore: Send + Sync {
     async fn insert_token(&self, token: &TokenRecord, token_hash: &str) -> StoreResult<()>;
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
-    /// Revokes by id or unique id prefix; returns the revoked token.
-    async fn revoke_token(&self, id: &str, now: i64) -> StoreResult<Option<TokenRecord>>;
+    /// Revokes by id or unique id prefix (text as given, not a `TokenId`); returns the
+    /// revoked token.
+    async fn revoke_token(&self, id_prefix: &str, now: i64) -> StoreResult<Option<TokenRecord>>;
     /// Takes one use of the token, atomically, if it is valid at `now`.
     async fn use_token(&self, token_hash: &str, now: i64) -> StoreResult<TokenUse>;
 }
@@ -65,7 +104,7 @@ impl TryFrom<TokenRow> for TokenRecord {
             max_uses: count("max_uses", row.max_uses)?,
             uses: count("uses", row.uses)?,
             revoked: row.revoked_at.is_some(),
-            id: row.id,
+            id: TokenId(row.id),
             created_by: row.created_by,
             created_at: row.created_at,
             expires_at: row.expires_at,
