@@ -7,7 +7,7 @@ use std::sync::Arc;
 use postern_protocol::api::EventKind;
 use postern_protocol::control::StatusUpdate;
 use postern_protocol::enrollment::Enrollment;
-use postern_protocol::{AgentStatus, ServerMessage};
+use postern_protocol::{AgentId, AgentStatus, ServerMessage};
 
 use crate::auth::secret;
 use crate::clock::now_ms;
@@ -177,7 +177,7 @@ impl Agents {
                 .unwrap_or(&facts.hostname),
         );
         let mut agent = AgentRecord {
-            id: secret::new_id(),
+            id: AgentId::from(secret::new_id()),
             did: did.to_owned(),
             name: wanted.clone(),
             ssh_public_key: ssh_key.to_owned(),
@@ -323,7 +323,13 @@ impl Agents {
 
     /// The agents matching a search and filters, one page of them (see `fleet.rs`).
     pub async fn query(&self, query: &AgentQuery) -> Result<AgentPage, AgentError> {
-        let filter = query.filter(|| self.links.online_ids());
+        let filter = query.filter(|| {
+            self.links
+                .online_ids()
+                .into_iter()
+                .map(AgentId::from)
+                .collect()
+        });
         Ok(self.store.find_agents(&filter).await?)
     }
 
@@ -380,7 +386,7 @@ impl Agents {
         } else {
             LinkCommand::send(message)
         };
-        self.links.command(&agent.id, command)
+        self.links.command(agent.id.as_str(), command)
     }
 }
 
@@ -433,7 +439,7 @@ mod tests {
         let reference = reference.trim();
         if let Some(exact) = all
             .iter()
-            .find(|a| a.id == reference || a.name == reference || a.did == reference)
+            .find(|a| a.id.as_str() == reference || a.name == reference || a.did == reference)
         {
             return Ok(exact.name.clone());
         }
@@ -482,7 +488,7 @@ mod tests {
                 id: if *name == "web" {
                     "pi-kitchen2".into()
                 } else {
-                    format!("id-{i}")
+                    format!("id-{i}").into()
                 },
                 did: format!("did:key:z6Mk{}{i}", if i < 3 { "A" } else { "B" }),
                 name: (*name).into(),

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
+use postern_protocol::AgentId;
 use postern_protocol::api::{EventKind, Liveness};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -120,7 +121,8 @@ impl Cluster {
             self.store.wake(Topic::Links);
         }
         for agent in gone {
-            self.offline(&agent, "link lost: its node restarted").await;
+            self.offline(agent.as_str(), "link lost: its node restarted")
+                .await;
         }
         Ok(())
     }
@@ -135,7 +137,7 @@ impl Cluster {
     /// An agent's link came up on this node.
     pub async fn link_up(&self, agent_id: &str) {
         let link = LinkRecord {
-            agent_id: agent_id.to_owned(),
+            agent_id: agent_id.into(),
             node: self.node.clone(),
             connected_at: now_ms(),
             liveness: Liveness::Online,
@@ -152,7 +154,7 @@ impl Cluster {
     pub async fn link_liveness(&self, agent_id: &str, liveness: Liveness) {
         match self
             .store
-            .link_liveness(agent_id, &self.node, liveness)
+            .link_liveness(&AgentId::from(agent_id), &self.node, liveness)
             .await
         {
             Ok(true) => self.store.wake(Topic::Links),
@@ -165,7 +167,11 @@ impl Cluster {
 
     /// An agent's link on this node ended, last heard from at `last_seen`.
     pub async fn link_down(&self, agent_id: &str, last_seen: i64) {
-        match self.store.link_down(agent_id, &self.node, last_seen).await {
+        match self
+            .store
+            .link_down(&AgentId::from(agent_id), &self.node, last_seen)
+            .await
+        {
             Ok(true) => self.store.wake(Topic::Links),
             Ok(false) => {}
             Err(error) => {
@@ -348,12 +354,13 @@ impl Cluster {
         self.store.wake(Topic::Links);
         self.store.wake(Topic::Sessions);
         for agent in agents {
-            self.offline(&agent, "link lost: its node was lost").await;
+            self.offline(agent.as_str(), "link lost: its node was lost")
+                .await;
         }
     }
 
     async fn offline(&self, agent_id: &str, detail: &str) {
-        match self.store.agent_by_id(agent_id).await {
+        match self.store.agent_by_id(&AgentId::from(agent_id)).await {
             Ok(Some(agent)) => {
                 self.events
                     .publish(
@@ -373,7 +380,12 @@ impl Cluster {
     /// time to count from next.
     async fn flush_last_seen(&self, since: i64) -> i64 {
         let now = now_ms();
-        let seen = self.links.seen_since(since);
+        let seen: Vec<(AgentId, i64)> = self
+            .links
+            .seen_since(since)
+            .into_iter()
+            .map(|(id, time)| (AgentId::from(id), time))
+            .collect();
         if seen.is_empty() {
             return now;
         }
@@ -465,7 +477,7 @@ mod tests {
             .take_over_node(me.node(), row.heartbeat_at)
             .await
             .unwrap();
-        assert_eq!(taken, Some(vec!["a1".to_owned()]));
+        assert_eq!(taken, Some(vec![AgentId::from("a1")]));
 
         // Its next heartbeat finds that out: it registers again and writes its links again.
         me.heartbeat().await;

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use postern_protocol::AgentStatus;
 use postern_protocol::api::{EventKind, EventView};
+use postern_protocol::{AgentId, AgentStatus};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +58,7 @@ fn decided(event: &EventView) -> Option<&str> {
 /// Tells the agent's link its status as stored now (not as the event says: a later decision
 /// may have followed).
 async fn tell(agents: &Agents, store: &Arc<dyn Store>, agent_id: &str) {
-    match store.agent_by_id(agent_id).await {
+    match store.agent_by_id(&AgentId::from(agent_id)).await {
         Ok(Some(agent)) => {
             if agents.tell_link(&agent) && agent.status == AgentStatus::Revoked {
                 tracing::info!(agent = %agent.name, "revoked on another node: link closed");

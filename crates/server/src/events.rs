@@ -228,7 +228,7 @@ pub fn view(record: EventRecord) -> EventView {
         kind: e.kind,
         actor: e.actor.to_string(),
         agent: e.agent.map(|a| EventAgent {
-            id: a.id.into(),
+            id: a.id,
             name: a.name,
             did: a.did,
         }),

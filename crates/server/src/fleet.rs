@@ -9,7 +9,7 @@
 //! pages the set may change (agents come and go); the keyset cursor (the last name) still
 //! never repeats an agent nor skips one that matched all along.
 
-use postern_protocol::AgentStatus;
+use postern_protocol::{AgentId, AgentStatus};
 
 use crate::store::{AgentFilter, AgentTally, IdSet};
 
@@ -29,7 +29,7 @@ pub struct AgentQuery {
 impl AgentQuery {
     /// The store's filter; `connected` is asked for the online agents' ids only when the
     /// query filters on the connection.
-    pub fn filter(&self, connected: impl FnOnce() -> Vec<String>) -> AgentFilter {
+    pub fn filter(&self, connected: impl FnOnce() -> Vec<AgentId>) -> AgentFilter {
         AgentFilter {
             search: self.search.clone(),
             status: self.status,

@@ -191,15 +191,15 @@ impl LinkRegistry {
         let mut log = self.log();
         let mut next: HashMap<String, Remote> = HashMap::with_capacity(links.len());
         for link in links {
-            let changed = match remote.get(&link.agent_id) {
+            let changed = match remote.get(link.agent_id.as_str()) {
                 Some(was) if was.liveness == link.liveness => was.changed,
                 // A link of this node hides the other node's row: nothing changes for readers.
-                _ if local.contains_key(&link.agent_id) => 0,
+                _ if local.contains_key(link.agent_id.as_str()) => 0,
                 Some(_) => log.changed(),
-                None => log.up(&link.agent_id),
+                None => log.up(link.agent_id.as_str()),
             };
             next.insert(
-                link.agent_id,
+                link.agent_id.to_string(),
                 Remote {
                     liveness: link.liveness,
                     connected_at: link.connected_at,
@@ -317,7 +317,7 @@ impl LinkRegistry {
         self.lock()
             .iter()
             .map(|(id, link)| LinkRecord {
-                agent_id: id.clone(),
+                agent_id: id.as_str().into(),
                 node: node.clone(),
                 connected_at: link.connected_at,
                 liveness: link.liveness(),

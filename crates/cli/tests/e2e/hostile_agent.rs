@@ -71,10 +71,7 @@ async fn an_agent_s_escapes_and_forged_lines_are_cleaned_where_the_server_takes_
     let store = server.store().await;
     let mut stale = agent.facts.clone();
     stale.logins = vec!["-oProxyCommand=sh".into()];
-    store
-        .update_agent_facts(agent.id.as_str(), &stale)
-        .await
-        .unwrap();
+    store.update_agent_facts(&agent.id, &stale).await.unwrap();
     let (status, body) = server.start_session("hostile", &server.admin_token).await;
     assert_eq!(status, 201, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();

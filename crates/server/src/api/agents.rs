@@ -21,16 +21,16 @@ use crate::store::AgentRecord;
 
 fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
     let links = state.services.agents.links();
-    let liveness = links.liveness(&agent.id);
+    let liveness = links.liveness(agent.id.as_str());
     AgentView {
         online: liveness != Liveness::Offline,
         liveness,
-        last_seen: links.last_seen(&agent.id).or(agent.last_seen),
+        last_seen: links.last_seen(agent.id.as_str()).or(agent.last_seen),
         // A device's address is for administrators only.
         remote_addr: agent
             .remote_addr
             .filter(|_| caller.user.role == Role::Admin),
-        id: agent.id.into(),
+        id: agent.id,
         name: agent.name,
         did: agent.did,
         status: agent.status,
@@ -232,8 +232,8 @@ pub async fn revoke(
         state
             .services
             .sessions
-            .end_for_agent(&record.id, EndReason::AgentRevoked, &caller.actor())
+            .end_for_agent(record.id.as_str(), EndReason::AgentRevoked, &caller.actor())
             .await;
     }
-    decide(state, caller, record.id, AgentStatus::Revoked).await
+    decide(state, caller, record.id.to_string(), AgentStatus::Revoked).await
 }

@@ -47,7 +47,7 @@ impl Directory for StoreDirectory {
     // The node the store records as holding the agent's link; none: the agent is offline.
     async fn link_candidates(&self, me: &NodeId, agent_id: &str) -> StoreResult<Vec<Peer>> {
         let links = self.store.list_links().await?;
-        let Some(link) = links.iter().find(|l| l.agent_id == agent_id) else {
+        let Some(link) = links.iter().find(|l| l.agent_id.as_str() == agent_id) else {
             return Ok(Vec::new());
         };
         if link.node == *me {

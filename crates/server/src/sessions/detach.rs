@@ -80,7 +80,7 @@ impl Sessions {
             return;
         }
         let filter = SessionFilter {
-            agent_id: Some(agent_id.to_owned()),
+            agent_id: Some(agent_id.into()),
             ..Default::default()
         };
         let Ok(sessions) = self.lifecycle.list(&filter).await else {
@@ -122,7 +122,7 @@ impl Sessions {
         let listed: HashSet<SessionId> = kept.iter().cloned().collect();
         for id in kept {
             let session = match self.lifecycle.find(&id).await {
-                Ok(Some(s)) if s.agent_id == agent_id => s,
+                Ok(Some(s)) if s.agent_id.as_str() == agent_id => s,
                 Ok(Some(_)) => {
                     tracing::warn!(session = %id, "an agent listed another agent's session");
                     continue;
@@ -155,7 +155,7 @@ impl Sessions {
         }
         // Detached sessions the agent no longer has.
         let filter = SessionFilter {
-            agent_id: Some(agent_id.to_owned()),
+            agent_id: Some(agent_id.into()),
             state: Some(SessionState::Detached),
             ..Default::default()
         };
@@ -224,7 +224,7 @@ impl Sessions {
         let Ok(Some(session)) = self.lifecycle.find(id).await else {
             return;
         };
-        if session.agent_id != agent_id {
+        if session.agent_id.as_str() != agent_id {
             tracing::warn!(session = %id, "an agent reported another agent's shells");
             return;
         }

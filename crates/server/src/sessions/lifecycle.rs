@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use postern_protocol::api::{EventAgent, EventKind, SessionStep, SessionView};
 use postern_protocol::session::{DETACHED_BY_NODE_LOSS, transition};
-use postern_protocol::{SessionEvent, SessionId, SessionState};
+use postern_protocol::{AgentId, SessionEvent, SessionId, SessionState};
 
 use super::{EndReason, SessionError};
 use crate::auth::secret;
@@ -122,7 +122,10 @@ impl Lifecycle {
         agent_id: &str,
         kept: &[SessionId],
     ) -> Result<(), SessionError> {
-        Ok(self.store.set_shells_kept(agent_id, kept).await?)
+        Ok(self
+            .store
+            .set_shells_kept(&AgentId::from(agent_id), kept)
+            .await?)
     }
 
     pub async fn get(&self, id: &str) -> Result<SessionRecord, SessionError> {
@@ -164,7 +167,7 @@ impl Lifecycle {
         };
         Ok(SessionView {
             agent: EventAgent {
-                id: session.agent_id.clone().into(),
+                id: session.agent_id.clone(),
                 name: agent.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
                 did: agent.map(|a| a.did).unwrap_or_default(),
             },

@@ -184,7 +184,7 @@ impl Sessions {
         }
         // The node holding the agent's link sends `start_ssh` and times the start; when no
         // node does, the agent is offline here as everywhere: this node times it.
-        if self.runtime.is_online(&agent.id) || !self.start_elsewhere(&session).await {
+        if self.runtime.is_online(agent.id.as_str()) || !self.start_elsewhere(&session).await {
             self.start_here(&session);
         }
         Ok((session, true))
@@ -195,7 +195,7 @@ impl Sessions {
     /// in time.
     fn start_here(self: &Arc<Self>, session: &SessionRecord) {
         self.runtime.send(
-            &session.agent_id,
+            session.agent_id.as_str(),
             ServerMessage::StartSsh {
                 session: session.id.clone(),
             },
@@ -218,7 +218,7 @@ impl Sessions {
             return;
         };
         let reason = match session.state {
-            SessionState::Requested if !self.runtime.is_online(&session.agent_id) => {
+            SessionState::Requested if !self.runtime.is_online(session.agent_id.as_str()) => {
                 EndReason::AgentOffline
             }
             SessionState::Requested => EndReason::NoAnswer,
@@ -231,7 +231,7 @@ impl Sessions {
     /// The agent's link came up: it gets every request that waited for it.
     pub async fn link_up(&self, agent_id: &str) {
         let filter = SessionFilter {
-            agent_id: Some(agent_id.to_owned()),
+            agent_id: Some(agent_id.into()),
             state: Some(SessionState::Requested),
             ..Default::default()
         };
@@ -252,7 +252,7 @@ impl Sessions {
     pub async fn end_for_agent(&self, agent_id: &str, reason: EndReason, actor: &Actor) {
         self.end_open(
             SessionFilter {
-                agent_id: Some(agent_id.to_owned()),
+                agent_id: Some(agent_id.into()),
                 ..Default::default()
             },
             reason,
@@ -289,7 +289,7 @@ impl Sessions {
         let Ok(Some(session)) = self.lifecycle.find(id).await else {
             return;
         };
-        if session.agent_id != agent_id {
+        if session.agent_id.as_str() != agent_id {
             tracing::warn!(session = %id, "an agent answered for another agent's session");
             return;
         }
@@ -335,7 +335,7 @@ impl Sessions {
             .await
             .map_err(|e| failed(&e))?
             .ok_or_else(|| refused(format!("no session {id}")))?;
-        if session.agent_id != agent_id {
+        if session.agent_id.as_str() != agent_id {
             return Err(refused(format!("session {id} belongs to another agent")));
         }
         // The agent's `accepted` may still be in flight on the control channel; this

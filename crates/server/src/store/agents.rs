@@ -4,7 +4,7 @@
 //! fleet of 10,000 agents is read a page at a time and never loaded whole to be filtered.
 
 use async_trait::async_trait;
-use postern_protocol::AgentStatus;
+use postern_protocol::{AgentId, AgentStatus};
 
 use super::{AgentRecord, StoreResult};
 
@@ -16,8 +16,8 @@ pub const MAX_PAGE: u32 = 1000;
 /// connected lives in memory, in the link registry).
 #[derive(Clone, Debug)]
 pub enum IdSet {
-    In(Vec<String>),
-    NotIn(Vec<String>),
+    In(Vec<AgentId>),
+    NotIn(Vec<AgentId>),
 }
 
 #[derive(Clone, Debug, Default)]

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use postern_protocol::api::EventKind;
-use postern_protocol::{SessionId, SessionState};
+use postern_protocol::{AgentId, SessionId, SessionState};
 
 use super::{StoreError, StoreResult, UserRecord};
 
@@ -74,7 +74,7 @@ pub struct NewEvent {
 
 #[derive(Clone, Debug)]
 pub struct EventAgentRef {
-    pub id: String,
+    pub id: AgentId,
     pub name: String,
     pub did: String,
 }
@@ -121,7 +121,7 @@ impl TryFrom<EventRow> for EventRecord {
             StoreError::Corrupt(format!("events.{what}: {e}"))
         };
         let agent = row.agent_id.map(|id| EventAgentRef {
-            id,
+            id: id.into(),
             name: row.agent_name.unwrap_or_default(),
             did: row.agent_did.unwrap_or_default(),
         });

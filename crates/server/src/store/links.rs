@@ -5,6 +5,7 @@
 //! ends and in one batched statement per interval (`store_last_seen`).
 
 use async_trait::async_trait;
+use postern_protocol::AgentId;
 use postern_protocol::api::Liveness;
 
 use super::{StoreError, StoreResult};
@@ -17,7 +18,7 @@ pub const LAST_SEEN_BATCH: usize = 1000;
 /// An agent's link as the store knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkRecord {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// The node that holds it.
     pub node: NodeId,
     pub connected_at: i64,
@@ -50,7 +51,7 @@ impl TryFrom<LinkRow> for LinkRecord {
             }
         };
         Ok(Self {
-            agent_id: row.agent_id,
+            agent_id: row.agent_id.into(),
             node,
             connected_at: row.connected_at,
             liveness,
@@ -65,18 +66,23 @@ pub trait LinkStore: Send + Sync {
     /// A liveness change of a link `node` holds; false when `node` no longer holds it.
     async fn link_liveness(
         &self,
-        agent_id: &str,
+        agent_id: &AgentId,
         node: &NodeId,
         liveness: Liveness,
     ) -> StoreResult<bool>;
     /// The link `node` held ended: the agent's `last_seen` is stored, and its row removed if
     /// `node` still holds it (a newer link on another node stays). True when it was removed.
-    async fn link_down(&self, agent_id: &str, node: &NodeId, last_seen: i64) -> StoreResult<bool>;
+    async fn link_down(
+        &self,
+        agent_id: &AgentId,
+        node: &NodeId,
+        last_seen: i64,
+    ) -> StoreResult<bool>;
     /// Every link row, of live and dead nodes alike.
     async fn list_links(&self) -> StoreResult<Vec<LinkRecord>>;
     /// Removes every row of `node` (at its start: the links of its last run are gone).
     /// Returns the agents whose rows went.
-    async fn clear_node_links(&self, node: &NodeId) -> StoreResult<Vec<String>>;
+    async fn clear_node_links(&self, node: &NodeId) -> StoreResult<Vec<AgentId>>;
     /// Takes a dead node over, once: removes its `nodes` row if its heartbeat is still
     /// `heartbeat_at` (compare-and-set, so of several survivors exactly one wins), and its
     /// link rows with it, in one transaction. `Some(agents whose rows went)` to the winner,
@@ -85,9 +91,9 @@ pub trait LinkStore: Send + Sync {
         &self,
         node: &NodeId,
         heartbeat_at: i64,
-    ) -> StoreResult<Option<Vec<String>>>;
+    ) -> StoreResult<Option<Vec<AgentId>>>;
     /// Stores the agents' `last_seen` times: one statement per `LAST_SEEN_BATCH` agents.
-    async fn store_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()>;
+    async fn store_last_seen(&self, seen: &[(AgentId, i64)]) -> StoreResult<()>;
 }
 
 /// `UPDATE agents SET last_seen = CASE id WHEN $1 THEN $2 … END WHERE id IN ($1, …)` for

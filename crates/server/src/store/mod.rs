@@ -43,7 +43,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use postern_protocol::{AgentFacts, AgentStatus};
+use postern_protocol::{AgentFacts, AgentId, AgentStatus};
 
 pub use agents::{AgentFilter, AgentPage, AgentSearch, AgentTally, IdSet, PrefixMatch};
 pub use cluster::{
@@ -123,7 +123,7 @@ pub async fn open_with(
 
 #[derive(Clone, Debug)]
 pub struct AgentRecord {
-    pub id: String,
+    pub id: AgentId,
     pub did: String,
     pub name: String,
     pub ssh_public_key: String,
@@ -162,21 +162,21 @@ pub trait Store:
     async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
     async fn agent_by_ssh_key(&self, ssh_public_key: &str) -> StoreResult<Option<AgentRecord>>;
     async fn agent_by_did(&self, did: &str) -> StoreResult<Option<AgentRecord>>;
-    async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>>;
+    async fn agent_by_id(&self, id: &AgentId) -> StoreResult<Option<AgentRecord>>;
     async fn agent_name_taken(&self, name: &str) -> StoreResult<bool>;
     async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>>;
     async fn count_agents(&self, status: AgentStatus) -> StoreResult<u64>;
     async fn set_agent_status(
         &self,
-        id: &str,
+        id: &AgentId,
         status: AgentStatus,
         by: &str,
         now: i64,
     ) -> StoreResult<()>;
-    async fn update_agent_facts(&self, id: &str, facts: &AgentFacts) -> StoreResult<()>;
+    async fn update_agent_facts(&self, id: &AgentId, facts: &AgentFacts) -> StoreResult<()>;
     async fn update_agent_seen(
         &self,
-        id: &str,
+        id: &AgentId,
         last_seen: i64,
         remote_addr: Option<&str>,
     ) -> StoreResult<()>;

@@ -125,7 +125,8 @@ impl PgStore {
                 IdSet::In(ids) => (" AND id = ANY(", ids),
                 IdSet::NotIn(ids) => (" AND NOT id = ANY(", ids),
             };
-            qb.push(op).push_bind(ids.clone()).push(")");
+            let ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+            qb.push(op).push_bind(ids).push(")");
         }
         Ok(())
     }

@@ -71,7 +71,7 @@ pub const AGENT_COLUMNS: &str =
 
 pub fn agent_from_row(row: &impl Columns) -> StoreResult<AgentRecord> {
     Ok(AgentRecord {
-        id: row.text("id")?,
+        id: row.text("id")?.into(),
         did: row.text("did")?,
         name: row.text("name")?,
         ssh_public_key: row.text("ssh_public_key")?,

@@ -3,7 +3,7 @@
 //! index: both hold however many tasks or nodes write at once.
 
 use async_trait::async_trait;
-use postern_protocol::{SessionId, SessionState};
+use postern_protocol::{AgentId, SessionId, SessionState};
 
 use super::{NewEvent, StoreResult, UserId};
 use crate::node::NodeId;
@@ -11,7 +11,7 @@ use crate::node::NodeId;
 #[derive(Clone, Debug)]
 pub struct SessionRecord {
     pub id: SessionId,
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub user_id: UserId,
     pub user_name: String,
     pub state: SessionState,
@@ -37,7 +37,7 @@ pub struct TransitionRecord {
 
 #[derive(Clone, Debug, Default)]
 pub struct SessionFilter {
-    pub agent_id: Option<String>,
+    pub agent_id: Option<AgentId>,
     pub user_id: Option<UserId>,
     pub state: Option<SessionState>,
     /// Newest first, at most this many.
@@ -99,7 +99,7 @@ pub trait SessionStore: Send + Sync {
     /// Records which open sessions of `agent_id` the agent keeps shells for (`kept`, its
     /// latest `Kept`): those are marked, its other sessions are not. Writes only what changed;
     /// ids of other agents' sessions are ignored.
-    async fn set_shells_kept(&self, agent_id: &str, kept: &[SessionId]) -> StoreResult<()>;
+    async fn set_shells_kept(&self, agent_id: &AgentId, kept: &[SessionId]) -> StoreResult<()>;
 }
 
 /// A session row as any database returns it: the columns in plain types, turned into a
@@ -148,7 +148,7 @@ impl TryFrom<SessionRow> for SessionRecord {
                 .node_id
                 .map(|n| NodeId::parse(&n).ok_or_else(|| corrupt("sessions.node_id", &n)))
                 .transpose()?,
-            agent_id: row.agent_id,
+            agent_id: AgentId::from(row.agent_id),
             user_id: UserId::from(row.user_id),
             user_name: row.user_name,
             reason: row.reason,

@@ -113,7 +113,7 @@ macro_rules! agent_store {
     ($store:ty) => {
         const _: () = {
             use async_trait::async_trait;
-            use postern_protocol::{AgentFacts, AgentStatus};
+            use postern_protocol::{AgentFacts, AgentId, AgentStatus};
             use sqlx::QueryBuilder;
             use $crate::store::agents::{
                 AgentFilter, AgentPage, AgentSearch, AgentTally, MAX_PAGE, PrefixMatch,
@@ -130,7 +130,7 @@ macro_rules! agent_store {
                     sqlx::query(&format!(
                         "INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                     ))
-                    .bind(&agent.id)
+                    .bind(agent.id.as_str())
                     .bind(&agent.did)
                     .bind(&agent.name)
                     .bind(&agent.ssh_public_key)
@@ -153,8 +153,8 @@ macro_rules! agent_store {
                     self.agent_where("did", did).await
                 }
 
-                async fn agent_by_id(&self, id: &str) -> StoreResult<Option<AgentRecord>> {
-                    self.agent_where("id", id).await
+                async fn agent_by_id(&self, id: &AgentId) -> StoreResult<Option<AgentRecord>> {
+                    self.agent_where("id", id.as_str()).await
                 }
 
                 async fn agent_name_taken(&self, name: &str) -> StoreResult<bool> {
@@ -185,7 +185,7 @@ macro_rules! agent_store {
 
                 async fn set_agent_status(
                     &self,
-                    id: &str,
+                    id: &AgentId,
                     status: AgentStatus,
                     by: &str,
                     now: i64,
@@ -196,17 +196,17 @@ macro_rules! agent_store {
                     .bind(status.as_str())
                     .bind(by)
                     .bind(now)
-                    .bind(id)
+                    .bind(id.as_str())
                     .execute(&self.pool)
                     .await?;
                     Ok(())
                 }
 
-                async fn update_agent_facts(&self, id: &str, facts: &AgentFacts) -> StoreResult<()> {
+                async fn update_agent_facts(&self, id: &AgentId, facts: &AgentFacts) -> StoreResult<()> {
                     let facts = serde_json::to_string(facts).map_err(|e| corrupt("facts", e))?;
                     sqlx::query("UPDATE agents SET facts = $1 WHERE id = $2")
                         .bind(facts)
-                        .bind(id)
+                        .bind(id.as_str())
                         .execute(&self.pool)
                         .await?;
                     Ok(())
@@ -214,7 +214,7 @@ macro_rules! agent_store {
 
                 async fn update_agent_seen(
                     &self,
-                    id: &str,
+                    id: &AgentId,
                     last_seen: i64,
                     remote_addr: Option<&str>,
                 ) -> StoreResult<()> {
@@ -224,7 +224,7 @@ macro_rules! agent_store {
                     )
                     .bind(last_seen)
                     .bind(remote_addr)
-                    .bind(id)
+                    .bind(id.as_str())
                     .execute(&self.pool)
                     .await?;
                     Ok(())

@@ -8,6 +8,7 @@ macro_rules! link_store {
     ($store:ty) => {
         const _: () = {
             use async_trait::async_trait;
+            use postern_protocol::AgentId;
             use postern_protocol::api::Liveness;
             use sqlx::Row;
 
@@ -25,7 +26,7 @@ macro_rules! link_store {
                          VALUES ($1, $2, $3, $4) ON CONFLICT (agent_id) DO UPDATE \
                          SET node_id = $2, connected_at = $3, liveness = $4",
                     )
-                    .bind(&link.agent_id)
+                    .bind(link.agent_id.as_str())
                     .bind(link.node.as_str())
                     .bind(link.connected_at)
                     .bind(link.liveness.as_str())
@@ -36,14 +37,14 @@ macro_rules! link_store {
 
                 async fn link_liveness(
                     &self,
-                    agent_id: &str,
+                    agent_id: &AgentId,
                     node: &NodeId,
                     liveness: Liveness,
                 ) -> StoreResult<bool> {
                     let done = sqlx::query(
                         "UPDATE agent_links SET liveness = $3 WHERE agent_id = $1 AND node_id = $2",
                     )
-                    .bind(agent_id)
+                    .bind(agent_id.as_str())
                     .bind(node.as_str())
                     .bind(liveness.as_str())
                     .execute(&self.pool)
@@ -53,19 +54,19 @@ macro_rules! link_store {
 
                 async fn link_down(
                     &self,
-                    agent_id: &str,
+                    agent_id: &AgentId,
                     node: &NodeId,
                     last_seen: i64,
                 ) -> StoreResult<bool> {
                     let mut tx = self.write_tx().await?;
                     sqlx::query("UPDATE agents SET last_seen = $2 WHERE id = $1")
-                        .bind(agent_id)
+                        .bind(agent_id.as_str())
                         .bind(last_seen)
                         .execute(&mut *tx)
                         .await?;
                     let done =
                         sqlx::query("DELETE FROM agent_links WHERE agent_id = $1 AND node_id = $2")
-                            .bind(agent_id)
+                            .bind(agent_id.as_str())
                             .bind(node.as_str())
                             .execute(&mut *tx)
                             .await?;
@@ -89,20 +90,21 @@ macro_rules! link_store {
                         .collect()
                 }
 
-                async fn clear_node_links(&self, node: &NodeId) -> StoreResult<Vec<String>> {
-                    Ok(sqlx::query_scalar(
+                async fn clear_node_links(&self, node: &NodeId) -> StoreResult<Vec<AgentId>> {
+                    let agents: Vec<String> = sqlx::query_scalar(
                         "DELETE FROM agent_links WHERE node_id = $1 RETURNING agent_id",
                     )
                     .bind(node.as_str())
                     .fetch_all(&self.pool)
-                    .await?)
+                    .await?;
+                    Ok(agents.into_iter().map(AgentId::from).collect())
                 }
 
                 async fn take_over_node(
                     &self,
                     node: &NodeId,
                     heartbeat_at: i64,
-                ) -> StoreResult<Option<Vec<String>>> {
+                ) -> StoreResult<Option<Vec<AgentId>>> {
                     let mut tx = self.write_tx().await?;
                     let won = sqlx::query("DELETE FROM nodes WHERE id = $1 AND heartbeat_at = $2")
                         .bind(node.as_str())
@@ -121,15 +123,15 @@ macro_rules! link_store {
                     .fetch_all(&mut *tx)
                     .await?;
                     tx.commit().await?;
-                    Ok(Some(agents))
+                    Ok(Some(agents.into_iter().map(AgentId::from).collect()))
                 }
 
-                async fn store_last_seen(&self, seen: &[(String, i64)]) -> StoreResult<()> {
+                async fn store_last_seen(&self, seen: &[(AgentId, i64)]) -> StoreResult<()> {
                     for batch in seen.chunks(LAST_SEEN_BATCH) {
                         let statement = last_seen_statement(batch.len());
                         let mut query = sqlx::query(&statement);
                         for (id, time) in batch {
-                            query = query.bind(id).bind(*time);
+                            query = query.bind(id.as_str()).bind(*time);
                         }
                         query.execute(&self.pool).await?;
                     }

@@ -8,7 +8,7 @@ macro_rules! session_store {
     ($store:ty) => {
         const _: () = {
             use async_trait::async_trait;
-            use postern_protocol::SessionId;
+            use postern_protocol::{AgentId, SessionId};
             use $crate::node::NodeId;
             use $crate::store::rows::{Columns, is_unique_violation, session_from_row};
             use $crate::store::sessions::{
@@ -30,7 +30,7 @@ macro_rules! session_store {
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                     ))
                     .bind(s.id.as_str())
-                    .bind(&s.agent_id)
+                    .bind(s.agent_id.as_str())
                     .bind(s.user_id.as_str())
                     .bind(&s.user_name)
                     .bind(s.state.as_str())
@@ -150,7 +150,7 @@ macro_rules! session_store {
                          AND ($3 IS NULL OR state = $3) \
                          ORDER BY created_at DESC, id LIMIT $4"
                     ))
-                    .bind(&f.agent_id)
+                    .bind(f.agent_id.as_ref().map(AgentId::as_str))
                     .bind(f.user_id.as_ref().map(UserId::as_str))
                     .bind(f.state.map(|s| s.as_str()))
                     .bind(i64::from(if f.limit == 0 { 500 } else { f.limit }))
@@ -174,12 +174,12 @@ macro_rules! session_store {
                     .collect()
                 }
 
-                async fn set_shells_kept(&self, agent_id: &str, kept: &[SessionId]) -> StoreResult<()> {
+                async fn set_shells_kept(&self, agent_id: &AgentId, kept: &[SessionId]) -> StoreResult<()> {
                     let mut tx = self.write_tx().await?;
                     let marked: Vec<String> = sqlx::query(
                         "SELECT id FROM sessions WHERE agent_id = $1 AND shells_kept = 1",
                     )
-                    .bind(agent_id)
+                    .bind(agent_id.as_str())
                     .fetch_all(&mut *tx)
                     .await?
                     .iter()
@@ -199,7 +199,7 @@ macro_rules! session_store {
                              AND state NOT IN ('stopped', 'failed')",
                         )
                         .bind(*id)
-                        .bind(agent_id)
+                        .bind(agent_id.as_str())
                         .execute(&mut *tx)
                         .await?;
                     }

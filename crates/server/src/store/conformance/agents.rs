@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use postern_protocol::api::EventKind;
-use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
+use postern_protocol::{AgentFacts, AgentId, AgentStatus, SessionId, SessionState};
 
 use crate::store::{
     Actor, AgentFilter, AgentPage, AgentRecord, AgentTally, IdSet, PrefixMatch, SessionInsert,
@@ -13,7 +13,7 @@ use crate::store::{
 
 pub fn agent(name: &str, status: AgentStatus, os: &str) -> AgentRecord {
     AgentRecord {
-        id: format!("id-{name}"),
+        id: format!("id-{name}").into(),
         did: format!("did:key:z6Mk{name}"),
         name: name.into(),
         ssh_public_key: format!("ssh-ed25519 {name}"),
@@ -104,9 +104,9 @@ pub async fn search_covers_name_hostname_os_and_did_prefix<S: Store>(store: Arc<
 pub async fn status_and_id_sets_filter_in_the_same_query_as_the_page<S: Store>(store: Arc<S>) {
     fleet(&*store).await;
     let store = &*store;
-    let online: Vec<String> = ["01", "11", "21", "15"]
+    let online: Vec<AgentId> = ["01", "11", "21", "15"]
         .iter()
-        .map(|i| format!("id-edge-{i}"))
+        .map(|i| AgentId::from(format!("id-edge-{i}")))
         .collect();
     let find = |filter: AgentFilter| {
         let store = &store;
@@ -158,7 +158,7 @@ pub async fn the_tally_counts_statuses_and_agents_with_open_sessions<S: Store>(s
     fleet(&*store).await;
     let store = &*store;
     store
-        .set_agent_status("id-edge-01", AgentStatus::Revoked, "admin", 1)
+        .set_agent_status(&"id-edge-01".into(), AgentStatus::Revoked, "admin", 1)
         .await
         .unwrap();
     // Two open sessions on one agent count it once; an ended one does not count.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
+use postern_protocol::AgentId;
 use postern_protocol::api::Liveness;
 
 use super::{RACERS, agent};
@@ -11,7 +12,7 @@ use crate::node::NodeId;
 use crate::store::links::LAST_SEEN_BATCH;
 use crate::store::{LinkRecord, Store};
 
-fn link(agent_id: &str, node: &NodeId, at: i64) -> LinkRecord {
+fn link(agent_id: impl Into<AgentId>, node: &NodeId, at: i64) -> LinkRecord {
     LinkRecord {
         agent_id: agent_id.into(),
         node: node.clone(),
@@ -31,15 +32,15 @@ pub async fn a_link_is_its_latest_nodes_and_only_that_node_changes_it<S: Store>(
     // nothing.
     s.link_up(&link("a1", &two, 20)).await.unwrap();
     assert!(
-        !s.link_liveness("a1", &one, Liveness::NotResponding)
+        !s.link_liveness(&"a1".into(), &one, Liveness::NotResponding)
             .await
             .unwrap()
     );
-    assert!(!s.link_down("a1", &one, 15).await.unwrap());
+    assert!(!s.link_down(&"a1".into(), &one, 15).await.unwrap());
     assert_eq!(s.list_links().await.unwrap(), [link("a1", &two, 20)]);
 
     assert!(
-        s.link_liveness("a1", &two, Liveness::NotResponding)
+        s.link_liveness(&"a1".into(), &two, Liveness::NotResponding)
             .await
             .unwrap()
     );
@@ -47,10 +48,14 @@ pub async fn a_link_is_its_latest_nodes_and_only_that_node_changes_it<S: Store>(
         s.list_links().await.unwrap()[0].liveness,
         Liveness::NotResponding
     );
-    assert!(s.link_down("a1", &two, 30).await.unwrap());
+    assert!(s.link_down(&"a1".into(), &two, 30).await.unwrap());
     assert!(s.list_links().await.unwrap().is_empty());
     assert_eq!(
-        s.agent_by_id("a1").await.unwrap().unwrap().last_seen,
+        s.agent_by_id(&"a1".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen,
         Some(30)
     );
 }
@@ -64,7 +69,7 @@ pub async fn a_restarted_node_clears_only_its_own_links<S: Store>(store: Arc<S>)
     }
     let mut cleared = s.clear_node_links(&one).await.unwrap();
     cleared.sort();
-    assert_eq!(cleared, ["a1", "a2"]);
+    assert_eq!(cleared, [AgentId::from("a1"), AgentId::from("a2")]);
     assert_eq!(s.list_links().await.unwrap(), [link("a3", &two, 1)]);
 }
 
@@ -75,7 +80,7 @@ pub async fn last_seen_is_stored_in_batches<S: Store>(store: Arc<S>) {
     for i in 0..n {
         let id = format!("a{i:05}");
         agent(s, &id).await;
-        seen.push((id, 1_000 + i as i64));
+        seen.push((AgentId::from(id), 1_000 + i as i64));
     }
     s.store_last_seen(&seen).await.unwrap();
     s.store_last_seen(&[]).await.unwrap();
@@ -105,7 +110,7 @@ pub async fn racing_survivors_take_a_dead_node_over_once<S: Store>(store: Arc<S>
         let dead = dead.clone();
         tokio::spawn(async move { store.take_over_node(&dead, 200).await.unwrap() })
     });
-    let won: Vec<Vec<String>> = join_all(racers)
+    let won: Vec<Vec<AgentId>> = join_all(racers)
         .await
         .into_iter()
         .filter_map(|r| r.unwrap())
@@ -113,7 +118,7 @@ pub async fn racing_survivors_take_a_dead_node_over_once<S: Store>(store: Arc<S>
     assert_eq!(won.len(), 1, "exactly one survivor takes the node over");
     let mut agents = won[0].clone();
     agents.sort();
-    assert_eq!(agents, ["a1", "a2"]);
+    assert_eq!(agents, [AgentId::from("a1"), AgentId::from("a2")]);
     assert_eq!(s.list_links().await.unwrap(), [link("a3", &alive, 1)]);
     let nodes: Vec<String> = s
         .list_nodes()

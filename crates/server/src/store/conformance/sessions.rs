@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use postern_protocol::api::EventKind;
-use postern_protocol::{SessionId, SessionState};
+use postern_protocol::{AgentId, SessionId, SessionState};
 
 use super::{RACERS, agent};
 use crate::node::NodeId;
@@ -12,7 +12,7 @@ use crate::store::{
     Actor, NewEvent, SessionChange, SessionInsert, SessionRecord, Store, TransitionRecord,
 };
 
-fn session(n: usize, agent_id: &str, node: Option<&NodeId>) -> SessionRecord {
+fn session(n: usize, agent_id: impl Into<AgentId>, node: Option<&NodeId>) -> SessionRecord {
     SessionRecord {
         id: SessionId::parse(&format!("{n:032x}")).unwrap(),
         agent_id: agent_id.into(),
@@ -404,7 +404,7 @@ pub async fn shells_kept_marks_the_listed_sessions_of_the_agent_only<S: Store>(s
 
     store
         .set_shells_kept(
-            "a1",
+            &"a1".into(),
             &[mine[0].id.clone(), mine[1].id.clone(), theirs.id.clone()],
         )
         .await
@@ -414,13 +414,13 @@ pub async fn shells_kept_marks_the_listed_sessions_of_the_agent_only<S: Store>(s
         [mine[0].id.clone(), mine[1].id.clone()]
     );
     store
-        .set_shells_kept("a1", &[mine[1].id.clone(), mine[2].id.clone()])
+        .set_shells_kept(&"a1".into(), &[mine[1].id.clone(), mine[2].id.clone()])
         .await
         .unwrap();
     assert_eq!(
         kept(all.clone()).await,
         [mine[1].id.clone(), mine[2].id.clone()]
     );
-    store.set_shells_kept("a1", &[]).await.unwrap();
+    store.set_shells_kept(&"a1".into(), &[]).await.unwrap();
     assert!(kept(all).await.is_empty());
 }
