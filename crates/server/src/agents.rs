@@ -323,13 +323,7 @@ impl Agents {
 
     /// The agents matching a search and filters, one page of them (see `fleet.rs`).
     pub async fn query(&self, query: &AgentQuery) -> Result<AgentPage, AgentError> {
-        let filter = query.filter(|| {
-            self.links
-                .online_ids()
-                .into_iter()
-                .map(AgentId::from)
-                .collect()
-        });
+        let filter = query.filter(|| self.links.online_ids());
         Ok(self.store.find_agents(&filter).await?)
     }
 
@@ -386,7 +380,7 @@ impl Agents {
         } else {
             LinkCommand::send(message)
         };
-        self.links.command(agent.id.as_str(), command)
+        self.links.command(&agent.id, command)
     }
 }
 

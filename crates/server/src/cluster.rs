@@ -121,8 +121,7 @@ impl Cluster {
             self.store.wake(Topic::Links);
         }
         for agent in gone {
-            self.offline(agent.as_str(), "link lost: its node restarted")
-                .await;
+            self.offline(&agent, "link lost: its node restarted").await;
         }
         Ok(())
     }
@@ -135,9 +134,9 @@ impl Cluster {
     }
 
     /// An agent's link came up on this node.
-    pub async fn link_up(&self, agent_id: &str) {
+    pub async fn link_up(&self, agent_id: &AgentId) {
         let link = LinkRecord {
-            agent_id: agent_id.into(),
+            agent_id: agent_id.clone(),
             node: self.node.clone(),
             connected_at: now_ms(),
             liveness: Liveness::Online,
@@ -151,10 +150,10 @@ impl Cluster {
     }
 
     /// An agent's link on this node answers again, or stopped answering.
-    pub async fn link_liveness(&self, agent_id: &str, liveness: Liveness) {
+    pub async fn link_liveness(&self, agent_id: &AgentId, liveness: Liveness) {
         match self
             .store
-            .link_liveness(&AgentId::from(agent_id), &self.node, liveness)
+            .link_liveness(agent_id, &self.node, liveness)
             .await
         {
             Ok(true) => self.store.wake(Topic::Links),
@@ -166,12 +165,8 @@ impl Cluster {
     }
 
     /// An agent's link on this node ended, last heard from at `last_seen`.
-    pub async fn link_down(&self, agent_id: &str, last_seen: i64) {
-        match self
-            .store
-            .link_down(&AgentId::from(agent_id), &self.node, last_seen)
-            .await
-        {
+    pub async fn link_down(&self, agent_id: &AgentId, last_seen: i64) {
+        match self.store.link_down(agent_id, &self.node, last_seen).await {
             Ok(true) => self.store.wake(Topic::Links),
             Ok(false) => {}
             Err(error) => {
@@ -354,13 +349,12 @@ impl Cluster {
         self.store.wake(Topic::Links);
         self.store.wake(Topic::Sessions);
         for agent in agents {
-            self.offline(agent.as_str(), "link lost: its node was lost")
-                .await;
+            self.offline(&agent, "link lost: its node was lost").await;
         }
     }
 
-    async fn offline(&self, agent_id: &str, detail: &str) {
-        match self.store.agent_by_id(&AgentId::from(agent_id)).await {
+    async fn offline(&self, agent_id: &AgentId, detail: &str) {
+        match self.store.agent_by_id(agent_id).await {
             Ok(Some(agent)) => {
                 self.events
                     .publish(
@@ -380,12 +374,7 @@ impl Cluster {
     /// time to count from next.
     async fn flush_last_seen(&self, since: i64) -> i64 {
         let now = now_ms();
-        let seen: Vec<(AgentId, i64)> = self
-            .links
-            .seen_since(since)
-            .into_iter()
-            .map(|(id, time)| (AgentId::from(id), time))
-            .collect();
+        let seen = self.links.seen_since(since);
         if seen.is_empty() {
             return now;
         }
@@ -467,9 +456,14 @@ mod tests {
         let me = node(store.clone()).await;
         me.register(None).await.unwrap();
         let (commands, _inbox) = mpsc::channel(1);
-        me.links
-            .register("a1", commands, None, SessionUse::Logins, Cut::default());
-        me.link_up("a1").await;
+        me.links.register(
+            &"a1".into(),
+            commands,
+            None,
+            SessionUse::Logins,
+            Cut::default(),
+        );
+        me.link_up(&"a1".into()).await;
 
         // Another node found this one stale and took it over: its row and links are gone.
         let row = store.list_nodes().await.unwrap().remove(0);

@@ -47,18 +47,18 @@ pub async fn follow(
 }
 
 /// The agent an event records a decision on.
-fn decided(event: &EventView) -> Option<&str> {
+fn decided(event: &EventView) -> Option<&AgentId> {
     matches!(
         event.kind,
         EventKind::AgentApproved | EventKind::AgentRejected | EventKind::AgentRevoked
     )
-    .then_some(event.agent.as_ref()?.id.as_str())
+    .then_some(&event.agent.as_ref()?.id)
 }
 
 /// Tells the agent's link its status as stored now (not as the event says: a later decision
 /// may have followed).
-async fn tell(agents: &Agents, store: &Arc<dyn Store>, agent_id: &str) {
-    match store.agent_by_id(&AgentId::from(agent_id)).await {
+async fn tell(agents: &Agents, store: &Arc<dyn Store>, agent_id: &AgentId) {
+    match store.agent_by_id(agent_id).await {
         Ok(Some(agent)) => {
             if agents.tell_link(&agent) && agent.status == AgentStatus::Revoked {
                 tracing::info!(agent = %agent.name, "revoked on another node: link closed");
@@ -67,7 +67,7 @@ async fn tell(agents: &Agents, store: &Arc<dyn Store>, agent_id: &str) {
         Ok(None) => {}
         Err(e) => {
             // The link stays until the store answers: say so loudly, it may be revoked.
-            tracing::error!(error = %e, agent = agent_id, "could not read an agent's decision for its link");
+            tracing::error!(error = %e, agent = %agent_id, "could not read an agent's decision for its link");
         }
     }
 }

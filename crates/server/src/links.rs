@@ -16,8 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use postern_protocol::ServerMessage;
 use postern_protocol::api::Liveness;
+use postern_protocol::{AgentId, ServerMessage};
 use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
@@ -124,9 +124,9 @@ struct Remote {
 
 #[derive(Default)]
 pub struct LinkRegistry {
-    links: Mutex<HashMap<String, Link>>,
+    links: Mutex<HashMap<AgentId, Link>>,
     /// Links of other live nodes; taken only while `links` is held.
-    remote: Mutex<HashMap<String, Remote>>,
+    remote: Mutex<HashMap<AgentId, Remote>>,
     generations: AtomicU64,
     policy: LivenessPolicy,
     /// Taken only while `links` is held, so the map and the log change together.
@@ -151,9 +151,9 @@ pub struct Gone {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
     /// Agents that just stopped responding.
-    pub quiet: Vec<String>,
+    pub quiet: Vec<AgentId>,
     /// Agents whose links were just cut for their silence.
-    pub lost: Vec<String>,
+    pub lost: Vec<AgentId>,
 }
 
 impl LinkRegistry {
@@ -169,7 +169,7 @@ impl LinkRegistry {
         self.policy
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Link>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Link>> {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -177,7 +177,7 @@ impl LinkRegistry {
         self.presence.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn remote(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remote>> {
+    fn remote(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Remote>> {
         self.remote.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -189,17 +189,17 @@ impl LinkRegistry {
         let local = self.lock();
         let mut remote = self.remote();
         let mut log = self.log();
-        let mut next: HashMap<String, Remote> = HashMap::with_capacity(links.len());
+        let mut next: HashMap<AgentId, Remote> = HashMap::with_capacity(links.len());
         for link in links {
-            let changed = match remote.get(link.agent_id.as_str()) {
+            let changed = match remote.get(&link.agent_id) {
                 Some(was) if was.liveness == link.liveness => was.changed,
                 // A link of this node hides the other node's row: nothing changes for readers.
-                _ if local.contains_key(link.agent_id.as_str()) => 0,
+                _ if local.contains_key(&link.agent_id) => 0,
                 Some(_) => log.changed(),
-                None => log.up(link.agent_id.as_str()),
+                None => log.up(&link.agent_id),
             };
             next.insert(
-                link.agent_id.to_string(),
+                link.agent_id,
                 Remote {
                     liveness: link.liveness,
                     connected_at: link.connected_at,
@@ -220,7 +220,7 @@ impl LinkRegistry {
     /// previous link's command sender (if any) so the caller can close it.
     pub fn register(
         &self,
-        agent_id: &str,
+        agent_id: &AgentId,
         commands: mpsc::Sender<LinkCommand>,
         heartbeat: Option<Duration>,
         session_use: SessionUse,
@@ -232,7 +232,7 @@ impl LinkRegistry {
         let changed = self.log().up(agent_id);
         let now = now_ms();
         let previous = links.insert(
-            agent_id.to_owned(),
+            agent_id.clone(),
             Link {
                 generation,
                 commands,
@@ -255,7 +255,7 @@ impl LinkRegistry {
     }
 
     /// Removes the link if it is still the registered one; returns how it was if it was.
-    pub fn unregister(&self, agent_id: &str, id: LinkId) -> Option<Gone> {
+    pub fn unregister(&self, agent_id: &AgentId, id: LinkId) -> Option<Gone> {
         let mut links = self.lock();
         if links.get(agent_id).is_some_and(|l| l.generation == id.0) {
             links.remove(agent_id).map(|l| {
@@ -281,7 +281,7 @@ impl LinkRegistry {
     }
 
     /// A sign of life. Returns true if the agent was not responding until now.
-    pub fn touch(&self, agent_id: &str) -> bool {
+    pub fn touch(&self, agent_id: &AgentId) -> bool {
         let mut links = self.lock();
         match links.get_mut(agent_id) {
             Some(link) if !link.lost => {
@@ -296,12 +296,12 @@ impl LinkRegistry {
         }
     }
 
-    pub fn is_online(&self, agent_id: &str) -> bool {
+    pub fn is_online(&self, agent_id: &AgentId) -> bool {
         self.lock().contains_key(agent_id)
     }
 
     /// Whether the agent answers, on whichever live node holds its link.
-    pub fn liveness(&self, agent_id: &str) -> Liveness {
+    pub fn liveness(&self, agent_id: &AgentId) -> Liveness {
         let links = self.lock();
         match links.get(agent_id) {
             Some(link) => link.liveness(),
@@ -317,7 +317,7 @@ impl LinkRegistry {
         self.lock()
             .iter()
             .map(|(id, link)| LinkRecord {
-                agent_id: id.as_str().into(),
+                agent_id: id.clone(),
                 node: node.clone(),
                 connected_at: link.connected_at,
                 liveness: link.liveness(),
@@ -326,7 +326,7 @@ impl LinkRegistry {
     }
 
     /// This node's links heard from since `since` (ms): whose `last_seen` to store.
-    pub fn seen_since(&self, since: i64) -> Vec<(String, i64)> {
+    pub fn seen_since(&self, since: i64) -> Vec<(AgentId, i64)> {
         self.lock()
             .iter()
             .filter(|(_, link)| link.last_seen > since)
@@ -335,19 +335,19 @@ impl LinkRegistry {
     }
 
     /// How the agent's link shows that its sessions are in use (channels when offline).
-    pub fn session_use(&self, agent_id: &str) -> SessionUse {
+    pub fn session_use(&self, agent_id: &AgentId) -> SessionUse {
         self.lock()
             .get(agent_id)
             .map_or(SessionUse::default(), |l| l.session_use)
     }
 
-    pub fn last_seen(&self, agent_id: &str) -> Option<i64> {
+    pub fn last_seen(&self, agent_id: &AgentId) -> Option<i64> {
         self.lock().get(agent_id).map(|l| l.last_seen)
     }
 
     /// Hands a command to the agent's control task; false if the agent is offline or its
     /// link is too backed up to take more (it will get its state again on reconnect).
-    pub fn command(&self, agent_id: &str, command: LinkCommand) -> bool {
+    pub fn command(&self, agent_id: &AgentId, command: LinkCommand) -> bool {
         let sender = self.lock().get(agent_id).map(|l| l.commands.clone());
         match sender {
             Some(s) => s.try_send(command).is_ok(),
@@ -357,7 +357,7 @@ impl LinkRegistry {
 
     /// Every connected agent, on any live node, with the time it was last heard from (for
     /// another node's link: when it came up) and whether it answers.
-    pub fn presence(&self) -> Vec<(String, i64, Liveness)> {
+    pub fn presence(&self) -> Vec<(AgentId, i64, Liveness)> {
         let links = self.lock();
         let remote = self.remote();
         links
@@ -393,10 +393,10 @@ impl LinkRegistry {
     }
 
     /// The ids of the connected agents, on any live node.
-    pub fn online_ids(&self) -> Vec<String> {
+    pub fn online_ids(&self) -> Vec<AgentId> {
         let links = self.lock();
         let remote = self.remote();
-        let mut ids: Vec<String> = links.keys().cloned().collect();
+        let mut ids: Vec<AgentId> = links.keys().cloned().collect();
         ids.extend(remote.keys().filter(|id| !links.contains_key(*id)).cloned());
         ids
     }

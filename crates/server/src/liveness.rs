@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use postern_protocol::AgentId;
 use postern_protocol::api::{EventKind, Liveness};
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +40,7 @@ pub async fn sweep(
         for id in swept.quiet {
             // Written for the other nodes: a liveness change, not a heartbeat.
             cluster.link_liveness(&id, Liveness::NotResponding).await;
-            let agent = match store.agent_by_id(&AgentId::from(id.as_str())).await {
+            let agent = match store.agent_by_id(&id).await {
                 Ok(Some(agent)) => agent,
                 Ok(None) => continue,
                 Err(error) => {

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use postern_protocol::AgentId;
 use postern_protocol::api::Liveness;
 
 use crate::auth::secret;
@@ -23,7 +24,7 @@ pub const MAX_TOMBSTONES: usize = 4096;
 /// One agent's presence as a delta or full list reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PresenceEntry {
-    pub id: String,
+    pub id: AgentId,
     pub online: bool,
     pub last_seen: i64,
     /// Online or not responding while connected; offline otherwise.
@@ -46,10 +47,10 @@ pub struct PresenceLog {
     version: u64,
     /// Deltas since a version below this cannot be answered (tombstones were dropped).
     floor: u64,
-    gone: HashMap<String, (u64, i64)>,
+    gone: HashMap<AgentId, (u64, i64)>,
     /// Tombstones oldest first, to drop the oldest; an entry whose version no longer matches
     /// `gone` was superseded (the agent came back or left again).
-    order: VecDeque<(u64, String)>,
+    order: VecDeque<(u64, AgentId)>,
 }
 
 impl Default for PresenceLog {
@@ -66,7 +67,7 @@ impl Default for PresenceLog {
 
 impl PresenceLog {
     /// The version for a link that just came up (its tombstone, if any, is gone).
-    pub fn up(&mut self, agent_id: &str) -> u64 {
+    pub fn up(&mut self, agent_id: &AgentId) -> u64 {
         self.version += 1;
         self.gone.remove(agent_id);
         self.version
@@ -79,11 +80,11 @@ impl PresenceLog {
     }
 
     /// Records that a link went down.
-    pub fn down(&mut self, agent_id: &str, last_seen: i64) {
+    pub fn down(&mut self, agent_id: &AgentId, last_seen: i64) {
         self.version += 1;
         self.gone
-            .insert(agent_id.to_owned(), (self.version, last_seen));
-        self.order.push_back((self.version, agent_id.to_owned()));
+            .insert(agent_id.clone(), (self.version, last_seen));
+        self.order.push_back((self.version, agent_id.clone()));
         while self.gone.len() > MAX_TOMBSTONES || self.order.len() > 2 * MAX_TOMBSTONES {
             let Some((version, id)) = self.order.pop_front() else {
                 break;
@@ -111,7 +112,7 @@ impl PresenceLog {
     pub fn delta<'a>(
         &self,
         cursor: Option<&str>,
-        online: impl Iterator<Item = (&'a String, u64, i64, Liveness)>,
+        online: impl Iterator<Item = (&'a AgentId, u64, i64, Liveness)>,
     ) -> PresenceDelta {
         let Some(since) = self.since(cursor) else {
             return PresenceDelta {
@@ -160,7 +161,10 @@ mod tests {
     use super::*;
 
     fn delta(log: &PresenceLog, cursor: Option<&str>, online: &[(&str, u64)]) -> PresenceDelta {
-        let ids: Vec<(String, u64)> = online.iter().map(|(i, v)| (i.to_string(), *v)).collect();
+        let ids: Vec<(AgentId, u64)> = online
+            .iter()
+            .map(|(i, v)| (AgentId::from(*i), *v))
+            .collect();
         let mut d = log.delta(
             cursor,
             ids.iter().map(|(i, v)| (i, *v, 7, Liveness::Online)),
@@ -172,8 +176,8 @@ mod tests {
     #[test]
     fn a_delta_lists_only_what_changed_both_ways() {
         let mut log = PresenceLog::default();
-        let a = log.up("a");
-        let b = log.up("b");
+        let a = log.up(&"a".into());
+        let b = log.up(&"b".into());
         let first = delta(&log, None, &[("a", a), ("b", b)]);
         assert!(first.full);
         assert_eq!(first.entries.len(), 2);
@@ -183,8 +187,8 @@ mod tests {
         assert!(!quiet.full && quiet.entries.is_empty());
         assert_eq!(quiet.cursor, first.cursor);
 
-        log.down("a", 5);
-        let c = log.up("c");
+        log.down(&"a".into(), 5);
+        let c = log.up(&"c".into());
         let moved = delta(&log, Some(&first.cursor), &[("b", b), ("c", c)]);
         assert!(!moved.full);
         let got: Vec<(&str, bool)> = moved
@@ -196,7 +200,7 @@ mod tests {
         assert_eq!(moved.entries[0].last_seen, 5);
 
         // Back online: the tombstone goes, only the link is reported.
-        let a2 = log.up("a");
+        let a2 = log.up(&"a".into());
         let back = delta(&log, Some(&moved.cursor), &[("a", a2), ("b", b), ("c", c)]);
         let got: Vec<(&str, bool)> = back
             .entries
@@ -209,7 +213,7 @@ mod tests {
     #[test]
     fn foreign_stale_or_garbled_cursors_get_the_full_list() {
         let mut log = PresenceLog::default();
-        let a = log.up("a");
+        let a = log.up(&"a".into());
         let other = PresenceLog::default();
         for cursor in [
             other.cursor(),
@@ -222,7 +226,7 @@ mod tests {
         }
         let old = log.cursor();
         for i in 0..=MAX_TOMBSTONES {
-            log.down(&format!("x{i}"), 0);
+            log.down(&format!("x{i}").into(), 0);
         }
         assert!(delta(&log, Some(&old), &[("a", a)]).full);
         assert!(log.gone.len() <= MAX_TOMBSTONES);

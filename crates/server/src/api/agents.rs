@@ -21,11 +21,11 @@ use crate::store::AgentRecord;
 
 fn view(state: &AppState, caller: &Caller, agent: AgentRecord) -> AgentView {
     let links = state.services.agents.links();
-    let liveness = links.liveness(agent.id.as_str());
+    let liveness = links.liveness(&agent.id);
     AgentView {
         online: liveness != Liveness::Offline,
         liveness,
-        last_seen: links.last_seen(agent.id.as_str()).or(agent.last_seen),
+        last_seen: links.last_seen(&agent.id).or(agent.last_seen),
         // A device's address is for administrators only.
         remote_addr: agent
             .remote_addr
@@ -125,7 +125,7 @@ pub async fn presence(
         online
             .into_iter()
             .map(|(id, last_seen, liveness)| AgentPresence {
-                id: id.into(),
+                id,
                 last_seen,
                 liveness,
             })
@@ -162,7 +162,7 @@ pub async fn presence_changes(
             .entries
             .into_iter()
             .map(|e| PresenceChange {
-                id: e.id.into(),
+                id: e.id,
                 online: e.online,
                 last_seen: e.last_seen,
                 liveness: e.liveness,
@@ -186,14 +186,14 @@ pub async fn show(
 async fn decide(
     state: AppState,
     caller: Caller,
-    agent: String,
+    reference: String,
     to: AgentStatus,
 ) -> Result<Json<AgentView>, ApiError> {
     caller.require(Role::Admin)?;
     let agent = state
         .services
         .agents
-        .decide(&caller.actor(), &agent, to)
+        .decide(&caller.actor(), &reference, to)
         .await?;
     Ok(Json(view(&state, &caller, agent)))
 }
@@ -232,7 +232,7 @@ pub async fn revoke(
         state
             .services
             .sessions
-            .end_for_agent(record.id.as_str(), EndReason::AgentRevoked, &caller.actor())
+            .end_for_agent(&record.id, EndReason::AgentRevoked, &caller.actor())
             .await;
     }
     decide(state, caller, record.id.to_string(), AgentStatus::Revoked).await

@@ -276,10 +276,7 @@ async fn enroll(
 /// record, for the other nodes), say so, end its sessions (or detach those whose shells it
 /// keeps).
 async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone, kept: &HashSet<SessionId>) {
-    gateway
-        .cluster
-        .link_down(agent.id.as_str(), gone.last_seen)
-        .await;
+    gateway.cluster.link_down(&agent.id, gone.last_seen).await;
     let detail = match gone.lost_after {
         Some(ms) => format!("link lost: no sign of life for {}s", ms / 1000),
         None => "link down".to_owned(),
@@ -288,7 +285,7 @@ async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone, kept: &Ha
         .events
         .publish(EventKind::AgentOffline, &Actor::System, Some(agent), detail)
         .await;
-    gateway.sessions.link_down(agent.id.as_str(), kept).await;
+    gateway.sessions.link_down(&agent.id, kept).await;
 }
 
 fn reply_unexpected(link: &mut Link, got: &AgentMessage, wanted: &str) -> Result<(), End> {
@@ -307,7 +304,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
     let links = gateway.agents.links();
     let (commands, mut inbox) = mpsc::channel(COMMAND_QUEUE);
     let (id, previous) = links.register(
-        agent.id.as_str(),
+        &agent.id,
         commands,
         hello.heartbeat,
         hello.session_use,
@@ -331,13 +328,13 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
             Box::pin(online).await
         }
     }
-    Box::pin(gateway.cluster.link_up(agent.id.as_str())).await;
+    Box::pin(gateway.cluster.link_up(&agent.id)).await;
     let mut status = agent.status;
     if status == AgentStatus::Approved {
-        Box::pin(gateway.sessions.link_up(agent.id.as_str())).await;
+        Box::pin(gateway.sessions.link_up(&agent.id)).await;
         if !hello.keeps_shells {
             // It keeps none: sessions detached while it was away have lost their shells.
-            Box::pin(gateway.sessions.kept(agent.id.as_str(), Vec::new())).await;
+            Box::pin(gateway.sessions.kept(&agent.id, Vec::new())).await;
         }
     }
     // The sessions whose shells the agent keeps, as it last said; None until it first did.
@@ -350,9 +347,9 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
             message = next_message(link) => {
                 let Some(message) = message else { break End::Closed };
                 // Any message is a sign of life; one after silence is a recovery.
-                if links.touch(agent.id.as_str()) {
+                if links.touch(&agent.id) {
                     tracing::info!("agent responding again");
-                    Box::pin(gateway.cluster.link_liveness(agent.id.as_str(), Liveness::Online)).await;
+                    Box::pin(gateway.cluster.link_liveness(&agent.id, Liveness::Online)).await;
                     let online = gateway.events.publish(
                         EventKind::AgentOnline, &Actor::System, Some(agent), "responding again",
                     );
@@ -372,22 +369,22 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
                         }
                     }
                     AgentMessage::Session { session, reply } if status == AgentStatus::Approved => {
-                        Box::pin(gateway.sessions.agent_reply(agent.id.as_str(), &session, reply.sanitized())).await;
+                        Box::pin(gateway.sessions.agent_reply(&agent.id, &session, reply.sanitized())).await;
                     }
                     AgentMessage::Kept { sessions } if status == AgentStatus::Approved && hello.keeps_shells => {
                         // Recorded first, for a survivor should this node be lost meanwhile.
-                        Box::pin(gateway.sessions.shells_kept(agent.id.as_str(), &sessions)).await;
+                        Box::pin(gateway.sessions.shells_kept(&agent.id, &sessions)).await;
                         let now: HashSet<SessionId> = sessions.iter().cloned().collect();
                         // The first list (right after enrolling) decides what resumes.
                         if kept.replace(now).is_none() {
-                            Box::pin(gateway.sessions.kept(agent.id.as_str(), sessions)).await;
+                            Box::pin(gateway.sessions.kept(&agent.id, sessions)).await;
                         }
                     }
                     AgentMessage::GraceExpired { session } if status == AgentStatus::Approved => {
-                        Box::pin(gateway.sessions.grace_expired(agent.id.as_str(), &session)).await;
+                        Box::pin(gateway.sessions.grace_expired(&agent.id, &session)).await;
                     }
                     AgentMessage::Logins { session, count } if status == AgentStatus::Approved => {
-                        if !gateway.sessions.logins(agent.id.as_str(), &session, count) && link.complaints.allow() {
+                        if !gateway.sessions.logins(&agent.id, &session, count) && link.complaints.allow() {
                             tracing::warn!(%session, "an agent reported logins of another agent's session");
                         }
                     }
@@ -424,7 +421,7 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
         }
     };
 
-    if let Some(gone) = links.unregister(agent.id.as_str(), id) {
+    if let Some(gone) = links.unregister(&agent.id, id) {
         Box::pin(link_down(gateway, agent, gone, &kept.unwrap_or_default())).await;
     }
     end

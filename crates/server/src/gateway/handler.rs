@@ -294,11 +294,7 @@ async fn forward(
         tracing::info!("refused tcpip-forward from an agent that is not approved");
         return None;
     };
-    match gateway
-        .sessions
-        .forward(agent.id.as_str(), &address, handle)
-        .await
-    {
+    match gateway.sessions.forward(&agent.id, &address, handle).await {
         Ok(bound) => Some(bound),
         Err(why) => {
             tracing::warn!(agent = %agent.name, %why, "refused tcpip-forward");

@@ -2,6 +2,10 @@
 
 use super::*;
 
+fn agent(id: &str) -> AgentId {
+    AgentId::from(id)
+}
+
 fn registry() -> LinkRegistry {
     LinkRegistry::new(
         LivenessPolicy {
@@ -18,40 +22,55 @@ fn silence_makes_a_link_not_responding_then_lost_and_a_heartbeat_recovers_it() {
     let links = registry();
     let (commands, _inbox) = mpsc::channel(1);
     let cut = Cut::default();
-    let (id, _) = links.register("a", commands, None, SessionUse::Channels, cut.clone());
-    let seen = links.last_seen("a").unwrap();
+    let (id, _) = links.register(
+        &agent("a"),
+        commands,
+        None,
+        SessionUse::Channels,
+        cut.clone(),
+    );
+    let seen = links.last_seen(&agent("a")).unwrap();
     assert_eq!(links.sweep(seen + 30_000), Swept::default());
-    assert_eq!(links.liveness("a"), Liveness::Online);
+    assert_eq!(links.liveness(&agent("a")), Liveness::Online);
     let swept = links.sweep(seen + 30_001);
-    assert_eq!(swept.quiet, vec!["a".to_owned()]);
-    assert_eq!(links.liveness("a"), Liveness::NotResponding);
+    assert_eq!(swept.quiet, vec![agent("a")]);
+    assert_eq!(links.liveness(&agent("a")), Liveness::NotResponding);
     // Reported once.
     assert_eq!(links.sweep(seen + 31_000), Swept::default());
-    assert!(links.touch("a"), "a heartbeat after silence is a recovery");
-    assert!(!links.touch("a"));
-    assert_eq!(links.liveness("a"), Liveness::Online);
+    assert!(
+        links.touch(&agent("a")),
+        "a heartbeat after silence is a recovery"
+    );
+    assert!(!links.touch(&agent("a")));
+    assert_eq!(links.liveness(&agent("a")), Liveness::Online);
 
-    let seen = links.last_seen("a").unwrap();
+    let seen = links.last_seen(&agent("a")).unwrap();
     let swept = links.sweep(seen + 40_001);
-    assert_eq!(swept.lost, vec!["a".to_owned()]);
+    assert_eq!(swept.lost, vec![agent("a")]);
     assert!(cut.is_cut());
-    assert!(!links.touch("a"), "a lost link stays lost");
-    let gone = links.unregister("a", id).unwrap();
+    assert!(!links.touch(&agent("a")), "a lost link stays lost");
+    let gone = links.unregister(&agent("a"), id).unwrap();
     assert_eq!(gone.lost_after, Some(40_000));
-    assert_eq!(links.liveness("a"), Liveness::Offline);
+    assert_eq!(links.liveness(&agent("a")), Liveness::Offline);
 }
 
 #[test]
 fn liveness_changes_are_presence_changes() {
     let links = registry();
     let (commands, _inbox) = mpsc::channel(1);
-    links.register("a", commands, None, SessionUse::Channels, Cut::default());
+    links.register(
+        &agent("a"),
+        commands,
+        None,
+        SessionUse::Channels,
+        Cut::default(),
+    );
     let start = links.presence_since(None).cursor;
-    let seen = links.last_seen("a").unwrap();
+    let seen = links.last_seen(&agent("a")).unwrap();
     let only = |cursor: &str| {
         let delta = links.presence_since(Some(cursor));
         assert!(!delta.full);
-        let entries: Vec<(String, bool, Liveness)> = delta
+        let entries: Vec<(AgentId, bool, Liveness)> = delta
             .entries
             .into_iter()
             .map(|e| (e.id, e.online, e.liveness))
@@ -65,14 +84,14 @@ fn liveness_changes_are_presence_changes() {
     assert_eq!(entries, [("a".into(), true, Liveness::NotResponding)]);
     assert_eq!(only(&quiet).0, [], "reported once");
 
-    assert!(links.touch("a"));
+    assert!(links.touch(&agent("a")));
     let (entries, _) = only(&quiet);
     assert_eq!(entries, [("a".into(), true, Liveness::Online)]);
 }
 
-fn remote(agent: &str, liveness: Liveness) -> LinkRecord {
+fn remote(agent_id: impl Into<AgentId>, liveness: Liveness) -> LinkRecord {
     LinkRecord {
-        agent_id: agent.into(),
+        agent_id: agent_id.into(),
         node: crate::node::NodeId::random(),
         connected_at: 5,
         liveness,
@@ -87,16 +106,16 @@ fn other_nodes_links_count_everywhere_and_their_changes_are_presence_changes() {
         remote("b", Liveness::Online),
         remote("c", Liveness::NotResponding),
     ]);
-    assert_eq!(links.liveness("b"), Liveness::Online);
-    assert_eq!(links.liveness("c"), Liveness::NotResponding);
+    assert_eq!(links.liveness(&agent("b")), Liveness::Online);
+    assert_eq!(links.liveness(&agent("c")), Liveness::NotResponding);
     assert!(
-        !links.is_online("b"),
+        !links.is_online(&agent("b")),
         "commands reach this node's links only"
     );
     assert_eq!(links.connection_counts(), (2, 1));
     let mut ids = links.online_ids();
     ids.sort();
-    assert_eq!(ids, ["b", "c"]);
+    assert_eq!(ids, [agent("b"), agent("c")]);
     let delta = links.presence_since(Some(&start));
     assert_eq!(delta.entries.len(), 2);
 
@@ -111,7 +130,7 @@ fn other_nodes_links_count_everywhere_and_their_changes_are_presence_changes() {
     // c's node let it go (or died): a tombstone; b answers again elsewhere.
     links.fold_remote(vec![remote("b", Liveness::NotResponding)]);
     let delta = links.presence_since(Some(&cursor));
-    let mut got: Vec<(String, bool, Liveness)> = delta
+    let mut got: Vec<(AgentId, bool, Liveness)> = delta
         .entries
         .into_iter()
         .map(|e| (e.id, e.online, e.liveness))
@@ -124,19 +143,25 @@ fn other_nodes_links_count_everywhere_and_their_changes_are_presence_changes() {
             ("c".into(), false, Liveness::Offline)
         ]
     );
-    assert_eq!(links.liveness("c"), Liveness::Offline);
+    assert_eq!(links.liveness(&agent("c")), Liveness::Offline);
 }
 
 #[test]
 fn an_agent_that_moved_to_another_node_stays_online_when_its_old_link_here_ends() {
     let links = registry();
     let (commands, _inbox) = mpsc::channel(1);
-    let (id, _) = links.register("a", commands, None, SessionUse::Channels, Cut::default());
+    let (id, _) = links.register(
+        &agent("a"),
+        commands,
+        None,
+        SessionUse::Channels,
+        Cut::default(),
+    );
     links.fold_remote(vec![remote("a", Liveness::Online)]);
     assert_eq!(links.connection_counts(), (1, 0), "counted once");
     let cursor = links.presence_since(None).cursor;
-    links.unregister("a", id).unwrap();
-    assert_eq!(links.liveness("a"), Liveness::Online);
+    links.unregister(&agent("a"), id).unwrap();
+    assert_eq!(links.liveness(&agent("a")), Liveness::Online);
     let delta = links.presence_since(Some(&cursor));
     assert_eq!(delta.entries.len(), 1);
     assert!(
@@ -145,7 +170,7 @@ fn an_agent_that_moved_to_another_node_stays_online_when_its_old_link_here_ends(
     );
     // Its row gone from the other node too: now it is offline.
     links.fold_remote(Vec::new());
-    assert_eq!(links.liveness("a"), Liveness::Offline);
+    assert_eq!(links.liveness(&agent("a")), Liveness::Offline);
 }
 
 #[test]
@@ -166,17 +191,23 @@ fn an_old_link_closing_does_not_unregister_the_new_one() {
     let links = registry();
     let (commands, _inbox) = mpsc::channel(1);
     let (old, _) = links.register(
-        "a",
+        &agent("a"),
         commands.clone(),
         None,
         SessionUse::Channels,
         Cut::default(),
     );
-    let (new, previous) = links.register("a", commands, None, SessionUse::Logins, Cut::default());
+    let (new, previous) = links.register(
+        &agent("a"),
+        commands,
+        None,
+        SessionUse::Logins,
+        Cut::default(),
+    );
     assert!(previous.is_some());
-    assert_eq!(links.unregister("a", old), None);
+    assert_eq!(links.unregister(&agent("a"), old), None);
     // The link that stays is the one whose word counts.
-    assert_eq!(links.session_use("a"), SessionUse::Logins);
-    assert!(links.unregister("a", new).is_some());
-    assert_eq!(links.session_use("a"), SessionUse::Channels);
+    assert_eq!(links.session_use(&agent("a")), SessionUse::Logins);
+    assert!(links.unregister(&agent("a"), new).is_some());
+    assert_eq!(links.session_use(&agent("a")), SessionUse::Channels);
 }

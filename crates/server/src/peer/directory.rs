@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use postern_protocol::AgentId;
 
 use crate::node::NodeId;
 use crate::store::{NodeRecord, Store, StoreResult};
@@ -19,7 +20,7 @@ pub struct Peer {
 #[async_trait]
 pub trait Directory: Send + Sync {
     /// The other nodes that may hold `agent_id`'s link, most likely first.
-    async fn link_candidates(&self, me: &NodeId, agent_id: &str) -> StoreResult<Vec<Peer>>;
+    async fn link_candidates(&self, me: &NodeId, agent_id: &AgentId) -> StoreResult<Vec<Peer>>;
     /// Where `node` takes node streams; `None` if it has no node address.
     async fn address(&self, node: &NodeId) -> StoreResult<Option<SocketAddr>>;
 }
@@ -45,9 +46,9 @@ fn peer_of(node: &NodeRecord) -> Option<Peer> {
 #[async_trait]
 impl Directory for StoreDirectory {
     // The node the store records as holding the agent's link; none: the agent is offline.
-    async fn link_candidates(&self, me: &NodeId, agent_id: &str) -> StoreResult<Vec<Peer>> {
+    async fn link_candidates(&self, me: &NodeId, agent_id: &AgentId) -> StoreResult<Vec<Peer>> {
         let links = self.store.list_links().await?;
-        let Some(link) = links.iter().find(|l| l.agent_id.as_str() == agent_id) else {
+        let Some(link) = links.iter().find(|l| l.agent_id == *agent_id) else {
             return Ok(Vec::new());
         };
         if link.node == *me {

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_protocol::SessionId;
+use postern_protocol::{AgentId, SessionId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -203,7 +203,7 @@ impl Dialer {
     }
 
     /// Asks the nodes that may hold `agent_id`'s link to start `session`; true once one did.
-    pub async fn start(&self, agent_id: &str, session: &SessionId) -> bool {
+    pub async fn start(&self, agent_id: &AgentId, session: &SessionId) -> bool {
         let candidates = match self.directory.link_candidates(&self.me, agent_id).await {
             Ok(c) => c,
             Err(error) => {

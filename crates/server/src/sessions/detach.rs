@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_protocol::session::{DETACHED_BY_NODE_LOSS, DETACHED_BY_RESTART};
-use postern_protocol::{ServerMessage, SessionEvent, SessionId, SessionState};
+use postern_protocol::{AgentId, ServerMessage, SessionEvent, SessionId, SessionState};
 
 use tokio::sync::broadcast::error::RecvError;
 
@@ -65,7 +65,7 @@ impl Sessions {
 
     /// The agent listed the sessions whose shells it keeps (`Kept`): recorded, for the node
     /// that takes this one over should it be lost (see `Lifecycle::end_lost_node`).
-    pub async fn shells_kept(&self, agent_id: &str, kept: &[SessionId]) {
+    pub async fn shells_kept(&self, agent_id: &AgentId, kept: &[SessionId]) {
         if let Err(error) = self.lifecycle.set_shells_kept(agent_id, kept).await {
             tracing::warn!(agent = %agent_id, %error, "could not record the sessions whose shells the agent keeps");
         }
@@ -75,12 +75,12 @@ impl Sessions {
     /// detach and wait for it; its other running and starting sessions end. A running
     /// session another node holds is that node's: the agent linked there since, and the
     /// session was resumed on it.
-    pub async fn link_down(self: &Arc<Self>, agent_id: &str, kept: &HashSet<SessionId>) {
+    pub async fn link_down(self: &Arc<Self>, agent_id: &AgentId, kept: &HashSet<SessionId>) {
         if self.runtime.stopping().is_cancelled() {
             return;
         }
         let filter = SessionFilter {
-            agent_id: Some(agent_id.into()),
+            agent_id: Some(agent_id.clone()),
             ..Default::default()
         };
         let Ok(sessions) = self.lifecycle.list(&filter).await else {
@@ -118,11 +118,11 @@ impl Sessions {
     /// The agent (just enrolled on this link) keeps shells for `kept`: resume what is
     /// detached, stop what ended, end what it no longer has. An agent that keeps no shells
     /// is the same as one that lists none.
-    pub async fn kept(&self, agent_id: &str, kept: Vec<SessionId>) {
+    pub async fn kept(&self, agent_id: &AgentId, kept: Vec<SessionId>) {
         let listed: HashSet<SessionId> = kept.iter().cloned().collect();
         for id in kept {
             let session = match self.lifecycle.find(&id).await {
-                Ok(Some(s)) if s.agent_id.as_str() == agent_id => s,
+                Ok(Some(s)) if s.agent_id == *agent_id => s,
                 Ok(Some(_)) => {
                     tracing::warn!(session = %id, "an agent listed another agent's session");
                     continue;
@@ -155,7 +155,7 @@ impl Sessions {
         }
         // Detached sessions the agent no longer has.
         let filter = SessionFilter {
-            agent_id: Some(agent_id.into()),
+            agent_id: Some(agent_id.clone()),
             state: Some(SessionState::Detached),
             ..Default::default()
         };
@@ -209,7 +209,7 @@ impl Sessions {
         }
     }
 
-    fn resume(&self, agent_id: &str, id: &SessionId) {
+    fn resume(&self, agent_id: &AgentId, id: &SessionId) {
         self.runtime.send(
             agent_id,
             ServerMessage::Resume {
@@ -220,11 +220,11 @@ impl Sessions {
 
     /// The agent ended the session's kept shells at their grace: a detached session ends; a
     /// running one too, unless someone is logged in through it still.
-    pub async fn grace_expired(&self, agent_id: &str, id: &SessionId) {
+    pub async fn grace_expired(&self, agent_id: &AgentId, id: &SessionId) {
         let Ok(Some(session)) = self.lifecycle.find(id).await else {
             return;
         };
-        if session.agent_id.as_str() != agent_id {
+        if session.agent_id != *agent_id {
             tracing::warn!(session = %id, "an agent reported another agent's shells");
             return;
         }

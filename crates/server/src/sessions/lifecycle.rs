@@ -119,13 +119,10 @@ impl Lifecycle {
     /// Records which sessions of `agent_id` the agent keeps shells for (see `end_lost_node`).
     pub async fn set_shells_kept(
         &self,
-        agent_id: &str,
+        agent_id: &AgentId,
         kept: &[SessionId],
     ) -> Result<(), SessionError> {
-        Ok(self
-            .store
-            .set_shells_kept(&AgentId::from(agent_id), kept)
-            .await?)
+        Ok(self.store.set_shells_kept(agent_id, kept).await?)
     }
 
     pub async fn get(&self, id: &str) -> Result<SessionRecord, SessionError> {

@@ -24,7 +24,9 @@ use std::time::Duration;
 use postern_protocol::api::SessionView;
 use postern_protocol::control::SessionReply;
 use postern_protocol::session::InvalidTransition;
-use postern_protocol::{AgentStatus, ServerMessage, SessionEvent, SessionId, SessionState};
+use postern_protocol::{
+    AgentId, AgentStatus, ServerMessage, SessionEvent, SessionId, SessionState,
+};
 use russh::server::Handle;
 
 use crate::config::PortRange;
@@ -184,7 +186,7 @@ impl Sessions {
         }
         // The node holding the agent's link sends `start_ssh` and times the start; when no
         // node does, the agent is offline here as everywhere: this node times it.
-        if self.runtime.is_online(agent.id.as_str()) || !self.start_elsewhere(&session).await {
+        if self.runtime.is_online(&agent.id) || !self.start_elsewhere(&session).await {
             self.start_here(&session);
         }
         Ok((session, true))
@@ -195,7 +197,7 @@ impl Sessions {
     /// in time.
     fn start_here(self: &Arc<Self>, session: &SessionRecord) {
         self.runtime.send(
-            session.agent_id.as_str(),
+            &session.agent_id,
             ServerMessage::StartSsh {
                 session: session.id.clone(),
             },
@@ -218,7 +220,7 @@ impl Sessions {
             return;
         };
         let reason = match session.state {
-            SessionState::Requested if !self.runtime.is_online(session.agent_id.as_str()) => {
+            SessionState::Requested if !self.runtime.is_online(&session.agent_id) => {
                 EndReason::AgentOffline
             }
             SessionState::Requested => EndReason::NoAnswer,
@@ -229,9 +231,9 @@ impl Sessions {
     }
 
     /// The agent's link came up: it gets every request that waited for it.
-    pub async fn link_up(&self, agent_id: &str) {
+    pub async fn link_up(&self, agent_id: &AgentId) {
         let filter = SessionFilter {
-            agent_id: Some(agent_id.into()),
+            agent_id: Some(agent_id.clone()),
             state: Some(SessionState::Requested),
             ..Default::default()
         };
@@ -249,10 +251,10 @@ impl Sessions {
     }
 
     /// Ends every unfinished session of an agent (revocation).
-    pub async fn end_for_agent(&self, agent_id: &str, reason: EndReason, actor: &Actor) {
+    pub async fn end_for_agent(&self, agent_id: &AgentId, reason: EndReason, actor: &Actor) {
         self.end_open(
             SessionFilter {
-                agent_id: Some(agent_id.into()),
+                agent_id: Some(agent_id.clone()),
                 ..Default::default()
             },
             reason,
@@ -285,11 +287,11 @@ impl Sessions {
     }
 
     /// The agent answered `StartSsh`.
-    pub async fn agent_reply(&self, agent_id: &str, id: &SessionId, reply: SessionReply) {
+    pub async fn agent_reply(&self, agent_id: &AgentId, id: &SessionId, reply: SessionReply) {
         let Ok(Some(session)) = self.lifecycle.find(id).await else {
             return;
         };
-        if session.agent_id.as_str() != agent_id {
+        if session.agent_id != *agent_id {
             tracing::warn!(session = %id, "an agent answered for another agent's session");
             return;
         }
@@ -307,7 +309,7 @@ impl Sessions {
     /// Refused (`Err`) for anything but a starting session of this very agent.
     pub async fn forward(
         self: &Arc<Self>,
-        agent_id: &str,
+        agent_id: &AgentId,
         address: &str,
         handle: Handle,
     ) -> Result<u16, String> {
@@ -321,7 +323,7 @@ impl Sessions {
 
     async fn grant_forward(
         self: &Arc<Self>,
-        agent_id: &str,
+        agent_id: &AgentId,
         address: &str,
         handle: Handle,
     ) -> Result<u16, (ForwardRefusal, String)> {
@@ -335,7 +337,7 @@ impl Sessions {
             .await
             .map_err(|e| failed(&e))?
             .ok_or_else(|| refused(format!("no session {id}")))?;
-        if session.agent_id.as_str() != agent_id {
+        if session.agent_id != *agent_id {
             return Err(refused(format!("session {id} belongs to another agent")));
         }
         // The agent's `accepted` may still be in flight on the control channel; this
@@ -374,7 +376,7 @@ impl Sessions {
     /// The agent counted the connections logged in through its session: what keeps the
     /// session from going idle (see `tunnel::Activity`). False if the session is another
     /// agent's; one that has stopped meanwhile has nothing left to keep alive.
-    pub fn logins(&self, agent_id: &str, id: &SessionId, count: u32) -> bool {
+    pub fn logins(&self, agent_id: &AgentId, id: &SessionId, count: u32) -> bool {
         self.runtime.logins(agent_id, id, count)
     }
 

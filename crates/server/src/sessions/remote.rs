@@ -21,7 +21,7 @@ impl Sessions {
     /// other node does (or there are no other nodes).
     pub(super) async fn start_elsewhere(&self, session: &SessionRecord) -> bool {
         match &self.peers {
-            Some(peers) => peers.start(session.agent_id.as_str(), &session.id).await,
+            Some(peers) => peers.start(&session.agent_id, &session.id).await,
             None => false,
         }
     }
@@ -113,7 +113,7 @@ impl Sessions {
             Ok(None) => return error(ErrorCode::NotFound, format!("no session {id}")),
             Err(e) => return error(ErrorCode::Internal, e.to_string()),
         };
-        if !self.runtime.is_online(session.agent_id.as_str()) {
+        if !self.runtime.is_online(&session.agent_id) {
             return Reply::NotHere;
         }
         if session.state != SessionState::Requested {
@@ -161,7 +161,7 @@ impl Sessions {
     /// Frees what this node holds for a session: the agent's forward, the tunnel, the port.
     pub(super) async fn release_here(&self, session: &SessionRecord) {
         self.runtime.send(
-            session.agent_id.as_str(),
+            &session.agent_id,
             postern_protocol::ServerMessage::StopSsh {
                 session: session.id.clone(),
             },

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use postern_protocol::{ServerMessage, SessionId};
+use postern_protocol::{AgentId, ServerMessage, SessionId};
 use russh::server::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,12 +56,12 @@ impl NodeRuntime {
         &self.shutdown
     }
 
-    pub fn is_online(&self, agent_id: &str) -> bool {
+    pub fn is_online(&self, agent_id: &AgentId) -> bool {
         self.links.is_online(agent_id)
     }
 
     /// Sends a control message on the agent's link, if this node holds it.
-    pub fn send(&self, agent_id: &str, message: ServerMessage) {
+    pub fn send(&self, agent_id: &AgentId, message: ServerMessage) {
         self.links.command(agent_id, LinkCommand::send(message));
     }
 
@@ -83,13 +83,13 @@ impl NodeRuntime {
     pub async fn open_tunnel(
         &self,
         id: &SessionId,
-        agent_id: &str,
+        agent_id: &AgentId,
         handle: Handle,
     ) -> Option<Tunnel> {
         let (port, listener) = self.ports.bind().await?;
         let tunnel = Tunnel {
             session: id.clone(),
-            agent: agent_id.into(),
+            agent: agent_id.clone(),
             port,
             handle,
             stop: self.shutdown.child_token(),
@@ -110,9 +110,9 @@ impl NodeRuntime {
     /// The agent's count of logins through its session's tunnel, if this node holds it.
     /// False if the session is another agent's; one whose tunnel is gone has nothing left
     /// to keep alive (true).
-    pub fn logins(&self, agent_id: &str, id: &SessionId, count: u32) -> bool {
+    pub fn logins(&self, agent_id: &AgentId, id: &SessionId, count: u32) -> bool {
         match self.tunnels().get(id) {
-            Some(open) if *open.tunnel.agent != *agent_id => false,
+            Some(open) if open.tunnel.agent != *agent_id => false,
             Some(open) => {
                 open.tunnel.activity.logins(count);
                 true

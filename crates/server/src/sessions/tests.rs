@@ -233,9 +233,7 @@ async fn a_lost_node_detaches_the_sessions_whose_shells_are_kept_and_ends_the_ot
 
     // The agent links to the survivor and no longer has either detached session's shells:
     // each ends with its own reason.
-    sessions
-        .kept(f.agent.id.as_str(), vec![elsewhere.clone()])
-        .await;
+    sessions.kept(&f.agent.id, vec![elsewhere.clone()]).await;
     assert_eq!(
         state_of(&f, &kept).await,
         (SessionState::Stopped, node_lost)
@@ -257,7 +255,7 @@ async fn a_link_lost_on_one_node_leaves_the_session_another_node_resumed() {
     let resumed = stored(&f, 1, SessionState::Running, &new, None).await;
     let mine = stored(&f, 2, SessionState::Running, &old, None).await;
     let kept: std::collections::HashSet<SessionId> = [resumed.clone(), mine.clone()].into();
-    f.node(old).link_down(f.agent.id.as_str(), &kept).await;
+    f.node(old).link_down(&f.agent.id, &kept).await;
     assert_eq!(state_of(&f, &resumed).await.0, SessionState::Running);
     assert_eq!(
         state_of(&f, &mine).await,

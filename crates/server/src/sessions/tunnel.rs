@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use postern_protocol::SessionId;
+use postern_protocol::{AgentId, SessionId};
 use russh::ChannelStream;
 use russh::server::{Handle, Msg};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -107,7 +107,7 @@ impl OpenTunnel {
 pub struct Tunnel {
     pub session: SessionId,
     /// The agent whose link carries it: only it may report its logins.
-    pub agent: Arc<str>,
+    pub agent: AgentId,
     pub port: u16,
     pub handle: Handle,
     pub stop: CancellationToken,
