@@ -43,10 +43,16 @@ macro_rules! token_store {
                 }
 
                 async fn revoke_token(&self, id_prefix: &str, now: i64) -> StoreResult<Option<TokenRecord>> {
+                    // The prefix is matched literally: `%` or `_` in it are characters, not
+                    // wildcards (an empty prefix matches every token: no one).
+                    if id_prefix.is_empty() {
+                        return Ok(None);
+                    }
                     let mut tx = self.write_tx().await?;
-                    let prefix = format!("{}%", id_prefix.replace(['%', '_'], ""));
+                    let prefix = format!("{}%", $crate::store::sql_agents::literal(id_prefix));
                     let rows = sqlx::query(&format!(
-                        "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE id LIKE $1 LIMIT 2"
+                        "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens \
+                         WHERE id LIKE $1 ESCAPE '\\' LIMIT 2"
                     ))
                     .bind(&prefix)
                     .fetch_all(&mut *tx)

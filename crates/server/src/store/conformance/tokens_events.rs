@@ -44,6 +44,33 @@ pub async fn tokens_say_why_they_are_refused<S: Store>(store: Arc<S>) {
     assert_eq!(s.use_token("nope", 10).await.unwrap(), TokenUse::Unknown);
 }
 
+/// A token is revoked by its id or a prefix of it that names one token; the prefix is taken
+/// literally (LIKE's `%` and `_` are characters in it), and an empty one names none.
+pub async fn a_revocation_prefix_names_one_token_literally<S: Store>(store: Arc<S>) {
+    let s = &*store;
+    s.insert_token(&token("abc1", 1_000, 2), "h1")
+        .await
+        .unwrap();
+    for wild in ["", "%", "_", "a%", "ab_", "\\"] {
+        assert!(
+            s.revoke_token(wild, 20).await.unwrap().is_none(),
+            "{wild:?} names no token"
+        );
+    }
+    assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
+    s.insert_token(&token("abc2", 1_000, 2), "h2")
+        .await
+        .unwrap();
+    assert!(
+        s.revoke_token("abc", 20).await.unwrap().is_none(),
+        "two tokens"
+    );
+    let revoked = s.revoke_token("abc2", 20).await.unwrap().unwrap();
+    assert_eq!(revoked.id.to_string(), "abc2");
+    assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
+    assert_eq!(s.use_token("h2", 10).await.unwrap(), TokenUse::Revoked);
+}
+
 /// Many enrollments present one token at once: exactly its uses are taken.
 pub async fn racing_token_uses_never_exceed_the_limit<S: Store>(store: Arc<S>) {
     let limit = 3;
