@@ -15,7 +15,9 @@ use crate::enrollment_limits::{EnrollmentLimits, PendingCheck, Turn};
 use crate::events::EventBus;
 use crate::fleet::{AgentQuery, FleetCounts};
 use crate::links::{LinkCommand, LinkRegistry};
-use crate::store::{Actor, AgentPage, AgentRecord, PrefixMatch, Store, StoreError, TokenUse};
+use crate::store::{
+    Actor, AgentPage, AgentRecord, PrefixMatch, Store, StoreError, TokenPays, TokenUse,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -143,10 +145,25 @@ impl Agents {
             let mut note = None;
             if let Some(token) = &enrollment.token {
                 match agent.status {
-                    AgentStatus::Pending => match self.take_token(token).await? {
-                        Ok(()) => self.approve_by_token(&mut agent).await?,
-                        Err(why) => note = Some(why),
-                    },
+                    AgentStatus::Pending => {
+                        let pays = TokenPays::Approval {
+                            agent: &agent.id,
+                            by: "enrollment-token",
+                        };
+                        match self.take_token(token, pays).await? {
+                            Ok(TokenUse::Consumed) => {
+                                agent.status = AgentStatus::Approved;
+                                self.publish_approval(&agent).await;
+                            }
+                            // Decided meanwhile by an administrator: as they decided.
+                            Ok(_) => {
+                                if let Some(now) = self.store.agent_by_id(&agent.id).await? {
+                                    agent = now;
+                                }
+                            }
+                            Err(why) => note = Some(why),
+                        }
+                    }
                     // A rejection stands until an administrator changes it; the token is
                     // not used up on it.
                     AgentStatus::Rejected => note = Some(REJECTION_STANDS.to_owned()),
@@ -156,19 +173,8 @@ impl Agents {
             return Ok((agent, note));
         }
 
-        // A new agent.
-        let (status, note) = match &enrollment.token {
-            Some(token) => match self.take_token(token).await? {
-                Ok(()) => (AgentStatus::Approved, None),
-                Err(why) => (AgentStatus::Pending, Some(why)),
-            },
-            None => (AgentStatus::Pending, None),
-        };
-        // Held until the new agent is stored, so that the pending count it checked holds.
-        let mut turn = match status {
-            AgentStatus::Pending => Some(self.admit_pending(peer).await?),
-            _ => None,
-        };
+        // A new agent: approved if its token pays for it (the use and the agent are stored
+        // together), else waiting for an administrator.
         let wanted = sanitize_name(
             enrollment
                 .name
@@ -181,29 +187,30 @@ impl Agents {
             did: did.to_owned(),
             name: wanted.clone(),
             ssh_public_key: ssh_key.to_owned(),
-            status,
+            status: AgentStatus::Approved,
             facts,
             enrolled_at: now,
             last_seen: Some(now),
             remote_addr: addr,
         };
-        // Two agents never share a name: the later one gets the first free suffix.
-        let mut n = 1;
-        loop {
-            if !self.store.agent_name_taken(&agent.name).await? {
-                match self.store.insert_agent(&agent).await {
-                    Ok(()) => break,
-                    Err(StoreError::Conflict(_)) if n < 1000 => {}
-                    Err(e) => return Err(e.into()),
-                }
+        let mut note = None;
+        let mut stored = false;
+        if let Some(token) = &enrollment.token {
+            match self.store_named(&mut agent, &wanted, Some(token)).await? {
+                Ok(()) => stored = true,
+                Err(why) => note = Some(why),
             }
-            n += 1;
-            agent.name = format!("{wanted}-{n}");
         }
-        if let Some(turn) = &mut turn {
+        if !stored {
+            agent.status = AgentStatus::Pending;
+            // Held until the new agent is stored, so that the pending count it checked holds.
+            let mut turn = self.admit_pending(peer).await?;
+            if let Err(why) = self.store_named(&mut agent, &wanted, None).await? {
+                return Err(AgentError::Refused(why));
+            }
             turn.charge(peer.map(|p| p.ip()));
         }
-        drop(turn);
+        let status = agent.status;
         let how = if status == AgentStatus::Approved {
             "enrolled and approved with an enrollment token"
         } else {
@@ -213,14 +220,7 @@ impl Agents {
             .publish(EventKind::AgentEnrolled, &Actor::System, Some(&agent), how)
             .await;
         if status == AgentStatus::Approved {
-            self.events
-                .publish(
-                    EventKind::AgentApproved,
-                    &Actor::EnrollmentToken,
-                    Some(&agent),
-                    "approved by an enrollment token",
-                )
-                .await;
+            self.publish_approval(&agent).await;
         }
         Ok((agent, note))
     }
@@ -259,13 +259,52 @@ impl Agents {
         Ok(turn)
     }
 
-    async fn take_token(&self, token: &str) -> Result<Result<(), String>, AgentError> {
+    /// Stores a new agent under `wanted` or, if that is taken, the first free `wanted-N`; with
+    /// a token, its use pays for it (Err: why the token did not, and nothing was stored).
+    async fn store_named(
+        &self,
+        agent: &mut AgentRecord,
+        wanted: &str,
+        token: Option<&str>,
+    ) -> Result<Result<(), String>, AgentError> {
+        // Two agents never share a name: the later one gets the first free suffix.
+        let mut n = 1;
+        loop {
+            if !self.store.agent_name_taken(&agent.name).await? {
+                let stored = match token {
+                    None => match self.store.insert_agent(agent).await {
+                        Ok(()) => Ok(Ok(())),
+                        Err(e) => Err(e.into()),
+                    },
+                    Some(token) => self
+                        .take_token(token, TokenPays::NewAgent(agent))
+                        .await
+                        .map(|used| used.map(|_| ())),
+                };
+                match stored {
+                    Ok(done) => return Ok(done),
+                    Err(AgentError::Store(StoreError::Conflict(_))) if n < 1000 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            n += 1;
+            agent.name = format!("{wanted}-{n}");
+        }
+    }
+
+    /// Presents an enrollment token for what `pays` says: Ok(Consumed or NotNeeded) or why
+    /// it was refused.
+    async fn take_token(
+        &self,
+        token: &str,
+        pays: TokenPays<'_>,
+    ) -> Result<Result<TokenUse, String>, AgentError> {
         let outcome = self
             .store
-            .use_token(&secret::hash_secret(token), now_ms())
+            .use_token(&secret::hash_secret(token), now_ms(), pays)
             .await?;
         let why = match outcome {
-            TokenUse::Consumed => return Ok(Ok(())),
+            TokenUse::Consumed | TokenUse::NotNeeded => return Ok(Ok(outcome)),
             TokenUse::Expired => "the enrollment token has expired",
             TokenUse::UsedUp => "the enrollment token has no uses left",
             TokenUse::Revoked => "the enrollment token was revoked",
@@ -276,16 +315,7 @@ impl Agents {
         )))
     }
 
-    async fn approve_by_token(&self, agent: &mut AgentRecord) -> Result<(), AgentError> {
-        self.store
-            .set_agent_status(
-                &agent.id,
-                AgentStatus::Approved,
-                "enrollment-token",
-                now_ms(),
-            )
-            .await?;
-        agent.status = AgentStatus::Approved;
+    async fn publish_approval(&self, agent: &AgentRecord) {
         self.events
             .publish(
                 EventKind::AgentApproved,
@@ -294,7 +324,6 @@ impl Agents {
                 "approved by an enrollment token",
             )
             .await;
-        Ok(())
     }
 
     /// Finds one agent by id, exact name or DID, or a unique prefix of a name or DID (with or

@@ -58,7 +58,7 @@ pub use sessions::{
 };
 pub use sqlite::SqliteStore;
 pub use throttle::{LoginAttempts, LoginThrottleStore, StoredAttempts};
-pub use tokens::{TokenId, TokenRecord, TokenStore, TokenUse};
+pub use tokens::{TokenId, TokenPays, TokenRecord, TokenStore, TokenUse};
 pub use users::{UserId, UserRecord, UserStore};
 
 #[derive(Debug, thiserror::Error)]

@@ -145,7 +145,7 @@ super::sql_tokens::token_store!(PgStore);
 super::sql_throttle::throttle_store!(PgStore);
 super::sql_events::event_store!(PgStore, Postgres);
 super::sql_sessions::session_store!(PgStore);
-super::sql_agents::agent_store!(PgStore);
+super::sql_agents::agent_store!(PgStore, Postgres);
 super::sql_cluster::cluster_store!(PgStore);
 super::sql_links::link_store!(PgStore);
 

@@ -110,7 +110,7 @@ pub fn push_filter<'a, DB>(
 }
 
 macro_rules! agent_store {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
         const _: () = {
             use async_trait::async_trait;
             use postern_protocol::{AgentFacts, AgentId, AgentStatus};
@@ -122,9 +122,12 @@ macro_rules! agent_store {
             use $crate::store::sql_agents::{BY_EXACT, BY_PREFIX, prefix_bounds};
             use $crate::store::{AgentRecord, Store, StoreResult};
 
-            #[async_trait]
-            impl Store for $store {
-                async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
+            impl $store {
+                /// Stores a new agent in `tx` (an enrollment token's use is taken with it).
+                pub(crate) async fn insert_agent_in(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    agent: &AgentRecord,
+                ) -> StoreResult<()> {
                     let facts =
                         serde_json::to_string(&agent.facts).map_err(|e| corrupt("facts", e))?;
                     sqlx::query(&format!(
@@ -139,9 +142,41 @@ macro_rules! agent_store {
                     .bind(agent.enrolled_at)
                     .bind(agent.last_seen)
                     .bind(&agent.remote_addr)
-                    .execute(&self.pool)
+                    .execute(&mut **tx)
                     .await
                     .map_err(conflict(&format!("agent {:?}", agent.name)))?;
+                    Ok(())
+                }
+
+                /// Approves a waiting agent in `tx`; false if it is not waiting (any more).
+                pub(crate) async fn approve_pending_in(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    id: &AgentId,
+                    by: &str,
+                    now: i64,
+                ) -> StoreResult<bool> {
+                    let approved = sqlx::query(
+                        "UPDATE agents SET status = $1, decided_by = $2, decided_at = $3 \
+                         WHERE id = $4 AND status = $5",
+                    )
+                    .bind(AgentStatus::Approved.as_str())
+                    .bind(by)
+                    .bind(now)
+                    .bind(id.as_str())
+                    .bind(AgentStatus::Pending.as_str())
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                    Ok(approved == 1)
+                }
+            }
+
+            #[async_trait]
+            impl Store for $store {
+                async fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
+                    let mut tx = self.write_tx().await?;
+                    Self::insert_agent_in(&mut tx, agent).await?;
+                    tx.commit().await?;
                     Ok(())
                 }
 

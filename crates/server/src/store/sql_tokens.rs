@@ -1,7 +1,8 @@
 //! `TokenStore` written once for both databases (`token_store!` expands it for a store type).
 //! A use is taken by one conditional `UPDATE`: on SQLite writers run one at a time; on
 //! PostgreSQL a second writer of the row waits for the first and re-checks the condition on
-//! the row the first left (read committed), so uses never pass the limit on either.
+//! the row the first left (read committed), so uses never pass the limit on either. What the
+//! use pays for (a new agent, an approval) is written in the same transaction.
 
 macro_rules! token_store {
     ($store:ty) => {
@@ -9,7 +10,7 @@ macro_rules! token_store {
             use async_trait::async_trait;
             use $crate::store::rows::{conflict, token_from_row};
             use $crate::store::tokens::TOKEN_COLUMNS;
-            use $crate::store::{StoreResult, TokenRecord, TokenStore, TokenUse};
+            use $crate::store::{StoreResult, TokenPays, TokenRecord, TokenStore, TokenUse};
 
             #[async_trait]
             impl TokenStore for $store {
@@ -73,9 +74,16 @@ macro_rules! token_store {
                     Ok(Some(token))
                 }
 
-                async fn use_token(&self, token_hash: &str, now: i64) -> StoreResult<TokenUse> {
+                async fn use_token(
+                    &self,
+                    token_hash: &str,
+                    now: i64,
+                    pays: TokenPays<'_>,
+                ) -> StoreResult<TokenUse> {
                     // One statement takes the use only if the token is valid, so concurrent
-                    // enrollments can never exceed max_uses.
+                    // enrollments can never exceed max_uses; what it pays for is written in
+                    // the same transaction, or neither is (dropping `tx` rolls back).
+                    let mut tx = self.write_tx().await?;
                     let taken = sqlx::query(
                         "UPDATE enrollment_tokens SET uses = uses + 1 \
                          WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 \
@@ -83,12 +91,26 @@ macro_rules! token_store {
                     )
                     .bind(token_hash)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?
                     .rows_affected();
                     if taken == 1 {
+                        let paid = match pays {
+                            TokenPays::NewAgent(agent) => {
+                                Self::insert_agent_in(&mut tx, agent).await?;
+                                true
+                            }
+                            TokenPays::Approval { agent, by } => {
+                                Self::approve_pending_in(&mut tx, agent, by, now).await?
+                            }
+                        };
+                        if !paid {
+                            return Ok(TokenUse::NotNeeded);
+                        }
+                        tx.commit().await?;
                         return Ok(TokenUse::Consumed);
                     }
+                    drop(tx);
                     let row = sqlx::query(&format!(
                         "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE token_hash = $1"
                     ))

@@ -121,5 +121,5 @@ super::sql_tokens::token_store!(SqliteStore);
 super::sql_throttle::throttle_store!(SqliteStore);
 super::sql_events::event_store!(SqliteStore, sqlx::Sqlite);
 super::sql_sessions::session_store!(SqliteStore);
-super::sql_agents::agent_store!(SqliteStore);
+super::sql_agents::agent_store!(SqliteStore, sqlx::Sqlite);
 super::sql_links::link_store!(SqliteStore);

@@ -95,7 +95,15 @@ async fn revokes_racing_creates_never_fail() {
         }));
         let s3 = s.clone();
         work.push(Box::pin(async move {
-            s3.use_token(&format!("new-hash{i}"), 1).await.map(|_| ())
+            let new = crate::store::conformance::agents::agent(
+                &format!("new{i:04}"),
+                postern_protocol::AgentStatus::Approved,
+                "linux",
+            );
+            let pays = crate::store::TokenPays::NewAgent(&new);
+            s3.use_token(&format!("new-hash{i}"), 1, pays)
+                .await
+                .map(|_| ())
         }));
     }
     all_ok("token writes", work).await;

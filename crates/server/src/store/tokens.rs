@@ -5,7 +5,9 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use super::{StoreError, StoreResult};
+use postern_protocol::AgentId;
+
+use super::{AgentRecord, StoreError, StoreResult};
 use crate::auth::secret;
 
 /// An enrollment token's id: 12 hex digits, shown in lists and events and named to revoke
@@ -57,12 +59,25 @@ pub struct TokenRecord {
 /// The outcome of presenting an enrollment token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenUse {
-    /// Valid: one use was taken.
+    /// Valid: one use was taken, and what it pays for is stored.
     Consumed,
     Expired,
     UsedUp,
     Revoked,
     Unknown,
+    /// The agent to approve was no longer waiting (decided meanwhile): nothing was taken.
+    NotNeeded,
+}
+
+/// What one use of an enrollment token pays for. The use and this write are one
+/// transaction: an enrollment that fails after the token was checked (a name taken
+/// meanwhile, the database out of reach) costs the token nothing.
+#[derive(Clone, Copy, Debug)]
+pub enum TokenPays<'a> {
+    /// A new agent, stored approved.
+    NewAgent(&'a AgentRecord),
+    /// A waiting agent's approval, if it is still waiting.
+    Approval { agent: &'a AgentId, by: &'a str },
 }
 
 #[async_trait]
@@ -72,8 +87,15 @@ pub trait TokenStore: Send + Sync {
     /// Revokes by id or unique id prefix (text as given, not a `TokenId`); returns the
     /// revoked token.
     async fn revoke_token(&self, id_prefix: &str, now: i64) -> StoreResult<Option<TokenRecord>>;
-    /// Takes one use of the token, atomically, if it is valid at `now`.
-    async fn use_token(&self, token_hash: &str, now: i64) -> StoreResult<TokenUse>;
+    /// Takes one use of the token if it is valid at `now`, and stores what it pays for, in
+    /// one transaction (see [`TokenPays`]). A refused use stores nothing; a failed write
+    /// (e.g. `StoreError::Conflict` on a new agent's name) takes no use.
+    async fn use_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+        pays: TokenPays<'_>,
+    ) -> StoreResult<TokenUse>;
 }
 
 /// A token row as any database returns it.

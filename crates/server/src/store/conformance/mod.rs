@@ -83,6 +83,7 @@ macro_rules! every_case {
         }
         tokens_events {
             tokens_say_why_they_are_refused,
+            a_token_use_is_taken_only_with_what_it_pays_for,
             a_revocation_prefix_names_one_token_literally,
             racing_token_uses_never_exceed_the_limit,
             racing_events_page_each_once_in_id_order,

@@ -6,7 +6,10 @@ use futures::future::join_all;
 use postern_protocol::api::EventKind;
 
 use super::RACERS;
-use crate::store::{Actor, NewEvent, Store, TokenRecord, TokenUse};
+use postern_protocol::AgentStatus;
+
+use super::agents::agent;
+use crate::store::{Actor, NewEvent, Store, StoreError, TokenPays, TokenRecord, TokenUse};
 
 fn token(id: &str, expires_at: i64, max_uses: u32) -> TokenRecord {
     TokenRecord {
@@ -31,17 +34,76 @@ fn event(n: i64) -> NewEvent {
     }
 }
 
+/// Presents the token for a new agent of a fresh name; what the store said.
+async fn enroll(s: &impl Store, token_hash: &str, now: i64) -> TokenUse {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let new = agent(&format!("new{n}"), AgentStatus::Approved, "linux");
+    s.use_token(token_hash, now, TokenPays::NewAgent(&new))
+        .await
+        .unwrap()
+}
+
+/// A use is taken with what it pays for, in one transaction: a new agent stored approved, a
+/// waiting agent approved. When that write fails (a name taken meanwhile) or is not needed
+/// (the agent was decided meanwhile), no use is taken: a failed enrollment costs nothing.
+pub async fn a_token_use_is_taken_only_with_what_it_pays_for<S: Store>(store: Arc<S>) {
+    let s = &*store;
+    s.insert_token(&token("t1", 1_000, 3), "h1").await.unwrap();
+    let uses = || async { s.list_tokens().await.unwrap()[0].uses };
+    s.insert_agent(&agent("taken", AgentStatus::Approved, "linux"))
+        .await
+        .unwrap();
+    let clash = agent("taken", AgentStatus::Approved, "linux");
+    let clash = crate::store::AgentRecord {
+        id: "id-other".into(),
+        did: "did:key:z6Mkother".into(),
+        ssh_public_key: "ssh-ed25519 other".into(),
+        ..clash
+    };
+    assert!(matches!(
+        s.use_token("h1", 10, TokenPays::NewAgent(&clash)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(uses().await, 0, "a failed enrollment takes no use");
+
+    let fresh = agent("fresh", AgentStatus::Approved, "linux");
+    let used = s.use_token("h1", 10, TokenPays::NewAgent(&fresh)).await;
+    assert_eq!(used.unwrap(), TokenUse::Consumed);
+    let stored = s.agent_by_id(&fresh.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, uses().await), (AgentStatus::Approved, 1));
+
+    let waiting = agent("waiting", AgentStatus::Pending, "linux");
+    s.insert_agent(&waiting).await.unwrap();
+    let approval = TokenPays::Approval {
+        agent: &waiting.id,
+        by: "enrollment-token",
+    };
+    assert_eq!(
+        s.use_token("h1", 10, approval).await.unwrap(),
+        TokenUse::Consumed
+    );
+    let stored = s.agent_by_id(&waiting.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, uses().await), (AgentStatus::Approved, 2));
+    // Approved already: nothing to pay for, nothing taken.
+    assert_eq!(
+        s.use_token("h1", 10, approval).await.unwrap(),
+        TokenUse::NotNeeded
+    );
+    assert_eq!(uses().await, 2);
+}
+
 pub async fn tokens_say_why_they_are_refused<S: Store>(store: Arc<S>) {
     let s = &*store;
     s.insert_token(&token("t1", 1_000, 2), "h1").await.unwrap();
-    assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
-    assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
-    assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::UsedUp);
+    assert_eq!(enroll(s, "h1", 10).await, TokenUse::Consumed);
+    assert_eq!(enroll(s, "h1", 10).await, TokenUse::Consumed);
+    assert_eq!(enroll(s, "h1", 10).await, TokenUse::UsedUp);
     s.insert_token(&token("t2", 1_000, 5), "h2").await.unwrap();
-    assert_eq!(s.use_token("h2", 1_000).await.unwrap(), TokenUse::Expired);
+    assert_eq!(enroll(s, "h2", 1_000).await, TokenUse::Expired);
     s.revoke_token("t2", 20).await.unwrap();
-    assert_eq!(s.use_token("h2", 10).await.unwrap(), TokenUse::Revoked);
-    assert_eq!(s.use_token("nope", 10).await.unwrap(), TokenUse::Unknown);
+    assert_eq!(enroll(s, "h2", 10).await, TokenUse::Revoked);
+    assert_eq!(enroll(s, "nope", 10).await, TokenUse::Unknown);
 }
 
 /// A token is revoked by its id or a prefix of it that names one token; the prefix is taken
@@ -57,7 +119,7 @@ pub async fn a_revocation_prefix_names_one_token_literally<S: Store>(store: Arc<
             "{wild:?} names no token"
         );
     }
-    assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
+    assert_eq!(enroll(s, "h1", 10).await, TokenUse::Consumed);
     s.insert_token(&token("abc2", 1_000, 2), "h2")
         .await
         .unwrap();
@@ -67,8 +129,8 @@ pub async fn a_revocation_prefix_names_one_token_literally<S: Store>(store: Arc<
     );
     let revoked = s.revoke_token("abc2", 20).await.unwrap().unwrap();
     assert_eq!(revoked.id.to_string(), "abc2");
-    assert_eq!(s.use_token("h1", 10).await.unwrap(), TokenUse::Consumed);
-    assert_eq!(s.use_token("h2", 10).await.unwrap(), TokenUse::Revoked);
+    assert_eq!(enroll(s, "h1", 10).await, TokenUse::Consumed);
+    assert_eq!(enroll(s, "h2", 10).await, TokenUse::Revoked);
 }
 
 /// Many enrollments present one token at once: exactly its uses are taken.
@@ -80,7 +142,7 @@ pub async fn racing_token_uses_never_exceed_the_limit<S: Store>(store: Arc<S>) {
         .unwrap();
     let uses = (0..RACERS).map(|_| {
         let store = store.clone();
-        async move { store.use_token("h", 1).await.unwrap() }
+        async move { enroll(&*store, "h", 1).await }
     });
     let outcomes = join_all(uses).await;
     let consumed = outcomes
