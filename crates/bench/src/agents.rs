@@ -73,6 +73,7 @@ pub async fn measure(
             token: &token,
             log: dir.join("load.log"),
             per_process: plan.per_process,
+            start_rate: 0.0,
         },
     )?;
     let start_us = load.started(WAVE_LIMIT).await?;

@@ -52,6 +52,10 @@ pub struct LoadArgs {
     /// several load processes share one fleet, each its own block of numbers.
     #[arg(long, default_value_t = 0)]
     pub first: usize,
+    /// Agents started per second (0: all at once). A fleet that enrolls for the first time
+    /// does not do so in one instant; see crates/bench/README.md, section 7.
+    #[arg(long, default_value_t = 0.0)]
+    pub start_rate: f64,
     /// Machine-readable event lines on stdout (for `postern-bench run`).
     #[arg(long)]
     pub events: bool,
@@ -129,6 +133,11 @@ pub async fn run(args: LoadArgs) -> Result<()> {
     }
     let mut agents = Vec::with_capacity(args.count);
     for (index, dir) in dirs.into_iter().enumerate() {
+        if args.start_rate > 0.0 {
+            // Paced by the clock, not by what the agents do: a start schedule.
+            let due = started + Duration::from_secs_f64(index as f64 / args.start_rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let number = args.first + index;
         let mut options = AgentOptions::new(String::new(), dir);
         options.servers = args.server.clone();

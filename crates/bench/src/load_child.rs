@@ -36,6 +36,8 @@ pub struct LoadSpec<'a> {
     pub log: PathBuf,
     /// The most agents one process holds ([`PER_PROCESS`] unless told).
     pub per_process: usize,
+    /// Agents started per second over all the processes (0: all at once).
+    pub start_rate: f64,
 }
 
 /// The most agents one load process holds by default. Each link is an open file, and this machine's
@@ -74,6 +76,8 @@ impl Load {
                 .arg(count.to_string())
                 .arg("--first")
                 .arg(first.to_string())
+                .arg("--start-rate")
+                .arg((spec.start_rate * count as f64 / spec.count as f64).to_string())
                 .arg("--name-prefix")
                 .arg(spec.name_prefix)
                 .arg("--data-dir")

@@ -48,6 +48,8 @@ pub struct NodesPlan {
     pub one_node: Value,
     /// The most agents one load process holds.
     pub per_process: usize,
+    /// The `load-*` agents started per second (0: all at once); the pinned ones start at once.
+    pub start_rate: f64,
 }
 
 /// One `postern server` of the cluster and the bench's login on it.
@@ -155,7 +157,7 @@ pub async fn measure(
             "one SQLite file"
         }
     );
-    let spec = |servers, count, name_prefix, sub: &str, log: &str| LoadSpec {
+    let spec = |servers, count, name_prefix, sub: &str, log: &str, start_rate| LoadSpec {
         servers,
         count,
         name_prefix,
@@ -163,10 +165,18 @@ pub async fn measure(
         token: &token,
         log: dir.join(log),
         per_process: plan.per_process,
+        start_rate,
     };
     let mut load = Load::spawn(
         &bins.bench,
-        &spec(&gateways, n, "load", "node-agents", "node-load.log"),
+        &spec(
+            &gateways,
+            n,
+            "load",
+            "node-agents",
+            "node-load.log",
+            plan.start_rate,
+        ),
     )?;
     let mut pins = Load::spawn(
         &bins.bench,
@@ -176,6 +186,7 @@ pub async fn measure(
             "pinned",
             "node-pinned",
             "node-pinned.log",
+            0.0,
         ),
     )?;
     let start_us = load
@@ -265,6 +276,8 @@ pub async fn measure(
         .postern(connect.max)
         .details(json!({
             "per_agent_s": connect,
+            "started_per_second": plan.start_rate,
+            "how": "from the first agent's start to the last one's link, agents started at started_per_second (0: all at once), so at least count / started_per_second",
             "every_node_listed_all_after_s": listed.as_secs_f64(),
             "database": if postgres { "postgresql" } else { "sqlite (one file shared by the nodes)" },
         }))

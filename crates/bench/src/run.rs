@@ -57,6 +57,11 @@ pub struct RunArgs {
     /// process may hold only so many open files).
     #[arg(long, default_value_t = load_child::PER_PROCESS)]
     pub agents_per_process: usize,
+    /// The nodes figure's agents started per second, all load processes together (0: all at
+    /// once). At 30,000 on 2 cores shared with the load, all at once is an enrollment storm
+    /// the database serializes (crates/bench/README.md, section 7).
+    #[arg(long, default_value_t = 150.0)]
+    pub node_start_rate: f64,
     /// The PostgreSQL database the nodes share (`postgres://…`, an empty database; bench/run
     /// starts a throwaway cluster). Without one they share a SQLite file and the database
     /// figures are left out.
@@ -369,6 +374,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             database: args.database.clone(),
             one_node: one_node_figures(&figures),
             per_process: args.agents_per_process,
+            start_rate: args.node_start_rate,
         };
         record(
             &mut figures,
