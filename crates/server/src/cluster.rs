@@ -113,7 +113,7 @@ impl Cluster {
     pub async fn register(&self, address: Option<&str>) -> Result<(), StoreError> {
         *self.address.lock().unwrap_or_else(|e| e.into_inner()) = address.map(str::to_owned);
         self.store
-            .register_node(self.node.as_str(), address, now_ms())
+            .register_node(&self.node, address, now_ms())
             .await?;
         self.last_beat.store(now_ms(), Ordering::Relaxed);
         let gone = self.store.clear_node_links(&self.node).await?;
@@ -184,7 +184,7 @@ impl Cluster {
         let mut flush = tokio::time::interval(self.config.last_seen_every);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         flush.tick().await;
-        let mut seen: HashMap<String, Seen> = HashMap::new();
+        let mut seen: HashMap<NodeId, Seen> = HashMap::new();
         let mut flushed_to = now_ms();
         loop {
             tokio::select! {
@@ -208,7 +208,7 @@ impl Cluster {
 
     async fn heartbeat(&self) {
         let now = now_ms();
-        match self.store.node_heartbeat(self.node.as_str(), now).await {
+        match self.store.node_heartbeat(&self.node, now).await {
             Ok(true) => self.beat_at(now),
             Ok(false) => {
                 // Taken over while it could not heartbeat: its links were removed and its
@@ -244,7 +244,7 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         self.store
-            .register_node(self.node.as_str(), address.as_deref(), now_ms())
+            .register_node(&self.node, address.as_deref(), now_ms())
             .await?;
         for link in self.links.local_links(&self.node) {
             self.store.link_up(&link).await?;
@@ -255,7 +255,7 @@ impl Cluster {
 
     /// Reads the nodes and their links: folds the live nodes' links into the registry and
     /// takes over the dead ones.
-    async fn refresh(&self, seen: &mut HashMap<String, Seen>) {
+    async fn refresh(&self, seen: &mut HashMap<NodeId, Seen>) {
         let (nodes, links) =
             match tokio::try_join!(self.store.list_nodes(), self.store.list_links()) {
                 Ok(read) => read,
@@ -271,7 +271,7 @@ impl Cluster {
         let mut dead = Vec::new();
         seen.retain(|id, _| nodes.iter().any(|n| &n.id == id));
         for node in &nodes {
-            if node.id == self.node.as_str() {
+            if node.id == self.node {
                 continue;
             }
             let entry = seen.entry(node.id.clone()).or_insert_with(|| {
@@ -301,17 +301,15 @@ impl Cluster {
         self.links.fold_remote(
             links
                 .into_iter()
-                .filter(|l| live.iter().any(|n| n == l.node.as_str()))
+                .filter(|l| live.contains(&l.node))
                 .collect(),
         );
         if !self.healthy() {
             // Others may be taking this node over: it takes nobody over.
             return;
         }
-        for (id, heartbeat_at) in dead {
-            if let Some(node) = NodeId::parse(&id) {
-                self.take_over(&node, heartbeat_at).await;
-            }
+        for (node, heartbeat_at) in dead {
+            self.take_over(&node, heartbeat_at).await;
         }
     }
 

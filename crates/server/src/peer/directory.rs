@@ -38,7 +38,7 @@ impl StoreDirectory {
 
 fn peer_of(node: &NodeRecord) -> Option<Peer> {
     Some(Peer {
-        node: NodeId::parse(&node.id)?,
+        node: node.id.clone(),
         address: node.address.as_deref()?.parse().ok()?,
     })
 }
@@ -59,7 +59,7 @@ impl Directory for StoreDirectory {
             .list_nodes()
             .await?
             .iter()
-            .filter(|n| n.id == link.node.as_str())
+            .filter(|n| n.id == link.node)
             .filter_map(peer_of)
             .collect())
     }
@@ -70,7 +70,7 @@ impl Directory for StoreDirectory {
             .list_nodes()
             .await?
             .iter()
-            .find(|n| n.id == node.as_str())
+            .find(|n| n.id == *node)
             .and_then(peer_of)
             .map(|p| p.address))
     }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::StoreResult;
+use crate::node::NodeId;
 
 /// Where the store lives, from the `database` setting.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub trait ClusterKeyStore: Send + Sync {
 /// A server node as the store knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRecord {
-    pub id: String,
+    pub id: NodeId,
     /// Where other nodes reach it, if it takes node-to-node connections.
     pub address: Option<String>,
     pub started_at: i64,
@@ -82,9 +83,9 @@ pub struct NodeRecord {
 #[async_trait]
 pub trait NodeStore: Send + Sync {
     /// Records a node starting (again): its address and start time, heartbeat now.
-    async fn register_node(&self, id: &str, address: Option<&str>, now: i64) -> StoreResult<()>;
+    async fn register_node(&self, id: &NodeId, address: Option<&str>, now: i64) -> StoreResult<()>;
     /// The node is alive at `now`. False when the node has no row (another node removed it).
-    async fn node_heartbeat(&self, id: &str, now: i64) -> StoreResult<bool>;
+    async fn node_heartbeat(&self, id: &NodeId, now: i64) -> StoreResult<bool>;
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
 }
 

@@ -6,6 +6,7 @@ macro_rules! cluster_store {
         const _: () = {
             use async_trait::async_trait;
             use $crate::store::StoreResult;
+            use $crate::node::NodeId;
             use $crate::store::cluster::{ClusterKeyStore, NodeRecord, NodeStore};
             use $crate::store::rows::Columns;
 
@@ -41,7 +42,7 @@ macro_rules! cluster_store {
             impl NodeStore for $store {
                 async fn register_node(
                     &self,
-                    id: &str,
+                    id: &NodeId,
                     address: Option<&str>,
                     now: i64,
                 ) -> StoreResult<()> {
@@ -50,7 +51,7 @@ macro_rules! cluster_store {
                          VALUES ($1, $2, $3, $3) \
                          ON CONFLICT (id) DO UPDATE SET address = $2, started_at = $3, heartbeat_at = $3",
                     )
-                    .bind(id)
+                    .bind(id.as_str())
                     .bind(address)
                     .bind(now)
                     .execute(&self.pool)
@@ -58,10 +59,10 @@ macro_rules! cluster_store {
                     Ok(())
                 }
 
-                async fn node_heartbeat(&self, id: &str, now: i64) -> StoreResult<bool> {
+                async fn node_heartbeat(&self, id: &NodeId, now: i64) -> StoreResult<bool> {
                     let done = sqlx::query("UPDATE nodes SET heartbeat_at = $1 WHERE id = $2")
                         .bind(now)
-                        .bind(id)
+                        .bind(id.as_str())
                         .execute(&self.pool)
                         .await?;
                     Ok(done.rows_affected() == 1)
@@ -76,7 +77,12 @@ macro_rules! cluster_store {
                     .iter()
                     .map(|row| {
                         Ok(NodeRecord {
-                            id: row.text("id")?,
+                            id: {
+                                let id = row.text("id")?;
+                                NodeId::parse(&id).ok_or_else(|| {
+                                    $crate::store::rows::corrupt("nodes.id", format!("{id:?}"))
+                                })?
+                            },
                             address: row.opt_text("address")?,
                             started_at: row.int("started_at")?,
                             heartbeat_at: row.int("heartbeat_at")?,

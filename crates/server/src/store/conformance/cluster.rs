@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::RACERS;
+use crate::node::NodeId;
 use crate::store::Store;
 
 /// However many nodes start at once, all get the same key: the first stored.
@@ -33,22 +34,24 @@ pub async fn racing_nodes_get_one_cluster_key(store: Arc<impl Store>) {
 
 /// A node registers, heartbeats, registers again on restart; a node without a row is told so.
 pub async fn nodes_register_and_heartbeat(store: Arc<impl Store>) {
+    // Listed in id order.
+    let [a, b, gone] = ["a", "b", "c"].map(|c| NodeId::parse(&c.repeat(32)).unwrap());
     store
-        .register_node("a", Some("10.0.0.1:2300"), 10)
+        .register_node(&a, Some("10.0.0.1:2300"), 10)
         .await
         .unwrap();
-    store.register_node("b", None, 11).await.unwrap();
-    assert!(store.node_heartbeat("a", 20).await.unwrap());
-    assert!(!store.node_heartbeat("gone", 20).await.unwrap());
+    store.register_node(&b, None, 11).await.unwrap();
+    assert!(store.node_heartbeat(&a, 20).await.unwrap());
+    assert!(!store.node_heartbeat(&gone, 20).await.unwrap());
     let nodes = store.list_nodes().await.unwrap();
     assert_eq!(nodes.len(), 2);
-    assert_eq!(nodes[0].id, "a");
+    assert_eq!(nodes[0].id, a);
     assert_eq!(nodes[0].address.as_deref(), Some("10.0.0.1:2300"));
     assert_eq!((nodes[0].started_at, nodes[0].heartbeat_at), (10, 20));
     assert_eq!(nodes[1].address, None);
 
     store
-        .register_node("a", Some("10.0.0.9:2300"), 30)
+        .register_node(&a, Some("10.0.0.9:2300"), 30)
         .await
         .unwrap();
     let a = store.list_nodes().await.unwrap().remove(0);

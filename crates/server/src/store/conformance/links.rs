@@ -95,14 +95,14 @@ pub async fn last_seen_is_stored_in_batches<S: Store>(store: Arc<S>) {
 pub async fn racing_survivors_take_a_dead_node_over_once<S: Store>(store: Arc<S>) {
     let s = &*store;
     let (dead, alive) = (NodeId::random(), NodeId::random());
-    s.register_node(dead.as_str(), None, 100).await.unwrap();
-    s.register_node(alive.as_str(), None, 100).await.unwrap();
+    s.register_node(&dead, None, 100).await.unwrap();
+    s.register_node(&alive, None, 100).await.unwrap();
     for (id, node) in [("a1", &dead), ("a2", &dead), ("a3", &alive)] {
         agent(s, id).await;
         s.link_up(&link(id, node, 1)).await.unwrap();
     }
     // A heartbeat since it was seen stale: not dead after all.
-    s.node_heartbeat(dead.as_str(), 200).await.unwrap();
+    s.node_heartbeat(&dead, 200).await.unwrap();
     assert_eq!(s.take_over_node(&dead, 100).await.unwrap(), None);
 
     let racers = (0..RACERS).map(|_| {
@@ -120,14 +120,14 @@ pub async fn racing_survivors_take_a_dead_node_over_once<S: Store>(store: Arc<S>
     agents.sort();
     assert_eq!(agents, [AgentId::from("a1"), AgentId::from("a2")]);
     assert_eq!(s.list_links().await.unwrap(), [link("a3", &alive, 1)]);
-    let nodes: Vec<String> = s
+    let nodes: Vec<NodeId> = s
         .list_nodes()
         .await
         .unwrap()
         .into_iter()
         .map(|n| n.id)
         .collect();
-    assert_eq!(nodes, [alive.to_string()]);
+    assert_eq!(nodes, [alive]);
     // The node's own next heartbeat finds it gone (and registers again).
-    assert!(!s.node_heartbeat(dead.as_str(), 300).await.unwrap());
+    assert!(!s.node_heartbeat(&dead, 300).await.unwrap());
 }
