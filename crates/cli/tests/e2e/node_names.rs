@@ -12,33 +12,14 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 
-use reqwest::Method;
-
 use crate::cluster::Cluster;
-use crate::harness::{TestServer, established_on, eventually, free_port};
+use crate::harness::{established_on, eventually, free_port};
 use crate::node_kill::bench_binary;
+use crate::nodes::listed;
 
 const NAME: &str = "nodes.postern.test";
 const AGENTS: usize = 16;
 const ADDRESSES: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
-
-/// The names a node lists online.
-async fn online(node: &TestServer) -> BTreeSet<String> {
-    let (status, body) = node
-        .call(
-            Method::GET,
-            "/api/v1/agents?online=true",
-            Some(&node.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body.as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_given_one_name_for_two_nodes_use_both_and_move_when_one_goes() {
@@ -79,7 +60,7 @@ async fn agents_given_one_name_for_two_nodes_use_both_and_move_when_one_goes() {
 
     let everyone: BTreeSet<String> = (0..AGENTS).map(|i| format!("load-{i:05}")).collect();
     eventually("every agent online, linked by the one name", || async {
-        (online(&cluster.nodes[1]).await == everyone).then_some(())
+        (listed(&cluster.nodes[1], true).await == everyone).then_some(())
     })
     .await;
     // Each agent shuffles what the name resolves to: with 16 agents, all on one node would
@@ -101,7 +82,7 @@ async fn agents_given_one_name_for_two_nodes_use_both_and_move_when_one_goes() {
     })
     .await;
     eventually("every agent online on the remaining node", || async {
-        (online(&cluster.nodes[1]).await == everyone).then_some(())
+        (listed(&cluster.nodes[1], true).await == everyone).then_some(())
     })
     .await;
 }

@@ -37,7 +37,7 @@ async fn counts(node: &TestServer) -> AgentCounts {
 }
 
 /// The names `GET /api/v1/agents?online=…` lists.
-async fn listed(node: &TestServer, online: bool) -> BTreeSet<String> {
+pub async fn listed(node: &TestServer, online: bool) -> BTreeSet<String> {
     let (status, body) = node
         .call(
             Method::GET,
