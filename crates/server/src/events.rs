@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use postern_protocol::api::{EventAgent, EventKind, EventSession, EventView, Role};
 use postern_protocol::{SessionId, SessionState};
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
@@ -23,12 +23,16 @@ use crate::store::{
     Actor, AgentRecord, EventAgentRef, EventRecord, NewEvent, Store, StoreResult, Topic, Wake,
 };
 
+mod writer;
+
 const LIVE_BUFFER: usize = 1024;
 /// Stored events one read takes, while catching up.
 const PAGE: u32 = 500;
 
 pub struct EventBus {
     store: Arc<dyn Store>,
+    /// This node's event writer (`writer.rs`): stores what is published, in batches.
+    writer: mpsc::UnboundedSender<writer::Queued>,
     live: broadcast::Sender<EventView>,
     /// The newest event id sent live. Only orders this node's live sends; what is stored,
     /// and in which order, the store decides.
@@ -42,6 +46,7 @@ impl EventBus {
     pub async fn new(store: Arc<dyn Store>) -> StoreResult<Self> {
         let newest = store.latest_events(1).await?.last().map_or(0, |e| e.id);
         Ok(Self {
+            writer: writer::start(store.clone()),
             store,
             live: broadcast::channel(LIVE_BUFFER).0,
             sent: Mutex::new(newest),
@@ -89,9 +94,20 @@ impl EventBus {
         detail: impl Into<String>,
     ) {
         let event = new_event(kind, actor, agent, session, detail);
-        match self.store.insert_event(&event).await {
-            Ok(id) => self.announce(EventRecord { id, event }).await,
-            Err(e) => tracing::error!(error = %e, kind = %kind, "could not store event"),
+        let (stored, id) = oneshot::channel();
+        let queued = writer::Queued {
+            event: event.clone(),
+            stored,
+        };
+        if self.writer.send(queued).is_err() {
+            tracing::error!(kind = %kind, "could not store event: the event writer has ended");
+            return;
+        }
+        match id.await {
+            Ok(Ok(id)) => self.announce(EventRecord { id, event }).await,
+            Ok(Err(e)) => tracing::error!(error = %e, kind = %kind, "could not store event"),
+            // Its batch was given up; the writer said so.
+            Err(_) => {}
         }
     }
 

@@ -230,7 +230,7 @@ mod tests {
                 session: None,
                 detail: format!("e{i}"),
             };
-            store.insert_event(&event).await.unwrap();
+            store.insert_events(&[event]).await.unwrap();
         }
         let views = store
             .events_after(0, u32::MAX)

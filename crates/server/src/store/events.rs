@@ -87,7 +87,8 @@ pub struct EventRecord {
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    async fn insert_event(&self, event: &NewEvent) -> StoreResult<i64>;
+    /// Stores the events in one transaction, in order; their ids, in the same order.
+    async fn insert_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>>;
     /// Events with id greater than `after`, oldest first.
     async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<EventRecord>>;
     /// The newest `limit` events, oldest first.

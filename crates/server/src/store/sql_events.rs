@@ -3,7 +3,9 @@
 //! committed after a reader passed that id would be skipped for good. Every event is stored
 //! in a transaction that first takes the store's `lock_event_order` (nothing on SQLite, where
 //! writers run one at a time; an advisory lock on PostgreSQL), so that no two event-storing
-//! transactions overlap and ids are handed out in the order they commit.
+//! transactions overlap and ids are handed out in the order they commit. Events are stored
+//! in batches (`insert_events`, see `events/writer.rs`): one lock and one commit for all the
+//! events a node published meanwhile, where one each would serialize a storm of links.
 
 macro_rules! event_store {
     ($store:ty, $db:ty) => {
@@ -21,6 +23,14 @@ macro_rules! event_store {
                     event: &NewEvent,
                 ) -> StoreResult<i64> {
                     Self::lock_event_order(tx).await?;
+                    Self::insert_event_row(tx, event).await
+                }
+
+                /// The row alone: the caller holds `lock_event_order` in `tx`.
+                async fn insert_event_row(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    event: &NewEvent,
+                ) -> StoreResult<i64> {
                     let agent = event.agent.as_ref();
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO events (time, kind, actor, agent_id, agent_name, agent_did, \
@@ -44,11 +54,15 @@ macro_rules! event_store {
 
             #[async_trait]
             impl EventStore for $store {
-                async fn insert_event(&self, event: &NewEvent) -> StoreResult<i64> {
+                async fn insert_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
                     let mut tx = self.write_tx().await?;
-                    let id = Self::insert_event_in(&mut tx, event).await?;
+                    Self::lock_event_order(&mut tx).await?;
+                    let mut ids = Vec::with_capacity(events.len());
+                    for event in events {
+                        ids.push(Self::insert_event_row(&mut tx, event).await?);
+                    }
                     tx.commit().await?;
-                    Ok(id)
+                    Ok(ids)
                 }
 
                 async fn events_after(

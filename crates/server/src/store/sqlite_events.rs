@@ -12,14 +12,14 @@ mod tests {
         {
             let s = SqliteStore::open(dir.path()).await.unwrap();
             for i in 0..5 {
-                s.insert_event(&NewEvent {
+                s.insert_events(&[NewEvent {
                     time: i,
                     kind: EventKind::UserLogin,
                     actor: Actor::User("ann".into()),
                     agent: None,
                     session: None,
                     detail: format!("e{i}"),
-                })
+                }])
                 .await
                 .unwrap();
             }

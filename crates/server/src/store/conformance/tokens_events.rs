@@ -162,7 +162,7 @@ pub async fn racing_token_uses_never_exceed_the_limit<S: Store>(store: Arc<S>) {
 pub async fn racing_events_page_each_once_in_id_order<S: Store>(store: Arc<S>) {
     let writes = (0..RACERS as i64).map(|n| {
         let store = store.clone();
-        async move { store.insert_event(&event(n)).await.unwrap() }
+        async move { store.insert_events(&[event(n)]).await.unwrap()[0] }
     });
     let mut ids = join_all(writes).await;
     ids.sort_unstable();
@@ -198,14 +198,13 @@ pub async fn a_reader_following_racing_writers_misses_no_event<S: Store>(store: 
         .map(|w| {
             let store = store.clone();
             tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for n in 0..PER_WRITER {
-                    ids.push(
-                        store
-                            .insert_event(&event(w * PER_WRITER + n))
-                            .await
-                            .unwrap(),
-                    );
+                // In batches of one to four, as a node's event writer stores them.
+                let (mut ids, mut next) = (Vec::new(), 0);
+                while next < PER_WRITER {
+                    let end = (next + 1 + w % 4).min(PER_WRITER);
+                    let batch: Vec<_> = (next..end).map(|n| event(w * PER_WRITER + n)).collect();
+                    ids.extend(store.insert_events(&batch).await.unwrap());
+                    next = end;
                 }
                 ids
             })
