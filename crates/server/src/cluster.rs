@@ -40,7 +40,7 @@ use crate::events::EventBus;
 use crate::links::LinkRegistry;
 use crate::node::NodeId;
 use crate::sessions::Sessions;
-use crate::store::{Actor, LinkRecord, Store, StoreError, Topic, Wake};
+use crate::store::{Actor, LinkEnded, LinkRecord, Store, StoreError, Topic, Wake};
 
 /// How a node keeps its place among the others (server settings `node_heartbeat`,
 /// `node_dead_after`, `last_seen_every`; see docs/ARCHITECTURE.md "Nodes").
@@ -74,6 +74,18 @@ pub struct Cluster {
     unhealthy: AtomicBool,
     /// The node address registered (`--node-listen`), kept for re-registering.
     address: std::sync::Mutex<Option<String>>,
+}
+
+/// What writing a link's row said of the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkClaim {
+    /// The store names this node's link as the agent's.
+    Held,
+    /// A link of the agent that came up later on another node holds the row: this one is
+    /// stale (the agent gave up on it while its row waited for the database).
+    Superseded,
+    /// The row could not be written now; the next heartbeat's reconcile writes it.
+    Unrecorded,
 }
 
 /// What this node saw of another: its heartbeat value, and since when it has not changed.
@@ -133,45 +145,110 @@ impl Cluster {
             < millis(self.config.dead_after)
     }
 
-    /// An agent's link came up on this node.
-    pub async fn link_up(&self, agent_id: &AgentId) {
+    /// An agent's link came up on this node at `connected_at` (`LinkId::connected_at`).
+    pub async fn link_up(&self, agent_id: &AgentId, connected_at: i64) -> LinkClaim {
         let link = LinkRecord {
             agent_id: agent_id.clone(),
             node: self.node.clone(),
-            connected_at: now_ms(),
+            connected_at,
             liveness: Liveness::Online,
         };
         match self.store.link_up(&link).await {
-            Ok(()) => self.store.wake(Topic::Links),
+            Ok(true) => {
+                self.store.wake(Topic::Links);
+                LinkClaim::Held
+            }
+            Ok(false) => LinkClaim::Superseded,
             Err(error) => {
-                tracing::error!(%error, agent = %agent_id, "could not record the agent's link")
+                tracing::warn!(%error, agent = %agent_id, "could not record the agent's link; the next heartbeat writes it");
+                LinkClaim::Unrecorded
             }
         }
     }
 
-    /// An agent's link on this node answers again, or stopped answering.
-    pub async fn link_liveness(&self, agent_id: &AgentId, liveness: Liveness) {
+    /// An agent's link on this node answers again, or stopped answering. False when the
+    /// store names no link of this node for the agent (it dialled another node since, or the
+    /// row is not written yet): the change is then not this node's to announce.
+    pub async fn link_liveness(&self, agent_id: &AgentId, liveness: Liveness) -> bool {
         match self
             .store
             .link_liveness(agent_id, &self.node, liveness)
             .await
         {
-            Ok(true) => self.store.wake(Topic::Links),
-            Ok(false) => {}
+            Ok(true) => {
+                self.store.wake(Topic::Links);
+                true
+            }
+            Ok(false) => false,
             Err(error) => {
-                tracing::error!(%error, agent = %agent_id, "could not record the link's liveness")
+                tracing::error!(%error, agent = %agent_id, "could not record the link's liveness");
+                true
             }
         }
     }
 
-    /// An agent's link on this node ended, last heard from at `last_seen`.
-    pub async fn link_down(&self, agent_id: &AgentId, last_seen: i64) {
+    /// An agent's link on this node ended, last heard from at `last_seen`. False when another
+    /// node holds the agent's link: it is online there, not offline.
+    pub async fn link_down(&self, agent_id: &AgentId, last_seen: i64) -> bool {
         match self.store.link_down(agent_id, &self.node, last_seen).await {
-            Ok(true) => self.store.wake(Topic::Links),
-            Ok(false) => {}
-            Err(error) => {
-                tracing::error!(%error, agent = %agent_id, "could not record the end of the agent's link")
+            Ok(LinkEnded::Removed) => {
+                self.store.wake(Topic::Links);
+                true
             }
+            Ok(LinkEnded::HeldBy(node)) => {
+                tracing::info!(agent = %agent_id, %node, "a stale link ended; the agent is linked to another node");
+                false
+            }
+            Ok(LinkEnded::Absent) => true,
+            Err(error) => {
+                tracing::error!(%error, agent = %agent_id, "could not record the end of the agent's link");
+                true
+            }
+        }
+    }
+
+    /// Makes the store's link rows agree with the links this node holds (`rows`: every row,
+    /// as just read). A link whose row is missing or older is written again (its first write
+    /// failed: the database was unreachable or its pool timed out); a link older than the
+    /// agent's row on another node is stale — the agent gave up on it and dialled that node —
+    /// and is cut. Nothing is written while rows and links agree, so idle costs nothing.
+    /// Links younger than a heartbeat at `read_at` are left to their own first write.
+    async fn reconcile(&self, rows: &[LinkRecord], read_at: i64) {
+        let settled = read_at.saturating_sub(millis(self.config.heartbeat));
+        let held: HashMap<&AgentId, &LinkRecord> =
+            rows.iter().map(|row| (&row.agent_id, row)).collect();
+        let mut rewritten = false;
+        for mine in self.links.local_links(&self.node) {
+            let newer_elsewhere = match held.get(&mine.agent_id) {
+                Some(row) if row.node == self.node && row.connected_at >= mine.connected_at => {
+                    continue;
+                }
+                Some(row) if row.node != self.node && row.connected_at > mine.connected_at => {
+                    Some(row.connected_at)
+                }
+                _ if mine.connected_at > settled => continue,
+                _ => match self.store.link_up(&mine).await {
+                    Ok(true) => {
+                        rewritten = true;
+                        tracing::info!(agent = %mine.agent_id, "wrote the agent's link row again");
+                        None
+                    }
+                    // Another node's newer link took the row since it was read.
+                    Ok(false) => Some(mine.connected_at + 1),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not write this node's links again; next heartbeat");
+                        break;
+                    }
+                },
+            };
+            if let Some(than) = newer_elsewhere
+                && self.links.cut_older(&mine.agent_id, than)
+            {
+                tracing::warn!(agent = %mine.agent_id, "cut a stale link: the agent is linked to another node since");
+            }
+        }
+        if rewritten {
+            self.store.wake(Topic::Links);
         }
     }
 
@@ -256,6 +333,7 @@ impl Cluster {
     /// Reads the nodes and their links: folds the live nodes' links into the registry and
     /// takes over the dead ones.
     async fn refresh(&self, seen: &mut HashMap<NodeId, Seen>) {
+        let read_at = now_ms();
         let (nodes, links) =
             match tokio::try_join!(self.store.list_nodes(), self.store.list_links()) {
                 Ok(read) => read,
@@ -297,20 +375,28 @@ impl Cluster {
                 live.push(node.id.clone());
             }
         }
-        // A row of an unknown node (one taken over, whose rows are going) is not believed.
+        if !self.healthy() {
+            // Others may be taking this node over: it takes nobody over, and its links are
+            // written again when it heartbeats (`reregister`).
+            self.fold(links, &live);
+            return;
+        }
+        self.reconcile(&links, read_at).await;
+        self.fold(links, &live);
+        for (node, heartbeat_at) in dead {
+            self.take_over(&node, heartbeat_at).await;
+        }
+    }
+
+    /// Takes the rows of live nodes other than this one into the registry; a row of an
+    /// unknown node (one taken over, whose rows are going) is not believed.
+    fn fold(&self, links: Vec<LinkRecord>, live: &[NodeId]) {
         self.links.fold_remote(
             links
                 .into_iter()
                 .filter(|l| live.contains(&l.node))
                 .collect(),
         );
-        if !self.healthy() {
-            // Others may be taking this node over: it takes nobody over.
-            return;
-        }
-        for (node, heartbeat_at) in dead {
-            self.take_over(&node, heartbeat_at).await;
-        }
     }
 
     /// Detaches or ends a dead node's sessions, then removes it and its links if its
@@ -391,115 +477,4 @@ fn millis(d: Duration) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use tokio::sync::mpsc;
-
-    use super::*;
-    use crate::gateway::Cut;
-    use crate::links::SessionUse;
-    use crate::sessions::SessionConfig;
-    use crate::store::SqliteStore;
-
-    async fn node(store: Arc<dyn Store>) -> Arc<Cluster> {
-        let events = Arc::new(EventBus::new(store.clone()).await.unwrap());
-        let links = Arc::new(LinkRegistry::default());
-        let node = NodeId::random();
-        let sessions = Sessions::new(
-            store.clone(),
-            events.clone(),
-            links.clone(),
-            SessionConfig {
-                ports: crate::config::PortRange {
-                    first: 20000,
-                    last: 20001,
-                },
-                bind: "127.0.0.1".parse().unwrap(),
-                start_timeout: Duration::from_secs(600),
-                idle_timeout: Duration::from_secs(600),
-            },
-            node.clone(),
-            crate::metrics::Metrics::default(),
-            None,
-        );
-        Arc::new(Cluster::new(
-            node,
-            store,
-            links,
-            events,
-            sessions,
-            ClusterConfig::default(),
-        ))
-    }
-
-    #[tokio::test]
-    async fn a_node_taken_over_while_alive_comes_back_with_its_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-        store
-            .insert_agent(&crate::store::AgentRecord {
-                id: "a1".into(),
-                did: "did:key:za1".into(),
-                name: "a1".into(),
-                ssh_public_key: "ssh-ed25519 a1".into(),
-                status: postern_protocol::AgentStatus::Approved,
-                facts: postern_protocol::AgentFacts::default(),
-                enrolled_at: 0,
-                last_seen: None,
-                remote_addr: None,
-            })
-            .await
-            .unwrap();
-        let me = node(store.clone()).await;
-        me.register(None).await.unwrap();
-        let (commands, _inbox) = mpsc::channel(1);
-        me.links.register(
-            &"a1".into(),
-            commands,
-            None,
-            SessionUse::Logins,
-            Cut::default(),
-        );
-        me.link_up(&"a1".into()).await;
-
-        // Another node found this one stale and took it over: its row and links are gone.
-        let row = store.list_nodes().await.unwrap().remove(0);
-        let taken = store
-            .take_over_node(me.node(), row.heartbeat_at)
-            .await
-            .unwrap();
-        assert_eq!(taken, Some(vec![AgentId::from("a1")]));
-
-        // Its next heartbeat finds that out: it registers again and writes its links again.
-        me.heartbeat().await;
-        assert_eq!(store.list_nodes().await.unwrap().len(), 1);
-        let links = store.list_links().await.unwrap();
-        assert_eq!(links.len(), 1);
-        assert_eq!(&links[0].node, me.node());
-        assert!(me.healthy());
-    }
-
-    #[tokio::test]
-    async fn a_node_whose_heartbeat_is_stale_is_not_healthy() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-        let me = node(store.clone()).await;
-        me.register(None).await.unwrap();
-        assert!(me.healthy());
-        // As if the last heartbeat that got through was `dead_after` ago.
-        me.last_beat
-            .store(now_ms() - millis(me.config.dead_after), Ordering::Relaxed);
-        assert!(!me.healthy());
-        let readiness = crate::health::Readiness::new(store, Some(me.clone()));
-        assert!(matches!(
-            readiness.check().await,
-            Err(crate::health::NotReady::Heartbeat)
-        ));
-        me.heartbeat().await;
-        assert!(
-            me.healthy(),
-            "a heartbeat that gets through makes it healthy again"
-        );
-    }
-}
+mod tests;

@@ -106,6 +106,8 @@ struct Link {
     lost_after: i64,
     responding: bool,
     lost: bool,
+    /// Cut because the agent linked to another node since (`cut_older`).
+    stale: bool,
     cut: Cut,
     session_use: SessionUse,
     /// The presence version of this link's last change: coming up, or its liveness (see
@@ -137,7 +139,18 @@ pub struct LinkRegistry {
 /// Proof of registration; `LinkRegistry::unregister` only removes the link it names, so an
 /// old connection closing cannot take a newer one offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkId(u64);
+pub struct LinkId {
+    generation: u64,
+    connected_at: i64,
+}
+
+impl LinkId {
+    /// When the link came up (wall-clock ms): what orders it against the agent's links on
+    /// other nodes (see `LinkStore::link_up`).
+    pub fn connected_at(&self) -> i64 {
+        self.connected_at
+    }
+}
 
 /// A link as it was removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +255,7 @@ impl LinkRegistry {
                 lost_after,
                 responding: true,
                 lost: false,
+                stale: false,
                 cut,
                 session_use,
                 changed,
@@ -251,13 +265,22 @@ impl LinkRegistry {
         if previous.is_some() {
             self.metrics.link_closed(LinkEnd::Replaced);
         }
-        (LinkId(generation), previous.map(|l| l.commands))
+        (
+            LinkId {
+                generation,
+                connected_at: now,
+            },
+            previous.map(|l| l.commands),
+        )
     }
 
     /// Removes the link if it is still the registered one; returns how it was if it was.
     pub fn unregister(&self, agent_id: &AgentId, id: LinkId) -> Option<Gone> {
         let mut links = self.lock();
-        if links.get(agent_id).is_some_and(|l| l.generation == id.0) {
+        if links
+            .get(agent_id)
+            .is_some_and(|l| l.generation == id.generation)
+        {
             links.remove(agent_id).map(|l| {
                 let mut log = self.log();
                 match self.remote().get_mut(agent_id) {
@@ -267,6 +290,8 @@ impl LinkRegistry {
                 }
                 self.metrics.link_closed(if l.lost {
                     LinkEnd::Lost
+                } else if l.stale {
+                    LinkEnd::Stale
                 } else {
                     LinkEnd::Closed
                 });
@@ -309,6 +334,21 @@ impl LinkRegistry {
                 .remote()
                 .get(agent_id)
                 .map_or(Liveness::Offline, |r| r.liveness),
+        }
+    }
+
+    /// Cuts this node's link of the agent if it came up before `than`: the agent dialled
+    /// another node since, so this link is a stale one (its agent no longer reads it, so it
+    /// is cut, not asked to close). True if one was cut.
+    pub fn cut_older(&self, agent_id: &AgentId, than: i64) -> bool {
+        let mut links = self.lock();
+        match links.get_mut(agent_id) {
+            Some(link) if link.connected_at < than => {
+                link.stale = true;
+                link.cut.cut();
+                true
+            }
+            _ => false,
         }
     }
 

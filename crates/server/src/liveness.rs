@@ -38,8 +38,11 @@ pub async fn sweep(
             tracing::warn!(agent = %id, timeout = ?policy.timeout, "agent link silent for too long; dropping it");
         }
         for id in swept.quiet {
-            // Written for the other nodes: a liveness change, not a heartbeat.
-            cluster.link_liveness(&id, Liveness::NotResponding).await;
+            // Written for the other nodes: a liveness change, not a heartbeat. A link whose
+            // row another node holds is stale (the agent is linked there): not announced.
+            if !cluster.link_liveness(&id, Liveness::NotResponding).await {
+                continue;
+            }
             let agent = match store.agent_by_id(&id).await {
                 Ok(Some(agent)) => agent,
                 Ok(None) => continue,

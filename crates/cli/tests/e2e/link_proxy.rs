@@ -9,17 +9,31 @@ use std::net::SocketAddr;
 pub struct Proxy {
     pub addr: SocketAddr,
     frozen: tokio::sync::watch::Sender<bool>,
+    refusing: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0, target).await
+    }
+
+    /// A forwarder on a given loopback port (0: any).
+    pub async fn start_on(port: u16, target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let (frozen, watch) = tokio::sync::watch::channel(false);
+        let (refusing, refuse) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let mut pipes = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
+                if *refuse.borrow() {
+                    // Closed at once: the dialler moves on to its next address.
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = tokio::net::TcpStream::connect(target).await else {
                     continue;
                 };
@@ -29,7 +43,12 @@ impl Proxy {
                 pipes.spawn(Self::pipe(sr, cw, watch.clone()));
             }
         });
-        Self { addr, frozen, task }
+        Self {
+            addr,
+            frozen,
+            refusing,
+            task,
+        }
     }
 
     /// One direction: read, wait while frozen, write. Dropping the halves closes them.
@@ -57,6 +76,13 @@ impl Proxy {
     /// Stops forwarding; connections stay open.
     pub fn freeze(&self) {
         self.frozen.send_replace(true);
+    }
+
+    /// Freezes the open connections and closes every new one at once: the host is gone
+    /// for its links, and a dialler does not wait out a handshake on it.
+    pub fn shun(&self) {
+        self.refusing.send_replace(true);
+        self.freeze();
     }
 
     pub fn thaw(&self) {

@@ -46,6 +46,7 @@ mod sessions;
 mod shared_database;
 mod slow_reader;
 mod ssh_end;
+mod stale_link;
 mod storage;
 mod survive;
 mod terminal;

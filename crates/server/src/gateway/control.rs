@@ -25,6 +25,7 @@ use super::sever::Cut;
 use super::{Gateway, key_text};
 use crate::agents::AgentError;
 use crate::auth::secret;
+use crate::cluster::LinkClaim;
 use crate::links::{Gone, LinkCommand, SessionUse};
 use crate::store::{Actor, AgentRecord};
 
@@ -276,15 +277,17 @@ async fn enroll(
 /// record, for the other nodes), say so, end its sessions (or detach those whose shells it
 /// keeps).
 async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone, kept: &HashSet<SessionId>) {
-    gateway.cluster.link_down(&agent.id, gone.last_seen).await;
-    let detail = match gone.lost_after {
-        Some(ms) => format!("link lost: no sign of life for {}s", ms / 1000),
-        None => "link down".to_owned(),
-    };
-    gateway
-        .events
-        .publish(EventKind::AgentOffline, &Actor::System, Some(agent), detail)
-        .await;
+    // A stale link ending while another node holds the agent's: it is not offline.
+    if gateway.cluster.link_down(&agent.id, gone.last_seen).await {
+        let detail = match gone.lost_after {
+            Some(ms) => format!("link lost: no sign of life for {}s", ms / 1000),
+            None => "link down".to_owned(),
+        };
+        gateway
+            .events
+            .publish(EventKind::AgentOffline, &Actor::System, Some(agent), detail)
+            .await;
+    }
     gateway.sessions.link_down(&agent.id, kept).await;
 }
 
@@ -310,25 +313,34 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
         hello.session_use,
         link.cut.clone(),
     );
-    match previous {
-        // A newer connection of the same agent wins; the old one is closed.
-        Some(old) => {
-            let _ = old.try_send(LinkCommand::close(error(
-                ErrorCode::Refused,
-                "replaced by a newer connection of this agent",
-            )));
-        }
-        None => {
-            let online = gateway.events.publish(
-                EventKind::AgentOnline,
-                &Actor::System,
-                Some(agent),
-                "link up",
-            );
-            Box::pin(online).await
-        }
+    // A newer connection of the same agent wins; the old one is closed.
+    if let Some(old) = &previous {
+        let _ = old.try_send(LinkCommand::close(error(
+            ErrorCode::Refused,
+            "replaced by a newer connection of this agent",
+        )));
     }
-    Box::pin(gateway.cluster.link_up(&agent.id)).await;
+    // The row first, then the event: a reader told "online" finds the link in the store.
+    let claim = Box::pin(gateway.cluster.link_up(&agent.id, id.connected_at())).await;
+    if claim == LinkClaim::Superseded {
+        // The agent gave up on this link while its row waited for the database, and is
+        // linked to another node since: this link is stale.
+        tracing::info!("a newer link of this agent on another node holds it; closing this one");
+        links.unregister(&agent.id, id);
+        return End::Refuse(error(
+            ErrorCode::Refused,
+            "replaced by a newer connection of this agent",
+        ));
+    }
+    if previous.is_none() {
+        let online = gateway.events.publish(
+            EventKind::AgentOnline,
+            &Actor::System,
+            Some(agent),
+            "link up",
+        );
+        Box::pin(online).await;
+    }
     let mut status = agent.status;
     if status == AgentStatus::Approved {
         Box::pin(gateway.sessions.link_up(&agent.id)).await;
@@ -349,11 +361,12 @@ async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: H
                 // Any message is a sign of life; one after silence is a recovery.
                 if links.touch(&agent.id) {
                     tracing::info!("agent responding again");
-                    Box::pin(gateway.cluster.link_liveness(&agent.id, Liveness::Online)).await;
-                    let online = gateway.events.publish(
-                        EventKind::AgentOnline, &Actor::System, Some(agent), "responding again",
-                    );
-                    Box::pin(online).await;
+                    if Box::pin(gateway.cluster.link_liveness(&agent.id, Liveness::Online)).await {
+                        let online = gateway.events.publish(
+                            EventKind::AgentOnline, &Actor::System, Some(agent), "responding again",
+                        );
+                        Box::pin(online).await;
+                    }
                 }
                 match message {
                     AgentMessage::Heartbeat { facts } => {

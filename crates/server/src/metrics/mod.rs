@@ -131,16 +131,24 @@ pub enum LinkEnd {
     Closed,
     Lost,
     Replaced,
+    /// Cut as stale: the agent linked to another node since.
+    Stale,
 }
 
 impl LinkEnd {
-    const ALL: [LinkEnd; 3] = [LinkEnd::Closed, LinkEnd::Lost, LinkEnd::Replaced];
+    const ALL: [LinkEnd; 4] = [
+        LinkEnd::Closed,
+        LinkEnd::Lost,
+        LinkEnd::Replaced,
+        LinkEnd::Stale,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             LinkEnd::Closed => "closed",
             LinkEnd::Lost => "lost",
             LinkEnd::Replaced => "replaced",
+            LinkEnd::Stale => "stale",
         }
     }
 }
@@ -219,7 +227,7 @@ pub struct Metrics(Option<Arc<Registry>>);
 struct Registry {
     recorder: PrometheusRecorder,
     links_opened: Counter,
-    links_closed: [Counter; 3],
+    links_closed: [Counter; LinkEnd::ALL.len()],
     transitions: [Counter; 7],
     /// By final state (stopped, failed) × reason.
     ended: Vec<((SessionState, &'static str), Counter)>,

@@ -26,6 +26,17 @@ pub struct LinkRecord {
     pub liveness: Liveness,
 }
 
+/// What ending a node's link did to the agent's row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEnded {
+    /// The row was this node's and is gone: the agent is offline.
+    Removed,
+    /// Another node holds the agent's link (it dialled there since): still online.
+    HeldBy(NodeId),
+    /// There was no row (it was never written, or its node was taken over).
+    Absent,
+}
+
 /// A link row as every database returns it, before it is checked.
 pub struct LinkRow {
     pub agent_id: String,
@@ -61,8 +72,12 @@ impl TryFrom<LinkRow> for LinkRecord {
 
 #[async_trait]
 pub trait LinkStore: Send + Sync {
-    /// The link's node holds it from now on, whichever node held it before.
-    async fn link_up(&self, link: &LinkRecord) -> StoreResult<()>;
+    /// The link's node holds it from now on, unless the row names a link that came up later
+    /// (`connected_at`) on another node: then the row stays and false is returned. A link's
+    /// row can be written late (its node waited for the database while the agent gave up
+    /// and dialled another node): the newer link must keep the row, or the old link's end
+    /// would remove it and leave a connected agent shown offline.
+    async fn link_up(&self, link: &LinkRecord) -> StoreResult<bool>;
     /// A liveness change of a link `node` holds; false when `node` no longer holds it.
     async fn link_liveness(
         &self,
@@ -71,13 +86,13 @@ pub trait LinkStore: Send + Sync {
         liveness: Liveness,
     ) -> StoreResult<bool>;
     /// The link `node` held ended: the agent's `last_seen` is stored, and its row removed if
-    /// `node` still holds it (a newer link on another node stays). True when it was removed.
+    /// `node` still holds it (a newer link on another node stays).
     async fn link_down(
         &self,
         agent_id: &AgentId,
         node: &NodeId,
         last_seen: i64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<LinkEnded>;
     /// Every link row, of live and dead nodes alike.
     async fn list_links(&self) -> StoreResult<Vec<LinkRecord>>;
     /// Removes every row of `node` (at its start: the links of its last run are gone).

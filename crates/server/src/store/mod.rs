@@ -51,7 +51,7 @@ pub use cluster::{
 };
 pub use events::{Actor, EventAgentRef, EventRecord, EventStore, NewEvent};
 pub use failure::StorageFailure;
-pub use links::{LinkRecord, LinkStore};
+pub use links::{LinkEnded, LinkRecord, LinkStore};
 pub use postgres::{PgPoolSettings, PgStore, testing as postgres_testing};
 pub use sessions::{
     SessionChange, SessionFilter, SessionInsert, SessionRecord, SessionStore, TransitionRecord,

@@ -13,18 +13,19 @@ macro_rules! link_store {
             use sqlx::Row;
 
             use $crate::node::NodeId;
-            use $crate::store::StoreResult;
             use $crate::store::links::{
-                LAST_SEEN_BATCH, LinkRecord, LinkRow, LinkStore, last_seen_statement,
+                LAST_SEEN_BATCH, LinkEnded, LinkRecord, LinkRow, LinkStore, last_seen_statement,
             };
+            use $crate::store::{StoreError, StoreResult};
 
             #[async_trait]
             impl LinkStore for $store {
-                async fn link_up(&self, link: &LinkRecord) -> StoreResult<()> {
-                    sqlx::query(
+                async fn link_up(&self, link: &LinkRecord) -> StoreResult<bool> {
+                    let done = sqlx::query(
                         "INSERT INTO agent_links (agent_id, node_id, connected_at, liveness) \
                          VALUES ($1, $2, $3, $4) ON CONFLICT (agent_id) DO UPDATE \
-                         SET node_id = $2, connected_at = $3, liveness = $4",
+                         SET node_id = $2, connected_at = $3, liveness = $4 \
+                         WHERE agent_links.connected_at <= $3",
                     )
                     .bind(link.agent_id.as_str())
                     .bind(link.node.as_str())
@@ -32,7 +33,7 @@ macro_rules! link_store {
                     .bind(link.liveness.as_str())
                     .execute(&self.pool)
                     .await?;
-                    Ok(())
+                    Ok(done.rows_affected() == 1)
                 }
 
                 async fn link_liveness(
@@ -57,7 +58,7 @@ macro_rules! link_store {
                     agent_id: &AgentId,
                     node: &NodeId,
                     last_seen: i64,
-                ) -> StoreResult<bool> {
+                ) -> StoreResult<LinkEnded> {
                     let mut tx = self.write_tx().await?;
                     sqlx::query("UPDATE agents SET last_seen = $2 WHERE id = $1")
                         .bind(agent_id.as_str())
@@ -70,8 +71,26 @@ macro_rules! link_store {
                             .bind(node.as_str())
                             .execute(&mut *tx)
                             .await?;
+                    let ended = if done.rows_affected() == 1 {
+                        LinkEnded::Removed
+                    } else {
+                        let holder: Option<String> = sqlx::query_scalar(
+                            "SELECT node_id FROM agent_links WHERE agent_id = $1",
+                        )
+                        .bind(agent_id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        match holder {
+                            Some(node) => {
+                                LinkEnded::HeldBy(NodeId::parse(&node).ok_or_else(|| {
+                                    StoreError::Corrupt(format!("agent_links.node_id: {node:?}"))
+                                })?)
+                            }
+                            None => LinkEnded::Absent,
+                        }
+                    };
                     tx.commit().await?;
-                    Ok(done.rows_affected() == 1)
+                    Ok(ended)
                 }
 
                 async fn list_links(&self) -> StoreResult<Vec<LinkRecord>> {

@@ -10,7 +10,7 @@ use postern_protocol::api::Liveness;
 use super::{RACERS, agent};
 use crate::node::NodeId;
 use crate::store::links::LAST_SEEN_BATCH;
-use crate::store::{LinkRecord, Store};
+use crate::store::{LinkEnded, LinkRecord, Store};
 
 fn link(agent_id: impl Into<AgentId>, node: &NodeId, at: i64) -> LinkRecord {
     LinkRecord {
@@ -25,18 +25,21 @@ pub async fn a_link_is_its_latest_nodes_and_only_that_node_changes_it<S: Store>(
     let s = &*store;
     agent(s, "a1").await;
     let (one, two) = (NodeId::random(), NodeId::random());
-    s.link_up(&link("a1", &one, 10)).await.unwrap();
+    assert!(s.link_up(&link("a1", &one, 10)).await.unwrap());
     assert_eq!(s.list_links().await.unwrap(), [link("a1", &one, 10)]);
 
     // The agent dialled another node: its row moves; the first node's late word changes
     // nothing.
-    s.link_up(&link("a1", &two, 20)).await.unwrap();
+    assert!(s.link_up(&link("a1", &two, 20)).await.unwrap());
     assert!(
         !s.link_liveness(&"a1".into(), &one, Liveness::NotResponding)
             .await
             .unwrap()
     );
-    assert!(!s.link_down(&"a1".into(), &one, 15).await.unwrap());
+    assert_eq!(
+        s.link_down(&"a1".into(), &one, 15).await.unwrap(),
+        LinkEnded::HeldBy(two.clone())
+    );
     assert_eq!(s.list_links().await.unwrap(), [link("a1", &two, 20)]);
 
     assert!(
@@ -48,8 +51,15 @@ pub async fn a_link_is_its_latest_nodes_and_only_that_node_changes_it<S: Store>(
         s.list_links().await.unwrap()[0].liveness,
         Liveness::NotResponding
     );
-    assert!(s.link_down(&"a1".into(), &two, 30).await.unwrap());
+    assert_eq!(
+        s.link_down(&"a1".into(), &two, 30).await.unwrap(),
+        LinkEnded::Removed
+    );
     assert!(s.list_links().await.unwrap().is_empty());
+    assert_eq!(
+        s.link_down(&"a1".into(), &two, 30).await.unwrap(),
+        LinkEnded::Absent
+    );
     assert_eq!(
         s.agent_by_id(&"a1".into())
             .await
@@ -58,6 +68,25 @@ pub async fn a_link_is_its_latest_nodes_and_only_that_node_changes_it<S: Store>(
             .last_seen,
         Some(30)
     );
+}
+
+/// A link's row written late (its node waited for the database while the agent gave up on it
+/// and dialled another node) does not take the row from the newer link, so the old link's end
+/// cannot leave the connected agent without a row (found at 15,000 agents on three nodes).
+pub async fn a_late_write_of_an_older_link_leaves_the_newer_links_row<S: Store>(store: Arc<S>) {
+    let s = &*store;
+    agent(s, "a1").await;
+    let (old, new) = (NodeId::random(), NodeId::random());
+    assert!(s.link_up(&link("a1", &new, 20)).await.unwrap());
+    assert!(!s.link_up(&link("a1", &old, 10)).await.unwrap());
+    assert_eq!(s.list_links().await.unwrap(), [link("a1", &new, 20)]);
+    assert_eq!(
+        s.link_down(&"a1".into(), &old, 12).await.unwrap(),
+        LinkEnded::HeldBy(new.clone())
+    );
+    assert_eq!(s.list_links().await.unwrap(), [link("a1", &new, 20)]);
+    // The holding node writes its own link again (after a takeover it survived): kept.
+    assert!(s.link_up(&link("a1", &new, 20)).await.unwrap());
 }
 
 pub async fn a_restarted_node_clears_only_its_own_links<S: Store>(store: Arc<S>) {

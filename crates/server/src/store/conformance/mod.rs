@@ -77,6 +77,7 @@ macro_rules! every_case {
         }
         links {
             a_link_is_its_latest_nodes_and_only_that_node_changes_it,
+            a_late_write_of_an_older_link_leaves_the_newer_links_row,
             a_restarted_node_clears_only_its_own_links,
             last_seen_is_stored_in_batches,
             racing_survivors_take_a_dead_node_over_once,

@@ -1,0 +1,206 @@
+//! The cluster's own tests: a node taken over while alive, its health, and its links' rows
+//! kept true against the store.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::gateway::Cut;
+use crate::links::SessionUse;
+use crate::sessions::SessionConfig;
+use crate::store::SqliteStore;
+
+async fn node(store: Arc<dyn Store>) -> Arc<Cluster> {
+    node_with(store, ClusterConfig::default()).await
+}
+
+async fn node_with(store: Arc<dyn Store>, config: ClusterConfig) -> Arc<Cluster> {
+    let events = Arc::new(EventBus::new(store.clone()).await.unwrap());
+    let links = Arc::new(LinkRegistry::default());
+    let node = NodeId::random();
+    let sessions = Sessions::new(
+        store.clone(),
+        events.clone(),
+        links.clone(),
+        SessionConfig {
+            ports: crate::config::PortRange {
+                first: 20000,
+                last: 20001,
+            },
+            bind: "127.0.0.1".parse().unwrap(),
+            start_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(600),
+        },
+        node.clone(),
+        crate::metrics::Metrics::default(),
+        None,
+    );
+    Arc::new(Cluster::new(node, store, links, events, sessions, config))
+}
+
+async fn agent(store: &dyn Store, id: &str) {
+    store
+        .insert_agent(&crate::store::AgentRecord {
+            id: id.into(),
+            did: format!("did:key:z{id}"),
+            name: id.into(),
+            ssh_public_key: format!("ssh-ed25519 {id}"),
+            status: postern_protocol::AgentStatus::Approved,
+            facts: postern_protocol::AgentFacts::default(),
+            enrolled_at: 0,
+            last_seen: None,
+            remote_addr: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// A node whose links are judged settled at once (a heartbeat of zero), so that one refresh
+/// reconciles every link registered before it.
+async fn settled_node(store: Arc<dyn Store>) -> Arc<Cluster> {
+    let config = ClusterConfig {
+        heartbeat: Duration::ZERO,
+        ..ClusterConfig::default()
+    };
+    let me = node_with(store, config).await;
+    me.register(None).await.unwrap();
+    me
+}
+
+fn link(me: &Cluster, agent: &str) -> (crate::links::LinkId, Cut) {
+    let (commands, _inbox) = mpsc::channel(1);
+    let cut = Cut::default();
+    let (id, _) = me.links.register(
+        &agent.into(),
+        commands,
+        None,
+        SessionUse::Logins,
+        cut.clone(),
+    );
+    (id, cut)
+}
+
+/// A link whose row could not be written when it came up (the pool timed out in a storm) is
+/// written by the node's next refresh: a connected agent is not left shown offline.
+#[tokio::test]
+async fn a_link_whose_row_was_never_written_is_written_by_the_next_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    agent(&*store, "a1").await;
+    let me = settled_node(store.clone()).await;
+    let (id, cut) = link(&me, "a1");
+    assert!(store.list_links().await.unwrap().is_empty());
+
+    me.refresh(&mut HashMap::new()).await;
+    let rows = store.list_links().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(&rows[0].node, me.node());
+    assert_eq!(rows[0].connected_at, id.connected_at());
+    assert!(!cut.is_cut());
+}
+
+/// A link older than the agent's row on another node is stale (the agent gave up on it while
+/// its row waited for the database, and dialled the other node): the refresh cuts it, and its
+/// late first write would not have taken the row.
+#[tokio::test]
+async fn a_link_older_than_the_agents_link_on_another_node_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    agent(&*store, "a1").await;
+    let me = settled_node(store.clone()).await;
+    let other = settled_node(store.clone()).await;
+    let (stale, cut) = link(&me, "a1");
+    let (newer, kept) = link(&other, "a1");
+    assert!(newer.connected_at() >= stale.connected_at());
+    let newer_at = stale.connected_at() + 1;
+    let row = LinkRecord {
+        agent_id: "a1".into(),
+        node: other.node().clone(),
+        connected_at: newer_at,
+        liveness: Liveness::Online,
+    };
+    assert!(store.link_up(&row).await.unwrap());
+    assert_eq!(
+        me.link_up(&"a1".into(), stale.connected_at()).await,
+        LinkClaim::Superseded
+    );
+
+    me.refresh(&mut HashMap::new()).await;
+    assert!(cut.is_cut(), "the stale link is cut");
+    assert_eq!(store.list_links().await.unwrap(), [row]);
+    assert!(!kept.is_cut());
+}
+
+#[tokio::test]
+async fn a_node_taken_over_while_alive_comes_back_with_its_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    store
+        .insert_agent(&crate::store::AgentRecord {
+            id: "a1".into(),
+            did: "did:key:za1".into(),
+            name: "a1".into(),
+            ssh_public_key: "ssh-ed25519 a1".into(),
+            status: postern_protocol::AgentStatus::Approved,
+            facts: postern_protocol::AgentFacts::default(),
+            enrolled_at: 0,
+            last_seen: None,
+            remote_addr: None,
+        })
+        .await
+        .unwrap();
+    let me = node(store.clone()).await;
+    me.register(None).await.unwrap();
+    let (commands, _inbox) = mpsc::channel(1);
+    let (id, _) = me.links.register(
+        &"a1".into(),
+        commands,
+        None,
+        SessionUse::Logins,
+        Cut::default(),
+    );
+    assert_eq!(
+        me.link_up(&"a1".into(), id.connected_at()).await,
+        LinkClaim::Held
+    );
+
+    // Another node found this one stale and took it over: its row and links are gone.
+    let row = store.list_nodes().await.unwrap().remove(0);
+    let taken = store
+        .take_over_node(me.node(), row.heartbeat_at)
+        .await
+        .unwrap();
+    assert_eq!(taken, Some(vec![AgentId::from("a1")]));
+
+    // Its next heartbeat finds that out: it registers again and writes its links again.
+    me.heartbeat().await;
+    assert_eq!(store.list_nodes().await.unwrap().len(), 1);
+    let links = store.list_links().await.unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!(&links[0].node, me.node());
+    assert!(me.healthy());
+}
+
+#[tokio::test]
+async fn a_node_whose_heartbeat_is_stale_is_not_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let me = node(store.clone()).await;
+    me.register(None).await.unwrap();
+    assert!(me.healthy());
+    // As if the last heartbeat that got through was `dead_after` ago.
+    me.last_beat
+        .store(now_ms() - millis(me.config.dead_after), Ordering::Relaxed);
+    assert!(!me.healthy());
+    let readiness = crate::health::Readiness::new(store, Some(me.clone()));
+    assert!(matches!(
+        readiness.check().await,
+        Err(crate::health::NotReady::Heartbeat)
+    ));
+    me.heartbeat().await;
+    assert!(
+        me.healthy(),
+        "a heartbeat that gets through makes it healthy again"
+    );
+}
