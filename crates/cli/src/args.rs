@@ -52,6 +52,7 @@ pub enum Command {
     /// Run a server and a local agent, approved, with an admin login: try Postern in one step.
     Quickstart(QuickstartArgs),
     /// A shell (or a command) on an agent, end to end over SSH.
+    #[command(after_help = SSH_EXIT_STATUS)]
     Ssh(SshArgs),
     /// List your SSH sessions, or stop one.
     Sessions(SessionsArgs),
@@ -83,6 +84,13 @@ pub enum Command {
         dir: PathBuf,
     },
 }
+
+/// `postern ssh --help`'s last words: what its exit status means (as OpenSSH's).
+const SSH_EXIT_STATUS: &str = "Exit status: the remote command's (or shell's); 128+N when a \
+signal N ended it; 255 when postern ssh itself failed — the session could not start, it ended \
+before the command did (the reason is printed), or the connection to the server was lost while \
+the command ran (its output may then be incomplete, and whether it finished is unknown). An \
+interactive shell re-attaches by itself instead.";
 
 #[derive(Args, Debug)]
 pub struct SshArgs {

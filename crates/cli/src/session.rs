@@ -1,6 +1,7 @@
 //! Opening a session for the user paths (`postern ssh`, `postern proxy`): start or reuse it,
 //! follow its states live, and connect the WebSocket data path.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -83,9 +84,36 @@ pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionVi
         .await?)
 }
 
-/// Connects the session's data path and returns one end of an in-memory pipe that carries
-/// the raw SSH bytes.
-pub async fn data_path(client: &Client, session: &SessionView) -> Result<DuplexStream> {
+/// How the data path's WebSocket ended, as this end saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathEnd {
+    /// The server closed it (a close frame): it ended the session's stream, and records why.
+    Closed,
+    /// It broke without a close: the server's process died, or the network or a proxy between
+    /// cut it. The server had no chance to say anything.
+    Lost,
+}
+
+/// How the data path ended, once it has (set before the SSH bytes end, so that whoever sees
+/// them end can ask).
+#[derive(Clone, Debug, Default)]
+pub struct PathEnded(Arc<OnceLock<PathEnd>>);
+
+impl PathEnded {
+    pub fn get(&self) -> Option<PathEnd> {
+        self.0.get().copied()
+    }
+}
+
+/// The session's data path: the raw SSH bytes through an in-memory pipe, and how the
+/// WebSocket under them ended.
+pub struct DataPath {
+    pub stream: DuplexStream,
+    pub ended: PathEnded,
+}
+
+/// Connects the session's data path.
+pub async fn data_path(client: &Client, session: &SessionView) -> Result<DataPath> {
     let url = format!(
         "{}/api/v1/sessions/{}/stream",
         client.base().replacen("http", "ws", 1),
@@ -110,6 +138,7 @@ pub async fn data_path(client: &Client, session: &SessionView) -> Result<DuplexS
         )
     };
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    let ended = PathEnded::default();
     match client.tls() {
         None => {
             // No Nagle: keystrokes are one-byte SSH packets that must not wait for an ACK.
@@ -118,17 +147,20 @@ pub async fn data_path(client: &Client, session: &SessionView) -> Result<DuplexS
                 .await
                 .map_err(|_| late())?
                 .map_err(|e| anyhow!("cannot open the session's data path: {e}"))?;
-            pump(ws, theirs);
+            pump(ws, theirs, ended.clone());
         }
         Some(tls) => {
             let connecting = wss(client, tls, request);
             let ws = tokio::time::timeout(wait(), connecting)
                 .await
                 .map_err(|_| late())??;
-            pump(ws, theirs);
+            pump(ws, theirs, ended.clone());
         }
     }
-    Ok(ours)
+    Ok(DataPath {
+        stream: ours,
+        ended,
+    })
 }
 
 /// The data path over TLS: the same certificate check as every other request (a pin is
@@ -169,8 +201,9 @@ async fn wss(
     Ok(ws)
 }
 
-/// Moves bytes between the WebSocket and the in-memory pipe until either side ends.
-fn pump<S>(ws: tokio_tungstenite::WebSocketStream<S>, theirs: DuplexStream)
+/// Moves bytes between the WebSocket and the in-memory pipe until either side ends, and
+/// records how the WebSocket ended.
+fn pump<S>(ws: tokio_tungstenite::WebSocketStream<S>, theirs: DuplexStream, ended: PathEnded)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -192,12 +225,20 @@ where
         let _ = ws_tx.send(Message::Close(None)).await;
     });
     tokio::spawn(async move {
-        while let Some(Ok(message)) = ws_rx.next().await {
-            match message {
-                Message::Binary(bytes) if write.write_all(&bytes).await.is_err() => break,
-                Message::Close(_) => break,
-                _ => {}
+        let end = loop {
+            match ws_rx.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if write.write_all(&bytes).await.is_err() {
+                        break None; // our side is gone: nothing to tell it
+                    }
+                }
+                Some(Ok(Message::Close(_))) => break Some(PathEnd::Closed),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break Some(PathEnd::Lost),
             }
+        };
+        if let Some(end) = end {
+            let _ = ended.0.set(end);
         }
         let _ = write.shutdown().await;
     });
@@ -254,6 +295,8 @@ fn ended_because(reason: &str) -> String {
     let why = match reason {
         "agent link lost" => "the agent's link to the server was lost".to_owned(),
         "server restarted" => "the server restarted".to_owned(),
+        // Another node found the session's node dead (see `SessionEvent::NodeLost`).
+        "node lost" => "the server node that held the agent's link was lost".to_owned(),
         "agent revoked" => "the agent was revoked".to_owned(),
         "idle timeout" => "it was idle for too long (the server's idle timeout)".to_owned(),
         other => match other.strip_prefix("stopped by ") {

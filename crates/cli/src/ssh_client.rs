@@ -9,7 +9,9 @@ use russh::client::{self, Msg};
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{Certificate, PrivateKey, PublicKey, PublicKeyOrCertificate};
 use russh::{Channel, ChannelMsg};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::session::{DataPath, PathEnd, PathEnded};
 
 /// Accepts exactly the host key the server registered for the agent: no prompt, no TOFU.
 pub struct KnownHost {
@@ -49,6 +51,7 @@ pub const KEEPALIVE: (std::time::Duration, usize) = (std::time::Duration::from_s
 
 pub struct Connection {
     handle: client::Handle<KnownHost>,
+    path: PathEnded,
 }
 
 impl Connection {
@@ -56,8 +59,13 @@ impl Connection {
         &self.handle
     }
 
+    /// How the data path under this connection ended, once it has.
+    pub fn path_end(&self) -> Option<PathEnd> {
+        self.path.get()
+    }
+
     pub async fn establish(
-        stream: DuplexStream,
+        path: DataPath,
         host_key: &str,
         login: &str,
         key: PrivateKey,
@@ -77,6 +85,7 @@ impl Connection {
             keepalive_max: KEEPALIVE.1,
             ..Default::default()
         };
+        let DataPath { stream, ended } = path;
         let mut handle = client::connect_stream(Arc::new(config), stream, KnownHost { expected })
             .await
             .map_err(|e| match e {
@@ -94,7 +103,10 @@ impl Connection {
         if !auth.success() {
             bail!("the device refused the certificate for login {login:?}");
         }
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            path: ended,
+        })
     }
 
     /// Runs `command` (or a login shell), wires it to this terminal or these pipes, and

@@ -138,7 +138,7 @@ pub async fn refresh(host: &str, login: &str) -> Result<()> {
 pub async fn proxy(host: &str) -> Result<()> {
     let client = Client::logged_in()?;
     let session = session::open(&client, agent_of(host), true).await?;
-    let stream = session::data_path(&client, &session).await?;
+    let stream = session::data_path(&client, &session).await?.stream;
     let (from_device, mut to_device) = tokio::io::split(stream);
     // tokio's stdin and stdout go through its blocking pool, one round trip per read or
     // write: big buffers keep those few during bulk transfers (scp, rsync).

@@ -8,8 +8,16 @@ use crate::client::{Client, secs, wait};
 use std::io::IsTerminal;
 
 use crate::reattach;
-use crate::session;
+use crate::session::{self, PathEnd};
 use crate::ssh_client::{Connection, ephemeral_key};
+
+/// A command's connection that broke with no exit status and no word from the server (its
+/// process died, or the network or a proxy cut the connection). The server is not asked why,
+/// as it is when it closed the connection itself: a dead one cannot answer, and one that can
+/// has no record of this break. Whether the command ended with the connection (the agent ends
+/// a session's programs when its link goes) or ran on is unknown either way.
+const LOST: &str = "the connection to the server was lost while the command ran: its output \
+    may be incomplete, and whether it finished is unknown";
 
 pub async fn run(args: SshArgs) -> Result<u32> {
     let client = Client::logged_in()?;
@@ -30,6 +38,7 @@ pub async fn run(args: SshArgs) -> Result<u32> {
     }
     match connection.run(command).await? {
         Some(status) => Ok(status),
+        None if connection.path_end() == Some(PathEnd::Lost) => Err(anyhow!(LOST)),
         None => {
             // Dropped, not ended: say why, from what the server recorded.
             drop(connection);

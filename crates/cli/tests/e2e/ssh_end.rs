@@ -1,19 +1,23 @@
 //! `postern ssh` whose connection is dropped rather than ended says why, from the session's
 //! recorded end, and exits 255 as OpenSSH does: stopped by a user, agent revoked, server
-//! restarted, the agent's link lost, the idle timeout.
+//! restarted, the agent's link lost, the idle timeout. A server killed under a running command
+//! leaves nobody to say why: the connection to it was lost, and that is what is said.
 
 use std::time::Duration;
 
 use postern_protocol::SessionState;
-use postern_protocol::api::SessionView;
+use postern_protocol::api::{AgentView, SessionView};
 use reqwest::Method;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
+use crate::cluster::shared_database;
 use crate::harness::{
-    DEADLINE, TestAgent, TestServer, approved, approved_agent, cli_home, postern, read_until,
+    DEADLINE, TestAgent, TestServer, approved, approved_agent, cli_home, cli_home_at, eventually,
+    postern, read_until, wait_agent_state,
 };
 use crate::link_proxy::Proxy;
+use crate::server_process::ServerProcess;
 
 /// `postern ssh AGENT -- sleep 1000` as a real process, once the command runs, and its
 /// session.
@@ -49,7 +53,9 @@ async fn long_command(
 
 /// The process's exit code and the last line of its stderr.
 async fn ended(child: Child) -> (Option<i32>, String) {
-    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+    // Twice the harness's deadline: `postern ssh` may ask the server for up to 20 s why the
+    // session ended.
+    let out = tokio::time::timeout(DEADLINE * 2, child.wait_with_output())
         .await
         .expect("postern ssh did not end")
         .unwrap();
@@ -156,6 +162,102 @@ async fn an_idle_timeout_is_named_and_exits_255() {
         (
             Some(255),
             "error: the session ended: it was idle for too long (the server's idle timeout)"
+                .to_owned()
+        )
+    );
+}
+
+/// The server carrying a streaming command is killed (`kill -9`): no exit status comes, and
+/// no close of the data path — nobody is left to say why. Once it is back, a command that
+/// ends has its own status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_under_a_running_command_is_named_and_exits_255() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = shared_database(dir.path()).await;
+    let mut server = ServerProcess::spawn(&dir.path().join("server"), &database, &[], None).await;
+    let password = server.password.clone().unwrap();
+    let admin = server.login("admin", &password).await;
+    let token = server.create_token(&admin, 1).await;
+    let (_tmp, agent) =
+        crate::survive::killed::agent("doomed", vec![server.gateway.clone()], &token);
+    wait_agent_state(&agent, "approved", approved).await;
+    let home = cli_home_at(&server.url, "admin", &password).await;
+
+    // A command that streams output until it is ended.
+    let mut child = postern()
+        .env("POSTERN_HOME", home.path())
+        .args([
+            "ssh",
+            "-q",
+            "doomed",
+            "--",
+            "sh",
+            "-c",
+            "'echo started; while :; do echo tick; sleep 0.05; done'",
+        ])
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    read_until(&mut stdout, "started").await;
+    // Read on, as a user's terminal or pipe does, until the output ends.
+    let reading = tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+
+    server.kill().await;
+    assert_eq!(
+        ended(child).await,
+        (
+            Some(255),
+            "error: the connection to the server was lost while the command ran: its output may \
+             be incomplete, and whether it finished is unknown"
+                .to_owned()
+        )
+    );
+    reading.await.unwrap();
+
+    // The server back, a command that ends has its own status, as always.
+    server.start_again().await;
+    eventually("the agent online again", || async {
+        let (_, agents) = server
+            .try_call(Method::GET, "/api/v1/agents", Some(&admin), None)
+            .await?;
+        let agents: Vec<AgentView> = serde_json::from_value(agents).ok()?;
+        agents
+            .iter()
+            .any(|a| a.name == "doomed" && a.online)
+            .then_some(())
+    })
+    .await;
+    let out = postern()
+        .env("POSTERN_HOME", home.path())
+        .args(["ssh", "-q", "doomed", "--", "echo", "done;", "exit", "7"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(7), "done\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The node that holds the agent's link is killed while the user's node carries the command:
+/// the user's node closes the connection, and the session's end says the node was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_node_killed_under_a_running_command_is_named_and_exits_255() {
+    let mut three = crate::survive::killed::ThreeNodes::start("stranded").await;
+    let home = cli_home(&three.node_b, "admin", &three.password).await;
+    let (child, _) = long_command(&three.node_b, home.path(), "stranded").await;
+
+    three.node_a.kill().await;
+    assert_eq!(
+        ended(child).await,
+        (
+            Some(255),
+            "error: the session ended: the server node that held the agent's link was lost"
                 .to_owned()
         )
     );
