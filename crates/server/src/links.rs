@@ -152,6 +152,21 @@ impl LinkId {
     }
 }
 
+/// A link to register: it heartbeats every `heartbeat` (or the configured interval), shows
+/// its sessions' use by `session_use`, is ended by `cut`, and was accepted at `connected_at`
+/// (wall-clock ms).
+pub struct NewLink {
+    pub commands: mpsc::Sender<LinkCommand>,
+    pub heartbeat: Option<Duration>,
+    pub session_use: SessionUse,
+    pub cut: Cut,
+    pub connected_at: i64,
+}
+
+/// The agent's registered link was accepted after this one: this one is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewerLink;
+
 /// A link as it was removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gone {
@@ -228,36 +243,40 @@ impl LinkRegistry {
         *remote = next;
     }
 
-    /// Registers a live link that heartbeats every `heartbeat` (or the configured interval),
-    /// shows its sessions' use by `session_use` and is ended by `cut`. Returns its id and the
-    /// previous link's command sender (if any) so the caller can close it.
+    /// Registers a live link. Returns its id and the previous link's command sender (if any)
+    /// so the caller can close it — unless the agent's registered link is newer (accepted
+    /// later: the agent dialled again while this one was still enrolling), when this one is
+    /// stale and not registered.
     pub fn register(
         &self,
         agent_id: &AgentId,
-        commands: mpsc::Sender<LinkCommand>,
-        heartbeat: Option<Duration>,
-        session_use: SessionUse,
-        cut: Cut,
-    ) -> (LinkId, Option<mpsc::Sender<LinkCommand>>) {
+        link: NewLink,
+    ) -> Result<(LinkId, Option<mpsc::Sender<LinkCommand>>), NewerLink> {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        let (quiet_after, lost_after) = self.policy.limits(heartbeat);
+        let (quiet_after, lost_after) = self.policy.limits(link.heartbeat);
         let mut links = self.lock();
+        if links
+            .get(agent_id)
+            .is_some_and(|l| l.connected_at > link.connected_at)
+        {
+            return Err(NewerLink);
+        }
         let changed = self.log().up(agent_id);
         let now = now_ms();
         let previous = links.insert(
             agent_id.clone(),
             Link {
                 generation,
-                commands,
-                connected_at: now,
+                commands: link.commands,
+                connected_at: link.connected_at,
                 last_seen: now,
                 quiet_after,
                 lost_after,
                 responding: true,
                 lost: false,
                 stale: false,
-                cut,
-                session_use,
+                cut: link.cut,
+                session_use: link.session_use,
                 changed,
             },
         );
@@ -265,13 +284,13 @@ impl LinkRegistry {
         if previous.is_some() {
             self.metrics.link_closed(LinkEnd::Replaced);
         }
-        (
+        Ok((
             LinkId {
                 generation,
-                connected_at: now,
+                connected_at: link.connected_at,
             },
             previous.map(|l| l.commands),
-        )
+        ))
     }
 
     /// Removes the link if it is still the registered one; returns how it was if it was.

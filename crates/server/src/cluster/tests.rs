@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::gateway::Cut;
-use crate::links::SessionUse;
+use crate::links::{NewLink, SessionUse};
 use crate::sessions::SessionConfig;
 use crate::store::SqliteStore;
 
@@ -71,13 +71,19 @@ async fn settled_node(store: Arc<dyn Store>) -> Arc<Cluster> {
 fn link(me: &Cluster, agent: &str) -> (crate::links::LinkId, Cut) {
     let (commands, _inbox) = mpsc::channel(1);
     let cut = Cut::default();
-    let (id, _) = me.links.register(
-        &agent.into(),
-        commands,
-        None,
-        SessionUse::Logins,
-        cut.clone(),
-    );
+    let (id, _) = me
+        .links
+        .register(
+            &agent.into(),
+            NewLink {
+                commands,
+                heartbeat: None,
+                session_use: SessionUse::Logins,
+                cut: cut.clone(),
+                connected_at: now_ms(),
+            },
+        )
+        .unwrap();
     (id, cut)
 }
 
@@ -153,13 +159,19 @@ async fn a_node_taken_over_while_alive_comes_back_with_its_links() {
     let me = node(store.clone()).await;
     me.register(None).await.unwrap();
     let (commands, _inbox) = mpsc::channel(1);
-    let (id, _) = me.links.register(
-        &"a1".into(),
-        commands,
-        None,
-        SessionUse::Logins,
-        Cut::default(),
-    );
+    let (id, _) = me
+        .links
+        .register(
+            &"a1".into(),
+            NewLink {
+                commands,
+                heartbeat: None,
+                session_use: SessionUse::Logins,
+                cut: Cut::default(),
+                connected_at: now_ms(),
+            },
+        )
+        .unwrap();
     assert_eq!(
         me.link_up(&"a1".into(), id.connected_at()).await,
         LinkClaim::Held

@@ -26,7 +26,7 @@ use super::{Gateway, key_text};
 use crate::agents::AgentError;
 use crate::auth::secret;
 use crate::cluster::LinkClaim;
-use crate::links::{Gone, LinkCommand, SessionUse};
+use crate::links::{Gone, LinkCommand, NewLink, SessionUse};
 use crate::store::{Actor, AgentRecord};
 
 /// Commands queued for one link before senders are told it is backed up.
@@ -74,9 +74,10 @@ pub async fn run(
         // take memory, not the largest step it ever took (see docs/PERFORMANCE.md).
         let end = match Box::pin(enroll(&gateway, &mut link, &key, peer, deadline)).await {
             Ok((agent, hello)) => {
+                let accepted_at = up.accepted_at();
                 up.done();
                 span.record("agent", agent.name.as_str());
-                serve(&gateway, &mut link, &agent, hello).await
+                serve(&gateway, &mut link, &agent, hello, accepted_at).await
             }
             Err(end) => end,
         };
@@ -302,17 +303,34 @@ fn reply_unexpected(link: &mut Link, got: &AgentMessage, wanted: &str) -> Result
     .map_err(|_| End::Closed)
 }
 
-/// The enrolled link: online until it closes, or its silence gets it cut.
-async fn serve(gateway: &Gateway, link: &mut Link, agent: &AgentRecord, hello: Hello) -> End {
+/// The enrolled link: online until it closes, or its silence gets it cut. `accepted_at`
+/// orders it against the agent's links on other nodes.
+async fn serve(
+    gateway: &Gateway,
+    link: &mut Link,
+    agent: &AgentRecord,
+    hello: Hello,
+    accepted_at: i64,
+) -> End {
     let links = gateway.agents.links();
     let (commands, mut inbox) = mpsc::channel(COMMAND_QUEUE);
-    let (id, previous) = links.register(
+    let registered = links.register(
         &agent.id,
-        commands,
-        hello.heartbeat,
-        hello.session_use,
-        link.cut.clone(),
+        NewLink {
+            commands,
+            heartbeat: hello.heartbeat,
+            session_use: hello.session_use,
+            cut: link.cut.clone(),
+            connected_at: accepted_at,
+        },
     );
+    let Ok((id, previous)) = registered else {
+        // The agent dialled this node again while this connection was still enrolling.
+        return End::Refuse(error(
+            ErrorCode::Refused,
+            "replaced by a newer connection of this agent",
+        ));
+    };
     // A newer connection of the same agent wins; the old one is closed.
     if let Some(old) = &previous {
         let _ = old.try_send(LinkCommand::close(error(

@@ -151,17 +151,33 @@ impl Drop for Admission {
 /// channel is up (the agent enrolled, or waits for approval).
 pub struct ControlUp {
     deadline: Instant,
+    accepted_at: i64,
     up: oneshot::Sender<()>,
 }
 
 impl ControlUp {
-    pub fn new(deadline: Instant) -> (Self, oneshot::Receiver<()>) {
+    /// For a connection accepted at `accepted_at` (wall-clock ms) that must be enrolled by
+    /// `deadline`.
+    pub fn new(deadline: Instant, accepted_at: i64) -> (Self, oneshot::Receiver<()>) {
         let (up, rx) = oneshot::channel();
-        (Self { deadline, up }, rx)
+        (
+            Self {
+                deadline,
+                accepted_at,
+                up,
+            },
+            rx,
+        )
     }
 
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// When the connection was accepted: the order of an agent's links across nodes is the
+    /// order it dialled them, not the order their nodes got through enrolling them.
+    pub fn accepted_at(&self) -> i64 {
+        self.accepted_at
     }
 
     pub fn done(self) {

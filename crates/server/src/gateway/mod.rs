@@ -113,7 +113,7 @@ pub async fn serve(
             continue;
         };
         let deadline = Instant::now() + handshakes.config().timeout;
-        let (up, up_rx) = ControlUp::new(deadline);
+        let (up, up_rx) = ControlUp::new(deadline, crate::clock::now_ms());
         let handler = handler::AgentConnection::new(gateway.clone(), Some(peer), up);
         let pre_control = PreControl {
             admission,

@@ -22,13 +22,18 @@ fn silence_makes_a_link_not_responding_then_lost_and_a_heartbeat_recovers_it() {
     let links = registry();
     let (commands, _inbox) = mpsc::channel(1);
     let cut = Cut::default();
-    let (id, _) = links.register(
-        &agent("a"),
-        commands,
-        None,
-        SessionUse::Channels,
-        cut.clone(),
-    );
+    let (id, _) = links
+        .register(
+            &agent("a"),
+            NewLink {
+                commands,
+                heartbeat: None,
+                session_use: SessionUse::Channels,
+                cut: cut.clone(),
+                connected_at: now_ms(),
+            },
+        )
+        .unwrap();
     let seen = links.last_seen(&agent("a")).unwrap();
     assert_eq!(links.sweep(seen + 30_000), Swept::default());
     assert_eq!(links.liveness(&agent("a")), Liveness::Online);
@@ -58,13 +63,18 @@ fn silence_makes_a_link_not_responding_then_lost_and_a_heartbeat_recovers_it() {
 fn liveness_changes_are_presence_changes() {
     let links = registry();
     let (commands, _inbox) = mpsc::channel(1);
-    links.register(
-        &agent("a"),
-        commands,
-        None,
-        SessionUse::Channels,
-        Cut::default(),
-    );
+    links
+        .register(
+            &agent("a"),
+            NewLink {
+                commands,
+                heartbeat: None,
+                session_use: SessionUse::Channels,
+                cut: Cut::default(),
+                connected_at: now_ms(),
+            },
+        )
+        .unwrap();
     let start = links.presence_since(None).cursor;
     let seen = links.last_seen(&agent("a")).unwrap();
     let only = |cursor: &str| {
@@ -150,13 +160,18 @@ fn other_nodes_links_count_everywhere_and_their_changes_are_presence_changes() {
 fn an_agent_that_moved_to_another_node_stays_online_when_its_old_link_here_ends() {
     let links = registry();
     let (commands, _inbox) = mpsc::channel(1);
-    let (id, _) = links.register(
-        &agent("a"),
-        commands,
-        None,
-        SessionUse::Channels,
-        Cut::default(),
-    );
+    let (id, _) = links
+        .register(
+            &agent("a"),
+            NewLink {
+                commands,
+                heartbeat: None,
+                session_use: SessionUse::Channels,
+                cut: Cut::default(),
+                connected_at: now_ms(),
+            },
+        )
+        .unwrap();
     links.fold_remote(vec![remote("a", Liveness::Online)]);
     assert_eq!(links.connection_counts(), (1, 0), "counted once");
     let cursor = links.presence_since(None).cursor;
@@ -190,24 +205,61 @@ fn a_stated_heartbeat_scales_the_limits() {
 fn an_old_link_closing_does_not_unregister_the_new_one() {
     let links = registry();
     let (commands, _inbox) = mpsc::channel(1);
-    let (old, _) = links.register(
-        &agent("a"),
-        commands.clone(),
-        None,
-        SessionUse::Channels,
-        Cut::default(),
-    );
-    let (new, previous) = links.register(
-        &agent("a"),
-        commands,
-        None,
-        SessionUse::Logins,
-        Cut::default(),
-    );
+    let (old, _) = links
+        .register(
+            &agent("a"),
+            NewLink {
+                commands: commands.clone(),
+                heartbeat: None,
+                session_use: SessionUse::Channels,
+                cut: Cut::default(),
+                connected_at: now_ms(),
+            },
+        )
+        .unwrap();
+    let (new, previous) = links
+        .register(
+            &agent("a"),
+            NewLink {
+                commands,
+                heartbeat: None,
+                session_use: SessionUse::Logins,
+                cut: Cut::default(),
+                connected_at: now_ms(),
+            },
+        )
+        .unwrap();
     assert!(previous.is_some());
     assert_eq!(links.unregister(&agent("a"), old), None);
     // The link that stays is the one whose word counts.
     assert_eq!(links.session_use(&agent("a")), SessionUse::Logins);
     assert!(links.unregister(&agent("a"), new).is_some());
     assert_eq!(links.session_use(&agent("a")), SessionUse::Channels);
+}
+
+/// Links are ordered by when their connections were accepted, not by when they got through
+/// enrolling: a connection the agent gave up on that finishes enrolling after the agent's
+/// newer one does not replace it.
+#[test]
+fn a_link_accepted_before_the_registered_one_is_stale() {
+    let links = registry();
+    let (commands, _inbox) = mpsc::channel(1);
+    let link = |connected_at, session_use| NewLink {
+        commands: commands.clone(),
+        heartbeat: None,
+        session_use,
+        cut: Cut::default(),
+        connected_at,
+    };
+    let (newer, _) = links
+        .register(&agent("a"), link(2_000, SessionUse::Logins))
+        .unwrap();
+    assert_eq!(
+        links
+            .register(&agent("a"), link(1_000, SessionUse::Channels))
+            .unwrap_err(),
+        NewerLink
+    );
+    assert_eq!(links.session_use(&agent("a")), SessionUse::Logins);
+    assert!(links.unregister(&agent("a"), newer).is_some());
 }
