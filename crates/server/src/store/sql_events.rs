@@ -23,14 +23,6 @@ macro_rules! event_store {
                     event: &NewEvent,
                 ) -> StoreResult<i64> {
                     Self::lock_event_order(tx).await?;
-                    Self::insert_event_row(tx, event).await
-                }
-
-                /// The row alone: the caller holds `lock_event_order` in `tx`.
-                async fn insert_event_row(
-                    tx: &mut sqlx::Transaction<'static, $db>,
-                    event: &NewEvent,
-                ) -> StoreResult<i64> {
                     let agent = event.agent.as_ref();
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO events (time, kind, actor, agent_id, agent_name, agent_did, \
@@ -55,13 +47,37 @@ macro_rules! event_store {
             #[async_trait]
             impl EventStore for $store {
                 async fn insert_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
+                    if events.is_empty() {
+                        return Ok(Vec::new());
+                    }
                     let mut tx = self.write_tx().await?;
                     Self::lock_event_order(&mut tx).await?;
-                    let mut ids = Vec::with_capacity(events.len());
-                    for event in events {
-                        ids.push(Self::insert_event_row(&mut tx, event).await?);
-                    }
+                    // One statement for the batch: one round trip under the lock, however
+                    // many events (`events/writer.rs` keeps a batch within both databases'
+                    // parameter limits).
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO events (time, kind, actor, agent_id, agent_name, agent_did, \
+                         session_id, session_state, detail) ",
+                    );
+                    insert.push_values(events, |mut row, event| {
+                        let agent = event.agent.as_ref();
+                        row.push_bind(event.time)
+                            .push_bind(event.kind.as_str())
+                            .push_bind(event.actor.as_str())
+                            .push_bind(agent.map(|a| a.id.as_str().to_owned()))
+                            .push_bind(agent.map(|a| a.name.clone()))
+                            .push_bind(agent.map(|a| a.did.clone()))
+                            .push_bind(event.session.as_ref().map(|(id, _)| id.as_str().to_owned()))
+                            .push_bind(event.session.as_ref().map(|(_, state)| state.as_str()))
+                            .push_bind(event.detail.clone());
+                    });
+                    insert.push(" RETURNING id");
+                    let mut ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
                     tx.commit().await?;
+                    // Both databases number the rows of one INSERT in the order of its VALUES
+                    // (and no other writer runs under the lock); RETURNING's own order is not
+                    // promised, so the ids are put in order.
+                    ids.sort_unstable();
                     Ok(ids)
                 }
 
