@@ -82,8 +82,23 @@ macro_rules! token_store {
                 ) -> StoreResult<TokenUse> {
                     // One statement takes the use only if the token is valid, so concurrent
                     // enrollments can never exceed max_uses; what it pays for is written in
-                    // the same transaction, or neither is (dropping `tx` rolls back).
+                    // the same transaction, or neither is (dropping `tx` rolls back). What it
+                    // pays for is written first: the use's row lock, which every enrollment
+                    // with this token waits for (one token for a whole fleet), is then held
+                    // only for the last statement and the commit.
                     let mut tx = self.write_tx().await?;
+                    let paid = match pays {
+                        TokenPays::NewAgent(agent) => {
+                            Self::insert_agent_in(&mut tx, agent).await?;
+                            true
+                        }
+                        TokenPays::Approval { agent, by } => {
+                            Self::approve_pending_in(&mut tx, agent, by, now).await?
+                        }
+                    };
+                    if !paid {
+                        return Ok(TokenUse::NotNeeded);
+                    }
                     let taken = sqlx::query(
                         "UPDATE enrollment_tokens SET uses = uses + 1 \
                          WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 \
@@ -95,18 +110,6 @@ macro_rules! token_store {
                     .await?
                     .rows_affected();
                     if taken == 1 {
-                        let paid = match pays {
-                            TokenPays::NewAgent(agent) => {
-                                Self::insert_agent_in(&mut tx, agent).await?;
-                                true
-                            }
-                            TokenPays::Approval { agent, by } => {
-                                Self::approve_pending_in(&mut tx, agent, by, now).await?
-                            }
-                        };
-                        if !paid {
-                            return Ok(TokenUse::NotNeeded);
-                        }
                         tx.commit().await?;
                         return Ok(TokenUse::Consumed);
                     }
