@@ -23,6 +23,10 @@ pub struct AgentConnection {
     up: Option<ControlUp>,
     /// A revoked key's refusal is logged once per connection, however often it is tried.
     revoked_logged: bool,
+    /// The last key looked up and whether it may authenticate: a client offers its key and
+    /// then signs with it, and the store is asked once for both (enrollment checks the
+    /// agent's status again).
+    checked: Option<(String, bool)>,
     /// Cuts this connection's socket.
     cut: Cut,
 }
@@ -36,6 +40,7 @@ impl AgentConnection {
             control: None,
             up: Some(up),
             revoked_logged: false,
+            checked: None,
             cut: Cut::default(),
         }
     }
@@ -46,18 +51,33 @@ impl AgentConnection {
 
     /// Any key may authenticate (unknown keys may enroll), except a revoked agent's.
     async fn allowed(&mut self, key: &PublicKey) -> bool {
-        match self.gateway.store.agent_by_ssh_key(&key_text(key)).await {
+        let text = key_text(key);
+        if let Some((checked, allowed)) = &self.checked
+            && *checked == text
+        {
+            return *allowed;
+        }
+        // A store failure is not kept: the next attempt asks again.
+        let Some(allowed) = self.look_up(&text).await else {
+            return false;
+        };
+        self.checked = Some((text, allowed));
+        allowed
+    }
+
+    async fn look_up(&mut self, key: &str) -> Option<bool> {
+        match self.gateway.store.agent_by_ssh_key(key).await {
             Ok(Some(agent)) if agent.status == AgentStatus::Revoked => {
                 if !self.revoked_logged {
                     self.revoked_logged = true;
                     tracing::info!(peer = ?self.peer, agent = %agent.name, did = %agent.did, "refused a revoked agent's key");
                 }
-                false
+                Some(false)
             }
-            Ok(_) => true,
+            Ok(_) => Some(true),
             Err(error) => {
                 tracing::error!(%error, "store unavailable during agent authentication");
-                false
+                None
             }
         }
     }
