@@ -15,7 +15,7 @@ use postern_protocol::{
 use russh::keys::PublicKey;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, Disconnect};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -70,16 +70,23 @@ pub async fn run(
             cut.cut();
             return;
         };
-        // Boxed: the task of an idle link lives for days; only the state it idles in should
-        // take memory, not the largest step it ever took (see docs/PERFORMANCE.md).
-        let end = match Box::pin(enroll(&gateway, &mut link, &key, peer, deadline)).await {
-            Ok((agent, hello)) => {
-                let accepted_at = up.accepted_at();
-                up.done();
-                span.record("agent", agent.name.as_str());
-                serve(&gateway, &mut link, &agent, hello, accepted_at).await
-            }
-            Err(end) => end,
+        // One turn of the node's enrollments (`enrolling.rs`), held until the link is up.
+        let end = match gateway.enrolling.turn(deadline).await {
+            None => End::Refuse(error(
+                ErrorCode::Refused,
+                "this server node is busy enrolling other agents; dial again later",
+            )),
+            // Boxed: the task of an idle link lives for days; only the state it idles in
+            // should take memory, not the largest step it ever took (docs/PERFORMANCE.md).
+            Some(turn) => match Box::pin(enroll(&gateway, &mut link, &key, peer, deadline)).await {
+                Ok((agent, hello)) => {
+                    let accepted_at = up.accepted_at();
+                    up.done();
+                    span.record("agent", agent.name.as_str());
+                    serve(&gateway, &mut link, &agent, hello, accepted_at, turn).await
+                }
+                Err(end) => end,
+            },
         };
         link.complaints.summarise();
         finish(&mut link, end, &handle).await;
@@ -304,13 +311,15 @@ fn reply_unexpected(link: &mut Link, got: &AgentMessage, wanted: &str) -> Result
 }
 
 /// The enrolled link: online until it closes, or its silence gets it cut. `accepted_at`
-/// orders it against the agent's links on other nodes.
+/// orders it against the agent's links on other nodes; `turn` (of the node's enrollments) is
+/// given back once the link is up.
 async fn serve(
     gateway: &Gateway,
     link: &mut Link,
     agent: &AgentRecord,
     hello: Hello,
     accepted_at: i64,
+    turn: OwnedSemaphorePermit,
 ) -> End {
     let links = gateway.agents.links();
     let (commands, mut inbox) = mpsc::channel(COMMAND_QUEUE);
@@ -367,6 +376,7 @@ async fn serve(
             Box::pin(gateway.sessions.kept(&agent.id, Vec::new())).await;
         }
     }
+    drop(turn);
     // The sessions whose shells the agent keeps, as it last said; None until it first did.
     let mut kept: Option<HashSet<SessionId>> = None;
 

@@ -2,6 +2,7 @@
 //! offers them exactly one thing — the `postern-control` subsystem — and refuses the rest.
 
 mod control;
+mod enrolling;
 mod handler;
 pub mod limits;
 mod link;
@@ -37,6 +38,8 @@ pub struct Gateway {
     pub(crate) cluster: Arc<Cluster>,
     /// SHA-256 fingerprint of our host key; agents sign over it at enrollment.
     pub(crate) host_key_fingerprint: String,
+    /// How many connections enroll at once (`enrolling.rs`).
+    pub(crate) enrolling: enrolling::EnrollGate,
 }
 
 impl Gateway {
@@ -55,6 +58,7 @@ impl Gateway {
             sessions,
             cluster,
             host_key_fingerprint,
+            enrolling: enrolling::EnrollGate::default(),
         }
     }
 }
