@@ -99,6 +99,42 @@ impl PgStore {
         Ok(())
     }
 
+    /// Takes a use of a valid token and stores the new agent it pays for, in one statement:
+    /// the token's row lock (which every enrollment with it waits for: one token may enroll a
+    /// whole fleet) is held inside the database only, never across a round trip to a node
+    /// that may be starved of CPU. False, with nothing written, when the token is not valid.
+    pub(super) async fn take_use_for_new_agent(
+        &self,
+        token_hash: &str,
+        now: i64,
+        agent: &super::AgentRecord,
+    ) -> StoreResult<bool> {
+        use super::rows::{AGENT_COLUMNS, conflict, corrupt};
+        use super::tokens::USABLE;
+        let facts = serde_json::to_string(&agent.facts).map_err(|e| corrupt("facts", e))?;
+        let done = sqlx::query(&format!(
+            "WITH used AS (UPDATE enrollment_tokens SET uses = uses + 1 WHERE {USABLE} \
+             RETURNING 1) \
+             INSERT INTO agents ({AGENT_COLUMNS}) \
+             SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM used)"
+        ))
+        .bind(token_hash)
+        .bind(now)
+        .bind(agent.id.as_str())
+        .bind(&agent.did)
+        .bind(&agent.name)
+        .bind(&agent.ssh_public_key)
+        .bind(agent.status.as_str())
+        .bind(facts)
+        .bind(agent.enrolled_at)
+        .bind(agent.last_seen)
+        .bind(&agent.remote_addr)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict(&format!("agent {:?}", agent.name)))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// An identity column hands out ids when rows are inserted, not when they commit: without
     /// this, an event given id 5 could commit after one given 6, and a reader that had
     /// already read past 6 would never see it. Held until commit, the lock makes the
@@ -141,7 +177,7 @@ const POSTGRES: Dialect = Dialect {
 };
 
 super::sql_users::user_store!(PgStore);
-super::sql_tokens::token_store!(PgStore);
+super::sql_tokens::token_store!(PgStore, Postgres);
 super::sql_throttle::throttle_store!(PgStore);
 super::sql_events::event_store!(PgStore, Postgres);
 super::sql_sessions::session_store!(PgStore);

@@ -2,14 +2,14 @@
 //! A use is taken by one conditional `UPDATE`: on SQLite writers run one at a time; on
 //! PostgreSQL a second writer of the row waits for the first and re-checks the condition on
 //! the row the first left (read committed), so uses never pass the limit on either. What the
-//! use pays for (a new agent, an approval) is written in the same transaction.
+//! use pays for (a new agent, an approval) is written with it, or neither is.
 
 macro_rules! token_store {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
         const _: () = {
             use async_trait::async_trait;
             use $crate::store::rows::{conflict, token_from_row};
-            use $crate::store::tokens::TOKEN_COLUMNS;
+            use $crate::store::tokens::{TOKEN_COLUMNS, USABLE};
             use $crate::store::{StoreResult, TokenPays, TokenRecord, TokenStore, TokenUse};
 
             #[async_trait]
@@ -81,39 +81,55 @@ macro_rules! token_store {
                     pays: TokenPays<'_>,
                 ) -> StoreResult<TokenUse> {
                     // One statement takes the use only if the token is valid, so concurrent
-                    // enrollments can never exceed max_uses; what it pays for is written in
-                    // the same transaction, or neither is (dropping `tx` rolls back). What it
-                    // pays for is written first: the use's row lock, which every enrollment
-                    // with this token waits for (one token for a whole fleet), is then held
-                    // only for the last statement and the commit.
-                    let mut tx = self.write_tx().await?;
-                    let paid = match pays {
+                    // enrollments can never exceed max_uses; what it pays for is written with
+                    // it, or neither is. A new agent's use is the store's own
+                    // (`take_use_for_new_agent`): on PostgreSQL one statement, so that the
+                    // token's row lock, which every enrollment of a fleet waits for, is not
+                    // held across a round trip to this process.
+                    let (agent, by) = match pays {
                         TokenPays::NewAgent(agent) => {
-                            Self::insert_agent_in(&mut tx, agent).await?;
-                            true
+                            if self.take_use_for_new_agent(token_hash, now, agent).await? {
+                                return Ok(TokenUse::Consumed);
+                            }
+                            return self.why_not_taken(token_hash, now).await;
                         }
-                        TokenPays::Approval { agent, by } => {
-                            Self::approve_pending_in(&mut tx, agent, by, now).await?
-                        }
+                        TokenPays::Approval { agent, by } => (agent, by),
                     };
-                    if !paid {
+                    // Dropping `tx` rolls back; the approval is written first, so the row
+                    // lock of the use is held only for the last statement and the commit.
+                    let mut tx = self.write_tx().await?;
+                    if !Self::approve_pending_in(&mut tx, agent, by, now).await? {
                         return Ok(TokenUse::NotNeeded);
                     }
-                    let taken = sqlx::query(
-                        "UPDATE enrollment_tokens SET uses = uses + 1 \
-                         WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 \
-                         AND uses < max_uses",
-                    )
-                    .bind(token_hash)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if taken == 1 {
+                    if Self::take_use_in(&mut tx, token_hash, now).await? {
                         tx.commit().await?;
                         return Ok(TokenUse::Consumed);
                     }
                     drop(tx);
+                    self.why_not_taken(token_hash, now).await
+                }
+            }
+
+            impl $store {
+                /// Takes one use of a valid token in `tx`; false if it is not valid.
+                pub(crate) async fn take_use_in(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    token_hash: &str,
+                    now: i64,
+                ) -> StoreResult<bool> {
+                    let taken = sqlx::query(&format!(
+                        "UPDATE enrollment_tokens SET uses = uses + 1 WHERE {USABLE}"
+                    ))
+                    .bind(token_hash)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                    Ok(taken == 1)
+                }
+
+                /// Why a use was not taken: the token is unknown, revoked, expired or used up.
+                async fn why_not_taken(&self, token_hash: &str, now: i64) -> StoreResult<TokenUse> {
                     let row = sqlx::query(&format!(
                         "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE token_hash = $1"
                     ))

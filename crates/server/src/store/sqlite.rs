@@ -108,6 +108,23 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Takes a use of a valid token and stores the new agent it pays for, in one transaction
+    /// (writers run one at a time). False, with nothing written, when the token is not valid.
+    pub(super) async fn take_use_for_new_agent(
+        &self,
+        token_hash: &str,
+        now: i64,
+        agent: &super::AgentRecord,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        Self::insert_agent_in(&mut tx, agent).await?;
+        if !Self::take_use_in(&mut tx, token_hash, now).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Nothing to take: writers run one at a time, so ids are handed out in commit order.
     pub(super) async fn lock_event_order(
         _: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
@@ -117,7 +134,7 @@ impl SqliteStore {
 }
 
 super::sql_users::user_store!(SqliteStore);
-super::sql_tokens::token_store!(SqliteStore);
+super::sql_tokens::token_store!(SqliteStore, sqlx::Sqlite);
 super::sql_throttle::throttle_store!(SqliteStore);
 super::sql_events::event_store!(SqliteStore, sqlx::Sqlite);
 super::sql_sessions::session_store!(SqliteStore);

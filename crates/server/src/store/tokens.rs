@@ -111,6 +111,10 @@ pub struct TokenRow {
 }
 
 /// The columns of `TokenRow`, in its order.
+/// The condition a token's row meets while a use may be taken (`$1` its hash, `$2` now).
+pub const USABLE: &str =
+    "token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND uses < max_uses";
+
 pub const TOKEN_COLUMNS: &str =
     "id, created_by, created_at, expires_at, max_uses, uses, revoked_at";
 

@@ -104,6 +104,8 @@ pub async fn tokens_say_why_they_are_refused<S: Store>(store: Arc<S>) {
     s.revoke_token("t2", 20).await.unwrap();
     assert_eq!(enroll(s, "h2", 10).await, TokenUse::Revoked);
     assert_eq!(enroll(s, "nope", 10).await, TokenUse::Unknown);
+    // A refused use stores nothing of the agent it would have paid for.
+    assert_eq!(s.count_agents(AgentStatus::Approved).await.unwrap(), 2);
 }
 
 /// A token is revoked by its id or a prefix of it that names one token; the prefix is taken
