@@ -76,6 +76,13 @@ pub struct Cluster {
     address: std::sync::Mutex<Option<String>>,
 }
 
+/// The least time between two reads of every node's links on a wake-up. Each read is of the
+/// whole fleet's rows; read on every wake-up, a fleet linking at once (each link's write wakes
+/// every node) had every node reading the whole table back to back, a cost that grew with the
+/// fleet until linking stalled (30,000 agents on three nodes). A change on another node is
+/// seen here within this gap plus the read.
+const READ_GAP: Duration = Duration::from_secs(1);
+
 /// What writing a link's row said of the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkClaim {
@@ -212,13 +219,14 @@ impl Cluster {
     /// failed: the database was unreachable or its pool timed out); a link older than the
     /// agent's row on another node is stale — the agent gave up on it and dialled that node —
     /// and is cut. Nothing is written while rows and links agree, so idle costs nothing.
-    /// Links younger than a heartbeat at `read_at` are left to their own first write.
+    /// Links registered less than a heartbeat before `read_at` are left to their own first
+    /// write.
     async fn reconcile(&self, rows: &[LinkRecord], read_at: i64) {
         let settled = read_at.saturating_sub(millis(self.config.heartbeat));
         let held: HashMap<&AgentId, &LinkRecord> =
             rows.iter().map(|row| (&row.agent_id, row)).collect();
         let mut rewritten = false;
-        for mine in self.links.local_links(&self.node) {
+        for (mine, registered_at) in self.links.local_links_registered(&self.node) {
             let newer_elsewhere = match held.get(&mine.agent_id) {
                 Some(row) if row.node == self.node && row.connected_at >= mine.connected_at => {
                     continue;
@@ -226,7 +234,7 @@ impl Cluster {
                 Some(row) if row.node != self.node && row.connected_at > mine.connected_at => {
                     Some(row.connected_at)
                 }
-                _ if mine.connected_at > settled => continue,
+                _ if registered_at > settled => continue,
                 _ => match self.store.link_up(&mine).await {
                     Ok(true) => {
                         rewritten = true;
@@ -263,19 +271,28 @@ impl Cluster {
         flush.tick().await;
         let mut seen: HashMap<NodeId, Seen> = HashMap::new();
         let mut flushed_to = now_ms();
+        // Wake-ups coalesce: a read of every link is a read of the whole fleet, so at most
+        // one per `READ_GAP` however fast links change (see `READ_GAP`).
+        let mut read_at = Instant::now();
+        let mut wanted = false;
         loop {
             tokio::select! {
                 _ = beat.tick() => {
                     self.heartbeat().await;
                     self.refresh(&mut seen).await;
+                    (read_at, wanted) = (Instant::now(), false);
                 }
                 wake = wakeups.recv() => match wake {
                     Ok(Wake::Changed(Topic::Links | Topic::Nodes)) | Ok(Wake::Resync)
-                    | Err(RecvError::Lagged(_)) => self.refresh(&mut seen).await,
+                    | Err(RecvError::Lagged(_)) => wanted = true,
                     Ok(Wake::Changed(_)) => {}
                     // The store is going away: the heartbeat keeps reading.
                     Err(RecvError::Closed) => wakeups = self.store.wakeups(),
                 },
+                () = tokio::time::sleep_until(read_at + READ_GAP), if wanted => {
+                    self.refresh(&mut seen).await;
+                    (read_at, wanted) = (Instant::now(), false);
+                }
                 _ = flush.tick() => flushed_to = self.flush_last_seen(flushed_to).await,
                 _ = shutdown.cancelled() => break,
             }
@@ -323,7 +340,7 @@ impl Cluster {
         self.store
             .register_node(&self.node, address.as_deref(), now_ms())
             .await?;
-        for link in self.links.local_links(&self.node) {
+        for (link, _) in self.links.local_links_registered(&self.node) {
             self.store.link_up(&link).await?;
         }
         self.store.wake(Topic::Links);

@@ -100,6 +100,8 @@ struct Link {
     generation: u64,
     commands: mpsc::Sender<LinkCommand>,
     connected_at: i64,
+    /// When it was registered (enrolled), which may be well after `connected_at` in a storm.
+    registered_at: i64,
     last_seen: i64,
     /// Silence (ms) after which it is not responding, and lost.
     quiet_after: i64,
@@ -269,6 +271,7 @@ impl LinkRegistry {
                 generation,
                 commands: link.commands,
                 connected_at: link.connected_at,
+                registered_at: now,
                 last_seen: now,
                 quiet_after,
                 lost_after,
@@ -371,15 +374,19 @@ impl LinkRegistry {
         }
     }
 
-    /// The links this node holds, as its store rows say them (to write them again).
-    pub fn local_links(&self, node: &crate::node::NodeId) -> Vec<LinkRecord> {
+    /// The links this node holds, as its store rows say them, each with when it was
+    /// registered (a link registered just now is still writing its own row).
+    pub fn local_links_registered(&self, node: &crate::node::NodeId) -> Vec<(LinkRecord, i64)> {
         self.lock()
             .iter()
-            .map(|(id, link)| LinkRecord {
-                agent_id: id.clone(),
-                node: node.clone(),
-                connected_at: link.connected_at,
-                liveness: link.liveness(),
+            .map(|(id, link)| {
+                let record = LinkRecord {
+                    agent_id: id.clone(),
+                    node: node.clone(),
+                    connected_at: link.connected_at,
+                    liveness: link.liveness(),
+                };
+                (record, link.registered_at)
             })
             .collect()
     }
