@@ -142,20 +142,7 @@ async fn a_link_older_than_the_agents_link_on_another_node_is_cut() {
 async fn a_node_taken_over_while_alive_comes_back_with_its_links() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-    store
-        .insert_agent(&crate::store::AgentRecord {
-            id: "a1".into(),
-            did: "did:key:za1".into(),
-            name: "a1".into(),
-            ssh_public_key: "ssh-ed25519 a1".into(),
-            status: postern_protocol::AgentStatus::Approved,
-            facts: postern_protocol::AgentFacts::default(),
-            enrolled_at: 0,
-            last_seen: None,
-            remote_addr: None,
-        })
-        .await
-        .unwrap();
+    agent(&*store, "a1").await;
     let me = node(store.clone()).await;
     me.register(None).await.unwrap();
     let (commands, _inbox) = mpsc::channel(1);

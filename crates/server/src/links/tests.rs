@@ -6,6 +6,17 @@ fn agent(id: &str) -> AgentId {
     AgentId::from(id)
 }
 
+/// A link accepted now, heartbeating at the configured interval.
+fn new_link(commands: mpsc::Sender<LinkCommand>, session_use: SessionUse, cut: Cut) -> NewLink {
+    NewLink {
+        commands,
+        heartbeat: None,
+        session_use,
+        cut,
+        connected_at: now_ms(),
+    }
+}
+
 fn registry() -> LinkRegistry {
     LinkRegistry::new(
         LivenessPolicy {
@@ -25,13 +36,7 @@ fn silence_makes_a_link_not_responding_then_lost_and_a_heartbeat_recovers_it() {
     let (id, _) = links
         .register(
             &agent("a"),
-            NewLink {
-                commands,
-                heartbeat: None,
-                session_use: SessionUse::Channels,
-                cut: cut.clone(),
-                connected_at: now_ms(),
-            },
+            new_link(commands, SessionUse::Channels, cut.clone()),
         )
         .unwrap();
     let seen = links.last_seen(&agent("a")).unwrap();
@@ -66,13 +71,7 @@ fn liveness_changes_are_presence_changes() {
     links
         .register(
             &agent("a"),
-            NewLink {
-                commands,
-                heartbeat: None,
-                session_use: SessionUse::Channels,
-                cut: Cut::default(),
-                connected_at: now_ms(),
-            },
+            new_link(commands, SessionUse::Channels, Cut::default()),
         )
         .unwrap();
     let start = links.presence_since(None).cursor;
@@ -163,13 +162,7 @@ fn an_agent_that_moved_to_another_node_stays_online_when_its_old_link_here_ends(
     let (id, _) = links
         .register(
             &agent("a"),
-            NewLink {
-                commands,
-                heartbeat: None,
-                session_use: SessionUse::Channels,
-                cut: Cut::default(),
-                connected_at: now_ms(),
-            },
+            new_link(commands, SessionUse::Channels, Cut::default()),
         )
         .unwrap();
     links.fold_remote(vec![remote("a", Liveness::Online)]);
@@ -208,25 +201,13 @@ fn an_old_link_closing_does_not_unregister_the_new_one() {
     let (old, _) = links
         .register(
             &agent("a"),
-            NewLink {
-                commands: commands.clone(),
-                heartbeat: None,
-                session_use: SessionUse::Channels,
-                cut: Cut::default(),
-                connected_at: now_ms(),
-            },
+            new_link(commands.clone(), SessionUse::Channels, Cut::default()),
         )
         .unwrap();
     let (new, previous) = links
         .register(
             &agent("a"),
-            NewLink {
-                commands,
-                heartbeat: None,
-                session_use: SessionUse::Logins,
-                cut: Cut::default(),
-                connected_at: now_ms(),
-            },
+            new_link(commands, SessionUse::Logins, Cut::default()),
         )
         .unwrap();
     assert!(previous.is_some());
