@@ -119,6 +119,14 @@ async fn finish(link: &mut Link, end: End, handle: &Handle) {
     link.cut.cut();
 }
 
+/// What a link is told when a newer connection of its agent takes its place.
+fn replaced() -> ServerMessage {
+    error(
+        ErrorCode::Refused,
+        "replaced by a newer connection of this agent",
+    )
+}
+
 fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
     ServerMessage::Error {
         code,
@@ -335,17 +343,11 @@ async fn serve(
     );
     let Ok((id, previous)) = registered else {
         // The agent dialled this node again while this connection was still enrolling.
-        return End::Refuse(error(
-            ErrorCode::Refused,
-            "replaced by a newer connection of this agent",
-        ));
+        return End::Refuse(replaced());
     };
     // A newer connection of the same agent wins; the old one is closed.
     if let Some(old) = &previous {
-        let _ = old.try_send(LinkCommand::close(error(
-            ErrorCode::Refused,
-            "replaced by a newer connection of this agent",
-        )));
+        let _ = old.try_send(LinkCommand::close(replaced()));
     }
     // The row first, then the event: a reader told "online" finds the link in the store.
     let claim = Box::pin(gateway.cluster.link_up(&agent.id, id.connected_at())).await;
@@ -354,10 +356,7 @@ async fn serve(
         // linked to another node since: this link is stale.
         tracing::info!("a newer link of this agent on another node holds it; closing this one");
         links.unregister(&agent.id, id);
-        return End::Refuse(error(
-            ErrorCode::Refused,
-            "replaced by a newer connection of this agent",
-        ));
+        return End::Refuse(replaced());
     }
     if previous.is_none() {
         let online = gateway.events.publish(
