@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    // Read when it runs, not baked in when it was compiled: a build script compiled for one
+    // checkout may run for another that shares its target directory.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_owned());
+    let web = Path::new(&manifest).join("../../web");
     for input in [
         "src",
         "public",
