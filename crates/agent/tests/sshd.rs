@@ -455,25 +455,42 @@ async fn collect(
     (out, status, signal)
 }
 
-#[tokio::test]
-async fn several_channels_share_a_connection_and_signals_reach_the_program() {
-    let f = Fixture::start(&[]).await;
+/// A russh connection logged in with a valid certificate.
+async fn russh_login(f: &Fixture) -> russh::client::Handle<Client> {
     let user = key(5);
-    let cert = russh_certificate(&f, &user);
+    let cert = russh_certificate(f, &user);
     let config = Arc::new(russh::client::Config::default());
     let client = Client {
         host_key: f.host_key.public_key().clone(),
     };
-    let session = async {
-        let mut handle = russh::client::connect(config, ("127.0.0.1", f.port), client)
-            .await
-            .unwrap();
-        let auth = handle
-            .authenticate_openssh_cert(&f.login, Arc::new(user), cert)
-            .await
-            .unwrap();
-        assert!(auth.success());
+    let mut handle = russh::client::connect(config, ("127.0.0.1", f.port), client)
+        .await
+        .unwrap();
+    let auth = handle
+        .authenticate_openssh_cert(&f.login, Arc::new(user), cert)
+        .await
+        .unwrap();
+    assert!(auth.success());
+    handle
+}
 
+/// Waits until the program printed `ready` (and so runs), skipping the request replies.
+async fn until_ready(channel: &mut russh::Channel<russh::client::Msg>) {
+    let mut out = Vec::new();
+    while !out.ends_with(b"ready\r\n") && !out.ends_with(b"ready\n") {
+        match channel.wait().await {
+            Some(ChannelMsg::Data { data }) => out.extend_from_slice(&data),
+            Some(ChannelMsg::Success) => continue,
+            other => panic!("expected the program's output, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn several_channels_share_a_connection_and_signals_reach_the_program() {
+    let f = Fixture::start(&[]).await;
+    let session = async {
+        let handle = russh_login(&f).await;
         let mut sleeper = handle.channel_open_session().await.unwrap();
         sleeper.exec(true, "echo ready; sleep 30").await.unwrap();
         let mut a = handle.channel_open_session().await.unwrap();
@@ -486,13 +503,7 @@ async fn several_channels_share_a_connection_and_signals_reach_the_program() {
         assert_eq!((out_b.as_slice(), status_b), (&b"from-b\n"[..], Some(4)));
 
         // Wait until the sleeper runs, then interrupt it.
-        loop {
-            match sleeper.wait().await {
-                Some(ChannelMsg::Data { data }) => break assert_eq!(&data[..], b"ready\n"),
-                Some(ChannelMsg::Success) => continue,
-                other => panic!("expected the sleeper's output, got {other:?}"),
-            }
-        }
+        until_ready(&mut sleeper).await;
         sleeper.signal(russh::Sig::INT).await.unwrap();
         let (_, status, signal) = collect(&mut sleeper).await;
         // The shell runs `sleep` as its last command, so the signal ends the shell itself.
@@ -502,6 +513,41 @@ async fn several_channels_share_a_connection_and_signals_reach_the_program() {
     tokio::time::timeout(DEADLINE, session)
         .await
         .expect("timed out");
+}
+
+/// An agent started in the background by a non-interactive shell inherits SIGINT and SIGQUIT
+/// ignored; the programs it runs for users must not: ^C typed in a terminal interrupts them.
+#[tokio::test]
+async fn ctrl_c_interrupts_a_program_even_when_the_agent_was_started_ignoring_it() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: sets a disposition, no handler; other tests in this process only gain the same
+    // inheritance, which they must withstand too.
+    #[allow(unsafe_code)]
+    unsafe {
+        signal(Signal::SIGINT, SigHandler::SigIgn).unwrap();
+        signal(Signal::SIGQUIT, SigHandler::SigIgn).unwrap();
+    }
+    let f = Fixture::start(&[]).await;
+    let session = async {
+        let handle = russh_login(&f).await;
+        let mut channel = handle.channel_open_session().await.unwrap();
+        channel
+            .request_pty(true, "xterm", 80, 24, 0, 0, &[])
+            .await
+            .unwrap();
+        channel.exec(true, "echo ready; sleep 30").await.unwrap();
+        until_ready(&mut channel).await;
+        channel.data(&b"\x03"[..]).await.unwrap();
+        let (_, status, signal) = collect(&mut channel).await;
+        // Ignored, the sleep would run its 30 s out and exit 0, past the deadline.
+        assert!(
+            matches!(signal, Some(russh::Sig::INT)) || status == Some(130),
+            "status {status:?}, signal {signal:?}"
+        );
+    };
+    tokio::time::timeout(DEADLINE, session)
+        .await
+        .expect("timed out: ^C did not interrupt the program");
 }
 
 /// Also: a connection counts as logged in (the agent's `log_in` hook) from its login to its

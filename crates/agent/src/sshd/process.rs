@@ -200,8 +200,13 @@ fn command(
     cmd
 }
 
-/// What the child does before it runs anything: take on the account's groups and ids (when
-/// the agent switches user), then ask to be killed when the agent dies.
+/// What the child does before it runs anything: put every signal back to its default action,
+/// take on the account's groups and ids (when the agent switches user), then ask to be killed
+/// when the agent dies.
+///
+/// A signal the agent's parent ignored stays ignored across fork and exec: an agent started in
+/// the background by a non-interactive shell ignores SIGINT and SIGQUIT, and without the reset
+/// every shell it gave would ignore ^C too. The signal mask is already cleared by std.
 ///
 /// The parent-death signal goes last because changing ids clears it. It is sent when the
 /// forking *thread* exits, which is why every session is forked on `spawner`'s thread. If
@@ -213,11 +218,15 @@ fn prepare_child(cmd: &mut Command, account: &Account) {
         .then(|| (account.uid, account.gid, account.groups.clone()));
     let agent = nix::unistd::getpid();
     // SAFETY: runs in the forked child before exec, and only makes the async-signal-safe
-    // system calls setgroups, setgid, setuid, prctl and getppid on data prepared in the
-    // parent (no allocation, no locks; the error is a raw OS error, which allocates nothing).
-    // Groups go first: after setuid the child may not change them.
+    // system calls sigaction, setgroups, setgid, setuid, prctl and getppid on data prepared
+    // in the parent (no allocation, no locks; the error is a raw OS error, which allocates
+    // nothing). Groups go first: after setuid the child may not change them.
     unsafe {
         cmd.pre_exec(move || {
+            for signal in Signal::iterator() {
+                // SIGKILL and SIGSTOP cannot be changed and refuse; nothing else can fail.
+                let _ = nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl);
+            }
             if let Some((uid, gid, groups)) = &ids {
                 nix::unistd::setgroups(groups)?;
                 nix::unistd::setgid(*gid)?;
