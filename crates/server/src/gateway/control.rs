@@ -27,6 +27,7 @@ use crate::agents::AgentError;
 use crate::auth::secret;
 use crate::cluster::LinkClaim;
 use crate::links::{Gone, LinkCommand, NewLink, SessionUse};
+use crate::sessions::LinkEnd;
 use crate::store::{Actor, AgentRecord};
 
 /// Commands queued for one link before senders are told it is backed up.
@@ -294,7 +295,8 @@ async fn enroll(
 /// keeps).
 async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone, kept: &HashSet<SessionId>) {
     // A stale link ending while another node holds the agent's: it is not offline.
-    if gateway.cluster.link_down(&agent.id, gone.last_seen).await {
+    let offline = gateway.cluster.link_down(&agent.id, gone.last_seen).await;
+    if offline {
         let detail = match gone.lost_after {
             Some(ms) => format!("link lost: no sign of life for {}s", ms / 1000),
             None => "link down".to_owned(),
@@ -304,7 +306,12 @@ async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone, kept: &Ha
             .publish(EventKind::AgentOffline, &Actor::System, Some(agent), detail)
             .await;
     }
-    gateway.sessions.link_down(&agent.id, kept).await;
+    let end = if offline {
+        LinkEnd::Offline
+    } else {
+        LinkEnd::Superseded
+    };
+    gateway.sessions.link_down(&agent.id, kept, end).await;
 }
 
 fn reply_unexpected(link: &mut Link, got: &AgentMessage, wanted: &str) -> Result<(), End> {

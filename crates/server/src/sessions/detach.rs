@@ -23,6 +23,15 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{EndReason, Sessions};
 use crate::store::{Actor, SessionFilter, SessionRecord};
 
+/// What the end of an agent's link on this node means for the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// It was the agent's link: the agent is offline (until it links again).
+    Offline,
+    /// A newer link of the agent on another node holds it (`LinkEnded::HeldBy`).
+    Superseded,
+}
+
 /// Why a session detached when its agent's link went.
 const LINK_LOST: &str = "agent link lost";
 /// How long a session stays detached if its agent never says: longer than the longest grace
@@ -74,8 +83,16 @@ impl Sessions {
     /// The agent's link is gone. Its running sessions whose shells it keeps (its last `Kept`)
     /// detach and wait for it; its other running and starting sessions end. A running
     /// session another node holds is that node's: the agent linked there since, and the
-    /// session was resumed on it.
-    pub async fn link_down(self: &Arc<Self>, agent_id: &AgentId, kept: &HashSet<SessionId>) {
+    /// session was resumed on it. When the ended link was stale (`LinkEnd::Superseded`: the
+    /// agent is linked to another node), its starting sessions are left too: which link
+    /// accepted a start is not recorded, and one accepted through the newer link is starting
+    /// well; one accepted through this link gets no tunnel and its start timeout ends it.
+    pub async fn link_down(
+        self: &Arc<Self>,
+        agent_id: &AgentId,
+        kept: &HashSet<SessionId>,
+        end: LinkEnd,
+    ) {
         if self.runtime.stopping().is_cancelled() {
             return;
         }
@@ -89,6 +106,7 @@ impl Sessions {
         for s in sessions {
             match s.state {
                 SessionState::Running if s.node.as_ref().is_some_and(|n| n != self.node()) => {}
+                SessionState::Starting if end == LinkEnd::Superseded => {}
                 SessionState::Running if kept.contains(&s.id) => {
                     self.detach(&s.id, LINK_LOST).await;
                     self.clone().watch_detached(s.id);

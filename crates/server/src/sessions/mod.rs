@@ -39,6 +39,7 @@ use crate::store::{
     Actor, AgentRecord, SessionFilter, SessionRecord, Store, StoreError, UserId, UserRecord,
 };
 
+pub use detach::LinkEnd;
 use lifecycle::Lifecycle;
 pub use lifecycle::LostSessions;
 pub use ports::PortPool;

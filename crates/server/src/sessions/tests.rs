@@ -8,7 +8,7 @@ use futures::future::join_all;
 use postern_protocol::api::Role;
 use postern_protocol::{AgentFacts, AgentStatus, SessionId, SessionState};
 
-use super::{SessionConfig, Sessions};
+use super::{LinkEnd, SessionConfig, Sessions};
 use crate::events::EventBus;
 use crate::links::LinkRegistry;
 use crate::node::NodeId;
@@ -255,10 +255,37 @@ async fn a_link_lost_on_one_node_leaves_the_session_another_node_resumed() {
     let resumed = stored(&f, 1, SessionState::Running, &new, None).await;
     let mine = stored(&f, 2, SessionState::Running, &old, None).await;
     let kept: std::collections::HashSet<SessionId> = [resumed.clone(), mine.clone()].into();
-    f.node(old).link_down(&f.agent.id, &kept).await;
+    f.node(old)
+        .link_down(&f.agent.id, &kept, LinkEnd::Offline)
+        .await;
     assert_eq!(state_of(&f, &resumed).await.0, SessionState::Running);
     assert_eq!(
         state_of(&f, &mine).await,
         (SessionState::Detached, Some("agent link lost".into()))
     );
+}
+
+#[tokio::test]
+async fn a_stale_link_ending_leaves_a_start_going_on_through_the_agents_newer_link() {
+    let f = fixture().await;
+    let (old, new) = (NodeId::random(), NodeId::random());
+    // The agent linked to `new` and accepted a session there; its old link on `old` ends.
+    let starting = stored(&f, 1, SessionState::Starting, &new, None).await;
+    let running = stored(&f, 2, SessionState::Running, &old, None).await;
+    let none = std::collections::HashSet::new();
+    f.node(old.clone())
+        .link_down(&f.agent.id, &none, LinkEnd::Superseded)
+        .await;
+    assert_eq!(state_of(&f, &starting).await.0, SessionState::Starting);
+    assert_eq!(
+        state_of(&f, &running).await.0,
+        SessionState::Stopped,
+        "its tunnel ran through the link that ended"
+    );
+
+    // The agent's only link ends: its start can no longer happen.
+    f.node(old)
+        .link_down(&f.agent.id, &none, LinkEnd::Offline)
+        .await;
+    assert_eq!(state_of(&f, &starting).await.0, SessionState::Stopped);
 }
