@@ -26,18 +26,49 @@ fn advice(reason: &str) -> &'static str {
     }
 }
 
+/// How many times a request that joined the caller's open session, which then ended before
+/// running, asks again.
+const JOIN_TRIES: usize = 3;
+
 /// Starts (or reuses) the caller's session on `agent` and returns it once running, printing
 /// each state to stderr unless `quiet`.
+///
+/// The caller's session already open is reused (one per user and agent). One found past
+/// `requested` (a new one always starts there) may be on its way out: a session detached by a
+/// server restart ends when its agent, linking again, no longer has its shells. Its end is
+/// not this request's: the request is made again.
 pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionView> {
     // Listen before asking, so that no state change falls in between.
     let mut events = client.events("limit=0").await?;
     let started = Instant::now();
+    let mut tries = 1;
+    loop {
+        let ask_again = tries < JOIN_TRIES;
+        let opened = open_once(client, &mut events, agent, quiet, started, ask_again).await?;
+        if let Some(session) = opened {
+            return Ok(session);
+        }
+        tries += 1;
+    }
+}
+
+/// One request: the session once running; `None` when it joined an open session that ended
+/// before running and `ask_again` allows another request.
+async fn open_once(
+    client: &Client,
+    events: &mut crate::sse::EventReader,
+    agent: &str,
+    quiet: bool,
+    started: Instant,
+    ask_again: bool,
+) -> Result<Option<SessionView>> {
     let session: SessionView = client
         .post(
             &format!("/api/v1/agents/{}/sessions", segment(agent)),
             &serde_json::json!({}),
         )
         .await?;
+    let joined = session.state != SessionState::Requested;
     let show = |state: SessionState, reason: Option<&str>| {
         if !quiet {
             let ms = started.elapsed().as_millis();
@@ -55,6 +86,9 @@ pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionVi
     show(state, None);
     while state != SessionState::Running {
         if state.is_final() || state == SessionState::Stopping {
+            if joined && ask_again {
+                return Ok(None);
+            }
             let current: SessionView = client
                 .get(&format!("/api/v1/sessions/{}", session.id))
                 .await?;
@@ -79,9 +113,11 @@ pub async fn open(client: &Client, agent: &str, quiet: bool) -> Result<SessionVi
             }
         }
     }
-    Ok(client
-        .get(&format!("/api/v1/sessions/{}", session.id))
-        .await?)
+    Ok(Some(
+        client
+            .get(&format!("/api/v1/sessions/{}", session.id))
+            .await?,
+    ))
 }
 
 /// How the data path's WebSocket ended, as this end saw it.

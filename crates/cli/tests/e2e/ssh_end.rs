@@ -262,3 +262,81 @@ async fn the_agent_node_killed_under_a_running_command_is_named_and_exits_255() 
         )
     );
 }
+
+/// A request joins the user's open session on the agent (one per user and agent). One that
+/// joined a session on its way out — detached by a server restart, its agent back without
+/// its shells — runs its command in a new session, rather than failing with the old one's
+/// end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_joined_a_session_on_its_way_out_runs_in_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = shared_database(dir.path()).await;
+    let mut server = ServerProcess::spawn(&dir.path().join("server"), &database, &[], None).await;
+    let password = server.password.clone().unwrap();
+    let admin = server.login("admin", &password).await;
+    let token = server.create_token(&admin, 1).await;
+    let agent_dir = tempfile::tempdir().unwrap();
+    let mut options = postern_agent::AgentOptions::new(String::new(), agent_dir.path());
+    options.servers = vec![server.gateway.clone()];
+    options.name = Some("returning".into());
+    options.token = Some(token.parse().unwrap());
+    options.reconnect_min = Duration::from_millis(50);
+    options.reconnect_max = Duration::from_millis(500);
+    let agent = postern_agent::Agent::start(options.clone()).unwrap();
+    wait_agent_state(&agent, "approved", approved).await;
+    let home = cli_home_at(&server.url, "admin", &password).await;
+    let mut first = postern()
+        .env("POSTERN_HOME", home.path())
+        .args([
+            "ssh",
+            "-q",
+            "returning",
+            "--",
+            "echo",
+            "started;",
+            "sleep",
+            "1000",
+        ])
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(first.stdout.take().unwrap()).lines();
+    read_until(&mut stdout, "started").await;
+
+    // The server dies with the session running; the agent stops meanwhile (its processes with
+    // it). Back, the server detaches the session: its agent may keep its shells.
+    server.kill().await;
+    let _ = first.wait().await;
+    agent.shutdown().await.unwrap();
+    server.start_again().await;
+
+    // The command joins the detached session and waits for it.
+    let mut second = postern()
+        .env("POSTERN_HOME", home.path())
+        .args(["ssh", "returning", "--", "echo", "done;", "exit", "7"])
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(second.stderr.take().unwrap()).lines();
+    read_until(&mut stderr, "session detached").await;
+
+    // The agent is back without the session's shells: that session ends, the command runs.
+    let _agent = postern_agent::Agent::start(options).unwrap();
+    let mut stdout = second.stdout.take().unwrap();
+    let (status, out, said) = tokio::time::timeout(DEADLINE, async {
+        let mut said = Vec::new();
+        while let Ok(Some(line)) = stderr.next_line().await {
+            said.push(line);
+        }
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out)
+            .await
+            .unwrap();
+        (second.wait().await.unwrap(), out, said)
+    })
+    .await
+    .expect("the command never ended");
+    assert_eq!(
+        (status.code(), out.as_str()),
+        (Some(7), "done\n"),
+        "{said:?}"
+    );
+}
