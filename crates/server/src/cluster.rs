@@ -2,7 +2,10 @@
 //! links it holds, learns which links the other live nodes hold, and takes over a node whose
 //! heartbeat went stale.
 //!
-//! - **Heartbeat**: one row write per `heartbeat` per node (nothing per agent). A node whose
+//! - **Heartbeat**: one row write per `heartbeat` per node (nothing per agent), from a task of
+//!   its own on a database connection of its own, so that no other work of the node (reading
+//!   the fleet's links, taking a lost node over, thousands of agents linking) can delay it
+//!   past `dead_after` and have a live node taken over. A node whose
 //!   heartbeat has not changed for `dead_after` is dead. Staleness is judged by each observer
 //!   on its own monotonic clock (the value it last saw, and since when), so clock skew between
 //!   nodes cannot kill a live node; only a node seen for the first time is judged by the wall
@@ -29,6 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
+use futures::future::join_all;
 use postern_protocol::AgentId;
 use postern_protocol::api::{EventKind, Liveness};
 use tokio::sync::broadcast::error::RecvError;
@@ -40,7 +44,9 @@ use crate::events::EventBus;
 use crate::links::LinkRegistry;
 use crate::node::NodeId;
 use crate::sessions::Sessions;
-use crate::store::{Actor, LinkEnded, LinkRecord, Store, StoreError, Topic, Wake};
+use crate::store::{
+    Actor, AgentFilter, IdSet, LinkEnded, LinkRecord, Store, StoreError, Topic, Wake,
+};
 
 /// How a node keeps its place among the others (server settings `node_heartbeat`,
 /// `node_dead_after`, `last_seen_every`; see docs/ARCHITECTURE.md "Nodes").
@@ -74,6 +80,9 @@ pub struct Cluster {
     unhealthy: AtomicBool,
     /// The node address registered (`--node-listen`), kept for re-registering.
     address: std::sync::Mutex<Option<String>>,
+    /// Set when this node registered again after being taken over: its link rows are gone,
+    /// and the next refresh writes every one of them again (`reconcile`).
+    rewrite_links: AtomicBool,
 }
 
 /// The least time between two reads of every node's links on a wake-up. Each read is of the
@@ -120,6 +129,7 @@ impl Cluster {
             last_beat: AtomicI64::new(now_ms()),
             unhealthy: AtomicBool::new(false),
             address: std::sync::Mutex::new(None),
+            rewrite_links: AtomicBool::new(false),
         }
     }
 
@@ -139,9 +149,7 @@ impl Cluster {
         if !gone.is_empty() {
             self.store.wake(Topic::Links);
         }
-        for agent in gone {
-            self.offline(&agent, "link lost: its node restarted").await;
-        }
+        self.offline(gone, "link lost: its node restarted").await;
         Ok(())
     }
 
@@ -220,9 +228,14 @@ impl Cluster {
     /// agent's row on another node is stale — the agent gave up on it and dialled that node —
     /// and is cut. Nothing is written while rows and links agree, so idle costs nothing.
     /// Links registered less than a heartbeat before `read_at` are left to their own first
-    /// write.
+    /// write, unless this node was taken over and registered again (`rewrite_links`): then
+    /// every row it wrote is gone.
     async fn reconcile(&self, rows: &[LinkRecord], read_at: i64) {
-        let settled = read_at.saturating_sub(millis(self.config.heartbeat));
+        let settled = if self.rewrite_links.swap(false, Ordering::Relaxed) {
+            i64::MAX
+        } else {
+            read_at.saturating_sub(millis(self.config.heartbeat))
+        };
         let held: HashMap<&AgentId, &LinkRecord> =
             rows.iter().map(|row| (&row.agent_id, row)).collect();
         let mut rewritten = false;
@@ -260,10 +273,12 @@ impl Cluster {
         }
     }
 
-    /// Runs until `shutdown`: heartbeats, reads the other nodes' links, takes over dead
-    /// nodes, stores `last_seen` in batches.
+    /// Runs until `shutdown`: heartbeats (in a task of its own), reads the other nodes'
+    /// links, takes over dead nodes, stores `last_seen` in batches.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let beating = tokio::spawn(self.clone().beat(shutdown.clone()));
         let mut wakeups = self.store.wakeups();
+        // The backstop read: at the heartbeat's pace, whether or not wake-ups came.
         let mut beat = tokio::time::interval(self.config.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut flush = tokio::time::interval(self.config.last_seen_every);
@@ -278,7 +293,6 @@ impl Cluster {
         loop {
             tokio::select! {
                 _ = beat.tick() => {
-                    self.heartbeat().await;
                     self.refresh(&mut seen).await;
                     (read_at, wanted) = (Instant::now(), false);
                 }
@@ -298,6 +312,20 @@ impl Cluster {
             }
         }
         self.flush_last_seen(flushed_to).await;
+        let _ = beating.await;
+    }
+
+    /// Heartbeats every `heartbeat` until `shutdown`, apart from everything else the node
+    /// does: a refresh or a take-over that takes long must not make this node look dead.
+    async fn beat(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut beat = tokio::time::interval(self.config.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = beat.tick() => self.heartbeat().await,
+                _ = shutdown.cancelled() => break,
+            }
+        }
     }
 
     async fn heartbeat(&self) {
@@ -306,7 +334,8 @@ impl Cluster {
             Ok(true) => self.beat_at(now),
             Ok(false) => {
                 // Taken over while it could not heartbeat: its links were removed and its
-                // sessions ended. Come back, and write the links it still holds.
+                // sessions ended. Come back; the next refresh writes the links it still
+                // holds (not here: thousands of writes would hold the heartbeat up again).
                 tracing::warn!(node = %self.node, "this node was taken over by another; registering again");
                 if self.reregister().await.is_ok() {
                     self.beat_at(now);
@@ -340,10 +369,8 @@ impl Cluster {
         self.store
             .register_node(&self.node, address.as_deref(), now_ms())
             .await?;
-        for (link, _) in self.links.local_links_registered(&self.node) {
-            self.store.link_up(&link).await?;
-        }
-        self.store.wake(Topic::Links);
+        self.rewrite_links.store(true, Ordering::Relaxed);
+        self.store.wake(Topic::Nodes);
         Ok(())
     }
 
@@ -449,26 +476,32 @@ impl Cluster {
         self.store.wake(Topic::Nodes);
         self.store.wake(Topic::Links);
         self.store.wake(Topic::Sessions);
-        for agent in agents {
-            self.offline(&agent, "link lost: its node was lost").await;
-        }
+        self.offline(agents, "link lost: its node was lost").await;
     }
 
-    async fn offline(&self, agent_id: &AgentId, detail: &str) {
-        match self.store.agent_by_id(agent_id).await {
-            Ok(Some(agent)) => {
-                self.events
-                    .publish(
-                        EventKind::AgentOffline,
-                        &Actor::System,
-                        Some(&agent),
-                        detail,
-                    )
-                    .await;
-            }
-            Ok(None) => {}
-            Err(error) => tracing::error!(%error, "could not look up an agent whose link was lost"),
+    /// Announces `agents` offline: their records in one read, their events stored together
+    /// (the event writer batches what is queued at once). One round trip each held this
+    /// node's refresh for minutes when a lost node had ten thousand agents.
+    async fn offline(&self, agents: Vec<AgentId>, detail: &str) {
+        if agents.is_empty() {
+            return;
         }
+        let filter = AgentFilter {
+            ids: Some(IdSet::In(agents)),
+            ..AgentFilter::default()
+        };
+        let agents = match self.store.find_agents(&filter).await {
+            Ok(page) => page.agents,
+            Err(error) => {
+                tracing::error!(%error, "could not look up the agents whose links were lost");
+                return;
+            }
+        };
+        join_all(agents.iter().map(|agent| {
+            self.events
+                .publish(EventKind::AgentOffline, &Actor::System, Some(agent), detail)
+        }))
+        .await;
     }
 
     /// Stores the `last_seen` of this node's links heard from since `since`; returns the

@@ -23,7 +23,7 @@ use crate::store::{
     Actor, AgentRecord, EventAgentRef, EventRecord, NewEvent, Store, StoreResult, Topic, Wake,
 };
 
-mod writer;
+pub(crate) mod writer;
 
 const LIVE_BUFFER: usize = 1024;
 /// Stored events one read takes, while catching up.

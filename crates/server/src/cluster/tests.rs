@@ -172,9 +172,12 @@ async fn a_node_taken_over_while_alive_comes_back_with_its_links() {
         .unwrap();
     assert_eq!(taken, Some(vec![AgentId::from("a1")]));
 
-    // Its next heartbeat finds that out: it registers again and writes its links again.
+    // Its next heartbeat finds that out and registers again; its next refresh writes its
+    // links again (the link is younger than a heartbeat: written all the same).
     me.heartbeat().await;
     assert_eq!(store.list_nodes().await.unwrap().len(), 1);
+    assert!(store.list_links().await.unwrap().is_empty());
+    me.refresh(&mut HashMap::new()).await;
     let links = store.list_links().await.unwrap();
     assert_eq!(links.len(), 1);
     assert_eq!(&links[0].node, me.node());
@@ -202,4 +205,91 @@ async fn a_node_whose_heartbeat_is_stale_is_not_healthy() {
         me.healthy(),
         "a heartbeat that gets through makes it healthy again"
     );
+}
+
+/// A node's heartbeat goes on while the rest of its work waits on the database (here the link
+/// table is locked, as a long take-over or a linking storm holds a node's refresh): with the
+/// heartbeat behind the refresh, other nodes took a live node over.
+#[tokio::test]
+async fn the_heartbeat_goes_on_while_the_nodes_other_work_waits_for_the_database() {
+    use sqlx::Connection;
+    let Some(url) = crate::store::postgres_testing::fresh_database().await else {
+        return;
+    };
+    let pg = crate::store::PgStore::open(&url, Default::default())
+        .await
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(pg);
+    let config = ClusterConfig {
+        heartbeat: Duration::from_millis(50),
+        ..ClusterConfig::default()
+    };
+    let me = node_with(store.clone(), config).await;
+    me.register(None).await.unwrap();
+    let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE agent_links IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(me.clone().run(shutdown.clone()));
+
+    // Two heartbeats seen to land: the first may be the one before the refresh got stuck.
+    let beat_at = |nodes: Vec<crate::store::NodeRecord>| nodes[0].heartbeat_at;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut last = beat_at(store.list_nodes().await.unwrap());
+        for _ in 0..2 {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let now = beat_at(store.list_nodes().await.unwrap());
+                if now != last {
+                    last = now;
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("no heartbeat while the refresh waited for the link table");
+    tx.rollback().await.unwrap();
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+/// The node that takes a lost node over announces every agent the lost node held offline,
+/// each once (their records read at once, their events stored in batches).
+#[tokio::test]
+async fn taking_a_node_over_announces_each_of_its_agents_offline_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let me = node(store.clone()).await;
+    me.register(None).await.unwrap();
+    let lost = NodeId::random();
+    store.register_node(&lost, None, 1).await.unwrap();
+    // More than one batch of the event writer.
+    let count = crate::events::writer::MAX_BATCH + 200;
+    for i in 0..count {
+        let id = format!("a{i:04}");
+        agent(&*store, &id).await;
+        let link = LinkRecord {
+            agent_id: id.as_str().into(),
+            node: lost.clone(),
+            connected_at: 1,
+            liveness: Liveness::Online,
+        };
+        assert!(store.link_up(&link).await.unwrap());
+    }
+
+    me.take_over(&lost, 1).await;
+    let events = store.events_after(0, 10_000).await.unwrap();
+    let mut offline: Vec<String> = events
+        .iter()
+        .filter(|e| e.event.kind == EventKind::AgentOffline)
+        .map(|e| e.event.agent.as_ref().unwrap().id.to_string())
+        .collect();
+    offline.sort();
+    let expected: Vec<String> = (0..count).map(|i| format!("a{i:04}")).collect();
+    assert_eq!(offline, expected);
+    assert!(store.list_links().await.unwrap().is_empty());
 }

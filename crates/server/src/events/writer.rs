@@ -23,7 +23,7 @@ use crate::store::{NewEvent, Store, StoreResult};
 
 /// Events one transaction stores at most, in one statement: nine parameters each, 9,000 in
 /// all, within SQLite's 32,766 and PostgreSQL's 65,535 per statement.
-const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = 1000;
 /// How long a batch is tried again while the storage is unavailable: the database's
 /// restart or a pool's timeout in a storm, not an outage (the node is unready by then).
 const RETRY_FOR: Duration = Duration::from_secs(30);

@@ -40,6 +40,10 @@ impl Default for PgPoolSettings {
 
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// One connection of its own for the node's heartbeat: queued behind the pool's other
+    /// work (thousands of agents linking at once), a live node's heartbeat went stale and
+    /// other nodes took it over.
+    beats: PgPool,
     wakes: PgWakes,
 }
 
@@ -71,12 +75,21 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Open(format!("PostgreSQL at {target}: {e}")))?;
+        let beats = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options);
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let wakes = PgWakes::start(&pool).await?;
-        Ok(Self { pool, wakes })
+        Ok(Self { pool, beats, wakes })
+    }
+
+    /// Where the node's heartbeat is written (see `beats`).
+    pub(super) fn beat_pool(&self) -> &PgPool {
+        &self.beats
     }
 
     /// A read-committed transaction: each statement sees what committed before it started,

@@ -84,3 +84,28 @@ mod wakeups {
         assert_eq!(next(&mut on_b).await, Wake::Changed(Topic::Links));
     }
 }
+
+/// The node's heartbeat has a connection of its own: it is written while every pooled
+/// connection is taken (thousands of agents linking at once), or other nodes would judge a
+/// live node dead and take it over.
+#[tokio::test]
+async fn a_heartbeat_is_written_while_every_pooled_connection_is_taken() {
+    use crate::node::NodeId;
+    use crate::store::NodeStore;
+    let Some(url) = fresh_database().await else {
+        return;
+    };
+    let settings = super::PgPoolSettings {
+        max_connections: 2,
+        acquire_timeout: std::time::Duration::from_secs(1),
+    };
+    let store = PgStore::open(&url, settings).await.unwrap();
+    let node = NodeId::random();
+    store.register_node(&node, None, 1).await.unwrap();
+    // Every connection the pool may open, taken (the last acquire waits out its timeout).
+    let mut taken = Vec::new();
+    while let Ok(connection) = store.pool.acquire().await {
+        taken.push(connection);
+    }
+    assert!(store.node_heartbeat(&node, 2).await.unwrap());
+}

@@ -63,7 +63,7 @@ macro_rules! cluster_store {
                     let done = sqlx::query("UPDATE nodes SET heartbeat_at = $1 WHERE id = $2")
                         .bind(now)
                         .bind(id.as_str())
-                        .execute(&self.pool)
+                        .execute(self.beat_pool())
                         .await?;
                     Ok(done.rows_affected() == 1)
                 }

@@ -53,6 +53,11 @@ impl WriteCount for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Where the node's heartbeat is written: the one pool (SQLite writes one at a time).
+    pub(super) fn beat_pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Opens (creating if needed) `postern.db` in `data_dir` and applies migrations.
     pub async fn open(data_dir: &Path) -> StoreResult<Self> {
         Self::open_file(&data_dir.join(super::STORE_FILE)).await
