@@ -66,7 +66,11 @@ impl AgentConnection {
     }
 
     async fn look_up(&mut self, key: &str) -> Option<bool> {
-        match self.gateway.store.agent_by_ssh_key(key).await {
+        let found = {
+            let _turn = self.gateway.enrolling.lookup_turn().await;
+            self.gateway.store.agent_by_ssh_key(key).await
+        };
+        match found {
             Ok(Some(agent)) if agent.status == AgentStatus::Revoked => {
                 if !self.revoked_logged {
                     self.revoked_logged = true;
