@@ -23,9 +23,10 @@
 //! - **Own health**: when this node's heartbeat fails for `dead_after`, other nodes may take it
 //!   over, so it is not ready (readiness answers 503) until a heartbeat succeeds again; if it
 //!   was taken over meanwhile it registers again and writes its links again.
-//! - **last_seen**: kept in memory while linked; stored when a link ends and, for the links
-//!   heard from since, in one batched statement every `last_seen_every`. Idle agents cost the
-//!   database nothing between two batches.
+//! - **last_seen**: kept in memory while linked; stored when a link ends and when the node
+//!   stops (batched). A node that dies stores nothing: the survivor that takes it over (or
+//!   the node itself, starting again) stores its last heartbeat as its agents' `last_seen`.
+//!   Idle agents cost the database nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,13 +49,12 @@ use crate::store::{
     Actor, AgentFilter, IdSet, LinkEnded, LinkRecord, Store, StoreError, Topic, Wake,
 };
 
-/// How a node keeps its place among the others (server settings `node_heartbeat`,
-/// `node_dead_after`, `last_seen_every`; see docs/ARCHITECTURE.md "Nodes").
+/// How a node keeps its place among the others (server settings `node_heartbeat` and
+/// `node_dead_after`; see docs/ARCHITECTURE.md "Nodes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub heartbeat: Duration,
     pub dead_after: Duration,
-    pub last_seen_every: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -62,7 +62,6 @@ impl Default for ClusterConfig {
         Self {
             heartbeat: Duration::from_secs(5),
             dead_after: Duration::from_secs(15),
-            last_seen_every: Duration::from_secs(300),
         }
     }
 }
@@ -138,14 +137,19 @@ impl Cluster {
     }
 
     /// At start, before the node serves: registers it, and forgets the links its last run
-    /// held (they died with it; their agents are told offline).
+    /// held (they died with it; their agents were last seen at its last heartbeat and are
+    /// told offline).
     pub async fn register(&self, address: Option<&str>) -> Result<(), StoreError> {
         *self.address.lock().unwrap_or_else(|e| e.into_inner()) = address.map(str::to_owned);
-        self.store
-            .register_node(&self.node, address, now_ms())
-            .await?;
+        let now = now_ms();
+        let last_run = self.store.list_nodes().await?;
+        let last_beat = last_run
+            .iter()
+            .find(|n| n.id == self.node)
+            .map_or(now, |n| n.heartbeat_at);
+        self.store.register_node(&self.node, address, now).await?;
         self.last_beat.store(now_ms(), Ordering::Relaxed);
-        let gone = self.store.clear_node_links(&self.node).await?;
+        let gone = self.store.clear_node_links(&self.node, last_beat).await?;
         if !gone.is_empty() {
             self.store.wake(Topic::Links);
         }
@@ -274,18 +278,14 @@ impl Cluster {
     }
 
     /// Runs until `shutdown`: heartbeats (in a task of its own), reads the other nodes'
-    /// links, takes over dead nodes, stores `last_seen` in batches.
+    /// links, takes over dead nodes; at the end stores its links' `last_seen`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let beating = tokio::spawn(self.clone().beat(shutdown.clone()));
         let mut wakeups = self.store.wakeups();
         // The backstop read: at the heartbeat's pace, whether or not wake-ups came.
         let mut beat = tokio::time::interval(self.config.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut flush = tokio::time::interval(self.config.last_seen_every);
-        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        flush.tick().await;
         let mut seen: HashMap<NodeId, Seen> = HashMap::new();
-        let mut flushed_to = now_ms();
         // Wake-ups coalesce: a read of every link is a read of the whole fleet, so at most
         // one per `READ_GAP` however fast links change (see `READ_GAP`).
         let mut read_at = Instant::now();
@@ -307,11 +307,10 @@ impl Cluster {
                     self.refresh(&mut seen).await;
                     (read_at, wanted) = (Instant::now(), false);
                 }
-                _ = flush.tick() => flushed_to = self.flush_last_seen(flushed_to).await,
                 _ = shutdown.cancelled() => break,
             }
         }
-        self.flush_last_seen(flushed_to).await;
+        self.store_last_seen().await;
         let _ = beating.await;
     }
 
@@ -504,20 +503,14 @@ impl Cluster {
         .await;
     }
 
-    /// Stores the `last_seen` of this node's links heard from since `since`; returns the
-    /// time to count from next.
-    async fn flush_last_seen(&self, since: i64) -> i64 {
-        let now = now_ms();
-        let seen = self.links.seen_since(since);
+    /// Stores the `last_seen` of every link this node holds (as it stops).
+    async fn store_last_seen(&self) {
+        let seen = self.links.seen_since(0);
         if seen.is_empty() {
-            return now;
+            return;
         }
-        match self.store.store_last_seen(&seen).await {
-            Ok(()) => now,
-            Err(error) => {
-                tracing::warn!(%error, agents = seen.len(), "could not store last_seen; next time");
-                since
-            }
+        if let Err(error) = self.store.store_last_seen(&seen).await {
+            tracing::warn!(%error, agents = seen.len(), "could not store last_seen");
         }
     }
 }

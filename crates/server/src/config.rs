@@ -61,10 +61,6 @@ postern_settings::settings! {
         /// its sessions (`node lost`) and drops its links. At least two heartbeats.
         #[serde(with = "humantime_serde")]
         pub node_dead_after: Duration = secs(15),
-        /// How often the `last_seen` of this node's agents is stored (one statement per
-        /// thousand agents heard from since); also stored when a link ends.
-        #[serde(with = "humantime_serde")]
-        pub last_seen_every: Duration = secs(300),
         /// How long a login stays valid.
         #[serde(with = "humantime_serde")]
         pub login_ttl: Duration = secs(12 * 3600),
@@ -248,7 +244,7 @@ pub enum ConfigError {
 /// Each duration setting's accepted range. Zero is never meaningful (a zero keepalive or
 /// timeout fires at once); the upper bounds keep deadlines far from `Instant` overflow and
 /// catch a unit typed wrong (`30d` for `30s`).
-const DURATION_LIMITS: [(&str, Duration, Duration); 15] = [
+const DURATION_LIMITS: [(&str, Duration, Duration); 14] = [
     ("keepalive", secs(1), secs(600)),
     ("login_ttl", secs(60), secs(30 * 86_400)),
     ("session_timeout", secs(1), secs(3600)),
@@ -257,7 +253,6 @@ const DURATION_LIMITS: [(&str, Duration, Duration); 15] = [
     ("heartbeat_timeout", Duration::from_millis(100), secs(3600)),
     ("node_heartbeat", Duration::from_millis(100), secs(60)),
     ("node_dead_after", Duration::from_millis(200), secs(600)),
-    ("last_seen_every", secs(1), secs(86_400)),
     ("http_header_timeout", secs(1), secs(3600)),
     ("http_idle_timeout", secs(1), secs(86_400)),
     ("handshake_timeout", secs(1), secs(600)),
@@ -337,7 +332,6 @@ impl ServerConfig {
             self.heartbeat_timeout,
             self.node_heartbeat,
             self.node_dead_after,
-            self.last_seen_every,
             self.http_header_timeout,
             self.http_idle_timeout,
             self.handshake_timeout,

@@ -238,7 +238,6 @@ impl Server {
             cluster::ClusterConfig {
                 heartbeat: config.node_heartbeat,
                 dead_after: config.node_dead_after,
-                last_seen_every: config.last_seen_every,
             },
         ));
         // With the node address other nodes dial (`--node-listen`), if any.

@@ -16,9 +16,13 @@ async fn node(store: Arc<dyn Store>) -> Arc<Cluster> {
 }
 
 async fn node_with(store: Arc<dyn Store>, config: ClusterConfig) -> Arc<Cluster> {
+    node_as(store, config, NodeId::random()).await
+}
+
+/// The node `node` (again, when it ran before on the store).
+async fn node_as(store: Arc<dyn Store>, config: ClusterConfig, node: NodeId) -> Arc<Cluster> {
     let events = Arc::new(EventBus::new(store.clone()).await.unwrap());
     let links = Arc::new(LinkRegistry::default());
-    let node = NodeId::random();
     let sessions = Sessions::new(
         store.clone(),
         events.clone(),
@@ -292,4 +296,34 @@ async fn taking_a_node_over_announces_each_of_its_agents_offline_once() {
     let expected: Vec<String> = (0..count).map(|i| format!("a{i:04}")).collect();
     assert_eq!(offline, expected);
     assert!(store.list_links().await.unwrap().is_empty());
+}
+
+/// A node that died and starts again before anyone took it over forgets its last run's links;
+/// their agents were linked until that run's last heartbeat, which becomes their `last_seen`
+/// (nothing was stored while they idled).
+#[tokio::test]
+async fn a_node_starting_again_stores_its_last_runs_agents_as_seen_at_its_last_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    agent(&*store, "a1").await;
+    let first = node(store.clone()).await;
+    first.register(None).await.unwrap();
+    let (id, _) = link(&first, "a1");
+    assert_eq!(
+        first.link_up(&"a1".into(), id.connected_at()).await,
+        LinkClaim::Held
+    );
+    let last_beat = now_ms() - 1_000;
+    assert!(store.node_heartbeat(first.node(), last_beat).await.unwrap());
+
+    let again = node_as(
+        store.clone(),
+        ClusterConfig::default(),
+        first.node().clone(),
+    )
+    .await;
+    again.register(None).await.unwrap();
+    assert!(store.list_links().await.unwrap().is_empty());
+    let agent = store.agent_by_id(&"a1".into()).await.unwrap().unwrap();
+    assert_eq!(agent.last_seen, Some(last_beat));
 }

@@ -2,7 +2,8 @@
 //! agent's true online state whichever node the agent dialled. The node holding a link
 //! writes its row when the link comes up or goes down and when its liveness changes; never
 //! per heartbeat. `last_seen` stays in each node's memory and reaches the store when a link
-//! ends and in one batched statement per interval (`store_last_seen`).
+//! ends, when the node stops (`store_last_seen`, batched), and, for a node that died, as its
+//! last heartbeat when it is taken over or starts again: an idle fleet writes nothing.
 
 use async_trait::async_trait;
 use postern_protocol::AgentId;
@@ -36,6 +37,13 @@ pub enum LinkEnded {
     /// There was no row (it was never written, or its node was taken over).
     Absent,
 }
+
+/// Stores `$2` as `last_seen` of the agents whose links node `$1` held, unless they were seen
+/// later (on another node since): a dead node's agents were linked at least until its last
+/// heartbeat.
+pub const LAST_SEEN_OF_NODE: &str = "UPDATE agents SET last_seen = $2 \
+     WHERE id IN (SELECT agent_id FROM agent_links WHERE node_id = $1) \
+     AND (last_seen IS NULL OR last_seen < $2)";
 
 /// A link row as every database returns it, before it is checked.
 pub struct LinkRow {
@@ -95,13 +103,15 @@ pub trait LinkStore: Send + Sync {
     ) -> StoreResult<LinkEnded>;
     /// Every link row, of live and dead nodes alike.
     async fn list_links(&self) -> StoreResult<Vec<LinkRecord>>;
-    /// Removes every row of `node` (at its start: the links of its last run are gone).
+    /// Removes every row of `node` (at its start: the links of its last run are gone), their
+    /// agents last seen at `last_seen` (that run's last heartbeat) unless seen later.
     /// Returns the agents whose rows went.
-    async fn clear_node_links(&self, node: &NodeId) -> StoreResult<Vec<AgentId>>;
+    async fn clear_node_links(&self, node: &NodeId, last_seen: i64) -> StoreResult<Vec<AgentId>>;
     /// Takes a dead node over, once: removes its `nodes` row if its heartbeat is still
     /// `heartbeat_at` (compare-and-set, so of several survivors exactly one wins), and its
-    /// link rows with it, in one transaction. `Some(agents whose rows went)` to the winner,
-    /// `None` to everyone else (and when the node heartbeated again).
+    /// link rows with it, their agents last seen at `heartbeat_at` unless seen later, in one
+    /// transaction. `Some(agents whose rows went)` to the winner, `None` to everyone else (and
+    /// when the node heartbeated again).
     async fn take_over_node(
         &self,
         node: &NodeId,

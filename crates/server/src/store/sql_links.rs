@@ -14,7 +14,8 @@ macro_rules! link_store {
 
             use $crate::node::NodeId;
             use $crate::store::links::{
-                LAST_SEEN_BATCH, LinkEnded, LinkRecord, LinkRow, LinkStore, last_seen_statement,
+                LAST_SEEN_BATCH, LAST_SEEN_OF_NODE, LinkEnded, LinkRecord, LinkRow, LinkStore,
+                last_seen_statement,
             };
             use $crate::store::{StoreError, StoreResult};
 
@@ -109,13 +110,24 @@ macro_rules! link_store {
                         .collect()
                 }
 
-                async fn clear_node_links(&self, node: &NodeId) -> StoreResult<Vec<AgentId>> {
+                async fn clear_node_links(
+                    &self,
+                    node: &NodeId,
+                    last_seen: i64,
+                ) -> StoreResult<Vec<AgentId>> {
+                    let mut tx = self.write_tx().await?;
+                    sqlx::query(LAST_SEEN_OF_NODE)
+                        .bind(node.as_str())
+                        .bind(last_seen)
+                        .execute(&mut *tx)
+                        .await?;
                     let agents: Vec<String> = sqlx::query_scalar(
                         "DELETE FROM agent_links WHERE node_id = $1 RETURNING agent_id",
                     )
                     .bind(node.as_str())
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *tx)
                     .await?;
+                    tx.commit().await?;
                     Ok(agents.into_iter().map(AgentId::from).collect())
                 }
 
@@ -135,6 +147,11 @@ macro_rules! link_store {
                     if !won {
                         return Ok(None);
                     }
+                    sqlx::query(LAST_SEEN_OF_NODE)
+                        .bind(node.as_str())
+                        .bind(heartbeat_at)
+                        .execute(&mut *tx)
+                        .await?;
                     let agents: Vec<String> = sqlx::query_scalar(
                         "DELETE FROM agent_links WHERE node_id = $1 RETURNING agent_id",
                     )

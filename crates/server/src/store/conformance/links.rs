@@ -1,5 +1,6 @@
 //! Agent links (issue 12, "Nodes"): a row per linked agent naming its node, written only by
-//! the node that holds it; last_seen in batches; a dead node taken over exactly once.
+//! the node that holds it; last_seen in batches, and a dead node's agents last seen at its
+//! last heartbeat; a dead node taken over exactly once.
 
 use std::sync::Arc;
 
@@ -96,10 +97,26 @@ pub async fn a_restarted_node_clears_only_its_own_links<S: Store>(store: Arc<S>)
         agent(s, id).await;
         s.link_up(&link(id, node, 1)).await.unwrap();
     }
-    let mut cleared = s.clear_node_links(&one).await.unwrap();
+    // a2 was seen later than the node's last heartbeat (on another node, since).
+    s.store_last_seen(&[("a2".into(), 900)]).await.unwrap();
+    let mut cleared = s.clear_node_links(&one, 500).await.unwrap();
     cleared.sort();
     assert_eq!(cleared, [AgentId::from("a1"), AgentId::from("a2")]);
     assert_eq!(s.list_links().await.unwrap(), [link("a3", &two, 1)]);
+    let seen = |id: &'static str| async move {
+        s.agent_by_id(&id.into()).await.unwrap().unwrap().last_seen
+    };
+    assert_eq!(
+        seen("a1").await,
+        Some(500),
+        "last seen at the last heartbeat"
+    );
+    assert_eq!(seen("a2").await, Some(900), "a later sight is kept");
+    assert_eq!(
+        seen("a3").await,
+        None,
+        "another node's agent is not touched"
+    );
 }
 
 pub async fn last_seen_is_stored_in_batches<S: Store>(store: Arc<S>) {
@@ -149,6 +166,11 @@ pub async fn racing_survivors_take_a_dead_node_over_once<S: Store>(store: Arc<S>
     agents.sort();
     assert_eq!(agents, [AgentId::from("a1"), AgentId::from("a2")]);
     assert_eq!(s.list_links().await.unwrap(), [link("a3", &alive, 1)]);
+    // Its agents were linked until at least its last heartbeat.
+    for (id, seen) in [("a1", Some(200)), ("a2", Some(200)), ("a3", None)] {
+        let agent = s.agent_by_id(&id.into()).await.unwrap().unwrap();
+        assert_eq!(agent.last_seen, seen, "{id}");
+    }
     let nodes: Vec<NodeId> = s
         .list_nodes()
         .await
