@@ -276,12 +276,12 @@ async fn a_command_that_joined_a_session_on_its_way_out_runs_in_a_new_one() {
     let admin = server.login("admin", &password).await;
     let token = server.create_token(&admin, 1).await;
     let agent_dir = tempfile::tempdir().unwrap();
-    let mut options = postern_agent::AgentOptions::new(String::new(), agent_dir.path());
-    options.servers = vec![server.gateway.clone()];
-    options.name = Some("returning".into());
-    options.token = Some(token.parse().unwrap());
-    options.reconnect_min = Duration::from_millis(50);
-    options.reconnect_max = Duration::from_millis(500);
+    let options = crate::survive::killed::agent_options(
+        "returning",
+        vec![server.gateway.clone()],
+        &token,
+        agent_dir.path(),
+    );
     let agent = postern_agent::Agent::start(options.clone()).unwrap();
     wait_agent_state(&agent, "approved", approved).await;
     let home = cli_home_at(&server.url, "admin", &password).await;

@@ -29,14 +29,25 @@ pub fn agent(
     token: &str,
 ) -> (tempfile::TempDir, postern_agent::Agent) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut options = postern_agent::AgentOptions::new(String::new(), tmp.path().join("agent"));
+    let options = agent_options(name, servers, token, &tmp.path().join("agent"));
+    let agent = postern_agent::Agent::start(options).unwrap();
+    (tmp, agent)
+}
+
+/// The options of `agent`, its data in `data_dir` (to start it again as the same agent).
+pub fn agent_options(
+    name: &str,
+    servers: Vec<String>,
+    token: &str,
+    data_dir: &std::path::Path,
+) -> postern_agent::AgentOptions {
+    let mut options = postern_agent::AgentOptions::new(String::new(), data_dir);
     options.servers = servers;
     options.name = Some(name.into());
     options.token = Some(token.parse().unwrap());
     options.reconnect_min = Duration::from_millis(50);
     options.reconnect_max = Duration::from_millis(500);
-    let agent = postern_agent::Agent::start(options).unwrap();
-    (tmp, agent)
+    options
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
