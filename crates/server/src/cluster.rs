@@ -44,7 +44,7 @@ use crate::clock::now_ms;
 use crate::events::EventBus;
 use crate::links::LinkRegistry;
 use crate::node::NodeId;
-use crate::sessions::Sessions;
+use crate::sessions::{LinkEnd, Sessions};
 use crate::store::{
     Actor, AgentFilter, IdSet, LinkEnded, LinkRecord, Store, StoreError, Topic, Wake,
 };
@@ -148,7 +148,7 @@ impl Cluster {
             .find(|n| n.id == self.node)
             .map_or(now, |n| n.heartbeat_at);
         self.store.register_node(&self.node, address, now).await?;
-        self.last_beat.store(now_ms(), Ordering::Relaxed);
+        self.last_beat.store(now, Ordering::Relaxed);
         let gone = self.store.clear_node_links(&self.node, last_beat).await?;
         if !gone.is_empty() {
             self.store.wake(Topic::Links);
@@ -206,22 +206,22 @@ impl Cluster {
         }
     }
 
-    /// An agent's link on this node ended, last heard from at `last_seen`. False when another
-    /// node holds the agent's link: it is online there, not offline.
-    pub async fn link_down(&self, agent_id: &AgentId, last_seen: i64) -> bool {
+    /// An agent's link on this node ended, last heard from at `last_seen`. `Superseded` when
+    /// another node holds the agent's link: it is online there, not offline.
+    pub async fn link_down(&self, agent_id: &AgentId, last_seen: i64) -> LinkEnd {
         match self.store.link_down(agent_id, &self.node, last_seen).await {
             Ok(LinkEnded::Removed) => {
                 self.store.wake(Topic::Links);
-                true
+                LinkEnd::Offline
             }
             Ok(LinkEnded::HeldBy(node)) => {
                 tracing::info!(agent = %agent_id, %node, "a stale link ended; the agent is linked to another node");
-                false
+                LinkEnd::Superseded
             }
-            Ok(LinkEnded::Absent) => true,
+            Ok(LinkEnded::Absent) => LinkEnd::Offline,
             Err(error) => {
                 tracing::error!(%error, agent = %agent_id, "could not record the end of the agent's link");
-                true
+                LinkEnd::Offline
             }
         }
     }

@@ -295,8 +295,8 @@ async fn enroll(
 /// keeps).
 async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone, kept: &HashSet<SessionId>) {
     // A stale link ending while another node holds the agent's: it is not offline.
-    let offline = gateway.cluster.link_down(&agent.id, gone.last_seen).await;
-    if offline {
+    let end = gateway.cluster.link_down(&agent.id, gone.last_seen).await;
+    if end == LinkEnd::Offline {
         let detail = match gone.lost_after {
             Some(ms) => format!("link lost: no sign of life for {}s", ms / 1000),
             None => "link down".to_owned(),
@@ -306,11 +306,6 @@ async fn link_down(gateway: &Gateway, agent: &AgentRecord, gone: Gone, kept: &Ha
             .publish(EventKind::AgentOffline, &Actor::System, Some(agent), detail)
             .await;
     }
-    let end = if offline {
-        LinkEnd::Offline
-    } else {
-        LinkEnd::Superseded
-    };
     gateway.sessions.link_down(&agent.id, kept, end).await;
 }
 
